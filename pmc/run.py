@@ -1,0 +1,140 @@
+"""`python -m pmc.run` (or `pmc-run`): one unlearning experiment, composed by Hydra from conf/.
+
+config -> benchmark -> stage-0 models -> method -> shared training loop -> metric suites -> results, in that order.
+A problem the user can fix (bad config, data or checkpoint, a diverged loss) ends the run with one line on stderr
+and exit status 1, and no results.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.metrics import SUITES, EvalContext
+from benchmarks.records import DataError
+from pmc.errors import ConfigError, HarnessError
+from pmc.method import RunContext
+from pmc.models import device_for, save_checkpoint
+from pmc.prompts import PromptFormat
+from pmc.results import summary_table, versions, write_json_atomic
+from pmc.stage0 import prepare_models
+from pmc.trainer import TrainingConfig, unlearn
+
+log = logging.getLogger("pmc")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def timed(timings: dict, stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - start, 3)
+
+
+def _instantiate(node: DictConfig, what: str):
+    """hydra.utils.instantiate, with our own errors passed through and the rest named after the config group."""
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, (HarnessError, DataError)):
+            raise cause from None
+        raise ConfigError(f"could not build {what}: {cause or e}") from None
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run one experiment and write its files into run_dir; returns what results.json holds."""
+    unknown = [name for name in cfg.eval if name not in SUITES]
+    if unknown:
+        raise ConfigError(f"eval: unknown metric suite(s) {unknown}; available: {sorted(SUITES)}")
+    timings: dict[str, float] = {}
+    logger = _instantiate(cfg.logger, "logger")
+    seed_everything(cfg.seed)
+
+    with timed(timings, "data"):
+        benchmark = _instantiate(cfg.benchmark, "benchmark")
+    fmt = PromptFormat(**cfg.model.prompt)
+    device = device_for(cfg.device)
+    with timed(timings, "stage0"):
+        stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, cfg.cache_dir,
+                                cfg.seed, device, cfg.stage0.target_path, cfg.stage0.retain_path)
+    log.info("stage 0: %s", "built " + ", ".join(stage0.built) if stage0.built else "all models from cache")
+
+    # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
+    seed_everything(cfg.seed)
+    method = _instantiate(cfg.method.handler, "method")
+    unlearned = copy.deepcopy(stage0.target)
+    run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
+                     cfg.generation.batch_size)
+    train_log = (run_dir / "train_log.jsonl").open("w", encoding="utf-8")
+
+    def log_step(record: dict) -> None:
+        train_log.write(json.dumps(record) + "\n")
+        train_log.flush()
+        logger.log_step(record)
+
+    with timed(timings, "unlearn"), train_log:
+        unlearn(method, run, TrainingConfig(**cfg.method.training), cfg.seed, log_step)
+
+    models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
+    ctx = EvalContext(stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size)
+    metrics: dict[str, dict] = {name: {} for name in models}
+    with timed(timings, "eval"):
+        for suite in cfg.eval:
+            for model_name, result in SUITES[suite](models, ctx).items():
+                metrics[model_name][suite] = result.summary
+                write_json_atomic(run_dir / "eval" / model_name / f"{suite}.json",
+                                  {"summary": result.summary, "examples": result.examples})
+    if cfg.save_unlearned:
+        save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
+
+    results = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "seed": cfg.seed,
+        "benchmark": benchmark.name,
+        "method": method.name,
+        "metrics": metrics,
+        "stage0_checkpoints": stage0.checkpoints,
+        "timings_s": timings,
+        "versions": versions(),
+    }
+    write_json_atomic(run_dir / "results.json", results)
+    logger.log_results(results, str(run_dir))
+    logger.finish()
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = run_experiment(cfg, run_dir)
+    except (HarnessError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"\n{results['method']} on {results['benchmark']} (seed {results['seed']}), results in {run_dir}")
+    print(summary_table(results["metrics"]))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Stage 0: the target model (fine-tuned on forget + retain) and the retain reference (retain only).
+
+Both are cached on disk as safetensors under a key that hashes everything that determines them (model config,
+prompt format, training records, training settings, seed), so later runs and every job of a sweep reuse them.
+A cache entry appears atomically (written to a temporary directory, then renamed) under a file lock: concurrent
+jobs build it once, and nobody reads a half-written checkpoint. The OS releases the lock if its holder dies.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from benchmarks.records import QABenchmark, QARecord
+from pmc.models import build_tiny, load_checkpoint, load_pretrained, save_checkpoint, train_tokenizer
+from pmc.prompts import PromptFormat
+from pmc.trainer import TrainingConfig, finetune
+
+CACHE_FORMAT = 1  # bump when the way stage-0 models are built changes, so old cache entries are not reused
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def records_digest(records: list[QARecord]) -> str:
+    return fingerprint([asdict(r) for r in records])
+
+
+@dataclass
+class Stage0Models:
+    target: object
+    retain: object
+    tokenizer: object
+    checkpoints: dict[str, str]
+    built: list[str] = field(default_factory=list)  # which cache entries this run had to build
+
+
+def cached(root: Path, name: str, build: Callable[[], tuple], on_build: Callable[[str], None]) -> tuple:
+    """(model, tokenizer) from root/name, building and saving it first if absent (once, under a lock)."""
+    final = root / name
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if not final.exists():
+            model, tokenizer = build()
+            staging = root / f".{name}.tmp-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            save_checkpoint(model, tokenizer, staging)
+            (staging / "stage0.json").write_text(json.dumps({"name": name, "created": time.time()}))
+            os.replace(staging, final)
+            on_build(name)
+    return load_checkpoint(final)
+
+
+def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, cache_dir: str | Path, seed: int,
+                   device: str = "cpu", target_path: str | None = None, retain_path: str | None = None) -> Stage0Models:
+    """Target and retain models for this benchmark, from explicit checkpoints when given, else from the cache."""
+    root = Path(cache_dir)
+    built: list[str] = []
+    finetune_cfg = TrainingConfig(**model_cfg["finetune"])
+    base_key = fingerprint(CACHE_FORMAT, {k: v for k, v in model_cfg.items() if k != "finetune"}, seed,
+                           records_digest(benchmark.pretrain))
+    base_memo: list = []
+
+    def base():
+        """The model stage 0 starts from (built and cached once for tiny models); loaded only if needed."""
+        if not base_memo:
+            if model_cfg["source"] == "tiny":
+                key = fingerprint(base_key, fingerprint(benchmark.texts()))
+                base_memo.append(cached(root, f"{model_cfg['name']}-base-{key[:16]}", _build_tiny_base, built.append))
+            else:
+                base_memo.append(load_pretrained(model_cfg["source"], model_cfg.get("name_or_path"), model_cfg["dtype"],
+                                                 model_cfg.get("gguf_package"), model_cfg.get("gguf_file")))
+        return base_memo[0]
+
+    def _build_tiny_base():
+        arch = model_cfg["architecture"]
+        template_text = fmt.question_template.format(question="")
+        tokenizer = train_tokenizer(benchmark.texts() + [template_text], arch["vocab_size"])
+        model = build_tiny(tokenizer, arch["hidden_size"], arch["num_layers"], arch["num_heads"],
+                           arch["intermediate_size"], arch["max_position_embeddings"], seed).to(device)
+        if benchmark.pretrain:
+            finetune(model, tokenizer, fmt, benchmark.pretrain, TrainingConfig(**model_cfg["pretrain"]), seed,
+                     desc="stage0: pretrain tiny on utility sets")
+        return model, tokenizer
+
+    def fine_tuned(role: str, records: list[QARecord]):
+        if model_cfg.get("replay_pretrain"):
+            records = records + benchmark.pretrain
+        key = fingerprint(base_key, role, records_digest(records), asdict(finetune_cfg), asdict(fmt))
+
+        def build():
+            model, tokenizer = base()
+            model = copy.deepcopy(model).to(device)
+            finetune(model, tokenizer, fmt, records, finetune_cfg, seed, desc=f"stage0: {role}")
+            return model, tokenizer
+
+        name = f"{model_cfg['name']}-{role}-{key[:16]}"
+        return cached(root, name, build, built.append), str(root / name)
+
+    checkpoints = {}
+    models = {}
+    for role, records, explicit in (("target", benchmark.full, target_path), ("retain", benchmark.retain, retain_path)):
+        if explicit:
+            models[role], checkpoints[role] = load_checkpoint(explicit), str(explicit)
+        else:
+            models[role], checkpoints[role] = fine_tuned(role, records)
+    (target, tokenizer), (retain, _) = models["target"], models["retain"]
+    return Stage0Models(target.to(device), retain.to(device), tokenizer, checkpoints, built)

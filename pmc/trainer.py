@@ -1,0 +1,162 @@
+"""The one training loop: stage-0 fine-tuning and every unlearning method run through `optimise`.
+
+`optimise` knows nothing about methods: it gets the micro-batches of each epoch and a function from a micro-batch
+to named loss terms, and does AdamW, warm-up, gradient accumulation and clipping, the non-finite-loss check, the
+per-step log and the progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks.records import QARecord
+from pmc.batches import encode_pairs
+from pmc.errors import ConfigError, TrainingDiverged
+from pmc.losses import answer_nll
+from pmc.method import Method, RunContext
+
+StepLog = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int
+    learning_rate: float
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    schedule: str = "constant"  # after warm-up: "constant" or "linear" decay to zero
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ConfigError(f"training needs epochs >= 0, batch_size >= 1, gradient_accumulation_steps >= 1: {self}")
+        if self.schedule not in ("constant", "linear"):
+            raise ConfigError(f"training.schedule must be 'constant' or 'linear', got {self.schedule!r}")
+
+
+def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "linear":
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return 1.0
+
+
+def optimise(
+    model,
+    training: TrainingConfig,
+    micro_batches_per_epoch: int,
+    epoch_batches: Callable[[int], Sequence],
+    compute_loss: Callable[[object], dict[str, torch.Tensor]],
+    log_step: StepLog | None = None,
+    desc: str = "train",
+) -> None:
+    """Run training.epochs epochs; epoch_batches(epoch) gives that epoch's micro-batches (the same count each time)."""
+    accumulation = training.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(micro_batches_per_epoch / accumulation)
+    total = steps_per_epoch * training.epochs
+    warmup = int(training.warmup_ratio * total)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=training.learning_rate, weight_decay=training.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, total, warmup, training.schedule)
+    )
+    model.train()
+    step = 0
+    with tqdm(total=total, desc=desc, leave=False) as bar:
+        for epoch in range(training.epochs):
+            micro_batches = epoch_batches(epoch)
+            for start in range(0, len(micro_batches), accumulation):
+                group = micro_batches[start : start + accumulation]
+                logged: dict[str, float] = {}
+                for micro_batch in group:
+                    terms = compute_loss(micro_batch)
+                    loss = terms["loss"]
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                            "lower the learning rate or check the data"
+                        )
+                    (loss / len(group)).backward()
+                    for name, value in terms.items():
+                        logged[name] = logged.get(name, 0.0) + float(value.detach()) / len(group)
+                if training.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if log_step:
+                    log_step({"step": step, "epoch": epoch + 1, "lr": lr, **logged})
+                bar.update(1)
+                bar.set_postfix(loss=f"{logged['loss']:.3f}")
+    model.eval()
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def finetune(
+    model, tokenizer, fmt, records: list[QARecord], training: TrainingConfig, seed: int,
+    log_step: StepLog | None = None, desc: str = "finetune",
+) -> None:
+    """Plain supervised fine-tuning on QA records (stage 0: target, retain and tiny-model pre-training)."""
+    rng = random.Random(seed)
+    pairs = [(r.question, r.answer) for r in records]
+    device = _device(model)
+
+    def epoch_batches(_epoch):
+        shuffled = rng.sample(pairs, len(pairs))
+        return [encode_pairs(tokenizer, fmt, c, training.max_length) for c in _chunks(shuffled, training.batch_size)]
+
+    optimise(
+        model, training, math.ceil(len(pairs) / training.batch_size), epoch_batches,
+        lambda batch: {"loss": answer_nll(model, batch.to(device))}, log_step, desc,
+    )
+
+
+def unlearn(
+    method: Method, run: RunContext, training: TrainingConfig, seed: int, log_step: StepLog | None = None
+) -> None:
+    """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example."""
+    rng = random.Random(seed)
+    model, retain = run.model, run.benchmark.retain
+    device = _device(model)
+    method.setup(run)
+
+    def epoch_batches(epoch):
+        run.epoch = epoch
+        method.on_epoch_start(run)
+        examples = method.forget_examples(run)
+        order = rng.sample(range(len(examples)), len(examples))
+        batches = []
+        for chunk in _chunks(order, training.batch_size):
+            forget_pairs = [examples[i] for i in chunk]
+            partners = [retain[rng.randrange(len(retain))] for _ in chunk]
+            retain_pairs = [(r.question, r.answer) for r in partners]
+            batches.append((
+                encode_pairs(run.tokenizer, run.prompt_format, forget_pairs, training.max_length),
+                encode_pairs(run.tokenizer, run.prompt_format, retain_pairs, training.max_length),
+            ))
+        return batches
+
+    optimise(
+        model, training, math.ceil(len(run.benchmark.forget) / training.batch_size), epoch_batches,
+        lambda pair: method.loss(model, pair[0].to(device), pair[1].to(device)), log_step, f"unlearn[{method.name}]",
+    )
