@@ -113,7 +113,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         "benchmark": benchmark.name,
         "method": method.name,
         "metrics": metrics,
-        "stage0_checkpoints": stage0.checkpoints,
+        "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built},
         "timings_s": timings,
         "versions": versions(),
     }

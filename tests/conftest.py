@@ -1,0 +1,53 @@
+"""Shared fixtures: Hydra configs composed from conf/ and shrunk to a size that trains in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+TOFU_DIR = Path(os.environ.get("TOFU_DATA_DIR") or REPO.parent / "shared" / "data" / "tofu")
+
+# A 2-layer tiny model, trained hard enough to memorise a small benchmark in seconds.
+SMALL_MODEL = [
+    "model.architecture.vocab_size=512",
+    "model.architecture.hidden_size=128",
+    "model.architecture.num_layers=2",
+    "model.architecture.intermediate_size=512",
+    "model.pretrain.epochs=30",
+    "model.pretrain.learning_rate=3e-3",
+    "model.finetune.epochs=40",
+    "model.finetune.learning_rate=3e-3",
+    "method.training.learning_rate=5e-4",
+    "method.training.epochs=10",
+    "device=cpu",
+]
+# ... on a 6-author synthetic benchmark: stage 0 takes ~10 s, PMC a few seconds.
+SMALL = SMALL_MODEL + [
+    "benchmark.num_authors=6",
+    "benchmark.forget_authors=1",
+    "benchmark.num_world_facts=10",
+    "benchmark.num_real_authors=10",
+    "benchmark.retain_eval_authors=2",
+]
+
+
+@pytest.fixture(scope="session")
+def stage0_cache(tmp_path_factory) -> Path:
+    """One stage-0 cache for the whole session, so target and retain models are trained once."""
+    return tmp_path_factory.mktemp("stage0_cache")
+
+
+@pytest.fixture
+def make_config(stage0_cache):
+    """make(*overrides, base=SMALL) -> the run config the CLI would build, with `base` applied first."""
+
+    def make(*overrides: str, base: list[str] = SMALL):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[*base, f"cache_dir={stage0_cache}", *overrides])
+
+    return make

@@ -1,0 +1,133 @@
+"""End to end: `python -m pmc.run` composes, trains, unlearns, evaluates and writes its files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SMALL_MODEL, TOFU_DIR
+from pmc.errors import ConfigError
+from pmc.run import run_experiment
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def pmc_run(tmp_path_factory, stage0_cache):
+    """One PMC run on the small benchmark, shared by the assertions below."""
+    from conftest import CONF_DIR, SMALL
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*SMALL, f"cache_dir={stage0_cache}"])
+    run_dir = tmp_path_factory.mktemp("pmc_run")
+    return run_experiment(cfg, run_dir), run_dir
+
+
+def test_pmc_raises_unlearn_quality_and_keeps_utility(pmc_run):
+    results, _ = pmc_run
+    target, unlearned = results["metrics"]["target"]["paper"], results["metrics"]["unlearned"]["paper"]
+    assert unlearned["unlearn_quality"] >= target["unlearn_quality"] + 20
+    assert unlearned["utility"] >= 0.9 * target["utility"]
+    assert target["rouge_forget"] > 0.9  # stage 0 really memorised the forget set
+
+
+def test_run_leaves_its_files(pmc_run):
+    results, run_dir = pmc_run
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["metrics"] == results["metrics"]
+    assert on_disk["method"] == "pmc" and on_disk["seed"] == 0 and on_disk["benchmark"] == "synthetic"
+    assert set(on_disk["timings_s"]) == {"data", "stage0", "unlearn", "eval"}
+    assert on_disk["versions"]["torch"] and on_disk["config"]["method"]["handler"]["num_samples"] == 5
+    assert set(on_disk["stage0"]["checkpoints"]) == {"target", "retain"}
+    for model in ("target", "retain", "unlearned"):
+        per_example = json.loads((run_dir / "eval" / model / "paper.json").read_text())
+        forget = per_example["examples"]["forget"]
+        assert len(forget) == 10  # one forget author x 10 questions
+        mean_recall = sum(row["rouge_l_recall"] for row in forget) / len(forget)
+        assert mean_recall == pytest.approx(per_example["summary"]["rouge_forget"])
+    log = read_jsonl(run_dir / "train_log.jsonl")
+    assert len(log) == 10 * 2  # 10 epochs x ceil(10 forget questions / batch 8)
+    assert {"loss", "collapse_loss", "retain_loss", "selected_score", "lr", "epoch", "step"} <= set(log[0])
+    assert log[-1]["selected_score"] < log[0]["selected_score"]
+
+
+def test_same_seed_same_results_and_stage0_reused(pmc_run, make_config, tmp_path):
+    first, first_dir = pmc_run
+    second = run_experiment(make_config(), tmp_path)
+    assert second["stage0"]["built_in_this_run"] == []  # target and retain came from the cache
+    assert second["metrics"] == first["metrics"]
+    assert read_jsonl(tmp_path / "train_log.jsonl") == read_jsonl(first_dir / "train_log.jsonl")
+
+
+def test_other_seed_changes_unlearning(pmc_run, make_config, tmp_path):
+    first, _ = pmc_run
+    other = run_experiment(make_config("method.handler.seed=1", "method.training.epochs=2"), tmp_path)
+    assert other["metrics"]["target"] == first["metrics"]["target"]
+    assert other["metrics"]["unlearned"] != first["metrics"]["unlearned"]
+
+
+def test_gradient_ascent_through_the_same_loop(make_config, tmp_path):
+    results = run_experiment(make_config("method=ga", "method.training.epochs=2", "method.training.learning_rate=1e-3",
+                                         "method.training.gradient_accumulation_steps=1"), tmp_path)
+    assert results["method"] == "ga"
+    log = read_jsonl(tmp_path / "train_log.jsonl")
+    assert all(step["loss"] == pytest.approx(-step["forget_nll"]) for step in log)
+    assert log[-1]["forget_nll"] > log[0]["forget_nll"]  # ascent pushes the forget NLL up
+    assert (tmp_path / "results.json").is_file()
+
+
+def test_unknown_eval_suite_is_a_config_error(make_config, tmp_path):
+    with pytest.raises(ConfigError, match="unknown metric suite"):
+        run_experiment(make_config("eval=[paper,nope]"), tmp_path)
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.skipif(not (TOFU_DIR / "full.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
+def test_real_tofu_author_subset_runs(make_config, tmp_path):
+    """The pipeline on real TOFU files: forget01's last author among 3 authors, a few epochs only."""
+    cfg = make_config(
+        "experiment=tofu_subset_tiny", f"benchmark.data_dir={TOFU_DIR}", "benchmark.num_authors=3",
+        "model.pretrain.epochs=2", "model.finetune.epochs=3", "method.training.epochs=1", "generation.max_new_tokens=16",
+        base=SMALL_MODEL,
+    )
+    results = run_experiment(cfg, tmp_path)
+    assert results["benchmark"] == "tofu_forget01_authors3"
+    per_example = json.loads((tmp_path / "eval" / "unlearned" / "paper.json").read_text())["examples"]
+    assert len(per_example["forget"]) == 20 and len(per_example["world_facts"]) == 117
+    assert {r["question"] for r in per_example["forget"]}.isdisjoint({r["question"] for r in per_example["retain"]})
+
+
+def run_cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "pmc.run", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_missing_data_dir_is_one_clear_error(tmp_path):
+    out = run_cli("benchmark=tofu", f"benchmark.data_dir={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"error: TOFU data directory {tmp_path / 'nowhere'} does not exist; set benchmark.data_dir to a directory "
+        "holding the TOFU JSON files (or leave it unset to download them from the hub)"
+    ]
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_cli_malformed_record_names_file_and_line(tmp_path):
+    data = tmp_path / "tofu"
+    data.mkdir()
+    (data / "full.json").write_text('{"question": "q", "answer": "a"}\n{"question": "q2"}\n')
+    out = run_cli("benchmark=tofu", f"benchmark.data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"error: {data / 'full.json'}:2: field 'answer' is missing"
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_cli_unknown_method_names_the_group(tmp_path):
+    out = run_cli("method=nonsense", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode != 0
+    assert "method/nonsense" in out.stderr and "pmc" in out.stderr  # Hydra lists the available options
