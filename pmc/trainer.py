@@ -41,6 +41,13 @@ class TrainingConfig:
             raise ConfigError(f"training needs epochs >= 0, batch_size >= 1, gradient_accumulation_steps >= 1: {self}")
         if self.schedule not in ("constant", "linear"):
             raise ConfigError(f"training.schedule must be 'constant' or 'linear', got {self.schedule!r}")
+        # a negative max_grad_norm would silently flip every gradient (clip_grad_norm_ scales by max_norm / norm)
+        if (self.learning_rate < 0 or self.weight_decay < 0 or self.max_grad_norm < 0 or self.max_length < 1
+                or not 0 <= self.warmup_ratio <= 1):
+            raise ConfigError(
+                "training needs learning_rate >= 0, weight_decay >= 0, max_grad_norm >= 0 (0 = no clipping), "
+                f"max_length >= 1 and 0 <= warmup_ratio <= 1: {self}"
+            )
 
 
 def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
