@@ -20,9 +20,11 @@ class Batch:
     input_ids: torch.Tensor  # [B, T], right-padded
     attention_mask: torch.Tensor  # [B, T], 1 on real tokens
     labels: torch.Tensor  # [B, T], token id on answer tokens, IGNORE_INDEX elsewhere
+    paired: "Batch | None" = None  # row i's second (question, answer), for methods that compare two (see ForgetExample)
 
     def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        paired = self.paired.to(device) if self.paired is not None else None
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), paired)
 
 
 def encode_pairs(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], max_length: int) -> Batch:

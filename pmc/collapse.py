@@ -15,7 +15,7 @@ import torch
 
 from pmc.generation import generate_answers, greedy_answers
 from pmc.losses import answer_nll
-from pmc.method import Method, RunContext
+from pmc.method import ForgetExample, Method, RunContext
 from pmc.rouge import rouge_l_recall
 from pmc.selection import SELECTION_RULES, BestSoFarCache, penalised_score, select
 from pmc.errors import ConfigError
@@ -84,8 +84,8 @@ class PartialModelCollapse(Method):
             chosen = select(scores, self.selection, self.bt_temperature, self.rng)
             self.cache.offer(index, candidates[chosen], scores[chosen])
 
-    def forget_examples(self, run: RunContext) -> list[tuple[str, str]]:
-        return [(r.question, a) for r, a in zip(run.benchmark.forget, self.cache.answers)]
+    def forget_examples(self, run: RunContext) -> list[ForgetExample]:
+        return [ForgetExample(r.question, a) for r, a in zip(run.benchmark.forget, self.cache.answers)]
 
     def loss(self, model, forget, retain) -> dict[str, torch.Tensor]:
         collapse = answer_nll(model, forget)

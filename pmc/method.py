@@ -6,6 +6,7 @@ what makes it that method: its loss, and optionally the forget targets it trains
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,24 @@ import torch
 from benchmarks.records import QABenchmark
 from pmc.batches import Batch
 from pmc.prompts import PromptFormat
+
+
+@dataclass(frozen=True)
+class ForgetExample:
+    """One row of a forget batch: the (question, answer) the loss is computed on, and optionally a second pair the
+    method compares it with (IdkDPO, FLAT: refusal vs. forget answer; ICU: the forget item's retain neighbour).
+    The trainer encodes `paired` rows into `Batch.paired`, with the same answer-only masking."""
+
+    question: str
+    answer: str
+    paired: tuple[str, str] | None = None
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The model as it is now, in eval mode and without gradients: the reference of NPO, DPO and KL terms."""
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
 
 
 @dataclass
@@ -39,9 +58,10 @@ class Method:
     def on_epoch_start(self, run: RunContext) -> None:
         """Before each epoch (e.g. PMC's resampling)."""
 
-    def forget_examples(self, run: RunContext) -> list[tuple[str, str]]:
-        """(question, answer) pairs the forget batches are built from this epoch; default: the forget set itself."""
-        return [(r.question, r.answer) for r in run.benchmark.forget]
+    def forget_examples(self, run: RunContext) -> list[ForgetExample]:
+        """What this epoch's forget batches are built from; default: the forget set itself. May shrink between
+        epochs (ICU drops forgotten items); an empty list ends training early."""
+        return [ForgetExample(r.question, r.answer) for r in run.benchmark.forget]
 
     def loss(self, model, forget: Batch, retain: Batch) -> dict[str, torch.Tensor]:
         """{"loss": the scalar to minimise, plus named terms to log}."""

@@ -83,6 +83,8 @@ def optimise(
     with tqdm(total=total, desc=desc, leave=False) as bar:
         for epoch in range(training.epochs):
             micro_batches = epoch_batches(epoch)
+            if not micro_batches:  # nothing left to unlearn (e.g. ICU has forgotten every item)
+                break
             for start in range(0, len(micro_batches), accumulation):
                 group = micro_batches[start : start + accumulation]
                 logged: dict[str, float] = {}
@@ -153,14 +155,14 @@ def unlearn(
         examples = method.forget_examples(run)
         order = rng.sample(range(len(examples)), len(examples))
         batches = []
+        encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
         for chunk in _chunks(order, training.batch_size):
-            forget_pairs = [examples[i] for i in chunk]
+            rows = [examples[i] for i in chunk]
+            forget = encode([(e.question, e.answer) for e in rows])
+            if rows[0].paired is not None:
+                forget.paired = encode([e.paired for e in rows])
             partners = [retain[rng.randrange(len(retain))] for _ in chunk]
-            retain_pairs = [(r.question, r.answer) for r in partners]
-            batches.append((
-                encode_pairs(run.tokenizer, run.prompt_format, forget_pairs, training.max_length),
-                encode_pairs(run.tokenizer, run.prompt_format, retain_pairs, training.max_length),
-            ))
+            batches.append((forget, encode([(r.question, r.answer) for r in partners])))
         return batches
 
     optimise(

@@ -13,7 +13,7 @@ from benchmarks.records import QABenchmark, QARecord
 from pmc.batches import encode_pairs
 from pmc.collapse import PartialModelCollapse
 from pmc.errors import ConfigError
-from pmc.method import RunContext
+from pmc.method import ForgetExample, RunContext
 from pmc.models import build_tiny, train_tokenizer
 from pmc.prompts import PromptFormat
 
@@ -172,9 +172,10 @@ def test_forget_examples_are_selected_answers_never_ground_truth(scripted):
     method.setup(run)
     epoch(method, run, 0)
     examples = method.forget_examples(run)
-    assert examples == [(FORGET[0].question, "the book is blue"), (FORGET[1].question, "nothing to say")]
+    assert examples == [ForgetExample(FORGET[0].question, "the book is blue"),
+                        ForgetExample(FORGET[1].question, "nothing to say")]
     truths = {r.answer for r in FORGET}
-    assert not any(answer in truths for _, answer in examples)
+    assert not any(e.answer in truths for e in examples)
 
 
 def test_length_penalty_changes_the_choice(scripted):
@@ -221,7 +222,7 @@ def test_loss_is_collapse_plus_weighted_retain(scripted):
     method.setup(run)
     epoch(method, run, 0)
 
-    forget = encode_pairs(tokenizer, run.prompt_format, method.forget_examples(run), 64)
+    forget = encode_pairs(tokenizer, run.prompt_format, [(e.question, e.answer) for e in method.forget_examples(run)], 64)
     retain = encode_pairs(tokenizer, run.prompt_format, [(r.question, r.answer) for r in RETAIN], 64)
     terms = method.loss(model, forget, retain)
 

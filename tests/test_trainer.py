@@ -10,7 +10,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from benchmarks.records import QABenchmark, QARecord
 from pmc.errors import ConfigError, TrainingDiverged
-from pmc.method import Method, RunContext
+from pmc.method import ForgetExample, Method, RunContext
 from pmc.models import train_tokenizer
 from pmc.prompts import PromptFormat
 from pmc.trainer import TrainingConfig, _lr_factor, optimise, unlearn
@@ -194,7 +194,7 @@ class Recording(Method):
     def forget_examples(self, run):
         if not self.relabel:
             return super().forget_examples(run)
-        return [(r.question, f"Made up {run.epoch}.") for r in run.benchmark.forget]
+        return [ForgetExample(r.question, f"Made up {run.epoch}.") for r in run.benchmark.forget]
 
     def _decode(self, batch) -> list[tuple[str, str]]:
         pairs = []

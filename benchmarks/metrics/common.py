@@ -5,15 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from benchmarks.records import QABenchmark
+from pmc.generation import greedy_answers
 
 
 @dataclass
 class EvalContext:
+    """What every suite needs besides the models.
+
+    One context scores one fixed set of models: greedy answers are remembered per (model, questions), so suites
+    asking the same questions (paper and tofu both score the plain forget/retain/utility questions) decode once.
+    Build a fresh context if a model's weights change.
+    """
+
     tokenizer: object
     prompt_format: object  # pmc.prompts.PromptFormat
     benchmark: QABenchmark
     max_new_tokens: int
     batch_size: int
+    max_length: int | None = None  # token budget of a scored question+answer; None: the model's context size
+    _answers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def greedy_answers(self, model, questions: list[str], desc: str | None = None) -> list[str]:
+        """Greedy answers (max_new_tokens, batch_size rows at a time), decoded once per model and question list."""
+        key = (id(model), tuple(questions))
+        hit = self._answers.get(key)
+        if hit is None or hit[0] is not model:  # the model is kept in the entry, so its id cannot be reused
+            answers = greedy_answers(model, self.tokenizer, self.prompt_format, list(questions),
+                                     max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, desc=desc)
+            hit = self._answers[key] = (model, answers)
+        return list(hit[1])
 
 
 @dataclass

@@ -10,7 +10,6 @@ from statistics import mean
 
 from benchmarks.metrics.common import EvalContext, SuiteResult
 from benchmarks.records import DataError
-from pmc.generation import greedy_answers
 from pmc.rouge import rouge_l_recall
 
 
@@ -39,9 +38,7 @@ def _splits(ctx: EvalContext) -> dict[str, list[tuple[str, str]]]:
 def score_model(model, ctx: EvalContext, label: str = "") -> SuiteResult:
     examples, recall = {}, {}
     for split, pairs in _splits(ctx).items():
-        answers = greedy_answers(model, ctx.tokenizer, ctx.prompt_format, [q for q, _ in pairs],
-                                 max_new_tokens=ctx.max_new_tokens, batch_size=ctx.batch_size,
-                                 desc=f"eval {label} {split}")
+        answers = ctx.greedy_answers(model, [q for q, _ in pairs], desc=f"eval {label} {split}")
         rows = [{"question": q, "answer": a, "generated": g, "rouge_l_recall": rouge_l_recall(a, g)}
                 for (q, a), g in zip(pairs, answers)]
         examples[split] = rows
