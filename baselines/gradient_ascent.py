@@ -1,16 +1,12 @@
-"""Gradient ascent (GA): maximise the NLL of the forget answers, i.e. minimise −NLL_forget. No retain term."""
+"""Gradient ascent (GA): minimise −NLL of the forget answers, with no retain term (GradDiff with α = 0)."""
 
 from __future__ import annotations
 
-import torch
-
-from pmc.losses import answer_nll
-from pmc.method import Method
+from baselines.graddiff import GradDiff
 
 
-class GradientAscent(Method):
+class GradientAscent(GradDiff):
     name = "ga"
 
-    def loss(self, model, forget, retain) -> dict[str, torch.Tensor]:
-        forget_nll = answer_nll(model, forget)
-        return {"loss": -forget_nll, "forget_nll": forget_nll}
+    def __init__(self, forget_weight: float = 1.0):
+        super().__init__(forget_weight=forget_weight, retain_weight=0.0)

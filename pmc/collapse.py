@@ -15,14 +15,15 @@ import torch
 
 from pmc.generation import generate_answers, greedy_answers
 from pmc.losses import answer_nll
-from pmc.method import ForgetExample, Method, RunContext
+from pmc.method import ForgetExample, RetainRegularised, RunContext
 from pmc.rouge import rouge_l_recall
 from pmc.selection import SELECTION_RULES, BestSoFarCache, penalised_score, select
 from pmc.errors import ConfigError
 
 
-class PartialModelCollapse(Method):
+class PartialModelCollapse(RetainRegularised):
     name = "pmc"
+    forget_term = "collapse_loss"
 
     def __init__(
         self,
@@ -45,9 +46,9 @@ class PartialModelCollapse(Method):
             raise ConfigError(f"method.handler.selection must be one of {SELECTION_RULES}, got {selection!r}")
         if selection == "bradley_terry" and not bt_temperature > 0:
             raise ConfigError(f"method.handler.bt_temperature must be > 0, got {bt_temperature}")
+        super().__init__(forget_weight=1.0, retain_weight=retain_weight)
         self.num_samples, self.temperature, self.top_p = num_samples, temperature, top_p
         self.max_new_tokens = max_new_tokens
-        self.retain_weight = retain_weight
         self.selection, self.bt_temperature = selection, bt_temperature
         self.min_length, self.length_penalty = min_length, length_penalty
         self.rng = random.Random(seed)
@@ -58,6 +59,7 @@ class PartialModelCollapse(Method):
         return self.max_new_tokens or run.max_new_tokens
 
     def setup(self, run: RunContext) -> None:
+        super().setup(run)
         questions = [r.question for r in run.benchmark.forget]
         self.initial_answers = greedy_answers(
             run.model, run.tokenizer, run.prompt_format, questions,
@@ -87,12 +89,6 @@ class PartialModelCollapse(Method):
     def forget_examples(self, run: RunContext) -> list[ForgetExample]:
         return [ForgetExample(r.question, a) for r, a in zip(run.benchmark.forget, self.cache.answers)]
 
-    def loss(self, model, forget, retain) -> dict[str, torch.Tensor]:
-        collapse = answer_nll(model, forget)
-        retain_loss = answer_nll(model, retain)
-        return {
-            "loss": collapse + self.retain_weight * retain_loss,
-            "collapse_loss": collapse,
-            "retain_loss": retain_loss,
-            "selected_score": torch.tensor(self.cache.mean_score()),
-        }
+    def forget_loss(self, model, forget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """NLL of the selected answers; the mean cached score shows how far collapse has got."""
+        return answer_nll(model, forget), {"selected_score": torch.tensor(self.cache.mean_score())}

@@ -31,3 +31,23 @@ def answer_nll(model, batch: Batch) -> torch.Tensor:
     """Mean negative log-likelihood over all answer tokens of the batch (what a causal LM's `.loss` reports)."""
     picked, mask = token_logprobs(model, batch)
     return -picked.sum() / mask.sum().clamp(min=1)
+
+
+def mean_token_probability(model, batch: Batch) -> torch.Tensor:
+    """Per sequence, the mean over answer tokens of each token's probability [B] (FLAT's P̄)."""
+    picked, mask = token_logprobs(model, batch)
+    probabilities = torch.where(mask, picked.exp(), 0.0)
+    return probabilities.sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def answer_kl(model, reference, batch: Batch) -> torch.Tensor:
+    """KL(reference ‖ model) between next-token distributions, averaged over answer tokens: keeps the model's
+    whole output distribution, not just the label's probability, where the frozen reference had it."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    with torch.no_grad():
+        reference_logits = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    reference_logprobs = torch.log_softmax(reference_logits.float(), dim=-1)
+    per_token = (reference_logprobs.exp() * (reference_logprobs - logprobs)).sum(-1)
+    mask = batch.labels[:, 1:] != IGNORE_INDEX
+    return torch.where(mask, per_token, 0.0).sum() / mask.sum().clamp(min=1)

@@ -13,6 +13,8 @@ import torch
 
 from benchmarks.records import QABenchmark
 from pmc.batches import Batch
+from pmc.errors import ConfigError
+from pmc.losses import answer_kl, answer_nll
 from pmc.prompts import PromptFormat
 
 
@@ -66,3 +68,38 @@ class Method:
     def loss(self, model, forget: Batch, retain: Batch) -> dict[str, torch.Tensor]:
         """{"loss": the scalar to minimise, plus named terms to log}."""
         raise NotImplementedError
+
+
+class RetainRegularised(Method):
+    """forget_weight · (the method's forget objective) + retain_weight · (retain term), the shape most methods share
+    (open-unlearning's GradDiff family: γ and α). The retain term is the NLL of the retain answers, or
+    (retain_loss="kl") the KL from the frozen pre-unlearning model on them. Subclasses implement `forget_loss`."""
+
+    forget_term = "forget_loss"  # the name the forget objective is logged under
+    needs_reference = False  # True: setup keeps a frozen copy of the model in self.reference
+
+    def __init__(self, forget_weight: float = 1.0, retain_weight: float = 1.0, retain_loss: str = "nll"):
+        if retain_loss not in ("nll", "kl"):
+            raise ConfigError(f"method.handler.retain_loss must be 'nll' or 'kl', got {retain_loss!r}")
+        self.forget_weight, self.retain_weight, self.retain_loss = forget_weight, retain_weight, retain_loss
+        self.reference: torch.nn.Module | None = None
+
+    def setup(self, run: RunContext) -> None:
+        if self.needs_reference or (self.retain_weight and self.retain_loss == "kl"):
+            self.reference = frozen_copy(run.model)
+
+    def forget_loss(self, model, forget: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the forget objective to minimise, extra named terms to log)."""
+        raise NotImplementedError
+
+    def loss(self, model, forget: Batch, retain: Batch) -> dict[str, torch.Tensor]:
+        forget_value, extra = self.forget_loss(model, forget)
+        terms = {self.forget_term: forget_value, **extra}
+        total = self.forget_weight * forget_value
+        if self.retain_weight:
+            if self.retain_loss == "nll":
+                terms["retain_loss"] = answer_nll(model, retain)
+            else:
+                terms["retain_loss"] = answer_kl(model, self.reference, retain)
+            total = total + self.retain_weight * terms["retain_loss"]
+        return {"loss": total, **terms}

