@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from benchmarks.metrics import SUITES, EvalContext
 from benchmarks.records import DataError
@@ -61,11 +62,50 @@ def _instantiate(node: DictConfig, what: str):
         raise ConfigError(f"could not build {what}: {cause or e}") from None
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run one experiment and write its files into run_dir; returns what results.json holds."""
+def check_eval_suites(cfg: DictConfig) -> None:
     unknown = [name for name in cfg.eval if name not in SUITES]
     if unknown:
         raise ConfigError(f"eval: unknown metric suite(s) {unknown}; available: {sorted(SUITES)}")
+
+
+def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
+    """Target and retain models for this config, from the stage-0 cache (built there first if absent)."""
+    with timed(timings, "stage0"):
+        stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, cfg.cache_dir,
+                                cfg.seed, device_for(cfg.device), cfg.stage0.target_path, cfg.stage0.retain_path)
+    log.info("stage 0: %s", "built " + ", ".join(stage0.built) if stage0.built else "all models from cache")
+    return stage0
+
+
+def evaluate_models(models: dict, ctx: EvalContext, suites, run_dir: Path, timings: dict) -> dict[str, dict]:
+    """Run every selected metric suite on every model; writes eval/<model>/<suite>.json, returns the summaries."""
+    metrics: dict[str, dict] = {name: {} for name in models}
+    with timed(timings, "eval"):
+        for suite in suites:
+            for model_name, result in SUITES[suite](models, ctx).items():
+                metrics[model_name][suite] = result.summary
+                write_json_atomic(run_dir / "eval" / model_name / f"{suite}.json",
+                                  {"summary": result.summary, "examples": result.examples})
+    return metrics
+
+
+def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, timings: dict, **extra) -> dict:
+    """What results.json holds, common to training runs and stand-alone evaluations."""
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "seed": cfg.seed,
+        "benchmark": benchmark.name,
+        **extra,
+        "metrics": metrics,
+        "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built},
+        "timings_s": timings,
+        "versions": versions(),
+    }
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run one experiment and write its files into run_dir; returns what results.json holds."""
+    check_eval_suites(cfg)
     timings: dict[str, float] = {}
     logger = _instantiate(cfg.logger, "logger")
     seed_everything(cfg.seed)
@@ -73,11 +113,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     with timed(timings, "data"):
         benchmark = _instantiate(cfg.benchmark, "benchmark")
     fmt = PromptFormat(**cfg.model.prompt)
-    device = device_for(cfg.device)
-    with timed(timings, "stage0"):
-        stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, cfg.cache_dir,
-                                cfg.seed, device, cfg.stage0.target_path, cfg.stage0.retain_path)
-    log.info("stage 0: %s", "built " + ", ".join(stage0.built) if stage0.built else "all models from cache")
+    stage0 = load_stage0(cfg, benchmark, fmt, timings)
 
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
     seed_everything(cfg.seed)
@@ -97,43 +133,37 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
     ctx = EvalContext(stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size)
-    metrics: dict[str, dict] = {name: {} for name in models}
-    with timed(timings, "eval"):
-        for suite in cfg.eval:
-            for model_name, result in SUITES[suite](models, ctx).items():
-                metrics[model_name][suite] = result.summary
-                write_json_atomic(run_dir / "eval" / model_name / f"{suite}.json",
-                                  {"summary": result.summary, "examples": result.examples})
+    metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
     if cfg.save_unlearned:
         save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
 
-    results = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "seed": cfg.seed,
-        "benchmark": benchmark.name,
-        "method": method.name,
-        "metrics": metrics,
-        "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built},
-        "timings_s": timings,
-        "versions": versions(),
-    }
+    results = run_record(cfg, benchmark, stage0, metrics, timings, method=method.name)
     write_json_atomic(run_dir / "results.json", results)
     logger.log_results(results, str(run_dir))
     logger.finish()
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+def report_errors(run_fn, cfg: DictConfig) -> dict:
+    """Run run_fn(cfg, run_dir) in the Hydra run directory; a user-fixable error becomes one line and exit 1."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        results = run_experiment(cfg, run_dir)
+        results = run_fn(cfg, run_dir)
     except (HarnessError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(f"\n{results['method']} on {results['benchmark']} (seed {results['seed']}), results in {run_dir}")
+    except MissingMandatoryValue as e:
+        print(f"error: config key '{e.full_key}' is required: pass {e.full_key}=...", file=sys.stderr)
+        sys.exit(1)
+    print(f"\n{results.get('method', 'evaluation')} on {results['benchmark']} (seed {results['seed']}), "
+          f"results in {run_dir}")
     print(summary_table(results["metrics"]))
     return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    return report_errors(run_experiment, cfg)
 
 
 if __name__ == "__main__":

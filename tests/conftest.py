@@ -46,8 +46,8 @@ def stage0_cache(tmp_path_factory) -> Path:
 def make_config(stage0_cache):
     """make(*overrides, base=SMALL) -> the run config the CLI would build, with `base` applied first."""
 
-    def make(*overrides: str, base: list[str] = SMALL):
+    def make(*overrides: str, base: list[str] = SMALL, config_name: str = "config"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[*base, f"cache_dir={stage0_cache}", *overrides])
+            return compose(config_name, overrides=[*base, f"cache_dir={stage0_cache}", *overrides])
 
     return make

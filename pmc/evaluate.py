@@ -1,0 +1,53 @@
+"""`python -m pmc.evaluate checkpoint=DIR` (or `pmc-evaluate`): score a saved model without unlearning it.
+
+The config tree is the run's (benchmark, model and its prompt format, eval suites, generation settings), so a
+checkpoint saved by `save_unlearned=true` is scored exactly as its run scored it. The target and retain models of
+stage 0 come from the cache (built there if absent, never a manual step) and are scored beside it: the retain
+model is the reference of TOFU's forget quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from benchmarks.metrics import EvalContext
+from pmc.errors import CheckpointError
+from pmc.models import device_for, load_checkpoint
+from pmc.prompts import PromptFormat
+from pmc.results import write_json_atomic
+from pmc.run import (_instantiate, check_eval_suites, evaluate_models, load_stage0, report_errors, run_record,
+                     seed_everything, timed)
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
+    check_eval_suites(cfg)
+    timings: dict[str, float] = {}
+    seed_everything(cfg.seed)
+    with timed(timings, "data"):
+        benchmark = _instantiate(cfg.benchmark, "benchmark")
+    fmt = PromptFormat(**cfg.model.prompt)
+    model, tokenizer = load_checkpoint(cfg.checkpoint)
+    stage0 = load_stage0(cfg, benchmark, fmt, timings)
+    if tokenizer.get_vocab() != stage0.tokenizer.get_vocab():
+        raise CheckpointError(
+            f"{cfg.checkpoint}: its tokenizer differs from the one of model={cfg.model.name}; evaluate it with the "
+            "model and benchmark config it was trained from"
+        )
+    models = {"target": stage0.target, "retain": stage0.retain, "checkpoint": model.to(device_for(cfg.device))}
+    ctx = EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size)
+    metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
+    results = run_record(cfg, benchmark, stage0, metrics, timings, checkpoint=str(cfg.checkpoint))
+    write_json_atomic(run_dir / "results.json", results)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> dict:
+    return report_errors(evaluate_checkpoint, cfg)
+
+
+if __name__ == "__main__":
+    main()
