@@ -7,18 +7,22 @@ log-probabilities), so each formula exists once.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from pmc.batches import IGNORE_INDEX, Batch
 
 
 def token_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of each label token given its prefix, and the mask of answer tokens. Both [B, T-1]."""
+    """Log-probability of each label token given its prefix, and the mask of answer tokens. Both [B, T-1].
+
+    Computed as −cross-entropy, which never materialises a full log-softmax over the vocabulary (large for
+    Llama's 128k tokens)."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     targets = batch.labels[:, 1:]
     mask = targets != IGNORE_INDEX
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(mask, picked, 0.0), mask
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                          reduction="none").view_as(targets)
+    return torch.where(mask, -nll, 0.0), mask
 
 
 def sequence_logprob(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

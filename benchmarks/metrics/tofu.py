@@ -135,7 +135,8 @@ def answer_logprob_means(model, tokenizer, fmt, pairs: Sequence[tuple[str, str]]
     return means
 
 
-def _max_length(model, ctx: EvalContext) -> int:
+def max_length_for(model, ctx: EvalContext) -> int:
+    """Token budget of a scored question+answer: ctx.max_length, else the model's context size."""
     if ctx.max_length is not None:
         return ctx.max_length
     return getattr(getattr(model, "config", None), "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
@@ -161,18 +162,19 @@ def _base_answer(record: QARecord, set_name: str) -> str:
     return record.paraphrased_answer if set_name in PARAPHRASED_SETS else record.answer
 
 
+def scored_pairs(sets: dict[str, list[QARecord]]) -> list[tuple[str, str]]:
+    """Every (question, answer) the suite scores per model (answer, paraphrased answer, perturbed answers), each
+    once, flattened across sets so that log-prob batches are full."""
+    return list(dict.fromkeys((r.question, answer) for set_name, records in sets.items() for r in records
+                              for answer in (r.answer, _base_answer(r, set_name), *r.perturbed_answer)))
+
+
 def score_model(model, ctx: EvalContext, label: str = "") -> dict[str, list[dict]]:
     """Per set, one dict per question with every number the summary is built from (no cross-model metrics)."""
     sets = eval_sets(ctx)
-    # Every (question, answer) to score, deduplicated and flattened across sets, so batches are full.
-    wanted: dict[tuple[str, str], None] = {}
-    for set_name, records in sets.items():
-        for r in records:
-            for answer in (r.answer, _base_answer(r, set_name), *r.perturbed_answer):
-                wanted[(r.question, answer)] = None
-    pairs = list(wanted)
+    pairs = scored_pairs(sets)
     logprob = dict(zip(pairs, answer_logprob_means(model, ctx.tokenizer, ctx.prompt_format, pairs, ctx.batch_size,
-                                                   _max_length(model, ctx))))
+                                                   max_length_for(model, ctx))))
 
     examples: dict[str, list[dict]] = {}
     for set_name, records in sets.items():
