@@ -39,6 +39,8 @@ class QABenchmark:
     pretrain: what a model trained from scratch must know before stage 0 (the utility sets), so that
         utility means something for tiny models.
     idk_answers: "I don't know"-style refusals for IDK baselines (may be empty when the data has none).
+    raw_text: records are text split into a prefix ("question") and its continuation ("answer"), trained and
+        scored as plain text rather than in the model's QA prompt format (MUSE-style corpora).
     """
 
     name: str
@@ -47,6 +49,7 @@ class QABenchmark:
     eval_sets: dict[str, list[QARecord]]
     pretrain: list[QARecord] = field(default_factory=list)
     idk_answers: list[str] = field(default_factory=list)
+    raw_text: bool = False
 
     @property
     def full(self) -> list[QARecord]:

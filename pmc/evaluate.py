@@ -16,10 +16,9 @@ from omegaconf import DictConfig
 from benchmarks.metrics import EvalContext
 from pmc.errors import CheckpointError
 from pmc.models import device_for, load_checkpoint
-from pmc.prompts import PromptFormat
 from pmc.results import write_json_atomic
-from pmc.run import (_instantiate, check_eval_suites, evaluate_models, load_stage0, report_errors, run_record,
-                     seed_everything, timed)
+from pmc.run import (_instantiate, check_eval_suites, evaluate_models, load_stage0, prompt_format, report_errors,
+                     run_record, seed_everything, timed)
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
@@ -28,7 +27,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     seed_everything(cfg.seed)
     with timed(timings, "data"):
         benchmark = _instantiate(cfg.benchmark, "benchmark")
-    fmt = PromptFormat(**cfg.model.prompt)
+    fmt = prompt_format(cfg, benchmark)
     model, tokenizer = load_checkpoint(cfg.checkpoint)
     stage0 = load_stage0(cfg, benchmark, fmt, timings)
     if tokenizer.get_vocab() != stage0.tokenizer.get_vocab():

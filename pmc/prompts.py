@@ -23,12 +23,14 @@ class PromptFormat:
     system_prompt: str | None = None
 
     def __post_init__(self):
-        if self.style not in ("plain", "chat"):
-            raise ConfigError(f"model.prompt.style must be 'plain' or 'chat', got {self.style!r}")
+        if self.style not in ("plain", "chat", "raw"):
+            raise ConfigError(f"model.prompt.style must be 'plain', 'chat' or 'raw', got {self.style!r}")
         if "{question}" not in self.question_template:
             raise ConfigError("model.prompt.question_template must contain '{question}'")
 
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
+        if self.style == "raw":
+            return tokenizer(question)["input_ids"]
         if self.style == "plain":
             return tokenizer(self.question_template.format(question=question))["input_ids"]
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -40,3 +42,7 @@ class PromptFormat:
         """Answer tokens followed by end-of-sequence, so a trained model learns to stop."""
         ids = tokenizer(self.answer_prefix + answer, add_special_tokens=False)["input_ids"]
         return ids + [tokenizer.eos_token_id]
+
+
+# Text benchmarks train and score continuations of plain text, whatever the model's chat or QA format.
+RAW_TEXT = PromptFormat(style="raw", question_template="{question}", answer_prefix="")

@@ -30,7 +30,7 @@ from benchmarks.records import DataError
 from pmc.errors import ConfigError, HarnessError
 from pmc.method import RunContext
 from pmc.models import device_for, save_checkpoint
-from pmc.prompts import PromptFormat
+from pmc.prompts import RAW_TEXT, PromptFormat
 from pmc.results import summary_table, versions, write_json_atomic
 from pmc.stage0 import prepare_models
 from pmc.trainer import TrainingConfig, unlearn
@@ -60,6 +60,11 @@ def _instantiate(node: DictConfig, what: str):
         if isinstance(cause, (HarnessError, DataError)):
             raise cause from None
         raise ConfigError(f"could not build {what}: {cause or e}") from None
+
+
+def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
+    """The model's prompt format, or plain-text continuation for a text benchmark (MUSE-style corpora)."""
+    return RAW_TEXT if benchmark.raw_text else PromptFormat(**cfg.model.prompt)
 
 
 def check_eval_suites(cfg: DictConfig) -> None:
@@ -112,7 +117,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 
     with timed(timings, "data"):
         benchmark = _instantiate(cfg.benchmark, "benchmark")
-    fmt = PromptFormat(**cfg.model.prompt)
+    fmt = prompt_format(cfg, benchmark)
     stage0 = load_stage0(cfg, benchmark, fmt, timings)
 
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
