@@ -62,6 +62,11 @@ def _instantiate(node: DictConfig, what: str):
         raise ConfigError(f"could not build {what}: {cause or e}") from None
 
 
+def job_overrides() -> list[str]:
+    """This job's command-line overrides (empty outside a Hydra app, e.g. in tests composing configs)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
     """The model's prompt format, or plain-text continuation for a text benchmark (MUSE-style corpora)."""
     return RAW_TEXT if benchmark.raw_text else PromptFormat(**cfg.model.prompt)
@@ -111,8 +116,16 @@ def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, timings: dict,
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     """Run one experiment and write its files into run_dir; returns what results.json holds."""
     check_eval_suites(cfg)
-    timings: dict[str, float] = {}
     logger = _instantiate(cfg.logger, "logger")
+    logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, job_overrides())
+    try:
+        return _unlearn_and_evaluate(cfg, run_dir, logger)
+    finally:
+        logger.finish()
+
+
+def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
+    timings: dict[str, float] = {}
     seed_everything(cfg.seed)
 
     with timed(timings, "data"):
@@ -144,8 +157,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 
     results = run_record(cfg, benchmark, stage0, metrics, timings, method=method.name)
     write_json_atomic(run_dir / "results.json", results)
-    logger.log_results(results, str(run_dir))
-    logger.finish()
+    logger.log_results(results, run_dir)
     return results
 
 

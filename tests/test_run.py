@@ -131,3 +131,64 @@ def test_cli_unknown_method_names_the_group(tmp_path):
     out = run_cli("method=nonsense", f"hydra.run.dir={tmp_path / 'run'}")
     assert out.returncode != 0
     assert "method/nonsense" in out.stderr and "pmc" in out.stderr  # Hydra lists the available options
+
+
+def wandb_records(run_file):
+    """The protobuf records of an offline W&B run file (a LevelDB-style log: 32 KiB blocks of chunks with a
+    7-byte header each, after a 7-byte file header), read without W&B's own tools."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, chunks, records = run_file.read_bytes(), 32768, 7, [], []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (length == 0 and kind == 0):  # block trailer padding
+            pos += left
+            continue
+        chunks.append(data[pos + 7 : pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            records.append(record)
+            chunks = []
+    return records
+
+
+def test_wandb_offline_run_records_steps_and_summary(make_config, tmp_path):
+    pytest.importorskip("wandb")
+    results = run_experiment(make_config("logger=wandb", "method.training.epochs=2", "experiment_name=wandb_test"),
+                             tmp_path)
+    run_files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1, "expected one offline W&B run in the run directory"
+    records = wandb_records(run_files[0])
+    by_type = lambda name: [r for r in records if r.WhichOneof("record_type") == name]
+
+    summary = {item.key: json.loads(item.value_json) for r in by_type("summary") for item in r.summary.update}
+    expected = results["metrics"]["unlearned"]["paper"]["unlearn_quality"]
+    assert summary["unlearned/paper/unlearn_quality"] == pytest.approx(expected)
+    assert {"target/paper/utility", "retain/paper/unlearn_quality", "timings_s/unlearn"} <= set(summary)
+    steps = read_jsonl(tmp_path / "train_log.jsonl")
+    history = by_type("history")
+    assert len(history) == len(steps) == 4  # 2 epochs x 2 steps, one W&B history row each
+    logged = {item.key or "/".join(item.nested_key) for item in history[0].history.item}
+    assert {"collapse_loss", "retain_loss", "selected_score", "loss"} <= logged
+    run = by_type("run")[0].run
+    assert run.run_group == "wandb_test" and run.job_type == "unlearn" and "tiny" in run.tags
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["method"]["handler"]["_target_"] == "pmc.collapse.PartialModelCollapse"
+    assert by_type("artifact"), "results.json was not logged as an artifact"
+
+
+def test_unreachable_wandb_never_fails_the_run(make_config, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    import wandb
+
+    def unreachable(**_):
+        raise wandb.errors.CommError("network unreachable")
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    results = run_experiment(make_config("logger=wandb", "logger.mode=online", "method.training.epochs=1"), tmp_path)
+    assert (tmp_path / "results.json").is_file() and results["method"] == "pmc"
