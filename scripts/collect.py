@@ -38,11 +38,11 @@ def job_dirs(roots: list[Path]) -> list[Path]:
     return sorted(found)
 
 
-def setting_of(job: Path) -> str:
-    """The job's overrides minus the seed: jobs that differ only by seed are one setting."""
+def overrides_of(job: Path) -> list[str]:
+    """The job's command-line overrides without the seed: jobs that differ only by seed are one setting."""
     overrides_file = job / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    return " ".join(o for o in overrides or [] if not o.startswith("seed=")) or "(defaults)"
+    return [o for o in overrides or [] if not o.startswith("seed=")]
 
 
 def metric_row(results: dict, model: str) -> dict:
@@ -52,13 +52,17 @@ def metric_row(results: dict, model: str) -> dict:
 def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(one row per job, one row per setting with mean and std, failed jobs)."""
     rows, failed, references = [], [], {}
-    for job in job_dirs(roots):
+    jobs = job_dirs(roots)
+    overrides = {job: overrides_of(job) for job in jobs}
+    shared = set.intersection(*(set(o) for o in overrides.values())) if len(jobs) > 1 else set()
+    for job in jobs:
         results_file = job / "results.json"
         if not results_file.is_file():
             failed.append(str(job))
             continue
         results = json.loads(results_file.read_text())
-        rows.append({"job": str(job), "model": "unlearned", "setting": setting_of(job), "method": results["method"],
+        setting = " ".join(o for o in overrides[job] if o not in shared) or "(defaults)"
+        rows.append({"job": str(job), "model": "unlearned", "setting": setting, "method": results["method"],
                      "seed": results["seed"], **metric_row(results, "unlearned")})
         for model in ("target", "retain"):
             checkpoint = results.get("stage0", {}).get("checkpoints", {}).get(model, model)
@@ -72,7 +76,7 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     per_job = per_job.dropna(axis=1, how="all")
     metrics = [c for c in COLUMNS.values() if c in per_job]
     grouped = per_job.groupby(["setting", "method"], sort=False)[metrics]
-    summary = grouped.mean().join(grouped.std(), rsuffix=" std").join(grouped.size().rename("seeds")).reset_index()
+    summary = grouped.mean().join(grouped.std().add_suffix(" std")).join(grouped.size().rename("seeds")).reset_index()
     return per_job, summary, failed
 
 
