@@ -98,21 +98,26 @@ def parse_record(obj: object, where: str, required: tuple[str, ...] = ("question
     )
 
 
-def load_jsonl(path: str | Path, required: tuple[str, ...] = ("question", "answer")) -> list[QARecord]:
-    """Read a JSON-lines file of QA records; any malformed line or missing field is one DataError naming file:line."""
+def jsonl_rows(path: str | Path) -> list[tuple[str, object]]:
+    """("file:line", decoded value) for each non-blank line of a JSON-lines file; bad JSON is a DataError there."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
-    records = []
+    rows = []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                rows.append((f"{path}:{number}", json.loads(line)))
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-            records.append(parse_record(obj, f"{path}:{number}", required))
+    return rows
+
+
+def load_jsonl(path: str | Path, required: tuple[str, ...] = ("question", "answer")) -> list[QARecord]:
+    """Read a JSON-lines file of QA records; any malformed line or missing field is one DataError naming file:line."""
+    records = [parse_record(obj, where, required) for where, obj in jsonl_rows(path)]
     if not records:
         raise DataError(f"{path}: contains no records")
     return records

@@ -13,12 +13,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from benchmarks.metrics import EvalContext
 from pmc.errors import CheckpointError
 from pmc.models import device_for, load_checkpoint
 from pmc.results import write_json_atomic
-from pmc.run import (_instantiate, check_eval_suites, evaluate_models, load_stage0, prompt_format, report_errors,
-                     run_record, seed_everything, timed)
+from pmc.run import (_instantiate, check_eval_suites, eval_context, evaluate_models, load_stage0, prompt_format,
+                     report_errors, run_record, seed_everything, timed)
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
@@ -36,7 +35,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
             "model and benchmark config it was trained from"
         )
     models = {"target": stage0.target, "retain": stage0.retain, "checkpoint": model.to(device_for(cfg.device))}
-    ctx = EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size)
+    ctx = eval_context(cfg, tokenizer, fmt, benchmark)
     metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
     results = run_record(cfg, benchmark, stage0, metrics, timings, checkpoint=str(cfg.checkpoint))
     write_json_atomic(run_dir / "results.json", results)

@@ -87,6 +87,11 @@ def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
     return stage0
 
 
+def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark) -> EvalContext:
+    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size,
+                       settings=OmegaConf.to_container(cfg.eval_settings, resolve=True))
+
+
 def evaluate_models(models: dict, ctx: EvalContext, suites, run_dir: Path, timings: dict) -> dict[str, dict]:
     """Run every selected metric suite on every model; writes eval/<model>/<suite>.json, returns the summaries."""
     metrics: dict[str, dict] = {name: {} for name in models}
@@ -150,7 +155,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
         unlearn(method, run, TrainingConfig(**cfg.method.training), cfg.seed, log_step)
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
-    ctx = EvalContext(stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark)
     metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
     if cfg.save_unlearned:
         save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")

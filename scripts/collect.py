@@ -35,7 +35,7 @@ def job_dirs(roots: list[Path]) -> list[Path]:
             raise SystemExit(f"error: {root} is not a directory")
         found |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
         found |= {p.parent for p in root.rglob("results.json")}
-    return sorted(found)
+    return sorted(found, key=lambda p: [int(part) if part.isdigit() else part for part in p.parts])
 
 
 def overrides_of(job: Path) -> list[str]:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from benchmarks.records import DataError
+from benchmarks import hub
 from benchmarks.tofu import data as tofu_data
 from benchmarks.tofu import load_tofu
 
@@ -30,7 +31,7 @@ def test_fetch_wraps_hub_failures(monkeypatch):
     def unreachable(**kwargs):
         raise ConnectionError("no route to host")
 
-    monkeypatch.setattr(tofu_data, "hf_hub_download", unreachable)
+    monkeypatch.setattr(hub, "hf_hub_download", unreachable)
     with pytest.raises(DataError, match="could not be reached.*benchmark.data_dir"):
         load_tofu("forget01")
 
@@ -41,10 +42,10 @@ def test_fetch_offline_is_a_failure_but_a_missing_file_is_none(monkeypatch):
             raise error
         return download
 
-    monkeypatch.setattr(tofu_data, "hf_hub_download", raise_(tofu_data.LocalEntryNotFoundError("not cached")))
+    monkeypatch.setattr(hub, "hf_hub_download", raise_(hub.LocalEntryNotFoundError("not cached")))
     with pytest.raises(DataError, match="could not be reached"):
         tofu_data._fetch("full.json", "locuslab/TOFU")
-    monkeypatch.setattr(tofu_data, "hf_hub_download", raise_(tofu_data.EntryNotFoundError("404")))
+    monkeypatch.setattr(hub, "hf_hub_download", raise_(hub.EntryNotFoundError("404")))
     assert tofu_data._fetch("idontknow.jsonl", "locuslab/TOFU") is None
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from benchmarks.metrics import paper, tofu
+from benchmarks.metrics import analyses, muse, paper, tofu
 from benchmarks.metrics.common import EvalContext, SuiteResult
 
 SUITES: dict[str, Callable[[dict, EvalContext], dict[str, SuiteResult]]] = {
     "paper": paper.evaluate,
     "tofu": tofu.evaluate,
+    "muse": muse.evaluate,
+    "analyses": analyses.evaluate,
 }
 
 __all__ = ["SUITES", "EvalContext", "SuiteResult"]

@@ -15,6 +15,9 @@ class EvalContext:
     One context scores one fixed set of models: greedy answers are remembered per (model, questions), so suites
     asking the same questions (paper and tofu both score the plain forget/retain/utility questions) decode once.
     Build a fresh context if a model's weights change.
+
+    `settings` carries per-suite options from the run config, keyed by suite name (a suite reads only its own
+    entry and falls back to its module defaults for anything missing).
     """
 
     tokenizer: object
@@ -23,6 +26,7 @@ class EvalContext:
     max_new_tokens: int
     batch_size: int
     max_length: int | None = None  # token budget of a scored question+answer; None: the model's context size
+    settings: dict = field(default_factory=dict)  # suite name -> that suite's settings, e.g. {"analyses": {...}}
     _answers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def greedy_answers(self, model, questions: list[str], desc: str | None = None) -> list[str]:

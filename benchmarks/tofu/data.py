@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from huggingface_hub import hf_hub_download
-from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
+from benchmarks.hub import fetch_dataset_file
 from benchmarks.records import DataError, QABenchmark, QARecord, load_jsonl, load_lines
 
 RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
@@ -26,22 +25,8 @@ UTILITY_EVAL_FIELDS = ("question", "answer", "perturbed_answer")
 
 
 def _fetch(name: str, hub_repo: str) -> Path | None:
-    """Download one file of the hub dataset (huggingface_hub caches it); None when the repo has no such file.
-
-    This is the only code that talks to the hub, so tests replace it to serve local files.
-    """
-    try:
-        return Path(hf_hub_download(repo_id=hub_repo, filename=name, repo_type="dataset"))
-    except LocalEntryNotFoundError as e:  # offline and not cached; a subclass of EntryNotFoundError, so caught first
-        error: Exception = e
-    except EntryNotFoundError:
-        return None
-    except Exception as e:  # network, auth, unknown repo: all mean the data cannot be had from here
-        error = e
-    raise DataError(
-        f"{name}: the Hugging Face hub dataset {hub_repo} could not be reached ({type(error).__name__}: {error}); "
-        "pass benchmark.data_dir to use a local copy of the TOFU files"
-    ) from error
+    """One file of the hub dataset, or None if it has none; the only code that talks to the hub (tests replace it)."""
+    return fetch_dataset_file(name, hub_repo, "TOFU")
 
 
 class _Source:

@@ -1,0 +1,314 @@
+"""MUSE's metrics (Shi et al., 2024; muse-bench/muse_bench), `eval=muse`, on a MUSE-style raw-text benchmark.
+
+Every prompt is plain text (pmc.prompts.RAW_TEXT), whatever the model's chat or QA format.
+
+  VerbMem   mean ROUGE-L F1 between the greedy continuation of each verbmem_forget prompt (VERBMEM_MAX_NEW_TOKENS
+            = 128 new tokens, MUSE's setting) and the true continuation cut to its first 128 tokens.
+  KnowMem   mean ROUGE-L F1 between the greedy answer and the true answer, on knowmem_forget and knowmem_retain.
+            The prompt is MUSE's few-shot format (benchmarks.muse.text.knowmem_prompt) with the set's *_icl
+            examples (none when the benchmark has no *_icl set); KNOWMEM_MAX_NEW_TOKENS = 32 new tokens, the answer
+            cut before the first "\\n\\n", "\\nQuestion" or "Question:" (as muse_bench does).
+            Both lengths are MUSE's, not generation.max_new_tokens; for quick runs
+            ctx.settings["muse"]["verbmem_max_new_tokens" / "knowmem_max_new_tokens"] overrides them.
+  PrivLeak  (AUC_model − AUC_retain) / AUC_retain × 100 with MUSE's forget-vs-holdout AUC of the Min-K% attack
+            (K = 0.4), the retain model (models["retain"], never trained on the forget texts) as the reference:
+            0 for the retain model, ≈ −100 for a model that memorised the forget texts (under-unlearning),
+            positive when the forget texts look *less* familiar than unseen ones (over-unlearning).
+
+Membership scores, per whole text (tokenised as one sequence, cut to the model's context; every token after the
+first scored), all oriented as MUSE orients them, higher = less likely to be training data:
+  loss        mean token negative log-likelihood
+  zlib        loss / length in bytes of the zlib-compressed UTF-8 text (muse_bench's "PPL/zlib")
+  min_k       −(mean of the lowest K% token log-probabilities), K% = int(K · tokens), at least one token
+  min_k++     −(mean of the lowest K% of (log p(x_t) − μ_t) / σ_t), μ_t and σ_t the mean and standard
+              deviation of log p(·) under the model's own next-token distribution at step t (Zhang et al., 2024)
+AUC (MUSE's convention, muse_bench privleak: holdout texts labelled 1, forget texts 0, ranked by −score) is the
+Mann–Whitney statistic P(score(forget) > score(holdout)) + ½ P(tie): 0.5 when the attack cannot tell forget from
+holdout texts, → 0 when the forget texts are recognised as training data. The usual attack AUC (members =
+positive class) is 1 − this. `auc_min_k_retain` (when the benchmark has mia_retain) is the Min-K% statistic with
+the retain texts in place of the forget texts: members of every model, so ≈ 0 while a model still knows them.
+
+ROUGE is rouge-score's ROUGE-L without stemming, as in muse_bench (ROUGE_USE_STEMMER). VerbMem and KnowMem are
+reported in [0, 1] (MUSE's tables show them × 100); PrivLeak in percent.
+
+Examples keep every generated answer with its score and every text's token count and four scores, so each summary
+number can be recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from statistics import mean
+from typing import Sequence
+
+import torch
+from rouge_score import rouge_scorer
+
+from benchmarks.metrics.common import EvalContext, SuiteResult
+from benchmarks.metrics.tofu import MissingReferenceModel, max_length_for
+from benchmarks.muse.text import (
+    KNOWMEM_FORGET, KNOWMEM_FORGET_ICL, KNOWMEM_RETAIN, KNOWMEM_RETAIN_ICL, MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN,
+    REQUIRED_SETS, VERBMEM_FORGET, knowmem_prompt,
+)
+from benchmarks.records import DataError, QARecord
+from pmc.generation import greedy_answers
+from pmc.prompts import RAW_TEXT
+
+VERBMEM_MAX_NEW_TOKENS = 128  # muse_bench's verbmem setting; a context may override it (see _setting)
+KNOWMEM_MAX_NEW_TOKENS = 32  # muse_bench's knowmem setting
+MIN_K = 0.4  # PrivLeak's attack: Min-40%
+KNOWMEM_STOPS = ("\n\n", "\nQuestion", "Question:")
+ROUGE_USE_STEMMER = False  # muse_bench: RougeScorer(..., use_stemmer=False)
+MIA_BATCH_SIZE = 8  # texts scored per forward pass at most (the full vocabulary distribution is kept per token)
+SIGMA_FLOOR = 1e-8  # Min-K%++: σ_t of a one-hot next-token distribution is 0
+ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
+PRIVLEAK_ATTACK = "min_k"
+TEXT_PREVIEW = 200  # characters of each scored text kept in the examples
+
+
+# --- formulas: pure functions of plain numbers ----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _scorer() -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=ROUGE_USE_STEMMER)
+
+
+def rouge_l_f1(reference: str, candidate: str) -> float:
+    """ROUGE-L F-measure of the candidate against the reference (0 when either has no tokens)."""
+    return _scorer().score(target=reference, prediction=candidate)["rougeL"].fmeasure
+
+
+def cut_knowmem_answer(generated: str) -> str:
+    """The answer up to the first stop string (the model going on to ask the next question), stripped."""
+    for stop in KNOWMEM_STOPS:
+        generated = generated.split(stop)[0]
+    return generated.strip()
+
+
+def loss_score(logprobs: Sequence[float]) -> float:
+    """Mean negative log-likelihood of the scored tokens."""
+    return -mean(logprobs)
+
+
+def zlib_score(logprobs: Sequence[float], text: str) -> float:
+    """Loss divided by the zlib-compressed length of the text in bytes."""
+    return loss_score(logprobs) / len(zlib.compress(text.encode("utf-8")))
+
+
+def _lowest_mean(values: Sequence[float], k: float) -> float:
+    if not values:
+        raise ValueError("no token scores")
+    count = max(1, int(len(values) * k))
+    return mean(sorted(values)[:count])
+
+
+def min_k_score(logprobs: Sequence[float], k: float = MIN_K) -> float:
+    """Min-K%: −(mean of the int(k·n) lowest token log-probabilities), at least one."""
+    return -_lowest_mean(logprobs, k)
+
+
+def min_k_plus_plus_score(logprobs: Sequence[float], mu: Sequence[float], sigma: Sequence[float],
+                          k: float = MIN_K) -> float:
+    """Min-K%++: −(mean of the int(k·n) lowest standardised log-probabilities (log p − μ) / σ), at least one."""
+    z = [(lp - m) / max(s, SIGMA_FLOOR) for lp, m, s in zip(logprobs, mu, sigma, strict=True)]
+    return -_lowest_mean(z, k)
+
+
+def auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
+    """MUSE's forget-vs-holdout AUC: P(score(forget) > score(holdout)) + ½ P(equal), over all pairs."""
+    if not forget_scores or not holdout_scores:
+        raise ValueError("AUC needs at least one forget and one holdout score")
+    wins = sum((f > h) + 0.5 * (f == h) for f in forget_scores for h in holdout_scores)
+    return wins / (len(forget_scores) * len(holdout_scores))
+
+
+def privleak(auc_model: float, auc_retain: float) -> float:
+    """(AUC_model − AUC_retain) / AUC_retain × 100; NaN when the retain model's AUC is 0 (no reference scale)."""
+    if auc_retain == 0.0:
+        return math.nan
+    return (auc_model - auc_retain) / auc_retain * 100.0
+
+
+# --- model scoring ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenScores:
+    """Per scored token (every token after the first): log p(x_t), and μ_t, σ_t of log p under the model."""
+
+    logprobs: list[float]
+    mu: list[float]
+    sigma: list[float]
+
+
+def token_statistics(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From next-token logits [T, V] and the tokens that followed [T]: log p(target), μ = Σ p log p and
+    σ = sqrt(Σ p (log p − μ)²) per step, in float32 (σ computed in two passes, so it never goes negative)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    mu = (p * logp).sum(-1)
+    sigma = (p * (logp - mu.unsqueeze(-1)).square()).sum(-1).sqrt()
+    return picked, mu, sigma
+
+
+@torch.no_grad()
+def text_token_scores(model, tokenizer, texts: Sequence[str], batch_size: int, max_length: int) -> list[TokenScores]:
+    """Token-level scores of whole texts, `batch_size` texts per forward pass (right-padded, longest first), in eval
+    mode without autograd; returned in the order of `texts`. A text is tokenised as one sequence (with the
+    tokenizer's special tokens, as muse_bench does) and cut to max_length tokens."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    encoded = [tokenizer(text)["input_ids"][:max_length] for text in texts]
+    for text, ids in zip(texts, encoded):
+        if len(ids) < 2:
+            raise DataError(f"membership-attack text {text[:60]!r} has fewer than two tokens; nothing to score")
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]), reverse=True)
+    out: list[TokenScores | None] = [None] * len(texts)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in rows)
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                input_ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
+                attention_mask[j, : len(encoded[i])] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            for j, i in enumerate(rows):
+                n = len(encoded[i])
+                picked, mu, sigma = token_statistics(logits[j, : n - 1], input_ids[j, 1:n].to(device))
+                out[i] = TokenScores(picked.tolist(), mu.tolist(), sigma.tolist())
+    finally:
+        model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def attack_scores(text: str, scores: TokenScores, k: float = MIN_K) -> dict[str, float]:
+    return {
+        "loss": loss_score(scores.logprobs),
+        "zlib": zlib_score(scores.logprobs, text),
+        "min_k": min_k_score(scores.logprobs, k),
+        "min_k_plus_plus": min_k_plus_plus_score(scores.logprobs, scores.mu, scores.sigma, k),
+    }
+
+
+def _setting(ctx: EvalContext, name: str, default: int) -> int:
+    """MUSE's generation lengths are module constants; ctx.settings["muse"][name] overrides them (quick runs)."""
+    value = ((getattr(ctx, "settings", None) or {}).get("muse") or {}).get(name)
+    return default if value is None else int(value)
+
+
+def muse_sets(ctx: EvalContext) -> dict[str, list[QARecord]]:
+    sets, name = ctx.benchmark.eval_sets, ctx.benchmark.name
+    missing = [s for s in REQUIRED_SETS if not sets.get(s)]
+    if missing:
+        raise DataError(f"benchmark {name!r} has no evaluation records for {missing}; eval=muse needs a MUSE-style "
+                        "benchmark (benchmark=muse or benchmark=muse_synthetic)")
+    return sets
+
+
+def _truncate_tokens(tokenizer, text: str, max_tokens: int) -> str:
+    """The text cut to its first max_tokens tokens (muse_bench compares the continuation with the truth cut so)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+
+
+def verbmem(model, ctx: EvalContext, records: list[QARecord], label: str = "") -> list[dict]:
+    max_new_tokens = _setting(ctx, "verbmem_max_new_tokens", VERBMEM_MAX_NEW_TOKENS)
+    generated = greedy_answers(model, ctx.tokenizer, RAW_TEXT, [r.question for r in records],
+                               max_new_tokens=max_new_tokens, batch_size=ctx.batch_size,
+                               desc=f"eval {label} verbmem")
+    rows = []
+    for r, g in zip(records, generated):
+        truth = _truncate_tokens(ctx.tokenizer, r.answer, max_new_tokens)
+        rows.append({"prompt": r.question, "answer": truth, "generated": g, "rouge_l_f1": rouge_l_f1(truth, g)})
+    return rows
+
+
+def knowmem(model, ctx: EvalContext, records: list[QARecord], shots: list[QARecord], label: str = "") -> list[dict]:
+    max_new_tokens = _setting(ctx, "knowmem_max_new_tokens", KNOWMEM_MAX_NEW_TOKENS)
+    prompts = [knowmem_prompt(r.question, [(s.question, s.answer) for s in shots]) for r in records]
+    generated = greedy_answers(model, ctx.tokenizer, RAW_TEXT, prompts, max_new_tokens=max_new_tokens,
+                               batch_size=ctx.batch_size, desc=f"eval {label} knowmem")
+    rows = []
+    for r, g in zip(records, generated):
+        answer = cut_knowmem_answer(g)
+        rows.append({"question": r.question, "answer": r.answer, "generated": answer,
+                     "rouge_l_f1": rouge_l_f1(r.answer, answer)})
+    return rows
+
+
+def membership(model, ctx: EvalContext, sets: dict[str, list[QARecord]]) -> dict[str, list[dict]]:
+    """Per MIA set, one row per text: its token count and the four attack scores."""
+    names = [s for s in (MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN) if sets.get(s)]
+    texts = [r.answer for s in names for r in sets[s]]
+    scored = text_token_scores(model, ctx.tokenizer, texts, min(ctx.batch_size, MIA_BATCH_SIZE),
+                               max_length_for(model, ctx))
+    rows, position = {}, 0
+    for s in names:
+        rows[s] = []
+        for index, r in enumerate(sets[s]):
+            scores = scored[position]
+            position += 1
+            rows[s].append({"index": index, "text": r.answer[:TEXT_PREVIEW], "tokens": len(scores.logprobs) + 1,
+                            **attack_scores(r.answer, scores)})
+    return rows
+
+
+def score_model(model, ctx: EvalContext, label: str = "") -> dict[str, list[dict]]:
+    """Every per-example number of one model (no cross-model metric)."""
+    sets = muse_sets(ctx)
+    examples = {
+        VERBMEM_FORGET: verbmem(model, ctx, sets[VERBMEM_FORGET], label),
+        KNOWMEM_FORGET: knowmem(model, ctx, sets[KNOWMEM_FORGET], sets.get(KNOWMEM_FORGET_ICL, []), label),
+        KNOWMEM_RETAIN: knowmem(model, ctx, sets[KNOWMEM_RETAIN], sets.get(KNOWMEM_RETAIN_ICL, []), label),
+    }
+    examples.update(membership(model, ctx, sets))
+    return examples
+
+
+def attack_aucs(examples: dict[str, list[dict]]) -> dict[str, float]:
+    """auc_<attack> (forget vs holdout) for every attack, and auc_min_k_retain (retain vs holdout, Min-K%) where
+    retain texts were scored."""
+    holdout = examples[MIA_HOLDOUT]
+    out = {f"auc_{attack}": auc([r[attack] for r in examples[MIA_FORGET]], [r[attack] for r in holdout])
+           for attack in ATTACKS}
+    if MIA_RETAIN in examples:
+        out[f"auc_{PRIVLEAK_ATTACK}_retain"] = auc([r[PRIVLEAK_ATTACK] for r in examples[MIA_RETAIN]],
+                                                   [r[PRIVLEAK_ATTACK] for r in holdout])
+    return out
+
+
+def summarise(examples: dict[str, list[dict]], retain_auc: float) -> dict[str, float]:
+    """The suite's summary from one model's examples and the retain model's Min-K% forget-vs-holdout AUC."""
+    aucs = attack_aucs(examples)
+    return {
+        "verbmem_forget": mean(r["rouge_l_f1"] for r in examples[VERBMEM_FORGET]),
+        "knowmem_forget": mean(r["rouge_l_f1"] for r in examples[KNOWMEM_FORGET]),
+        "knowmem_retain": mean(r["rouge_l_f1"] for r in examples[KNOWMEM_RETAIN]),
+        "privleak": privleak(aucs[f"auc_{PRIVLEAK_ATTACK}"], retain_auc),
+        **aucs,
+    }
+
+
+def evaluate(models: dict, ctx: EvalContext) -> dict[str, SuiteResult]:
+    if "retain" not in models:
+        raise MissingReferenceModel(
+            f"eval=muse: PrivLeak compares each model's membership-attack AUC with the retain model's, but none was "
+            f"given (models: {sorted(models)}); pass it as models['retain']"
+        )
+    muse_sets(ctx)
+    examples = {name: score_model(model, ctx, name) for name, model in models.items()}
+    reference = attack_aucs(examples["retain"])[f"auc_{PRIVLEAK_ATTACK}"]
+    return {name: SuiteResult(summarise(rows, reference), rows) for name, rows in examples.items()}

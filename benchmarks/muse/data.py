@@ -1,0 +1,170 @@
+"""Load the real MUSE benchmark (muse-bench/MUSE-News, muse-bench/MUSE-Books) into a raw-text `QABenchmark`.
+
+Hub layout (the datasets' `main` branch): one parquet file per config and split,
+`{config}/{split}-00000-of-00001.parquet`:
+
+    raw/       forget, retain1, retain2, holdout       {"text"}   the corpora (News: one article per row;
+                                                                   Books: a few whole books)
+    verbmem/   forget                                  {"prompt", "gt"}   opening of a forget text -> continuation
+    knowmem/   forget_qa, retain_qa,                   {"question", "answer"}
+               forget_qa_icl, retain_qa_icl                       (the *_icl splits: MUSE's few-shot examples)
+    privleak/  forget, retain, holdout                 {"text"}   membership-attack texts (100 each)
+
+A local copy (`data_dir`) has the same configs and splits as JSON-lines files, `{data_dir}/{config}/{split}.jsonl`,
+one object per line with the fields above, e.g. `{data_dir}/knowmem/forget_qa.jsonl`. A snapshot of the hub
+repository (`huggingface-cli download muse-bench/MUSE-News --repo-type dataset --local-dir DIR`) works as it is:
+where a `.jsonl` file is absent the loader reads the hub's parquet file at the same place. A split can be written
+as JSON lines with `datasets.load_dataset(repo, config, split=split).to_json(path)`. Reading parquet needs pyarrow
+(installed with `datasets`); JSON lines need nothing.
+
+Only the files listed above are read (`raw/holdout` is not: the membership attacks use `privleak/holdout`). Any
+malformed row is one DataError naming the file and the line (or parquet row).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+from benchmarks.muse.text import (
+    KNOWMEM_FORGET, KNOWMEM_FORGET_ICL, KNOWMEM_RETAIN, KNOWMEM_RETAIN_ICL, MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN,
+    VERBMEM_FORGET, mia_record, text_records,
+)
+from benchmarks.hub import fetch_dataset_file
+from benchmarks.records import DataError, QABenchmark, QARecord, jsonl_rows
+
+HUB_REPOS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
+RETAIN_SPLITS = ("retain1", "retain2")
+
+
+def _fetch(filename: str, hub_repo: str) -> Path | None:
+    """One file of the hub dataset, or None if it has none; the only code that talks to the hub (tests replace it)."""
+    return fetch_dataset_file(filename, hub_repo, "MUSE")
+
+
+def hub_filename(config: str, split: str) -> str:
+    return f"{config}/{split}-00000-of-00001.parquet"
+
+
+def _rows_parquet(path: Path) -> list[tuple[str, object]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading MUSE's parquet files needs pyarrow (pip install pyarrow), or pass "
+                        "benchmark.data_dir with the splits as JSON lines") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises its own error types for corrupt or truncated files
+        raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+    return [(f"{path}: row {number}", row) for number, row in enumerate(table.to_pylist(), start=1)]
+
+
+def read_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a JSON-lines (any suffix but .parquet) or parquet file, each checked to carry every field as a
+    non-empty string; the first bad row is a DataError naming file:line (parquet: file: row N)."""
+    rows = _rows_parquet(path) if path.suffix == ".parquet" else jsonl_rows(path)
+    out = []
+    for where, obj in rows:
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        for key in fields:
+            value = obj.get(key)
+            if not isinstance(value, str) or not value.strip():
+                problem = "missing" if value is None else "not a non-empty string"
+                raise DataError(f"{where}: field '{key}' is {problem}")
+        out.append({key: obj[key] for key in fields})
+    if not out:
+        raise DataError(f"{path}: contains no records")
+    return out
+
+
+class _Source:
+    """Where the MUSE files come from: a local directory when one is given, otherwise the hub dataset."""
+
+    def __init__(self, data_dir: str | None, hub_repo: str):
+        self.root = None if data_dir is None else Path(data_dir)
+        self.hub_repo = hub_repo
+        if self.root is not None and not self.root.is_dir():
+            raise DataError(
+                f"MUSE data directory {self.root} does not exist; set benchmark.data_dir to a directory holding "
+                "{config}/{split}.jsonl files (or leave it unset to download them from the hub)"
+            )
+
+    def __str__(self) -> str:
+        return f"data directory {self.root}" if self.root is not None else f"hub dataset {self.hub_repo}"
+
+    def find(self, config: str, split: str) -> Path | None:
+        if self.root is None:
+            return _fetch(hub_filename(config, split), self.hub_repo)
+        for path in (self.root / config / f"{split}.jsonl", self.root / hub_filename(config, split)):
+            if path.is_file():
+                return path
+        return None
+
+    def rows(self, config: str, split: str, fields: tuple[str, ...]) -> list[dict[str, str]]:
+        path = self.find(config, split)
+        if path is None:
+            expected = hub_filename(config, split) if self.root is None else f"{config}/{split}.jsonl"
+            raise DataError(f"{expected}: not found in the MUSE {self}")
+        return read_rows(path, fields)
+
+
+def load_muse(
+    corpus: str = "news",
+    data_dir: str | None = None,
+    hub_repo: str | None = None,
+    max_words: int = 256,
+    prefix_words: int = 4,
+    retain_splits: tuple[str, ...] | list[str] = ("retain1",),
+) -> QABenchmark:
+    """Load MUSE-News or MUSE-Books from `data_dir`, else from the hub (`hub_repo`, default muse-bench/MUSE-<corpus>).
+
+    Training records: the raw forget texts and the raw texts of `retain_splits` (MUSE's unlearning baselines
+    regularise on retain1; its knowmem retain QA are about retain2, so by default the retain set does not contain
+    the answers that utility is measured on), each cut into chunks of at most `max_words` words, a chunk's first
+    `prefix_words` words its prompt and the rest its continuation. Evaluation sets: verbmem_forget (prompt -> gt),
+    knowmem_forget / knowmem_retain with their *_icl few-shot splits, mia_forget / mia_retain / mia_holdout (the
+    privleak texts). MUSE's published target and retrained models (muse-bench/MUSE-News_target, ..._retrain)
+    are what its numbers are about: download them and pass the directories as stage0.target_path / retain_path.
+    """
+    if corpus not in HUB_REPOS:
+        raise DataError(f"unknown MUSE corpus {corpus!r}; valid: {', '.join(HUB_REPOS)}")
+    unknown = [s for s in retain_splits if s not in RETAIN_SPLITS]
+    if unknown or not retain_splits:
+        raise DataError(f"retain_splits must be a non-empty list of {', '.join(RETAIN_SPLITS)}; "
+                        f"got {list(retain_splits)}")
+    if max_words < 2 or prefix_words < 1 or prefix_words >= max_words:
+        raise DataError(f"need max_words >= 2 and 1 <= prefix_words < max_words, got {max_words}, {prefix_words}")
+    source = _Source(data_dir, hub_repo or HUB_REPOS[corpus])
+
+    def corpus_records(split: str) -> list[QARecord]:
+        return [r for row in source.rows("raw", split, ("text",)) for r in text_records(row["text"], max_words,
+                                                                                          prefix_words)]
+
+    def qa(split: str) -> list[QARecord]:
+        return [QARecord(row["question"], row["answer"]) for row in source.rows("knowmem", split, ("question",
+                                                                                                  "answer"))]
+
+    def texts(split: str) -> list[QARecord]:
+        return [mia_record(row["text"]) for row in source.rows("privleak", split, ("text",))]
+
+    forget = corpus_records("forget")
+    retain = [r for split in retain_splits for r in corpus_records(split)]
+    verbmem = [QARecord(row["prompt"], row["gt"]) for row in source.rows("verbmem", "forget", ("prompt", "gt"))]
+    return QABenchmark(
+        name=f"muse_{corpus}",
+        forget=forget,
+        retain=retain,
+        eval_sets={
+            VERBMEM_FORGET: verbmem,
+            KNOWMEM_FORGET: qa("forget_qa"),
+            KNOWMEM_RETAIN: qa("retain_qa"),
+            KNOWMEM_FORGET_ICL: qa("forget_qa_icl"),
+            KNOWMEM_RETAIN_ICL: qa("retain_qa_icl"),
+            MIA_FORGET: texts("forget"),
+            MIA_RETAIN: texts("retain"),
+            MIA_HOLDOUT: texts("holdout"),
+        },
+        raw_text=True,
+    )
