@@ -192,3 +192,13 @@ def test_unreachable_wandb_never_fails_the_run(make_config, tmp_path, monkeypatc
     monkeypatch.setattr(wandb, "init", unreachable)
     results = run_experiment(make_config("logger=wandb", "logger.mode=online", "method.training.epochs=1"), tmp_path)
     assert (tmp_path / "results.json").is_file() and results["method"] == "pmc"
+
+
+def test_cli_slurm_launcher_dry_run(tmp_path):
+    """`--cfg hydra` shows the sweep as it would go to SLURM through submitit, without submitting anything."""
+    out = run_cli("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600",
+                  "--cfg", "hydra")
+    assert out.returncode == 0, out.stderr
+    launcher = out.stdout.split("  launcher:\n", 1)[1]
+    assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in launcher
+    assert "partition: gpu" in launcher and "timeout_min: 600" in launcher and "array_parallelism: 32" in launcher
