@@ -27,3 +27,25 @@ def fetch_dataset_file(filename: str, hub_repo: str, benchmark: str) -> Path | N
         f"{filename}: the Hugging Face hub dataset {hub_repo} could not be reached ({type(error).__name__}: {error}); "
         f"pass benchmark.data_dir to use a local copy of the {benchmark} files"
     ) from error
+
+
+class DatasetSource:
+    """Where a benchmark's files come from: a local directory when one is given, otherwise the hub dataset.
+
+    Subclasses name the benchmark and describe the local layout (for the error when the directory is missing) and
+    implement how a file is found in either place."""
+
+    benchmark = "benchmark"
+    layout = "its data files"
+
+    def __init__(self, data_dir: str | None, hub_repo: str):
+        self.root = None if data_dir is None else Path(data_dir)
+        self.hub_repo = hub_repo
+        if self.root is not None and not self.root.is_dir():
+            raise DataError(
+                f"{self.benchmark} data directory {self.root} does not exist; set benchmark.data_dir to a directory "
+                f"holding {self.layout} (or leave it unset to download them from the hub)"
+            )
+
+    def __str__(self) -> str:
+        return f"data directory {self.root}" if self.root is not None else f"hub dataset {self.hub_repo}"

@@ -68,6 +68,12 @@ def load_pretrained(source: str, name_or_path: str | None, dtype: str, gguf_pack
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except OSError as e:
         raise CheckpointError(f"could not load model from {location!r} ({source}): {e}") from None
+    if source == "gguf_package":
+        # transformers de-quantises GGUF weights to `dtype` while loading; what is left is a plain model whose
+        # leftover quantizer marker would forbid save_pretrained (and so the stage-0 cache).
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     return model, _with_pad_token(tokenizer)
 
 

@@ -31,7 +31,7 @@ from benchmarks.muse.text import (
     KNOWMEM_FORGET, KNOWMEM_FORGET_ICL, KNOWMEM_RETAIN, KNOWMEM_RETAIN_ICL, MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN,
     VERBMEM_FORGET, mia_record, text_records,
 )
-from benchmarks.hub import fetch_dataset_file
+from benchmarks.hub import DatasetSource, fetch_dataset_file
 from benchmarks.records import DataError, QABenchmark, QARecord, jsonl_rows
 
 HUB_REPOS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
@@ -79,20 +79,9 @@ def read_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]:
     return out
 
 
-class _Source:
-    """Where the MUSE files come from: a local directory when one is given, otherwise the hub dataset."""
-
-    def __init__(self, data_dir: str | None, hub_repo: str):
-        self.root = None if data_dir is None else Path(data_dir)
-        self.hub_repo = hub_repo
-        if self.root is not None and not self.root.is_dir():
-            raise DataError(
-                f"MUSE data directory {self.root} does not exist; set benchmark.data_dir to a directory holding "
-                "{config}/{split}.jsonl files (or leave it unset to download them from the hub)"
-            )
-
-    def __str__(self) -> str:
-        return f"data directory {self.root}" if self.root is not None else f"hub dataset {self.hub_repo}"
+class _Source(DatasetSource):
+    benchmark = "MUSE"
+    layout = "{config}/{split}.jsonl files"
 
     def find(self, config: str, split: str) -> Path | None:
         if self.root is None:

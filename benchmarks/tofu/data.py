@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 
-from benchmarks.hub import fetch_dataset_file
+from benchmarks.hub import DatasetSource, fetch_dataset_file
 from benchmarks.records import DataError, QABenchmark, QARecord, load_jsonl, load_lines
 
 RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
@@ -29,20 +29,9 @@ def _fetch(name: str, hub_repo: str) -> Path | None:
     return fetch_dataset_file(name, hub_repo, "TOFU")
 
 
-class _Source:
-    """Where the TOFU files come from: a local directory when one is given, otherwise the hub dataset."""
-
-    def __init__(self, data_dir: str | None, hub_repo: str):
-        self.root = None if data_dir is None else Path(data_dir)
-        self.hub_repo = hub_repo
-        if self.root is not None and not self.root.is_dir():
-            raise DataError(
-                f"TOFU data directory {self.root} does not exist; set benchmark.data_dir to a directory holding "
-                "the TOFU JSON files (or leave it unset to download them from the hub)"
-            )
-
-    def __str__(self) -> str:
-        return f"data directory {self.root}" if self.root is not None else f"hub dataset {self.hub_repo}"
+class _Source(DatasetSource):
+    benchmark = "TOFU"
+    layout = "the TOFU JSON files"
 
     def find(self, name: str) -> Path | None:
         """The file's local path, or None when this source does not have it."""
