@@ -6,7 +6,9 @@ or on padding) holds for PMC and every baseline alike.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -27,6 +29,17 @@ class Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), paired)
 
 
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as right-padded input ids [B, T] and their attention mask (1 on real tokens)."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+    return input_ids, attention_mask
+
+
 def encode_pairs(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], max_length: int) -> Batch:
     """Tokenise (question, answer) pairs; an answer is cut at the end (never the prompt) to fit max_length."""
     rows = []
@@ -34,14 +47,28 @@ def encode_pairs(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], max
         prompt = fmt.prompt_ids(tokenizer, question)
         answer_ids = fmt.answer_ids(tokenizer, answer)[: max(1, max_length - len(prompt))]
         rows.append((prompt, answer_ids))
-    width = max(len(p) + len(a) for p, a in rows)
-    pad_id = tokenizer.pad_token_id
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    input_ids, attention_mask = pad_right([p + a for p, a in rows], tokenizer.pad_token_id)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
     for i, (prompt, answer_ids) in enumerate(rows):
-        n, m = len(prompt), len(answer_ids)
-        input_ids[i, : n + m] = torch.tensor(prompt + answer_ids)
-        attention_mask[i, : n + m] = 1
-        labels[i, n : n + m] = torch.tensor(answer_ids)
+        labels[i, len(prompt) : len(prompt) + len(answer_ids)] = torch.tensor(answer_ids)
     return Batch(input_ids, attention_mask, labels)
+
+
+def longest_first(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices into `lengths` grouped into batches, longest first, so rows of similar length share a batch and
+    little compute goes to padding (callers put results back in input order)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@contextmanager
+def eval_mode(model):
+    """The model in eval mode for the block (no dropout while scoring or decoding), its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from pmc.batches import eval_mode
 from pmc.prompts import PromptFormat
 
 
@@ -31,33 +32,31 @@ def generate_answers(
     sampling = temperature is not None
     if not sampling and num_samples != 1:
         raise ValueError("greedy decoding gives one answer per question; pass a temperature to sample several")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     answers: list[list[str]] = []
     starts = range(0, len(questions), batch_size)
-    for start in tqdm(starts, desc=desc or "generate", leave=False, disable=desc is None):
-        prompts = [fmt.prompt_ids(tokenizer, q) for q in questions[start : start + batch_size]]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=sampling,
-            temperature=temperature,
-            top_p=top_p if sampling else None,
-            top_k=0 if sampling else None,
-            num_return_sequences=num_samples,
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        for i in range(len(prompts)):
-            answers.append([t.strip() for t in texts[i * num_samples : (i + 1) * num_samples]])
-    model.train(was_training)
+    with eval_mode(model):
+        for start in tqdm(starts, desc=desc or "generate", leave=False, disable=desc is None):
+            prompts = [fmt.prompt_ids(tokenizer, q) for q in questions[start : start + batch_size]]
+            width = max(len(p) for p in prompts)
+            input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+            attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling,
+                temperature=temperature,
+                top_p=top_p if sampling else None,
+                top_k=0 if sampling else None,
+                num_return_sequences=num_samples,
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            for i in range(len(prompts)):
+                answers.append([t.strip() for t in texts[i * num_samples : (i + 1) * num_samples]])
     return answers
 
 

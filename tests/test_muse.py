@@ -21,7 +21,7 @@ from benchmarks.metrics.tofu import MissingReferenceModel
 from benchmarks.muse import data as muse_data
 from benchmarks.muse import load_muse, make_synthetic_muse
 from benchmarks.muse.text import knowmem_prompt, text_records, verbmem_record
-from benchmarks.records import DataError, QABenchmark, QARecord
+from benchmarks.records import DataError, QARecord
 from benchmarks.synthetic import make_synthetic_tofu
 from pmc.prompts import RAW_TEXT
 from pmc.run import prompt_format, run_experiment

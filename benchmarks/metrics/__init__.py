@@ -7,7 +7,6 @@ recomputed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 from benchmarks.metrics import analyses, muse, paper, tofu

@@ -75,7 +75,7 @@ import torch
 from benchmarks.metrics import tofu
 from benchmarks.metrics.common import EvalContext, SuiteResult
 from benchmarks.records import DataError, QARecord, load_lines
-from pmc.batches import IGNORE_INDEX, Batch
+from pmc.batches import IGNORE_INDEX, Batch, eval_mode, longest_first, pad_right
 from pmc.errors import ConfigError
 from pmc.generation import generate_answers
 from pmc.losses import token_logprobs
@@ -396,29 +396,16 @@ def forget_token_ids(tokenizer, fmt, forget: Sequence[QARecord]) -> set[int]:
 def text_token_logprobs(model, tokenizer, rows: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
     """Per token row, log p(x_t | x_<t) of every token after the first (right-padded batches, longest first,
     eval mode; the caller's mode restored)."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
     out: list[np.ndarray] = [np.zeros(0)] * len(rows)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            width = max(len(rows[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
-            for j, i in enumerate(chunk):
-                ids = torch.tensor(list(rows[i]), dtype=torch.long)
-                input_ids[j, : len(ids)] = ids
-                attention_mask[j, : len(ids)] = 1
-                labels[j, : len(ids)] = ids
+    with eval_mode(model):
+        for chunk in longest_first([len(row) for row in rows], batch_size):
+            input_ids, attention_mask = pad_right([rows[i] for i in chunk], tokenizer.pad_token_id)
+            labels = torch.where(attention_mask.bool(), input_ids, IGNORE_INDEX)
             picked, _ = token_logprobs(model, Batch(input_ids, attention_mask, labels).to(device))
             picked = picked.double().cpu().numpy()
             for j, i in enumerate(chunk):
                 out[i] = picked[j, : len(rows[i]) - 1].copy()
-    finally:
-        model.train(was_training)
     return out
 
 

@@ -54,6 +54,7 @@ from benchmarks.muse.text import (
     REQUIRED_SETS, VERBMEM_FORGET, knowmem_prompt,
 )
 from benchmarks.records import DataError, QARecord
+from pmc.batches import eval_mode, longest_first, pad_right
 from pmc.generation import greedy_answers
 from pmc.prompts import RAW_TEXT
 
@@ -167,28 +168,17 @@ def text_token_scores(model, tokenizer, texts: Sequence[str], batch_size: int, m
     for text, ids in zip(texts, encoded):
         if len(ids) < 2:
             raise DataError(f"membership-attack text {text[:60]!r} has fewer than two tokens; nothing to score")
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]), reverse=True)
     out: list[TokenScores | None] = [None] * len(texts)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in rows)
-            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, i in enumerate(rows):
-                input_ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
-                attention_mask[j, : len(encoded[i])] = 1
+    with eval_mode(model):
+        for rows in longest_first([len(ids) for ids in encoded], batch_size):
+            input_ids, attention_mask = pad_right([encoded[i] for i in rows], pad_id)
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
             for j, i in enumerate(rows):
                 n = len(encoded[i])
                 picked, mu, sigma = token_statistics(logits[j, : n - 1], input_ids[j, 1:n].to(device))
                 out[i] = TokenScores(picked.tolist(), mu.tolist(), sigma.tolist())
-    finally:
-        model.train(was_training)
     return out  # type: ignore[return-value]
 
 

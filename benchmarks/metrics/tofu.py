@@ -32,7 +32,7 @@ from scipy.stats import ks_2samp
 
 from benchmarks.metrics.common import EvalContext, SuiteResult
 from benchmarks.records import DataError, QARecord
-from pmc.batches import encode_pairs
+from pmc.batches import encode_pairs, eval_mode, longest_first
 from pmc.errors import HarnessError
 from pmc.losses import token_logprobs
 from pmc.rouge import rouge_l_recall
@@ -114,24 +114,16 @@ def answer_logprob_means(model, tokenizer, fmt, pairs: Sequence[tuple[str, str]]
     rows at a time in eval mode; pairs are batched longest first, so rows of similar length share a batch and
     little compute goes to padding. Returned in the order of `pairs`; batch_size=1 scores one pair at a time.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     pairs = list(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]), reverse=True)
     means = [0.0] * len(pairs)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+    with eval_mode(model):
+        for rows in longest_first([len(q) + len(a) for q, a in pairs], batch_size):
             batch = encode_pairs(tokenizer, fmt, [pairs[i] for i in rows], max_length).to(device)
             picked, mask = token_logprobs(model, batch)
             per_row = picked.double().sum(-1) / mask.sum(-1).clamp(min=1)
             for i, value in zip(rows, per_row.tolist()):
                 means[i] = value
-    finally:
-        model.train(was_training)
     return means
 
 

@@ -23,7 +23,6 @@ malformed row is one DataError naming the file and the line (or parquet row).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
