@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -147,6 +148,8 @@ def wandb_records(run_file):
         if left < 7 or (length == 0 and kind == 0):  # block trailer padding
             pos += left
             continue
+        if pos + 7 + length > len(data):  # a record still being written
+            break
         chunks.append(data[pos + 7 : pos + 7 + length])
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last chunk of one
@@ -163,7 +166,13 @@ def test_wandb_offline_run_records_steps_and_summary(make_config, tmp_path):
                              tmp_path)
     run_files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1, "expected one offline W&B run in the run directory"
+    # W&B's service process may still be writing the file after run.finish() returns: wait for its exit record
+    deadline = time.monotonic() + 60
     records = wandb_records(run_files[0])
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, "the offline W&B run file never got its exit record"
+        time.sleep(0.5)
+        records = wandb_records(run_files[0])
     by_type = lambda name: [r for r in records if r.WhichOneof("record_type") == name]
 
     summary = {item.key: json.loads(item.value_json) for r in by_type("summary") for item in r.summary.update}
