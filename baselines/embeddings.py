@@ -50,6 +50,7 @@ def load_sentence_encoder(source: str, name: str) -> SentenceEncoder:
     else:
         raise ConfigError(f"method.handler.embedding_source must be 'package' or 'hub', got {source!r}")
     try:
-        return SentenceEncoder(AutoModel.from_pretrained(location), AutoTokenizer.from_pretrained(location))
+        model = AutoModel.from_pretrained(location, use_safetensors=True)  # never unpickle weights
+        return SentenceEncoder(model, AutoTokenizer.from_pretrained(location))
     except OSError as e:
         raise CheckpointError(f"could not load the sentence encoder from {location!r}: {e}") from None
