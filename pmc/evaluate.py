@@ -18,8 +18,8 @@ from pmc.errors import CheckpointError
 from pmc.failures import cli, report_errors, stage
 from pmc.models import device_for, load_checkpoint
 from pmc.results import write_json_atomic
-from pmc.run import (_instantiate, check_config, eval_context, evaluate_models, load_stage0, prompt_format,
-                     run_record, seed_everything, timed)
+from pmc.run import (CONF_DIR, _instantiate, check_config, eval_context, evaluate_models, load_stage0,
+                     prompt_format, run_record, seed_everything, timed)
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
@@ -48,7 +48,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def hydra_main(cfg: DictConfig) -> dict:
     return report_errors(evaluate_checkpoint, cfg)
 
@@ -59,4 +59,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the imported module, not __main__: submitit launchers then pickle the task function by reference (a copy
+    # by value would drag this module's globals along, torch.backends.cudnn among them, which does not pickle)
+    from pmc import evaluate
+
+    evaluate.main()

@@ -101,8 +101,8 @@ def report_errors(run_fn, cfg) -> dict:
         record = failure_record(error, overrides)
         write_json_atomic(run_dir / FAILURE_FILE, record)
         if hydra.mode == RunMode.MULTIRUN:
-            print(f"error: job {hydra.job.num} ({' '.join(overrides) or 'defaults'}) failed in {record['stage']}: "
-                  f"{record['error']} [{run_dir / FAILURE_FILE}]", file=sys.stderr)
+            print(f"error: job {hydra.job.num} failed in {record['stage']}: {record['error']} "
+                  f"[{run_dir / FAILURE_FILE}]; the sweep goes on", file=sys.stderr)
             raise JobFailed(str(Path(hydra.sweep.dir).resolve()), str(run_dir), record["error"]) from None
         if record["user_error"]:
             print(f"error: {record['error']}", file=sys.stderr)

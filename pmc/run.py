@@ -209,7 +209,11 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# absolute, so the app finds its configs however it is started (python -m pmc.run, the pmc-run script, imported)
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> dict:
     return report_errors(run_experiment, cfg)
 
@@ -220,4 +224,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the imported module, not __main__: submitit launchers then pickle the task function by reference (a copy
+    # by value would drag this module's globals along, torch.backends.cudnn among them, which does not pickle)
+    from pmc import run
+
+    run.main()
