@@ -8,14 +8,13 @@ checked against that constructor's signature and type annotations, and `method.t
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import inspect
 import types
 import typing
 from typing import Any
 
 import torch
-from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from pmc.errors import ConfigError
@@ -114,11 +113,27 @@ def check_target(node: dict, prefix: str) -> None:
     path = node.get("_target_")
     if not isinstance(path, str):
         raise ConfigError(f"{prefix}._target_ must name the class or function to build, got {path!r}")
-    try:
-        target = get_object(path)
-    except Exception as e:
-        raise ConfigError(f"{prefix}._target_: cannot import {path!r} ({e})") from None
-    check_call(target, {k: v for k, v in node.items() if not k.startswith("_")}, prefix)
+    check_call(locate(path, f"{prefix}._target_"), {k: v for k, v in node.items() if not k.startswith("_")}, prefix)
+
+
+def locate(path: str, key: str):
+    """The object a dotted path names (what hydra.utils.get_object finds, without its multi-line log message)."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:end])
+        try:
+            found = importlib.import_module(module_name)
+            break
+        except ModuleNotFoundError as e:
+            if not (e.name and module_name.startswith(e.name)):  # the module exists but one of its imports does not
+                raise
+    else:
+        raise ConfigError(f"{key}: cannot import {path!r} (no module {parts[0]!r})")
+    for attribute in parts[end:]:
+        if not hasattr(found, attribute):
+            raise ConfigError(f"{key}: cannot import {path!r} ({found.__name__} has no {attribute!r})")
+        found = getattr(found, attribute)
+    return found
 
 
 def check_training(values, prefix: str) -> TrainingConfig:
