@@ -129,17 +129,22 @@ def numbered_lines(path: str | Path) -> list[tuple[int, str]]:
     return lines
 
 
+def one_line_reason(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
 def jsonl_rows(path: str | Path) -> list[tuple[str, object]]:
     """("file:line", decoded value) for each non-blank line of a JSON-lines file; bad JSON is a DataError there."""
     rows = []
     for number, line in numbered_lines(path):
         try:
-            rows.append((f"{path}:{number}", json.loads(line)))
+            rows.append((f"{path}:{number}", json.loads(line.rstrip("\r\n"))))  # a cut line: "Unterminated string"
         except json.JSONDecodeError as e:
             reason = e.msg.removesuffix(" at")  # "Invalid control character at" reads as if the position follows
             raise DataError(f"{path}:{number}: not valid JSON at column {e.colno} ({reason})") from None
-        except RecursionError:  # "[[[[..." nested deeper than the parser's stack
-            raise DataError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
+        except (RecursionError, ValueError) as e:  # "[[[[..." deeper than the parser's stack; a 5000-digit number
+            reason = "nested too deeply" if isinstance(e, RecursionError) else one_line_reason(e)
+            raise DataError(f"{path}:{number}: not valid JSON ({reason})") from None
     return rows
 
 

@@ -126,12 +126,15 @@ def test_cli_malformed_record_names_file_and_line(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: {data / 'full.json'}:2: field 'answer' is missing"
     assert not (tmp_path / "run" / "results.json").exists()
+    failure = json.loads((tmp_path / "run" / "failure.json").read_text())
+    assert failure["stage"] == "data" and failure["error"] == f"{data / 'full.json'}:2: field 'answer' is missing"
 
 
 def test_cli_unknown_method_names_the_group(tmp_path):
     out = run_cli("method=nonsense", f"hydra.run.dir={tmp_path / 'run'}")
-    assert out.returncode != 0
-    assert "method/nonsense" in out.stderr and "pmc" in out.stderr  # Hydra lists the available options
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()  # Hydra's many-line report, on one line
+    assert "method/nonsense" in line and "pmc" in line  # the available options are listed
 
 
 def wandb_records(run_file):
@@ -211,3 +214,4 @@ def test_cli_slurm_launcher_dry_run(tmp_path):
     launcher = out.stdout.split("  launcher:\n", 1)[1]
     assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in launcher
     assert "partition: gpu" in launcher and "timeout_min: 600" in launcher and "array_parallelism: 32" in launcher
+    assert "max_num_timeout: 3" in launcher  # a job that hits the time limit is requeued, not lost
