@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, SMALL_MODEL, TOFU_DIR
 from pmc.errors import ConfigError
+from pmc.results import current_umask
 from pmc.run import run_experiment
 
 
@@ -52,6 +53,10 @@ def test_run_leaves_its_files(pmc_run):
         assert len(forget) == 10  # one forget author x 10 questions
         mean_recall = sum(row["rouge_l_recall"] for row in forget) / len(forget)
         assert mean_recall == pytest.approx(per_example["summary"]["rouge_forget"])
+    umask_mode = 0o666 & ~current_umask()  # not mkstemp's 0600: the rest of a cluster group may read the results
+    for written in (run_dir / "results.json", *run_dir.glob("eval/*/*.json")):
+        assert written.stat().st_mode & 0o777 == umask_mode, written
+    assert not (run_dir / "failure.json").exists()
     log = read_jsonl(run_dir / "train_log.jsonl")
     assert len(log) == 10 * 2  # 10 epochs x ceil(10 forget questions / batch 8)
     assert {"loss", "collapse_loss", "retain_loss", "selected_score", "lr", "epoch", "step"} <= set(log[0])
