@@ -127,9 +127,11 @@ def test_cli_malformed_record_names_file_and_line(tmp_path):
     data = tmp_path / "tofu"
     data.mkdir()
     (data / "full.json").write_text('{"question": "q", "answer": "a"}\n{"question": "q2"}\n')
-    out = run_cli("benchmark=tofu", f"benchmark.data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}")
+    out = run_cli("benchmark=tofu", f"benchmark.data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}",
+                  f"cache_dir={tmp_path / 'cache'}")
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: {data / 'full.json'}:2: field 'answer' is missing"
+    assert not (tmp_path / "cache").exists(), "a data error must stop the run before the stage-0 cache"
     assert not (tmp_path / "run" / "results.json").exists()
     failure = json.loads((tmp_path / "run" / "failure.json").read_text())
     assert failure["stage"] == "data" and failure["error"] == f"{data / 'full.json'}:2: field 'answer' is missing"
