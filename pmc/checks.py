@@ -97,7 +97,8 @@ def check_call(target, kwargs: dict, prefix: str) -> None:
     for key, value in kwargs.items():
         if key not in parameters:
             if not takes_any:
-                accepted = ", ".join(p for p in parameters if parameters[p].kind is not inspect.Parameter.VAR_POSITIONAL)
+                accepted = ", ".join(p for p, parameter in parameters.items()
+                                     if parameter.kind is not inspect.Parameter.VAR_POSITIONAL)
                 raise ConfigError(f"{prefix}.{key}: not an option of {name} (options: {accepted})")
             continue
         check_value(f"{prefix}.{key}", value, hints.get(key, Any))

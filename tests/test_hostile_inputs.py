@@ -156,8 +156,9 @@ TYPED_KEYS = {
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).filter(
     lambda w: w not in ("true", "false", "null", "nan", "inf", "infinity"))
 # as typed on the command line: words, lists, mappings, floats where an int is due, ints where a bool is due
-VALUES = st.one_of(WORDS, st.lists(st.integers(0, 9), min_size=1, max_size=3).map(lambda v: f"[{','.join(map(str, v))}]"),
-                   st.just("{a: 1}"), st.floats(0.1, 9.9).map(lambda f: f"{f:.2f}"), st.integers(2, 9).map(str))
+LISTS = st.lists(st.integers(0, 9), min_size=1, max_size=3).map(lambda v: f"[{','.join(map(str, v))}]")
+VALUES = st.one_of(WORDS, LISTS, st.just("{a: 1}"), st.floats(0.1, 9.9).map(lambda f: f"{f:.2f}"),
+                   st.integers(2, 9).map(str))
 
 
 def wrongly_typed(key: str, value: str) -> bool:
