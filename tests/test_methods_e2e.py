@@ -18,7 +18,8 @@ LOGGED_TERMS = {
     "idk": {"forget_loss", "retain_loss"},
     "idkdpo": {"forget_loss", "margin", "retain_loss"},
     "flat": {"forget_loss", "template_prob", "forget_prob"},
-    "icu": {"unlearn_nll", "neighbour_nll", "neighbour_kl", "remaining"},
+    "icu": {"unlearn_nll", "neighbour_nll", "neighbour_kl", "remaining", "bertscore_f1", "bleu",
+            "memorisation_accuracy", "extraction_likelihood"},
 }
 
 
