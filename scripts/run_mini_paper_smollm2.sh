@@ -87,8 +87,10 @@ trap 'log "interrupted${unit:+ during $unit}"; [ -n "$child" ] && kill "$child" 
 
 run_unit() {  # unit, overrides...
   local unit=$1; shift
-  local dir
-  dir=$SWEEP_ROOT/$unit/$(date -u +%Y-%m-%d_%H-%M-%S)
+  local base dir n=1
+  base=$SWEEP_ROOT/$unit/$(date -u +%Y-%m-%d_%H-%M-%S)
+  dir=$base
+  while [ -e "$dir" ]; do n=$((n + 1)); dir=${base}_$n; done  # never reuse a killed unit's directory
   if [ "$DRY_RUN" = 1 ]; then
     echo "would run $unit: $PYTHON -m pmc.run -m $* ${data_override[*]} hydra.sweep.dir=$dir"
     return
@@ -97,7 +99,8 @@ run_unit() {  # unit, overrides...
   echo "$unit started $dir - $(date -u +%FT%TZ)" >> "$MANIFEST"
   log "start $unit: $* -> $dir"
   local rc=0
-  "$PYTHON" -m pmc.run -m "$@" "${data_override[@]}" "hydra.sweep.dir=$dir" > "$dir/sweep.log" 2>&1 &
+  # 9>&-: the job does not inherit the lock, which dies with this script
+  "$PYTHON" -m pmc.run -m "$@" "${data_override[@]}" "hydra.sweep.dir=$dir" > "$dir/sweep.log" 2>&1 9>&- &
   child=$!
   wait "$child" || rc=$?
   child=""
