@@ -13,7 +13,7 @@ from pmc.errors import ConfigError, TrainingDiverged
 from pmc.method import ForgetExample, Method, RunContext
 from pmc.models import train_tokenizer
 from pmc.prompts import PromptFormat
-from pmc.trainer import TrainingConfig, _lr_factor, optimise, unlearn
+from pmc.trainer import TrainingConfig, lr_factor, optimise, unlearn
 
 
 class Scalar(torch.nn.Module):
@@ -35,20 +35,20 @@ def test_non_finite_loss_raises_training_diverged(bad):
     model = Scalar()
     calls = []
 
-    def compute_loss(c):
+    def compute_loss(_model, c):
         calls.append(c)
         return {"loss": model.w * (bad if c == 2 else c)}
 
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 2"):
-        optimise(model, TrainingConfig(epochs=3, learning_rate=0.1), 3, lambda e: [1.0, 2.0, 3.0], compute_loss)
+        optimise(model, TrainingConfig(epochs=3, learning_rate=0.1), lambda e: [1.0, 2.0, 3.0], compute_loss)
     assert calls == [1.0, 2.0]  # stopped at the bad micro-batch
 
 
 def test_nan_on_first_step_leaves_parameters_untouched():
     model = Scalar(0.5)
     with pytest.raises(TrainingDiverged):
-        optimise(model, TrainingConfig(epochs=1, learning_rate=0.1), 1, lambda e: [0],
-                 lambda _: {"loss": model.w * float("nan")})
+        optimise(model, TrainingConfig(epochs=1, learning_rate=0.1), lambda e: [0],
+                 lambda m, _: {"loss": m.w * float("nan")})
     assert model.w.item() == 0.5
 
 
@@ -69,8 +69,8 @@ def run_recorded(training: TrainingConfig, coefficients: list[float]):
             asked.append(epoch)
             return list(coefficients)
 
-        optimise(model, training, len(coefficients), epoch_batches,
-                 lambda c: {"loss": constant_loss(model.w, c), "aux": torch.tensor(10 * c)}, logs.append)
+        optimise(model, training, epoch_batches,
+                 lambda m, c: {"loss": constant_loss(m.w, c), "aux": torch.tensor(10 * c)}, logs.append)
     finally:
         handle.remove()
     return logs, asked, grads
@@ -86,22 +86,32 @@ def test_gradient_accumulation_step_count_and_logged_means():
     assert [r["epoch"] for r in logs] == [1, 1, 1, 2, 2, 2]
     assert [r["loss"] for r in logs] == pytest.approx([1.5, 3.5, 10.0] * 2)  # mean over the group's micro-batches
     assert [r["aux"] for r in logs] == pytest.approx([15.0, 35.0, 100.0] * 2)
-    # the accumulated gradient is the group mean as well (the last, short group divides by 1)
-    assert grads == pytest.approx([1.5, 3.5, 10.0] * 2)
+    # the accumulated gradient is the sum over the group / accumulation steps, also for the last, short group
+    # (HF Trainer and DeepSpeed divide by gradient_accumulation_steps whatever the group's length): 10 / 2
+    assert grads == pytest.approx([1.5, 3.5, 5.0] * 2)
 
 
 def test_gradient_clipping():
     training = TrainingConfig(epochs=1, learning_rate=1.0, gradient_accumulation_steps=2, max_grad_norm=2.0)
     _, _, grads = run_recorded(training, [1.0, 2.0, 3.0, 4.0, 10.0])
-    assert grads == pytest.approx([1.5, 2.0, 2.0], rel=1e-5)  # norms 1.5, 3.5, 10 clipped to at most 2
+    assert grads == pytest.approx([1.5, 2.0, 2.0], rel=1e-5)  # norms 1.5, 3.5, 5 clipped to at most 2
 
 
-def test_logged_learning_rate_follows_warmup_and_linear_decay():
-    # 3 steps/epoch x 2 epochs = 6 steps; warm-up int(0.5 * 6) = 3 steps: 1/4, 2/4, 3/4; then (6 - s) / 3
+def test_logged_learning_rate_follows_warmup_ratio_and_linear_decay():
+    # 3 steps/epoch x 2 epochs = 6 steps; warm-up ceil(0.5 * 6) = 3 steps: s / 3 from 0; then (6 - s) / (6 - 3)
     training = TrainingConfig(epochs=2, learning_rate=1.0, gradient_accumulation_steps=2, warmup_ratio=0.5,
                               schedule="linear")
     logs, _, _ = run_recorded(training, [1.0, 2.0, 3.0, 4.0, 10.0])
-    assert [r["lr"] for r in logs] == pytest.approx([0.25, 0.5, 0.75, 1.0, 2 / 3, 1 / 3])
+    assert [r["lr"] for r in logs] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 2 / 3, 1 / 3])
+
+
+def test_one_warmup_epoch_counts_full_accumulation_groups():
+    # 5 micro-batches, accumulation 2: 3 steps/epoch, 6 in all; one warm-up epoch = int(5 / 2) = 2 steps (the
+    # references: len(data) // effective batch), then (6 - s) / (6 - 2)
+    training = TrainingConfig(epochs=2, learning_rate=1.0, gradient_accumulation_steps=2, warmup_epochs=1,
+                              schedule="linear")
+    logs, _, _ = run_recorded(training, [1.0, 2.0, 3.0, 4.0, 10.0])
+    assert [r["lr"] for r in logs] == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
 
 
 def test_constant_schedule_without_warmup():
@@ -112,8 +122,8 @@ def test_constant_schedule_without_warmup():
 def test_model_left_in_eval_mode():
     model = Scalar()
     model.train()
-    optimise(model, TrainingConfig(epochs=1, learning_rate=0.1), 1, lambda e: [1.0],
-             lambda c: {"loss": constant_loss(model.w, c)})
+    optimise(model, TrainingConfig(epochs=1, learning_rate=0.1), lambda e: [1.0],
+             lambda m, c: {"loss": constant_loss(m.w, c)})
     assert not model.training
 
 
@@ -123,21 +133,22 @@ def test_model_left_in_eval_mode():
 @pytest.mark.parametrize(
     "step, total, warmup, schedule, expected",
     [
-        (0, 10, 2, "linear", 1 / 3),  # warm-up: (step + 1) / (warmup + 1)
-        (1, 10, 2, "linear", 2 / 3),
+        (0, 10, 2, "linear", 0.0),  # warm-up: step / warmup (HF: the first step has learning rate 0)
+        (1, 10, 2, "linear", 0.5),
         (2, 10, 2, "linear", 1.0),  # first step after warm-up: (10 - 2) / (10 - 2)
         (5, 10, 2, "linear", 5 / 8),
         (9, 10, 2, "linear", 1 / 8),  # last step still trains
         (10, 10, 2, "linear", 0.0),
         (0, 10, 0, "linear", 1.0),
         (4, 10, 0, "linear", 0.6),
-        (0, 10, 3, "constant", 0.25),
+        (0, 10, 3, "constant", 0.0),
+        (2, 10, 3, "constant", 2 / 3),
         (3, 10, 3, "constant", 1.0),
         (9, 10, 3, "constant", 1.0),
     ],
 )
 def test_lr_factor(step, total, warmup, schedule, expected):
-    assert _lr_factor(step, total, warmup, schedule) == pytest.approx(expected)
+    assert lr_factor(step, total, warmup, schedule) == pytest.approx(expected)
 
 
 # --- config ------------------------------------------------------------------------------------------------------
@@ -156,6 +167,14 @@ def test_lr_factor(step, total, warmup, schedule, expected):
         {"max_grad_norm": -1.0},
         {"weight_decay": -0.01},
         {"max_length": 0},
+        {"warmup_epochs": -1},
+        {"warmup_epochs": 1, "warmup_ratio": 0.1},
+        {"precision": "bf16"},
+        {"precision": "fp16-mixed"},
+        {"optimizer": "sgd"},
+        {"adam_betas": (0.9,)},
+        {"adam_betas": (0.9, 1.0)},
+        {"adam_epsilon": 0.0},
     ],
 )
 def test_training_config_rejects_bad_values(kwargs):
