@@ -12,7 +12,6 @@ several under DDP, FSDP or DeepSpeed ZeRO-3 (an accelerate config: conf/accelera
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sized
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.records import QARecord
 from pmc.batches import encode_pairs
+from pmc.distributed import world_size
 from pmc.errors import ConfigError, TrainingDiverged
 from pmc.losses import answer_nll
 from pmc.method import Method, RunContext
@@ -139,7 +139,7 @@ def _new_accelerator(training: TrainingConfig, on_cpu: bool) -> Accelerator:
     """An Accelerator with this run's precision and accumulation. accelerate keeps one AcceleratorState per process
     and refuses a second precision, but stage 0 and unlearning may differ (and tests run many), so the previous
     state is dropped first; in a multi-process run the process group (PartialState) is kept."""
-    AcceleratorState._reset_state(reset_partial_state=int(os.environ.get("WORLD_SIZE", "1")) <= 1)
+    AcceleratorState._reset_state(reset_partial_state=world_size() == 1)
     # The scheduler is stepped once per optimizer step here: accelerate's default would step it once per process,
     # as if each process saw 1/num_processes of the data (every process sees every micro-batch here).
     return Accelerator(mixed_precision=PRECISIONS[training.precision], cpu=on_cpu,
@@ -154,9 +154,7 @@ def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batche
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
     if training.gradient_checkpointing:
-        if not hasattr(model, "gradient_checkpointing_enable"):
-            raise ConfigError(f"training.gradient_checkpointing: {type(model).__name__} does not support it")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _activation_checkpointing(model, enable=True)
     accelerator = _new_accelerator(training, on_cpu=next(model.parameters()).device.type == "cpu")
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matmuls (HF Trainer's tf32=True)
@@ -177,15 +175,33 @@ def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batche
     return TrainingSession(accelerator, prepared, optimizer, scheduler, steps_per_epoch, total)
 
 
-def _finish_session(session: TrainingSession, model: torch.nn.Module, storage_dtypes: dict) -> None:
+def _activation_checkpointing(model: torch.nn.Module, enable: bool) -> None:
+    """Switch transformers' activation (gradient) checkpointing, named `activation_checkpointing_*` since
+    transformers 5.x and `gradient_checkpointing_*` before."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        if enable:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+    else:
+        raise ConfigError(f"training.gradient_checkpointing: {type(model).__name__} does not support it")
+
+
+def _finish_session(session: TrainingSession, model: torch.nn.Module, training: TrainingConfig,
+                    storage_dtypes: dict) -> None:
     """The model as evaluation expects it: accelerate's autocast wrapper removed, trained weights back in the
     dtype the model is stored in, activations no longer recomputed, eval mode."""
     session.accelerator.unwrap_model(session.model, keep_fp32_wrapper=False)
     if session.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         for parameter in model.parameters():  # sharded parameters stay as the engine keeps them
             parameter.data = parameter.data.to(storage_dtypes[parameter])
-    if getattr(model, "is_gradient_checkpointing", False):
-        model.gradient_checkpointing_disable()
+    if training.gradient_checkpointing:
+        _activation_checkpointing(model, enable=False)
     model.eval()
     if session.accelerator.device.type == "cuda" and session.accelerator.distributed_type != DistributedType.DEEPSPEED:
         session.accelerator.free_memory()  # optimizer state (2 fp32 copies of the weights) freed before evaluation
@@ -256,7 +272,7 @@ def optimise(
                             bar.set_postfix(loss=f"{logged['loss']:.3f}")
                             logged = {}
     finally:
-        _finish_session(session, model, storage_dtypes)
+        _finish_session(session, model, training, storage_dtypes)
 
 
 def _chunks(items: list, size: int) -> list[list]:

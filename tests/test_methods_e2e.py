@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pmc.models import load_checkpoint
 from pmc.run import run_experiment
 
 # the terms each method must log per step, besides "loss"
@@ -37,3 +38,15 @@ def test_method_runs_end_to_end(method, make_config, tmp_path):
     assert {"loss", *LOGGED_TERMS[method]} <= set(log[0])
     # the unlearned model is a different model from the target after training
     assert on_disk["metrics"]["unlearned"] != on_disk["metrics"]["target"]
+
+
+def test_lora_run_changes_the_model_and_saves_a_plain_checkpoint(make_config, tmp_path):
+    """NPO with LoRA adapters: its reference is the model before unlearning; the saved model has the adapters merged."""
+    cfg = make_config("method=npo", "model.lora.r=4", "method.training.epochs=2",
+                      "method.training.gradient_accumulation_steps=1", "method.training.learning_rate=1e-3",
+                      "save_unlearned=true")
+    results = run_experiment(cfg, tmp_path)
+    assert results["metrics"]["unlearned"] != results["metrics"]["target"]
+    saved, _ = load_checkpoint(tmp_path / "unlearned_model")
+    assert not any("lora" in name for name in saved.state_dict())
+    assert not (tmp_path / "unlearned_model" / "adapter_config.json").exists()

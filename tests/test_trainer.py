@@ -12,8 +12,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from benchmarks.records import QABenchmark, QARecord
 from pmc.errors import ConfigError, TrainingDiverged
-from pmc.method import ForgetExample, Method, RunContext
-from pmc.models import build_tiny, train_tokenizer
+from pmc.method import ForgetExample, Method, RunContext, frozen_copy
+from pmc.models import build_tiny, train_tokenizer, with_lora, without_lora
 from pmc.prompts import PromptFormat
 from pmc.trainer import (TrainingConfig, decay_parameter_groups, lr_factor, optimise, optimizer_steps_per_epoch, unlearn,
                          warmup_steps)
@@ -320,6 +320,45 @@ def test_weight_decay_on_weights_only(pairing_tokenizer):
     # and the optimizer gets these groups
     optimizer = optimizer_seen(TrainingConfig(epochs=1, learning_rate=1e-3, weight_decay=0.1), block)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+
+
+# --- LoRA ----------------------------------------------------------------------------------------------------------
+
+
+def test_lora_trains_only_the_adapters_and_the_reference_stays_the_model_before(pairing_tokenizer):
+    base = build_tiny(pairing_tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                      max_position_embeddings=64, seed=0)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    before = base(input_ids=ids).logits.detach()
+    model = with_lora(base, {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": "all-linear"})
+    reference = frozen_copy(model)
+    with_grad = []
+    handle = register_optimizer_step_pre_hook(
+        lambda *_: with_grad.append({n for n, p in model.named_parameters() if p.grad is not None}))
+    try:
+        optimise(model, TrainingConfig(epochs=3, learning_rate=1e-2), lambda e: [ids],
+                 lambda m, x: {"loss": m(input_ids=x, labels=x).loss})
+    finally:
+        handle.remove()
+    adapters = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert adapters and all(".lora_A." in n or ".lora_B." in n for n in adapters)
+    assert with_grad == [adapters] * 3  # every adapter weight, and nothing else, has a gradient at every step
+    after = model(input_ids=ids).logits.detach()
+    assert not torch.allclose(after, before, atol=1e-4)
+    # NPO / DPO / KL references: the base model without adapters, as it was before unlearning
+    assert not any("lora" in n for n, _ in reference.named_parameters())
+    assert torch.equal(reference(input_ids=ids).logits, before)
+    merged = without_lora(model)
+    assert type(merged) is type(reference) and not any("lora" in n for n in merged.state_dict())
+    assert torch.allclose(merged(input_ids=ids).logits, after, atol=1e-5)
+
+
+@pytest.mark.parametrize("lora", [{"r": -1}, {"r": 4, "rank": 8}, {"r": 4, "target_modules": ["no_such_layer"]}])
+def test_bad_lora_settings_are_config_errors(pairing_tokenizer, lora):
+    model = build_tiny(pairing_tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                       max_position_embeddings=64, seed=0)
+    with pytest.raises(ConfigError, match="model.lora"):
+        with_lora(model, lora)
 
 
 # --- the official step counts --------------------------------------------------------------------------------------
