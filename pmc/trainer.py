@@ -157,7 +157,7 @@ def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batche
         _activation_checkpointing(model, enable=True)
     accelerator = _new_accelerator(training, on_cpu=next(model.parameters()).device.type == "cpu")
     if accelerator.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matmuls (HF Trainer's tf32=True)
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for the matmuls that stay in fp32
         torch.backends.cudnn.allow_tf32 = True
     deepspeed = accelerator.state.deepspeed_plugin
     if deepspeed is not None:  # DeepSpeed takes these from its own config, not from the loop's calls

