@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pmc.errors import ConfigError
-from pmc.models import DTYPES, SOURCES
+from pmc.models import DTYPES, LORA_KEYS, SOURCES
 from pmc.prompts import PromptFormat
 from pmc.trainer import TrainingConfig
 
@@ -32,6 +32,7 @@ RUN_KEYS = {
     "generation.max_new_tokens": int, "generation.batch_size": int,
     "stage0.target_path": str | None, "stage0.retain_path": str | None,
 }
+LORA_TYPES = {"r": int, "alpha": float, "dropout": float, "target_modules": str | list[str]}
 TINY_ARCHITECTURE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                      "max_position_embeddings")
 
@@ -160,6 +161,12 @@ def check_model(model: dict) -> None:
     if model.get("dtype") not in DTYPES:
         raise ConfigError(f"model.dtype must be one of {sorted(DTYPES)}, got {model.get('dtype')!r}")
     check_call(PromptFormat, model.get("prompt") or {}, "model.prompt")
+    lora = model.get("lora") or {}
+    if set(lora) - LORA_KEYS:
+        raise ConfigError(f"model.lora takes {sorted(LORA_KEYS)}, got {sorted(lora)}")
+    for key, annotation in LORA_TYPES.items():
+        if key in lora:
+            check_value(f"model.lora.{key}", lora[key], annotation)
     check_training(model.get("finetune"), "model.finetune")
     if model["source"] == "tiny":
         check_training(model.get("pretrain"), "model.pretrain")

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,10 +28,12 @@ from omegaconf import DictConfig, OmegaConf
 from benchmarks.metrics import SUITES, EvalContext
 from benchmarks.records import DataError
 from pmc.checks import check_run_config, check_unlearning_config
+from pmc.distributed import export_launch_environment, is_main_process
 from pmc.errors import ConfigError, HarnessError
 from pmc.failures import cli, report_errors, stage
+from pmc.loggers import NullLogger
 from pmc.method import RunContext
-from pmc.models import device_for, save_checkpoint
+from pmc.models import device_for, save_checkpoint, with_lora, without_lora
 from pmc.prompts import RAW_TEXT, PromptFormat
 from pmc.results import versions, write_json_atomic
 from pmc.stage0 import prepare_models
@@ -164,8 +167,13 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     with stage("config"):
         check_config(cfg)
         training = check_unlearning_config(cfg)
-        logger = _instantiate(cfg.logger, "logger")
+        export_launch_environment(cfg.get("accelerate_config"))
         method = build_method(cfg)
+        logger = _instantiate(cfg.logger, "logger") if is_main_process() else NullLogger()
+    if not is_main_process():
+        # the other processes of a multi-GPU run compute alongside the main one (pmc.distributed) and write nothing
+        with tempfile.TemporaryDirectory() as scratch:
+            return _unlearn_and_evaluate(cfg, Path(scratch), logger, method, training)
     logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, job_overrides())
     try:
         return _unlearn_and_evaluate(cfg, run_dir, logger, method, training)
@@ -184,7 +192,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
 
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
     seed_everything(cfg.seed)
-    unlearned = copy.deepcopy(stage0.target)
+    lora = cfg.model.get("lora")
+    unlearned = with_lora(copy.deepcopy(stage0.target), OmegaConf.to_container(lora) if lora is not None else None)
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      cfg.generation.batch_size)
     train_log = (run_dir / "train_log.jsonl").open("w", encoding="utf-8")
@@ -196,6 +205,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
 
     with timed(timings, "unlearn"), train_log:
         unlearn(method, run, training, cfg.seed, log_step)
+    unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark)
