@@ -52,9 +52,10 @@ def configure_determinism(enabled: bool) -> None:
     """`deterministic=true`: deterministic GPU kernels or an error, never silent run-to-run variation.
 
     cuBLAS gets a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so this runs before any GPU
-    work), ops with atomic-add kernels (embedding and gather backward, scatter_add, index_add) switch to their
-    deterministic versions and ops without one raise, cuDNN stops autotuning, and TF32 is off. `false` leaves
-    torch's defaults. On a CPU runs are deterministic either way. docs/determinism.md has the details.
+    work), ops with atomic-add kernels (embedding and gather backward, scatter_add, index_add, flash and
+    memory-efficient attention backward) switch to their deterministic versions and ops without one raise, and
+    cuDNN stops autotuning. TF32 (which the trainer turns on for speed) is deterministic on one GPU and stays on.
+    `false` leaves torch's defaults. On a CPU runs are deterministic either way. docs/determinism.md has the details.
     """
     if not enabled:
         return
@@ -62,8 +63,6 @@ def configure_determinism(enabled: bool) -> None:
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
 
 
 @contextmanager

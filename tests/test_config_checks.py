@@ -39,8 +39,7 @@ def nothing_slow(monkeypatch):
     ("~method.training.epochs", "method.training.epochs is required by TrainingConfig: pass "
                                 "method.training.epochs=..."),
     ("+method.training.lr=1e-4", "method.training.lr: not an option of TrainingConfig (options: epochs, "
-                                 "learning_rate, batch_size, gradient_accumulation_steps, weight_decay, "
-                                 "warmup_ratio, schedule, max_grad_norm, max_length)"),
+                                 "learning_rate, batch_size, gradient_accumulation_steps, weight_decay, "),
     ("model.finetune.batch_size=big", "model.finetune.batch_size must be an int, got 'big'"),
     ("model.architecture.num_layers=0", "model.architecture.num_layers must be a positive int, got 0"),
     ("model.dtype=float8", "model.dtype must be one of ['bfloat16', 'float16', 'float32'], got 'float8'"),
@@ -56,7 +55,8 @@ def nothing_slow(monkeypatch):
     ("method.handler._target_=pmc.nowhere.Method", "method.handler._target_: cannot import 'pmc.nowhere.Method'"),
     # values the constructors reject are found as early, since the method is built before stage 0
     ("method.handler.num_samples=0", "PMC needs num_samples >= 1"),
-    ("method.training.schedule=cosine", "training.schedule must be 'constant' or 'linear', got 'cosine'"),
+    ("method.training.schedule=cosine", "training.schedule must be one of ['constant', 'linear'], got 'cosine'"),
+    ("model.lora.r=two", "model.lora.r must be an int, got 'two'"),
 ])
 def test_bad_settings_fail_before_stage0(make_config, tmp_path, nothing_slow, override, message):
     with pytest.raises(ConfigError) as e:

@@ -26,16 +26,14 @@ QUICK = [*SMALL, "model.pretrain.epochs=4", "model.finetune.epochs=6", "method.t
 def torch_flags():
     """Restore torch's process-wide determinism settings after a test changes them."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+             torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     yield
     torch.use_deterministic_algorithms(saved[0])
-    (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
-     torch.backends.cudnn.allow_tf32) = saved[1:5]
-    if saved[5] is None:
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:3]
+    if saved[3] is None:
         os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     else:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[5]
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[3]
 
 
 def sha256_files(checkpoint: Path) -> dict[str, str]:
@@ -89,14 +87,13 @@ def test_deterministic_switch_is_applied_before_stage0(make_config, tmp_path, mo
     def record_flags(*args, **kwargs):
         seen.update(algorithms=torch.are_deterministic_algorithms_enabled(),
                     cudnn=(torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
-                    tf32=(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32),
                     cublas=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
         raise StopBeforeStage0
 
     monkeypatch.setattr(pmc.run, "load_stage0", record_flags)
     with pytest.raises(StopBeforeStage0):
         run_experiment(make_config("deterministic=true"), tmp_path)
-    assert seen == {"algorithms": True, "cudnn": (True, False), "tf32": (False, False), "cublas": ":4096:8"}
+    assert seen == {"algorithms": True, "cudnn": (True, False), "cublas": ":4096:8"}
 
 
 def test_deterministic_false_leaves_torch_alone(make_config, tmp_path, monkeypatch, torch_flags):
