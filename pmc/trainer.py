@@ -140,30 +140,61 @@ def finetune(
     )
 
 
+class LazyMicroBatches:
+    """One epoch's micro-batches whose count is known up front but each of which is built only when first asked for
+    (in order, once): a method then chooses a micro-batch's forget targets with the weights of the step that trains
+    on it (PMC samples per micro-batch). Supports len(), iteration and indexing (slices too)."""
+
+    def __init__(self, count: int, build: Callable[[int], object]):
+        self._count, self._build, self._built = count, build, []
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(f"micro-batch {index} of {self._count}")
+        while len(self._built) <= index:
+            self._built.append(self._build(len(self._built)))
+        return self._built[index]
+
+    def __iter__(self):
+        return (self[i] for i in range(self._count))
+
+
 def unlearn(
     method: Method, run: RunContext, training: TrainingConfig, seed: int, log_step: StepLog | None = None
 ) -> None:
-    """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example."""
+    """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example.
+
+    The forget order and retain partners of an epoch are drawn from the seeded RNG when the epoch starts; each
+    micro-batch is built when the training loop reaches it, its forget rows from `method.forget_batch_examples`."""
     rng = random.Random(seed)
     model, retain = run.model, run.benchmark.retain
     device = _device(model)
     method.setup(run)
+    encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
 
     def epoch_batches(epoch):
         run.epoch = epoch
         method.on_epoch_start(run)
         examples = method.forget_examples(run)
         order = rng.sample(range(len(examples)), len(examples))
-        batches = []
-        encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
-        for chunk in _chunks(order, training.batch_size):
-            rows = [examples[i] for i in chunk]
+        chunks = _chunks(order, training.batch_size)
+        partners = [[retain[rng.randrange(len(retain))] for _ in chunk] for chunk in chunks]
+
+        def build(k):
+            rows = method.forget_batch_examples(run, examples, chunks[k])
             forget = encode([(e.question, e.answer) for e in rows])
             if rows[0].paired is not None:
                 forget.paired = encode([e.paired for e in rows])
-            partners = [retain[rng.randrange(len(retain))] for _ in chunk]
-            batches.append((forget, encode([(r.question, r.answer) for r in partners])))
-        return batches
+            return forget, encode([(r.question, r.answer) for r in partners[k]])
+
+        return LazyMicroBatches(len(chunks), build)
 
     optimise(
         model, training, math.ceil(len(run.benchmark.forget) / training.batch_size), epoch_batches,
