@@ -55,10 +55,13 @@ def generate_answers(
     with eval_mode(model):
         for start in tqdm(starts, desc=desc or "generate", leave=False, disable=desc is None):
             prompts = [fmt.prompt_ids(tokenizer, q) for q in questions[start : start + batch_size]]
-            budgets = [max_new_tokens] * len(prompts) if max_length is None else [max_length - len(p) for p in prompts]
-            if min(budgets) < 1:
-                raise ConfigError(f"generation max_length={max_length} leaves no room for an answer after a "
-                                  f"{max(len(p) for p in prompts)}-token prompt; raise it")
+            if max_length is None:
+                budgets = [max_new_tokens] * len(prompts)
+            else:
+                budgets = [max_length - len(p) for p in prompts]
+                if min(budgets) < 1:
+                    raise ConfigError(f"generation max_length={max_length} leaves no room for an answer after a "
+                                      f"{max(len(p) for p in prompts)}-token prompt; raise it")
             width = max(len(p) for p in prompts)
             input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
             attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
