@@ -294,29 +294,49 @@ def finetune(
     optimise(model, training, epoch_batches, lambda model, batch: {"loss": answer_nll(model, batch)}, log_step, desc)
 
 
+class LazyMicroBatches:
+    """One epoch's micro-batches as a sized iterable: the count is known up front, each micro-batch is built only when
+    the iteration reaches it, so a method chooses its forget targets with the weights of the step that trains on them
+    (PMC samples per micro-batch). Iterate once: a second pass would build (and sample) again."""
+
+    def __init__(self, count: int, build: Callable[[int], object]):
+        self._count, self._build = count, build
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        return (self._build(k) for k in range(self._count))
+
+
 def unlearn(
     method: Method, run: RunContext, training: TrainingConfig, seed: int, log_step: StepLog | None = None
 ) -> None:
-    """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example."""
+    """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example.
+
+    The forget order and retain partners of an epoch are drawn from the seeded RNG when the epoch starts; each
+    micro-batch is built when the training loop reaches it, its forget rows from `method.forget_batch_examples`."""
     rng = random.Random(seed)
     retain = run.benchmark.retain
     method.setup(run)
+    encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
 
     def epoch_batches(epoch):
         run.epoch = epoch
         method.on_epoch_start(run)
         examples = method.forget_examples(run)
         order = rng.sample(range(len(examples)), len(examples))
-        batches = []
-        encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
-        for chunk in _chunks(order, training.batch_size):
-            rows = [examples[i] for i in chunk]
+        chunks = _chunks(order, training.batch_size)
+        partners = [[retain[rng.randrange(len(retain))] for _ in chunk] for chunk in chunks]
+
+        def build(k):
+            rows = method.forget_batch_examples(run, examples, chunks[k])
             forget = encode([(e.question, e.answer) for e in rows])
             if rows[0].paired is not None:
                 forget.paired = encode([e.paired for e in rows])
-            partners = [retain[rng.randrange(len(retain))] for _ in chunk]
-            batches.append((forget, encode([(r.question, r.answer) for r in partners])))
-        return batches
+            return forget, encode([(r.question, r.answer) for r in partners[k]])
+
+        return LazyMicroBatches(len(chunks), build)
 
     optimise(
         run.model, training, epoch_batches, lambda model, pair: method.loss(model, *pair), log_step,
