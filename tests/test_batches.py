@@ -126,7 +126,8 @@ def test_each_pair_is_tokenised_once_per_tokenizer_and_format(tokenizer):
     assert len(counting.texts) == 4  # a prompt and an answer per pair
     again = encode_pairs(counting, PromptFormat(), PAIRS[::-1], max_length=256)  # the next epoch, reshuffled
     assert len(counting.texts) == 4
-    assert again.labels.tolist() == encode_pairs(tokenizer, PromptFormat(), PAIRS[::-1], max_length=256).labels.tolist()
+    reversed_expected = encode_pairs(tokenizer, PromptFormat(), PAIRS[::-1], max_length=256)
+    assert again.labels.tolist() == reversed_expected.labels.tolist()
     assert torch.equal(first.input_ids, expected.input_ids)
     # a remembered pair is still cut to each call's max_length
     (question, answer) = PAIRS[1]
