@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from statistics import mean
 
-from benchmarks.metrics.common import EvalContext, SuiteResult
+from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
 from benchmarks.records import DataError
 from pmc.rouge import rouge_l_recall
 
@@ -51,5 +51,6 @@ def score_model(model, ctx: EvalContext, label: str = "") -> SuiteResult:
     return SuiteResult(summary, examples)
 
 
-def evaluate(models: dict, ctx: EvalContext) -> dict[str, SuiteResult]:
-    return {name: score_model(model, ctx, name) for name, model in models.items()}
+def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+    """Each model on its own; models with a result in `known` are skipped."""
+    return {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}
