@@ -108,10 +108,12 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     config.disable_compile = None if cache_implementation is None else not compile
 
 
-def decoding_row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
-    """Memory one decoded row needs at most: its KV cache (keys and values of every layer for every position), one
-    layer's prefill activations (attention projections, MLP and the attention score matrix), and float32 logits
-    over the vocabulary three times over (logits, probabilities, top-p's sorted copy)."""
+def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
+    """Memory one row of a batch needs at most. Decoding: its KV cache (keys and values of every layer for every
+    position) and one layer's prefill activations (attention projections, MLP and the attention score matrix).
+    Scoring (the suites score answers `batch_size` rows at a time too): float32 logits over the vocabulary at every
+    position, three times over (logits, cross-entropy's log-softmax, a contiguous copy); this also covers the last
+    position's logits, probabilities and top-p's sorted copy while decoding."""
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -119,17 +121,17 @@ def decoding_row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
     intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
     activations = (sequence_length * (4 * config.hidden_size + 3 * intermediate)
                    + heads * sequence_length**2) * dtype_bytes
-    return kv_cache + activations + 3 * 4 * config.vocab_size
+    return kv_cache + activations + 3 * 4 * config.vocab_size * sequence_length
 
 
 def auto_batch_size(model, sequence_length: int, free_bytes: int) -> int:
-    """Rows to decode at once on a GPU with `free_bytes` free: what fits in AUTO_MEMORY_FRACTION of the memory left
+    """Rows to decode or score at once on a GPU with `free_bytes` free: what fits in AUTO_MEMORY_FRACTION of the memory left
     after keeping TRAINING_RESERVE_COPIES fp32 copies of the parameters free for unlearning, rounded down to a power
     of two (stable across jobs whose free memory differs a little), between 1 and AUTO_MAX_BATCH_SIZE."""
     parameters = sum(p.numel() for p in model.parameters())
     dtype_bytes = next(model.parameters()).element_size()
     budget = AUTO_MEMORY_FRACTION * (free_bytes - TRAINING_RESERVE_COPIES * 4 * parameters)
-    rows = int(budget // decoding_row_bytes(model.config, sequence_length, dtype_bytes))
+    rows = int(budget // row_bytes(model.config, sequence_length, dtype_bytes))
     if rows < 1:
         return 1
     return min(AUTO_MAX_BATCH_SIZE, 2 ** int(math.log2(rows)))

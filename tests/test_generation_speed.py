@@ -10,8 +10,8 @@ from transformers.generation.utils import GenerationMixin
 
 from pmc.errors import ConfigError
 from pmc.generation import (AUTO_MAX_BATCH_SIZE, CPU_BATCH_SIZE, auto_batch_size, check_generation_options,
-                            configure_generation, decoding_row_bytes, generate_answers, greedy_answers,
-                            resolve_batch_size)
+                            configure_generation, generate_answers, greedy_answers, resolve_batch_size,
+                            row_bytes)
 from pmc.models import build_tiny, train_tokenizer
 from pmc.prompts import PromptFormat
 from pmc.run import method_batch_size, run_experiment
@@ -88,9 +88,9 @@ def test_auto_batch_size_from_free_memory(tiny):
     sequence = 10
     kv_cache = 2 * 2 * 2 * 32 * sequence * 4  # keys and values x layers x heads x head size x positions x bytes
     activations = (sequence * (4 * 64 + 3 * 128) + 2 * sequence**2) * 4
-    logits = 3 * 4 * len(model.get_output_embeddings().weight)
+    logits = 3 * 4 * len(model.get_output_embeddings().weight) * sequence  # float32, every position, 3 copies
     row = kv_cache + activations + logits
-    assert decoding_row_bytes(model.config, sequence, 4) == row
+    assert row_bytes(model.config, sequence, 4) == row
     reserve = 5 * 4 * sum(p.numel() for p in model.parameters())  # unlearned copy, reference, grads, AdamW moments
     # half of what is left after the reserve fits 37 rows: the power of two below is 32
     assert auto_batch_size(model, sequence, reserve + 2 * 37 * row) == 32
