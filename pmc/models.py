@@ -105,6 +105,33 @@ def build_tiny(tokenizer, hidden_size: int, num_layers: int, num_heads: int, int
     return LlamaForCausalLM(config)
 
 
+LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+
+
+def with_lora(model, lora: dict | None):
+    """`model` with LoRA adapters (peft) when lora.r > 0, else `model` itself: then only the adapters train, so a
+    7-8B model's optimizer state fits one GPU. The adapters start as a no-op (B = 0): the model is unchanged until
+    trained. Keys as TOFU / FLAT's LoRA configs (config/forget_lora.yaml: r, alpha, dropout)."""
+    if not lora or not lora.get("r"):
+        return model
+    if set(lora) - LORA_KEYS or lora["r"] < 0:
+        raise ConfigError(f"model.lora takes {sorted(LORA_KEYS)} with r >= 0 (0 = off), got {dict(lora)}")
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora["r"], lora_alpha=lora.get("alpha", 32), lora_dropout=lora.get("dropout", 0.0),
+                        target_modules=lora.get("target_modules", "all-linear"), bias="none", task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # e.g. target_modules naming no layer of this model
+        raise ConfigError(f"model.lora: {e}") from None
+
+
+def without_lora(model):
+    """A LoRA model with its adapters merged into the weights: a plain transformers model again, which saves and
+    loads like any checkpoint; any other model as it is."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 def load_checkpoint(path: str | Path):
     """(model, tokenizer) saved by save_checkpoint or any transformers save_pretrained directory."""
     path = Path(path)

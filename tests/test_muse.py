@@ -23,8 +23,10 @@ from benchmarks.muse import load_muse, make_synthetic_muse
 from benchmarks.muse.text import knowmem_prompt, text_records, verbmem_record
 from benchmarks.records import DataError, QABenchmark, QARecord
 from benchmarks.synthetic import make_synthetic_tofu
+from pmc.errors import ConfigError
 from pmc.eval_cache import as_stored, from_stored
 from pmc.prompts import RAW_TEXT
+from pmc.results import summary_table
 from pmc.run import prompt_format, run_experiment
 
 # --- synthetic generator ------------------------------------------------------------------------------------------
@@ -373,11 +375,68 @@ def test_known_stage0_results_give_the_same_scores_without_running_the_retain_mo
     assert later["unlearned"].summary["privleak"] != 0.0  # compared with the retain model, not with itself
 
 
+def _context(benchmark, **muse_settings) -> EvalContext:
+    return EvalContext(WordTokenizer(), RAW_TEXT, benchmark, max_new_tokens=4, batch_size=2,
+                       settings={"muse": muse_settings})
+
+
+def test_privleak_reference_source_and_corpus():
+    synthetic = make_synthetic_muse(num_forget_articles=2, num_retain_articles=1)
+    news = SimpleNamespace(name="muse_news")
+    books = SimpleNamespace(name="muse_books")
+    assert muse.privleak_reference_source(_context(synthetic)) == ("retrain", None)
+    assert muse.privleak_reference_source(_context(news, privleak_reference="published")) == ("published", "news")
+    assert muse.privleak_reference_source(_context(books, privleak_reference="published")) == ("published", "books")
+    assert muse.privleak_reference_source(
+        _context(synthetic, privleak_reference="published", privleak_corpus="books")) == ("published", "books")
+    # muse_bench constants.py: AUC_RETRAIN[corpus]["forget_holdout_Min-40%"]
+    assert muse.PUBLISHED_RETRAIN_AUC == {"news": 0.4772, "books": 0.5393}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"privleak_reference": "retain"}, r"privleak_reference must be one of \['retrain', 'published'\], got 'retain'"),
+    ({"privleak_reference": "published"}, r"benchmark 'muse_synthetic' is neither; set eval_settings\.muse\."
+                                          r"privleak_corpus"),
+    ({"privleak_corpus": "wiki"}, r"privleak_corpus must be one of \['books', 'news'\] or null, got 'wiki'"),
+    ({"privleak_refrence": "published"}, r"eval_settings\.muse\.privleak_refrence: unknown setting"),
+])
+def test_privleak_reference_config_errors(settings, message):
+    ctx = _context(make_synthetic_muse(num_forget_articles=2, num_retain_articles=1), **settings)
+    with pytest.raises(ConfigError, match=message):
+        muse.evaluate({"target": BigramStub(), "retain": BigramStub()}, ctx)
+
+
+def test_published_reference_needs_no_retain_model():
+    # with MUSE's published AUC the retain model is not needed: the suite gets past that check to the data check
+    ctx = _context(make_synthetic_tofu(num_authors=3, forget_authors=1, retain_eval_authors=1),
+                   privleak_reference="published", privleak_corpus="news")
+    with pytest.raises(DataError, match="verbmem_forget"):
+        muse.evaluate({"target": BigramStub()}, ctx)
+
+
+def test_summary_with_the_published_reference():
+    # Min-K% scores: forget [1, 3], holdout [2, 4]: pairs (1,2) (1,4) (3,2) (3,4) -> one win -> AUC 1/4
+    examples = {
+        "verbmem_forget": [{"rouge_l_f1": 0.5}], "knowmem_forget": [{"rouge_l_f1": 0.25}],
+        "knowmem_retain": [{"rouge_l_f1": 1.0}],
+        "mia_forget": [dict.fromkeys(muse.ATTACKS, 1.0), dict.fromkeys(muse.ATTACKS, 3.0)],
+        "mia_holdout": [dict.fromkeys(muse.ATTACKS, 2.0), dict.fromkeys(muse.ATTACKS, 4.0)],
+    }
+    summary = muse.summarise(examples, muse.PUBLISHED_RETRAIN_AUC["news"], "published")
+    assert summary["auc_min_k"] == 0.25
+    assert summary["privleak"] == pytest.approx((0.25 - 0.4772) / 0.4772 * 100)  # −47.61...
+    assert summary["privleak"] == pytest.approx(-47.6110, abs=1e-4)
+    assert summary["privleak_reference"] == "published" and summary["privleak_reference_auc"] == 0.4772
+    # the end-of-run table prints the name as it is
+    table = summary_table({"unlearned": {"muse": summary}})
+    assert "published" in table and "-47.61" in table
+
+
 # --- end to end ---------------------------------------------------------------------------------------------------
 
 BENCHMARK_SIZE = {"num_forget_articles": 6, "num_retain_articles": 8, "num_holdout_articles": 6}
-KEYS = {"verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "auc_loss", "auc_zlib", "auc_min_k",
-        "auc_min_k_plus_plus", "auc_min_k_retain"}
+KEYS = {"verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "privleak_reference",
+        "privleak_reference_auc", "auc_loss", "auc_zlib", "auc_min_k", "auc_min_k_plus_plus", "auc_min_k_retain"}
 
 
 @pytest.fixture(scope="module")
@@ -437,6 +496,7 @@ def test_muse_summary_recomputes_from_the_examples(muse_run):
     reference = mw([r["min_k"] for r in retain_examples["mia_forget"]],
                    [r["min_k"] for r in retain_examples["mia_holdout"]])
     assert summary["privleak"] == pytest.approx((summary["auc_min_k"] - reference) / reference * 100)
+    assert summary["privleak_reference"] == "retrain" and summary["privleak_reference_auc"] == pytest.approx(reference)
     texts = make_synthetic_muse(**BENCHMARK_SIZE).eval_sets["mia_forget"]
     for r in examples["mia_forget"]:
         text = texts[r["index"]].answer

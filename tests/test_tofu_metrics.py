@@ -266,3 +266,25 @@ def test_summary_recomputes_from_the_examples(tofu_run):
     a = [r["truth_ratio"] for r in examples["forget"]]
     b = [r["truth_ratio"] for r in retain_examples["forget"]]
     assert summary["forget_quality"] == pytest.approx(ks_2samp(a, b).pvalue)
+
+
+def test_paper_suite_in_the_same_run_follows_the_official_code(tofu_run):
+    """paper.json of the same run: the paraphrased split against the paraphrased answers, utility's retain term on
+    the training retain split (50 records <= 400: all of them, in order), the summary from the rows."""
+    from benchmarks.synthetic import make_synthetic_tofu
+
+    _, run_dir = tofu_run
+    benchmark = make_synthetic_tofu(num_authors=6, forget_authors=1, num_world_facts=10, num_real_authors=10,
+                                    retain_eval_authors=2)  # conftest's SMALL benchmark
+    on_disk = json.loads((run_dir / "eval" / "unlearned" / "paper.json").read_text())
+    examples, summary = on_disk["examples"], on_disk["summary"]
+    assert [(r["question"], r["answer"]) for r in examples["forget_paraphrased"]] == \
+        [(r.paraphrased_question, r.paraphrased_answer) for r in benchmark.forget]
+    assert [(r["index"], r["question"]) for r in examples["retain"]] == \
+        [(i, r.question) for i, r in enumerate(benchmark.retain)]
+    assert len(examples["retain"]) == 50
+    avg = lambda rows: sum(r["rouge_l_recall"] for r in rows) / len(rows)
+    assert summary["unlearn_quality"] == pytest.approx(
+        100 * (2 - avg(examples["forget"]) - avg(examples["forget_paraphrased"])) / 2)
+    assert summary["utility"] == pytest.approx(
+        100 * (avg(examples["retain"]) + avg(examples["world_facts"]) + avg(examples["real_authors"])) / 3)

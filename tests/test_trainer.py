@@ -1,7 +1,9 @@
-"""The shared training loop: divergence check, accumulation, schedule, clipping, and forget/retain pairing."""
+"""The shared training loop: divergence check, accumulation, schedule, clipping, precision, optimizer, the official
+step counts of the experiment configs, and forget/retain pairing."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -10,10 +12,11 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from benchmarks.records import QABenchmark, QARecord
 from pmc.errors import ConfigError, TrainingDiverged
-from pmc.method import ForgetExample, Method, RunContext
-from pmc.models import train_tokenizer
+from pmc.method import ForgetExample, Method, RunContext, frozen_copy
+from pmc.models import build_tiny, train_tokenizer, with_lora, without_lora
 from pmc.prompts import PromptFormat
-from pmc.trainer import TrainingConfig, _lr_factor, optimise, unlearn
+from pmc.trainer import (TrainingConfig, decay_parameter_groups, lr_factor, optimise, optimizer_steps_per_epoch, unlearn,
+                         warmup_steps)
 
 
 class Scalar(torch.nn.Module):
@@ -35,20 +38,20 @@ def test_non_finite_loss_raises_training_diverged(bad):
     model = Scalar()
     calls = []
 
-    def compute_loss(c):
+    def compute_loss(_model, c):
         calls.append(c)
         return {"loss": model.w * (bad if c == 2 else c)}
 
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 2"):
-        optimise(model, TrainingConfig(epochs=3, learning_rate=0.1), 3, lambda e: [1.0, 2.0, 3.0], compute_loss)
+        optimise(model, TrainingConfig(epochs=3, learning_rate=0.1), lambda e: [1.0, 2.0, 3.0], compute_loss)
     assert calls == [1.0, 2.0]  # stopped at the bad micro-batch
 
 
 def test_nan_on_first_step_leaves_parameters_untouched():
     model = Scalar(0.5)
     with pytest.raises(TrainingDiverged):
-        optimise(model, TrainingConfig(epochs=1, learning_rate=0.1), 1, lambda e: [0],
-                 lambda _: {"loss": model.w * float("nan")})
+        optimise(model, TrainingConfig(epochs=1, learning_rate=0.1), lambda e: [0],
+                 lambda m, _: {"loss": m.w * float("nan")})
     assert model.w.item() == 0.5
 
 
@@ -69,8 +72,8 @@ def run_recorded(training: TrainingConfig, coefficients: list[float]):
             asked.append(epoch)
             return list(coefficients)
 
-        optimise(model, training, len(coefficients), epoch_batches,
-                 lambda c: {"loss": constant_loss(model.w, c), "aux": torch.tensor(10 * c)}, logs.append)
+        optimise(model, training, epoch_batches,
+                 lambda m, c: {"loss": constant_loss(m.w, c), "aux": torch.tensor(10 * c)}, logs.append)
     finally:
         handle.remove()
     return logs, asked, grads
@@ -86,22 +89,32 @@ def test_gradient_accumulation_step_count_and_logged_means():
     assert [r["epoch"] for r in logs] == [1, 1, 1, 2, 2, 2]
     assert [r["loss"] for r in logs] == pytest.approx([1.5, 3.5, 10.0] * 2)  # mean over the group's micro-batches
     assert [r["aux"] for r in logs] == pytest.approx([15.0, 35.0, 100.0] * 2)
-    # the accumulated gradient is the group mean as well (the last, short group divides by 1)
-    assert grads == pytest.approx([1.5, 3.5, 10.0] * 2)
+    # the accumulated gradient is the sum over the group / accumulation steps, also for the last, short group
+    # (HF Trainer and DeepSpeed divide by gradient_accumulation_steps whatever the group's length): 10 / 2
+    assert grads == pytest.approx([1.5, 3.5, 5.0] * 2)
 
 
 def test_gradient_clipping():
     training = TrainingConfig(epochs=1, learning_rate=1.0, gradient_accumulation_steps=2, max_grad_norm=2.0)
     _, _, grads = run_recorded(training, [1.0, 2.0, 3.0, 4.0, 10.0])
-    assert grads == pytest.approx([1.5, 2.0, 2.0], rel=1e-5)  # norms 1.5, 3.5, 10 clipped to at most 2
+    assert grads == pytest.approx([1.5, 2.0, 2.0], rel=1e-5)  # norms 1.5, 3.5, 5 clipped to at most 2
 
 
-def test_logged_learning_rate_follows_warmup_and_linear_decay():
-    # 3 steps/epoch x 2 epochs = 6 steps; warm-up int(0.5 * 6) = 3 steps: 1/4, 2/4, 3/4; then (6 - s) / 3
+def test_logged_learning_rate_follows_warmup_ratio_and_linear_decay():
+    # 3 steps/epoch x 2 epochs = 6 steps; warm-up ceil(0.5 * 6) = 3 steps: s / 3 from 0; then (6 - s) / (6 - 3)
     training = TrainingConfig(epochs=2, learning_rate=1.0, gradient_accumulation_steps=2, warmup_ratio=0.5,
                               schedule="linear")
     logs, _, _ = run_recorded(training, [1.0, 2.0, 3.0, 4.0, 10.0])
-    assert [r["lr"] for r in logs] == pytest.approx([0.25, 0.5, 0.75, 1.0, 2 / 3, 1 / 3])
+    assert [r["lr"] for r in logs] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 2 / 3, 1 / 3])
+
+
+def test_one_warmup_epoch_counts_full_accumulation_groups():
+    # 5 micro-batches, accumulation 2: 3 steps/epoch, 6 in all; one warm-up epoch = int(5 / 2) = 2 steps (the
+    # references: len(data) // effective batch), then (6 - s) / (6 - 2)
+    training = TrainingConfig(epochs=2, learning_rate=1.0, gradient_accumulation_steps=2, warmup_epochs=1,
+                              schedule="linear")
+    logs, _, _ = run_recorded(training, [1.0, 2.0, 3.0, 4.0, 10.0])
+    assert [r["lr"] for r in logs] == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
 
 
 def test_constant_schedule_without_warmup():
@@ -112,9 +125,52 @@ def test_constant_schedule_without_warmup():
 def test_model_left_in_eval_mode():
     model = Scalar()
     model.train()
-    optimise(model, TrainingConfig(epochs=1, learning_rate=0.1), 1, lambda e: [1.0],
-             lambda c: {"loss": constant_loss(model.w, c)})
+    optimise(model, TrainingConfig(epochs=1, learning_rate=0.1), lambda e: [1.0],
+             lambda m, c: {"loss": constant_loss(m.w, c)})
     assert not model.training
+
+
+class RecordedIterable:
+    """A sized, non-indexable stream of micro-batches that notes when each one is built (as a method that builds
+    micro-batches with the current weights does)."""
+
+    def __init__(self, items, events):
+        self.items, self.events = items, events
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        for number, item in enumerate(self.items):
+            self.events.append(f"built {number}")
+            yield item
+
+
+def test_micro_batches_are_taken_one_at_a_time_between_optimizer_steps():
+    model, events = Scalar(), []
+    handle = register_optimizer_step_pre_hook(lambda *_: events.append("step"))
+    try:
+        optimise(model, TrainingConfig(epochs=1, learning_rate=0.1, gradient_accumulation_steps=2),
+                 lambda e: RecordedIterable([1.0, 2.0, 3.0, 4.0, 5.0], events),
+                 lambda m, c: {"loss": constant_loss(m.w, c)})
+    finally:
+        handle.remove()
+    assert events == ["built 0", "built 1", "step", "built 2", "built 3", "step", "built 4", "step"]
+
+
+def test_an_empty_epoch_ends_training_and_zero_epochs_build_nothing():
+    asked, logs = [], []
+
+    def epoch_batches(epoch):
+        asked.append(epoch)
+        return [1.0, 2.0] if epoch == 0 else []
+
+    model = Scalar()
+    optimise(model, TrainingConfig(epochs=5, learning_rate=0.1), epoch_batches,
+             lambda m, c: {"loss": constant_loss(m.w, c)}, logs.append)
+    assert asked == [0, 1] and [r["epoch"] for r in logs] == [1, 1]
+    optimise(model, TrainingConfig(epochs=0, learning_rate=0.1), epoch_batches, None)
+    assert asked == [0, 1]
 
 
 # --- schedule ----------------------------------------------------------------------------------------------------
@@ -123,21 +179,22 @@ def test_model_left_in_eval_mode():
 @pytest.mark.parametrize(
     "step, total, warmup, schedule, expected",
     [
-        (0, 10, 2, "linear", 1 / 3),  # warm-up: (step + 1) / (warmup + 1)
-        (1, 10, 2, "linear", 2 / 3),
+        (0, 10, 2, "linear", 0.0),  # warm-up: step / warmup (HF: the first step has learning rate 0)
+        (1, 10, 2, "linear", 0.5),
         (2, 10, 2, "linear", 1.0),  # first step after warm-up: (10 - 2) / (10 - 2)
         (5, 10, 2, "linear", 5 / 8),
         (9, 10, 2, "linear", 1 / 8),  # last step still trains
         (10, 10, 2, "linear", 0.0),
         (0, 10, 0, "linear", 1.0),
         (4, 10, 0, "linear", 0.6),
-        (0, 10, 3, "constant", 0.25),
+        (0, 10, 3, "constant", 0.0),
+        (2, 10, 3, "constant", 2 / 3),
         (3, 10, 3, "constant", 1.0),
         (9, 10, 3, "constant", 1.0),
     ],
 )
 def test_lr_factor(step, total, warmup, schedule, expected):
-    assert _lr_factor(step, total, warmup, schedule) == pytest.approx(expected)
+    assert lr_factor(step, total, warmup, schedule) == pytest.approx(expected)
 
 
 # --- config ------------------------------------------------------------------------------------------------------
@@ -156,6 +213,14 @@ def test_lr_factor(step, total, warmup, schedule, expected):
         {"max_grad_norm": -1.0},
         {"weight_decay": -0.01},
         {"max_length": 0},
+        {"warmup_epochs": -1},
+        {"warmup_epochs": 1, "warmup_ratio": 0.1},
+        {"precision": "bf16"},
+        {"precision": "fp16-mixed"},
+        {"optimizer": "sgd"},
+        {"adam_betas": (0.9,)},
+        {"adam_betas": (0.9, 1.0)},
+        {"adam_epsilon": 0.0},
     ],
 )
 def test_training_config_rejects_bad_values(kwargs):
@@ -165,6 +230,175 @@ def test_training_config_rejects_bad_values(kwargs):
 
 def test_training_config_accepts_edge_values():
     TrainingConfig(epochs=0, learning_rate=0.0, warmup_ratio=1.0, max_grad_norm=0.0, weight_decay=0.0, max_length=1)
+
+
+# --- precision ---------------------------------------------------------------------------------------------------
+
+
+def train_linear_upwards(precision: str, model: torch.nn.Module, steps: int = 10) -> torch.nn.Module:
+    """`steps` AdamW steps of lr 1e-3 on loss = w · 1 (gradient +1: each step lowers w by ~1e-3), no decay."""
+    training = TrainingConfig(epochs=steps, learning_rate=1e-3, weight_decay=0.0, max_grad_norm=0.0,
+                              precision=precision)
+    optimise(model, training, lambda e: [torch.ones(1, 1)], lambda m, x: {"loss": m(x).float().sum()})
+    return model
+
+
+def bf16_linear() -> torch.nn.Module:
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    return model.to(torch.bfloat16)
+
+
+def test_bf16_mixed_keeps_fp32_master_weights_where_pure_bf16_updates_round_away():
+    # bf16 has 8 significant bits: just below 1 its spacing is 2^-8 ≈ 0.0039, so 1 - 0.001 rounds back to 1.
+    pure = bf16_linear()
+    optimizer = torch.optim.AdamW(pure.parameters(), lr=1e-3, weight_decay=0.0)
+    for _ in range(10):  # what the loop did before: AdamW stepping the bf16 weights themselves
+        pure(torch.ones(1, 1, dtype=torch.bfloat16)).float().sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert pure.weight.item() == 1.0  # every update rounded away
+
+    for precision in ("bf16-mixed", "fp32"):
+        trained = train_linear_upwards(precision, bf16_linear())
+        # fp32 master weight: 1 - 10 · 0.001 = 0.99 (Adam's first steps on a constant gradient move by lr), stored
+        # back as bf16: the nearest bf16 value is 253/256 = 0.98828125 (254/256 = 0.9921875 is farther)
+        assert trained.weight.dtype == torch.bfloat16, precision
+        assert trained.weight.item() == 253 / 256, precision
+
+
+def test_precision_decides_autocast_and_master_weights_are_fp32():
+    seen = []
+    model = torch.nn.Linear(4, 4).to(torch.bfloat16)
+    model.register_forward_hook(lambda module, args, output: seen.append((module.weight.dtype, output.dtype)))
+    for precision in ("fp32", "bf16-mixed"):
+        optimise(model, TrainingConfig(epochs=1, learning_rate=1e-3, precision=precision),
+                 lambda e: [torch.ones(2, 4)], lambda m, x: {"loss": m(x).float().sum()})
+    # fp32: fp32 weights, fp32 activations; bf16-mixed: fp32 weights under bf16 autocast
+    assert seen == [(torch.float32, torch.float32), (torch.float32, torch.bfloat16)]
+    assert model.weight.dtype == torch.bfloat16 and model.bias.dtype == torch.bfloat16  # stored as loaded
+
+
+# --- optimizer ---------------------------------------------------------------------------------------------------
+
+
+def optimizer_seen(training: TrainingConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    seen = []
+    handle = register_optimizer_step_pre_hook(lambda optimizer, *_: seen.append(optimizer))
+    try:
+        optimise(model, training, lambda e: [1.0], lambda m, c: {"loss": sum(p.sum() for p in m.parameters())})
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_adam_and_adamw_with_their_betas_and_epsilon():
+    adam = optimizer_seen(TrainingConfig(epochs=1, learning_rate=1e-3, optimizer="adam", adam_betas=[0.9, 0.98],
+                                         adam_epsilon=1e-6), torch.nn.Linear(2, 2))
+    assert type(adam) is torch.optim.Adam
+    assert adam.param_groups[0]["betas"] == (0.9, 0.98) and adam.param_groups[0]["eps"] == 1e-6
+    adamw = optimizer_seen(TrainingConfig(epochs=1, learning_rate=1e-3), torch.nn.Linear(2, 2))
+    assert type(adamw) is torch.optim.AdamW
+    assert adamw.param_groups[0]["betas"] == (0.9, 0.999) and adamw.param_groups[0]["eps"] == 1e-8
+
+
+def test_weight_decay_on_weights_only(pairing_tokenizer):
+    model = build_tiny(pairing_tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                       max_position_embeddings=64, seed=0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, exempt = decay_parameter_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and exempt["weight_decay"] == 0.0
+    # HF Trainer's get_decay_parameter_names for a Llama: no decay on the RMSNorm weights
+    assert {names[id(p)] for p in exempt["params"]} == {
+        "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight", "model.norm.weight"}
+    assert {names[id(p)] for p in decay["params"]} == set(names.values()) - {names[id(p)] for p in exempt["params"]}
+    block = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+    decay, exempt = decay_parameter_groups(block, 0.1)
+    assert [p is block[0].weight for p in decay["params"]] == [True]
+    assert len(exempt["params"]) == 3  # linear bias, layer-norm weight and bias
+    # and the optimizer gets these groups
+    optimizer = optimizer_seen(TrainingConfig(epochs=1, learning_rate=1e-3, weight_decay=0.1), block)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+
+
+# --- LoRA ----------------------------------------------------------------------------------------------------------
+
+
+def test_lora_trains_only_the_adapters_and_the_reference_stays_the_model_before(pairing_tokenizer):
+    base = build_tiny(pairing_tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                      max_position_embeddings=64, seed=0)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    before = base(input_ids=ids).logits.detach()
+    model = with_lora(base, {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": "all-linear"})
+    reference = frozen_copy(model)
+    with_grad = []
+    handle = register_optimizer_step_pre_hook(
+        lambda *_: with_grad.append({n for n, p in model.named_parameters() if p.grad is not None}))
+    try:
+        optimise(model, TrainingConfig(epochs=3, learning_rate=1e-2), lambda e: [ids],
+                 lambda m, x: {"loss": m(input_ids=x, labels=x).loss})
+    finally:
+        handle.remove()
+    adapters = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert adapters and all(".lora_A." in n or ".lora_B." in n for n in adapters)
+    assert with_grad == [adapters] * 3  # every adapter weight, and nothing else, has a gradient at every step
+    after = model(input_ids=ids).logits.detach()
+    assert not torch.allclose(after, before, atol=1e-4)
+    # NPO / DPO / KL references: the base model without adapters, as it was before unlearning
+    assert not any("lora" in n for n, _ in reference.named_parameters())
+    assert torch.equal(reference(input_ids=ids).logits, before)
+    merged = without_lora(model)
+    assert type(merged) is type(reference) and not any("lora" in n for n in merged.state_dict())
+    assert torch.allclose(merged(input_ids=ids).logits, after, atol=1e-5)
+
+
+@pytest.mark.parametrize("lora", [{"r": -1}, {"r": 4, "rank": 8}, {"r": 4, "target_modules": ["no_such_layer"]}])
+def test_bad_lora_settings_are_config_errors(pairing_tokenizer, lora):
+    model = build_tiny(pairing_tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                       max_position_embeddings=64, seed=0)
+    with pytest.raises(ConfigError, match="model.lora"):
+        with_lora(model, lora)
+
+
+# --- the official step counts --------------------------------------------------------------------------------------
+
+
+def hf_trainer_steps_per_epoch(examples: int, batch_size: int, accumulation: int) -> int:
+    """Optimizer steps HF Trainer takes per epoch in transformers 4.51.3 (the official PMC pin): its DataLoader keeps
+    the last, short batch, and _inner_training_loop steps when (step + 1) % accumulation == 0 or at the epoch's last
+    micro-batch (trainer.py L2517, do_sync_step)."""
+    steps_in_epoch = math.ceil(examples / batch_size)
+    return sum((step + 1) % accumulation == 0 or step + 1 == steps_in_epoch for step in range(steps_in_epoch))
+
+
+@pytest.mark.parametrize(
+    "experiment, unlearning_steps, finetune_steps",
+    [
+        # Phi-1.5: forget10, 16 x 4: 25 micro-batches -> 6 full groups and a short one; TOFU full (4000), 16 x 2
+        ("tofu_phi", 7, 125),
+        # Llama-3.2-3B: forget10, 8 x 2: 50 micro-batches -> 25 groups; TOFU full, 8 x 2
+        ("tofu_llama3b", 25, 250),
+    ],
+)
+def test_experiment_configs_take_the_official_optimizer_steps(make_config, experiment, unlearning_steps,
+                                                               finetune_steps):
+    cfg = make_config(f"experiment={experiment}", base=[])
+    for training, examples, steps in ((TrainingConfig(**cfg.method.training), 400, unlearning_steps),
+                                      (TrainingConfig(**cfg.model.finetune), 4000, finetune_steps)):
+        batch, accumulation = training.batch_size, training.gradient_accumulation_steps
+        micro_batches = math.ceil(examples / batch)
+        per_epoch = optimizer_steps_per_epoch(micro_batches, accumulation)
+        assert per_epoch == hf_trainer_steps_per_epoch(examples, batch, accumulation) == steps
+        # one warm-up epoch: official unlearning.py L24/L34 and finetuning/training.py L23: examples // effective batch
+        assert warmup_steps(training, micro_batches, per_epoch * training.epochs) == examples // (batch * accumulation)
+        assert training.schedule == "linear" and training.weight_decay == 0.01 and training.precision == "bf16-mixed"
+    finetune = TrainingConfig(**cfg.model.finetune)
+    # stage 0: official max_steps = epochs · 4000 // effective batch (finetuning/training.py L14-15): the saved
+    # checkpoints are checkpoint-625 (Phi) and checkpoint-1250 (Llama)
+    assert finetune_steps * finetune.epochs == {"tofu_phi": 625, "tofu_llama3b": 1250}[experiment]
+    if experiment == "tofu_llama3b":  # official max_steps = 30 · 400 // 16 = 750 (unlearning.py L27-28)
+        assert unlearning_steps * cfg.method.training.epochs == 750
 
 
 # --- unlearn: forget/retain pairing ------------------------------------------------------------------------------

@@ -11,9 +11,17 @@ Every prompt is plain text (pmc.prompts.RAW_TEXT), whatever the model's chat or 
             Both lengths are MUSE's, not generation.max_new_tokens; for quick runs
             ctx.settings["muse"]["verbmem_max_new_tokens" / "knowmem_max_new_tokens"] overrides them.
   PrivLeak  (AUC_model − AUC_retain) / AUC_retain × 100 with MUSE's forget-vs-holdout AUC of the Min-K% attack
-            (K = 0.4), the retain model (models["retain"], never trained on the forget texts) as the reference:
-            0 for the retain model, ≈ −100 for a model that memorised the forget texts (under-unlearning),
+            (K = 0.4): 0 for the reference, ≈ −100 for a model that memorised the forget texts (under-unlearning),
             positive when the forget texts look *less* familiar than unseen ones (over-unlearning).
+            AUC_retain comes from ctx.settings["muse"]["privleak_reference"]:
+              retrain    (default) the retain model's own AUC (models["retain"], never trained on the forget
+                         texts), computed on the same texts in the same way;
+              published  MUSE's published AUC of its retrained Llama-2-7B (muse_bench constants.py AUC_RETRAIN
+                         [corpus]["forget_holdout_Min-40%"]: news 0.4772, books 0.5393), which muse_bench's
+                         eval.py L78 always uses; for when no retrained model is at hand. Only meaningful for
+                         MUSE's own target model on MUSE's texts. The corpus is ctx.settings["muse"]
+                         ["privleak_corpus"] (news | books), else the benchmark's (muse_news / muse_books).
+            The summary names the source (`privleak_reference`) and the AUC used (`privleak_reference_auc`).
 
 Membership scores, per whole text (tokenised as one sequence, cut to the model's context; every token after the
 first scored), all oriented as MUSE orients them, higher = less likely to be training data:
@@ -27,6 +35,10 @@ Mann–Whitney statistic P(score(forget) > score(holdout)) + ½ P(tie): 0.5 when
 holdout texts, → 0 when the forget texts are recognised as training data. The usual attack AUC (members =
 positive class) is 1 − this. `auc_min_k_retain` (when the benchmark has mia_retain) is the Min-K% statistic with
 the retain texts in place of the forget texts: members of every model, so ≈ 0 while a model still knows them.
+
+Settings (ctx.settings["muse"], the run config's eval_settings.muse): verbmem_max_new_tokens,
+knowmem_max_new_tokens, privleak_reference (retrain | published), privleak_corpus (null | news | books); an
+unknown key or value is a ConfigError.
 
 ROUGE is rouge-score's ROUGE-L without stemming, as in muse_bench (ROUGE_USE_STEMMER). VerbMem and KnowMem are
 reported in [0, 1] (MUSE's tables show them × 100); PrivLeak in percent.
@@ -55,6 +67,7 @@ from benchmarks.muse.text import (
 )
 from benchmarks.records import DataError, QARecord
 from pmc.batches import eval_mode, longest_first, pad_right
+from pmc.errors import ConfigError
 from pmc.generation import greedy_answers
 from pmc.prompts import RAW_TEXT
 
@@ -67,6 +80,11 @@ MIA_BATCH_SIZE = 8  # texts scored per forward pass at most (the full vocabulary
 SIGMA_FLOOR = 1e-8  # Min-K%++: σ_t of a one-hot next-token distribution is 0
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 PRIVLEAK_ATTACK = "min_k"
+PRIVLEAK_REFERENCES = ("retrain", "published")
+# muse_bench constants.py L62 (news) and L163 (books): AUC_RETRAIN[corpus]["forget_holdout_Min-40%"], the retrained
+# model's forget-vs-holdout Min-40% AUC (stored there as 0.47719999999999996 and 0.5392999999999999)
+PUBLISHED_RETRAIN_AUC = {"news": 0.4772, "books": 0.5393}
+SETTINGS = ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "privleak_reference", "privleak_corpus")
 TEXT_PREVIEW = 200  # characters of each scored text kept in the examples
 
 
@@ -197,6 +215,32 @@ def _setting(ctx: EvalContext, name: str, default: int) -> int:
     return default if value is None else int(value)
 
 
+def privleak_reference_source(ctx: EvalContext) -> tuple[str, str | None]:
+    """(reference source, corpus for the published AUC or None), checked; also checks that every muse setting
+    is a known one."""
+    settings = (getattr(ctx, "settings", None) or {}).get("muse") or {}
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"eval_settings.muse.{unknown[0]}: unknown setting; known: {sorted(SETTINGS)}")
+    source = settings.get("privleak_reference")
+    source = "retrain" if source is None else source
+    if source not in PRIVLEAK_REFERENCES:
+        raise ConfigError(f"eval_settings.muse.privleak_reference must be one of {list(PRIVLEAK_REFERENCES)}, "
+                          f"got {source!r}")
+    corpus = settings.get("privleak_corpus")
+    if corpus is not None and corpus not in PUBLISHED_RETRAIN_AUC:
+        raise ConfigError(f"eval_settings.muse.privleak_corpus must be one of {sorted(PUBLISHED_RETRAIN_AUC)} or "
+                          f"null, got {corpus!r}")
+    if source == "retrain":
+        return source, None
+    corpus = corpus or ctx.benchmark.name.removeprefix("muse_")
+    if corpus not in PUBLISHED_RETRAIN_AUC:
+        raise ConfigError(f"eval_settings.muse.privleak_reference=published: MUSE publishes reference AUCs for "
+                          f"{sorted(PUBLISHED_RETRAIN_AUC)} only, and benchmark {ctx.benchmark.name!r} is neither; "
+                          "set eval_settings.muse.privleak_corpus to choose one")
+    return source, corpus
+
+
 def muse_sets(ctx: EvalContext) -> dict[str, list[QARecord]]:
     sets, name = ctx.benchmark.eval_sets, ctx.benchmark.name
     missing = [s for s in REQUIRED_SETS if not sets.get(s)]
@@ -280,29 +324,37 @@ def attack_aucs(examples: dict[str, list[dict]]) -> dict[str, float]:
     return out
 
 
-def summarise(examples: dict[str, list[dict]], retain_auc: float) -> dict[str, float]:
-    """The suite's summary from one model's examples and the retain model's Min-K% forget-vs-holdout AUC."""
+def summarise(examples: dict[str, list[dict]], retain_auc: float, reference: str = "retrain") -> dict:
+    """The suite's summary from one model's examples and the reference Min-K% forget-vs-holdout AUC (`reference`
+    names where it came from: "retrain" or "published")."""
     aucs = attack_aucs(examples)
     return {
         "verbmem_forget": mean(r["rouge_l_f1"] for r in examples[VERBMEM_FORGET]),
         "knowmem_forget": mean(r["rouge_l_f1"] for r in examples[KNOWMEM_FORGET]),
         "knowmem_retain": mean(r["rouge_l_f1"] for r in examples[KNOWMEM_RETAIN]),
         "privleak": privleak(aucs[f"auc_{PRIVLEAK_ATTACK}"], retain_auc),
+        "privleak_reference": reference,
+        "privleak_reference_auc": retain_auc,
         **aucs,
     }
 
 
 def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
     """Scores the models without a result in `known`; the retain model's AUC comes from its known result when there
-    is one, else from scoring it here."""
+    is one, else from scoring it here (or MUSE's published one, privleak_reference=published)."""
     known = known or {}
-    if "retain" not in models and "retain" not in known:
+    source, corpus = privleak_reference_source(ctx)
+    if source == "retrain" and "retain" not in models and "retain" not in known:
         raise MissingReferenceModel(
             f"eval=muse: PrivLeak compares each model's membership-attack AUC with the retain model's, but none was "
-            f"given (models: {sorted(models)}); pass it as models['retain']"
+            f"given (models: {sorted(models)}); pass it as models['retain'], or use MUSE's published reference "
+            "with eval_settings.muse.privleak_reference=published"
         )
     muse_sets(ctx)
     examples = {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}
-    retain = known["retain"].examples if "retain" in known else examples["retain"]
-    reference = attack_aucs(retain)[f"auc_{PRIVLEAK_ATTACK}"]
-    return {name: SuiteResult(summarise(rows, reference), rows) for name, rows in examples.items()}
+    if source == "retrain":
+        retain = known["retain"].examples if "retain" in known else examples["retain"]
+        reference = attack_aucs(retain)[f"auc_{PRIVLEAK_ATTACK}"]
+    else:
+        reference = PUBLISHED_RETRAIN_AUC[corpus]
+    return {name: SuiteResult(summarise(rows, reference, source), rows) for name, rows in examples.items()}

@@ -1,16 +1,46 @@
 """The PMC paper's metrics: ROUGE-L recall of greedy answers against the ground truth.
 
-unlearn quality = 100 · (2 − R_forget − R_forget_paraphrased) / 2   (paraphrased = the forget questions reworded)
+unlearn quality = 100 · (2 − R_forget − R_forget_paraphrased) / 2
 utility         = 100 · mean(R_retain, R_world_facts, R_real_authors)
+
+as the official code computes them (yascho/partial-model-collapse-unlearning, unlearning/experiment.py L60-67):
+
+  forget_paraphrased  the paraphrased forget question scored against the *paraphrased answer* (official
+                      unlearning/dataloader.py L40-50, modify_paraphrased_sample); a benchmark whose forget records
+                      have no paraphrased answer is a DataError, never a silent fall-back to the original answer.
+  retain              (retain_set=sampled, the default) `retain_samples` = 400 draws *with replacement* from the
+                      retain split the unlearning trains against (TOFU forget10: retain90; an author subset: its
+                      retain authors), indices `numpy.random.default_rng(retain_seed).integers(0, n, size=400)`
+                      with retain_seed = 12345 (official unlearning/dataloader.py L32-38, "retain_short"). The
+                      official code draws only when the split has more than 400 records (L32); a smaller split
+                      (CPU-scale subsets, the synthetic benchmark) is used whole, in order.
+                      retain_set=retain_perturbed: the benchmark's retain evaluation set instead (TOFU:
+                      retain_perturbed.json, what the `tofu` suite scores), the harness's earlier choice.
+
+Settings: ctx.settings["paper"], i.e. the run config's eval_settings.paper, e.g.
+`+eval_settings.paper.retain_set=retain_perturbed`; keys `retain_set` (sampled | retain_perturbed),
+`retain_samples` (positive integer, 400) and `retain_seed` (integer, 12345). An unknown key or value is a
+ConfigError. Per-example rows of the sampled retain split carry `index`, the drawn position in the retain split.
 """
 
 from __future__ import annotations
 
 from statistics import mean
 
+import numpy as np
+
 from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
-from benchmarks.records import DataError
+from benchmarks.records import DataError, QARecord
+from pmc.errors import ConfigError
 from pmc.rouge import rouge_l_recall
+
+SUITE = "paper"
+RETAIN_SETS = ("sampled", "retain_perturbed")
+DEFAULTS = {
+    "retain_set": "sampled",
+    "retain_samples": 400,  # official unlearning/dataloader.py L32, L36: size=400
+    "retain_seed": 12345,  # official unlearning/dataloader.py L35: np.random.default_rng(12345)
+}
 
 
 def unlearn_quality(r_forget: float, r_forget_paraphrased: float) -> float:
@@ -21,26 +51,79 @@ def utility(r_retain: float, r_world_facts: float, r_real_authors: float) -> flo
     return 100.0 * mean([r_retain, r_world_facts, r_real_authors])
 
 
-def _splits(ctx: EvalContext) -> dict[str, list[tuple[str, str]]]:
-    """(question, reference answer) per split; the paraphrased split asks the forget questions reworded."""
-    sets = ctx.benchmark.eval_sets
-    missing = [name for name in ("forget", "retain", "world_facts", "real_authors") if not sets.get(name)]
+def resolve_settings(overrides: dict | None) -> dict:
+    """DEFAULTS with the run config's eval_settings.paper merged in and checked."""
+    settings = dict(DEFAULTS)
+    for key, value in (overrides or {}).items():
+        if key not in DEFAULTS:
+            raise ConfigError(f"eval_settings.{SUITE}.{key}: unknown setting; known: {sorted(DEFAULTS)}")
+        settings[key] = value
+    if settings["retain_set"] not in RETAIN_SETS:
+        raise ConfigError(f"eval_settings.{SUITE}.retain_set must be one of {list(RETAIN_SETS)}, "
+                          f"got {settings['retain_set']!r}")
+    for key, low in (("retain_samples", 1), ("retain_seed", 0)):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"eval_settings.{SUITE}.{key} must be an integer >= {low}, got {value!r}")
+    return settings
+
+
+def sampled_retain_indices(num_records: int, samples: int = 400, seed: int = 12345) -> list[int]:
+    """Positions in the retain split that utility scores: `samples` draws with replacement when the split is
+    larger (official unlearning/dataloader.py L32-37: `if len(dataset) > 400`, `rng.integers(low=0,
+    high=len(dataset), size=400)`, `dataset.select(rints)`), else every position in order."""
+    if num_records > samples:
+        return np.random.default_rng(seed).integers(low=0, high=num_records, size=samples).tolist()
+    return list(range(num_records))
+
+
+def _retain_split(ctx: EvalContext, settings: dict) -> list[tuple[QARecord, int | None]]:
+    """(record, its index in the retain split, or None for the retain evaluation set) for utility's retain term."""
+    name = ctx.benchmark.name
+    if settings["retain_set"] == "retain_perturbed":
+        records = ctx.benchmark.eval_sets.get("retain")
+        if not records:
+            raise DataError(f"benchmark {name!r} has no retain evaluation set for eval_settings.paper."
+                            "retain_set=retain_perturbed")
+        return [(r, None) for r in records]
+    split = ctx.benchmark.retain
+    if not split:
+        raise DataError(f"benchmark {name!r} has no retain split to draw utility's retain questions from "
+                        "(eval_settings.paper.retain_set=sampled)")
+    indices = sampled_retain_indices(len(split), settings["retain_samples"], settings["retain_seed"])
+    return [(split[i], i) for i in indices]
+
+
+def _splits(ctx: EvalContext, settings: dict) -> dict[str, list[tuple[str, str, int | None]]]:
+    """(question, reference answer, retain-split index or None) per split."""
+    sets, name = ctx.benchmark.eval_sets, ctx.benchmark.name
+    missing = [s for s in ("forget", "world_facts", "real_authors") if not sets.get(s)]
     if missing:
-        raise DataError(f"benchmark {ctx.benchmark.name!r} has no evaluation records for {missing}")
-    if any(r.paraphrased_question is None for r in sets["forget"]):
-        raise DataError(f"benchmark {ctx.benchmark.name!r}: every forget record needs a paraphrased_question")
-    splits = {name: [(r.question, r.answer) for r in sets[name]] for name in ("forget", "retain", "world_facts",
-                                                                             "real_authors")}
-    splits["forget_paraphrased"] = [(r.paraphrased_question, r.answer) for r in sets["forget"]]
-    return splits
+        raise DataError(f"benchmark {name!r} has no evaluation records for {missing}")
+    if any(r.paraphrased_question is None or r.paraphrased_answer is None for r in sets["forget"]):
+        raise DataError(f"benchmark {name!r}, split 'forget_paraphrased': every forget record needs a "
+                        "paraphrased_question and a paraphrased_answer (the paper scores the reworded question "
+                        "against the reworded answer)")
+    plain = lambda records: [(r.question, r.answer, None) for r in records]
+    return {
+        "forget": plain(sets["forget"]),
+        "retain": [(r.question, r.answer, index) for r, index in _retain_split(ctx, settings)],
+        "world_facts": plain(sets["world_facts"]),
+        "real_authors": plain(sets["real_authors"]),
+        # official unlearning/dataloader.py L47-50: question <- paraphrased_question, answer <- paraphrased_answer
+        "forget_paraphrased": [(r.paraphrased_question, r.paraphrased_answer, None) for r in sets["forget"]],
+    }
 
 
 def score_model(model, ctx: EvalContext, label: str = "") -> SuiteResult:
+    settings = resolve_settings((ctx.settings or {}).get(SUITE))
     examples, recall = {}, {}
-    for split, pairs in _splits(ctx).items():
-        answers = ctx.greedy_answers(model, [q for q, _ in pairs], desc=f"eval {label} {split}")
-        rows = [{"question": q, "answer": a, "generated": g, "rouge_l_recall": rouge_l_recall(a, g)}
-                for (q, a), g in zip(pairs, answers)]
+    for split, triples in _splits(ctx, settings).items():
+        answers = ctx.greedy_answers(model, [q for q, _, _ in triples], desc=f"eval {label} {split}")
+        rows = []
+        for (q, a, index), g in zip(triples, answers):
+            rows.append({"question": q, "answer": a, "generated": g, "rouge_l_recall": rouge_l_recall(a, g),
+                         **({} if index is None else {"index": index})})
         examples[split] = rows
         recall[split] = mean(r["rouge_l_recall"] for r in rows)
     summary = {
@@ -53,4 +136,5 @@ def score_model(model, ctx: EvalContext, label: str = "") -> SuiteResult:
 
 def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
     """Each model on its own; models with a result in `known` are skipped."""
+    resolve_settings((ctx.settings or {}).get(SUITE))  # a bad setting fails before any model is scored
     return {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}

