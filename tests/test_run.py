@@ -50,6 +50,8 @@ def test_run_leaves_its_files(pmc_run):
     assert on_disk["metrics"] == results["metrics"]
     assert on_disk["method"] == "pmc" and on_disk["seed"] == 0 and on_disk["benchmark"] == "synthetic"
     assert set(on_disk["timings_s"]) == {"data", "stage0", "unlearn", "eval"}
+    assert on_disk["eval_cache"]["unlearned"] == {"paper": "scored"}
+    assert on_disk["eval_cache"]["target"]["paper"] in ("hit", "miss")  # another test may have scored it first
     assert on_disk["versions"]["torch"] and on_disk["config"]["method"]["handler"]["num_samples"] == 5
     assert set(on_disk["stage0"]["checkpoints"]) == {"target", "retain"}
     for model in ("target", "retain", "unlearned"):
@@ -72,6 +74,7 @@ def test_same_seed_same_results_and_stage0_reused(pmc_run, make_config, tmp_path
     first, first_dir = pmc_run
     second = run_experiment(make_config(f"method.training.epochs={PMC_EPOCHS}"), tmp_path)
     assert second["stage0"]["built_in_this_run"] == []  # target and retain came from the cache
+    assert second["eval_cache"]["retain"] == {"paper": "hit"}  # ... and so did their scores
     assert second["metrics"] == first["metrics"]
     assert read_jsonl(tmp_path / "train_log.jsonl") == read_jsonl(first_dir / "train_log.jsonl")
 
