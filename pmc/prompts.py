@@ -45,6 +45,11 @@ class PromptFormat:
             raise ConfigError(f"model.prompt.chat_template_kwargs is only used by style 'chat', not {self.style!r}")
         object.__setattr__(self, "chat_template_kwargs", dict(kwargs))  # a plain dict, also from a DictConfig
 
+    def __hash__(self) -> int:
+        """Formats key the tokenisation memo (pmc.batches.pair_ids); the kwargs dict is hashed by its items."""
+        return hash((self.style, self.question_template, self.answer_prefix, self.system_prompt, self.answer_tag,
+                     tuple(sorted(self.chat_template_kwargs.items()))))
+
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
         if self.style == "raw":
             return tokenizer(question)["input_ids"]

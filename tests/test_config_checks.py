@@ -32,8 +32,7 @@ def nothing_slow(monkeypatch):
     ("method.handler.max_new_tokens=1.5", "method.handler.max_new_tokens must be an int or null, got 1.5"),
     ("method.handler.selection=[argmin]", "method.handler.selection must be a string, got ['argmin']"),
     ("+method.handler.samples=3", "method.handler.samples: not an option of PartialModelCollapse (options: "
-                                  "num_samples, temperature, top_p, max_new_tokens, retain_weight, selection, "
-                                  "bt_temperature, min_length, length_penalty, seed)"),
+                                  "num_samples, temperature, top_p, "),
     ("method.training.epochs=2.5", "method.training.epochs must be an int, got 2.5"),
     ("method.training.learning_rate=fast", "method.training.learning_rate must be a number, got 'fast'"),
     ("~method.training.epochs", "method.training.epochs is required by TrainingConfig: pass "
