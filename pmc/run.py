@@ -1,8 +1,8 @@
 """`python -m pmc.run` (or `pmc-run`): one unlearning experiment, composed by Hydra from conf/.
 
-config -> benchmark -> stage-0 models -> method -> shared training loop -> metric suites -> results, in that order.
-A problem the user can fix (bad config, data or checkpoint, a diverged loss) ends the run with one line on stderr
-and exit status 1, and no results.json.
+config checks (method, logger and suites built) -> benchmark -> stage-0 models -> shared training loop -> metric
+suites -> results, in that order. A problem the user can fix (bad config, data or checkpoint, a diverged loss) ends
+the run with one line on stderr, a failure.json and exit status 1, and no results.json (pmc.failures).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -24,17 +24,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from benchmarks.metrics import SUITES, EvalContext
 from benchmarks.records import DataError
+from pmc.checks import check_run_config, check_unlearning_config
 from pmc.distributed import export_launch_environment, is_main_process
 from pmc.errors import ConfigError, HarnessError
+from pmc.failures import cli, report_errors, stage
+from pmc.eval_cache import SCORED, EvalCache
+from pmc.generation import check_generation_options, configure_generation, resolve_batch_size
 from pmc.loggers import NullLogger
 from pmc.method import RunContext
 from pmc.models import device_for, save_checkpoint, with_lora, without_lora
 from pmc.prompts import RAW_TEXT, PromptFormat
-from pmc.results import summary_table, versions, write_json_atomic
+from pmc.results import versions, write_json_atomic
 from pmc.stage0 import prepare_models
 from pmc.trainer import TrainingConfig, unlearn
 
@@ -47,11 +50,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def configure_determinism(enabled: bool) -> None:
+    """`deterministic=true`: deterministic GPU kernels or an error, never silent run-to-run variation.
+
+    cuBLAS gets a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so this runs before any GPU
+    work), ops with atomic-add kernels (embedding and gather backward, scatter_add, index_add, flash and
+    memory-efficient attention backward) switch to their deterministic versions and ops without one raise, and
+    cuDNN stops autotuning. TF32 (which the trainer turns on for speed) is deterministic on one GPU and stays on.
+    `false` leaves torch's defaults. On a CPU runs are deterministic either way. docs/determinism.md has the details.
+    """
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 @contextmanager
-def timed(timings: dict, stage: str):
+def timed(timings: dict, name: str):
+    """Time a stage of the run (timings_s in results.json); an error escaping it is tagged with the stage."""
     start = time.perf_counter()
-    yield
-    timings[stage] = round(time.perf_counter() - start, 3)
+    with stage(name):
+        yield
+    timings[name] = round(time.perf_counter() - start, 3)
 
 
 def _instantiate(node: DictConfig, what: str):
@@ -67,7 +89,9 @@ def _instantiate(node: DictConfig, what: str):
 
 def job_overrides() -> list[str]:
     """This job's command-line overrides (empty outside a Hydra app, e.g. in tests composing configs)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if not HydraConfig.initialized():
+        return []
+    return OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # as typed, unresolved
 
 
 def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
@@ -76,9 +100,14 @@ def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
 
 
 def check_eval_suites(cfg: DictConfig) -> None:
+    """The evaluation and generation settings, checked before anything is built."""
     unknown = [name for name in cfg.eval if name not in SUITES]
     if unknown:
         raise ConfigError(f"eval: unknown metric suite(s) {unknown}; available: {sorted(SUITES)}")
+    if not isinstance(cfg.eval_cache, bool):
+        raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
+    g = cfg.generation
+    check_generation_options(g.batch_size, g.cache_implementation, g.compile)
 
 
 def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
@@ -90,24 +119,71 @@ def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
     return stage0
 
 
-def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark) -> EvalContext:
-    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size,
+def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> int:
+    """Set the KV-cache and compile options on the models (copies made later inherit them) and return the number of
+    rows decoded at once: generation.batch_size, or with `auto` what fits beside the first model (for the longest
+    prompt of the benchmark plus max_new_tokens, at most the model's context)."""
+    g = cfg.generation
+    for model in models:
+        configure_generation(model, g.cache_implementation, g.compile)
+    sequence_length = g.max_new_tokens
+    if g.batch_size == "auto":
+        questions = {r.question for r in benchmark.forget} | {r.question for records in benchmark.eval_sets.values()
+                                                              for r in records}
+        sequence_length += max(len(fmt.prompt_ids(tokenizer, q)) for q in questions)
+        context = getattr(models[0].config, "max_position_embeddings", None)
+        sequence_length = min(sequence_length, context or sequence_length)
+    return resolve_batch_size(g.batch_size, models[0], sequence_length)
+
+
+def method_batch_size(cfg: DictConfig, rows: int, method) -> int:
+    """Questions per decoding call during unlearning. `auto` counts decoded rows, and PMC decodes num_samples rows
+    per question, so it gets rows / num_samples questions (as the analyses suite divides by its k); an int is the
+    questions per call, as given."""
+    if cfg.generation.batch_size != "auto":
+        return rows
+    return max(1, rows // getattr(method, "num_samples", 1))
+
+
+def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch_size: int) -> EvalContext:
+    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size,
                        settings=OmegaConf.to_container(cfg.eval_settings, resolve=True))
 
 
-def evaluate_models(models: dict, ctx: EvalContext, suites, run_dir: Path, timings: dict) -> dict[str, dict]:
-    """Run every selected metric suite on every model; writes eval/<model>/<suite>.json, returns the summaries."""
+def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCache:
+    """The eval cache of this run's stage-0 models, in <cache_dir>/eval (None there: eval_cache=false)."""
+    generation = {**OmegaConf.to_container(cfg.generation, resolve=True), "batch_size": ctx.batch_size}
+    return EvalCache.for_models(Path(cfg.cache_dir) / "eval" if cfg.eval_cache else None, cfg.model.name,
+                                stage0.checkpoints, benchmark, ctx, generation, device_for(cfg.device))
+
+
+def evaluate_models(models: dict, ctx: EvalContext, suites, run_dir: Path, timings: dict,
+                    cache: EvalCache) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Run every selected metric suite on every model; writes eval/<model>/<suite>.json and returns the summaries
+    and where each came from (results.json's "eval_cache").
+
+    Per suite, the stage-0 models (cache.roles) are scored first, through the eval cache (read when another job
+    already scored them); then the other models, with the stage-0 results at hand for the metrics that compare
+    (TOFU's forget quality and MUSE's PrivLeak use the retain model's)."""
     metrics: dict[str, dict] = {name: {} for name in models}
+    provenance: dict[str, dict] = {name: {} for name in models}
+    stage0 = {name: models[name] for name in cache.roles}
     with timed(timings, "eval"):
         for suite in suites:
-            for model_name, result in SUITES[suite](models, ctx).items():
+            settings = ctx.settings.get(suite) or {}
+            known, status = cache.results(suite, settings, lambda: SUITES[suite](stage0, ctx))
+            results = {**known, **SUITES[suite](models, ctx, known)}
+            for model_name in models:
+                result = results[model_name]
                 metrics[model_name][suite] = result.summary
+                provenance[model_name][suite] = status if model_name in known else SCORED
                 write_json_atomic(run_dir / "eval" / model_name / f"{suite}.json",
                                   {"summary": result.summary, "examples": result.examples})
-    return metrics
+    return metrics, provenance
 
 
-def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, timings: dict, **extra) -> dict:
+def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: dict, timings: dict,
+               **extra) -> dict:
     """What results.json holds, common to training runs and stand-alone evaluations."""
     return {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -115,29 +191,51 @@ def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, timings: dict,
         "benchmark": benchmark.name,
         **extra,
         "metrics": metrics,
+        "eval_cache": provenance,
         "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built},
         "timings_s": timings,
         "versions": versions(),
     }
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run one experiment and write its files into run_dir; returns what results.json holds."""
+def check_config(cfg: DictConfig) -> None:
+    """What pmc.run and pmc.evaluate check before reading any data: keys, types, device, model, suites."""
+    check_run_config(cfg)
     check_eval_suites(cfg)
-    export_launch_environment(cfg.get("accelerate_config"))
+    configure_determinism(cfg.deterministic)
+
+
+def build_method(cfg: DictConfig):
+    """The unlearning method, built right after seeding as it always was (its constructor may draw random numbers).
+    What it draws reaches nothing else: the run seeds again before loading data and again before unlearning."""
+    seed_everything(cfg.seed)
+    return _instantiate(cfg.method.handler, "method")
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run one experiment and write its files into run_dir; returns what results.json holds.
+
+    Everything that can be checked without data or models (config types, the method, the logger, the metric
+    suites) is checked and built first, so a bad setting fails in seconds, not after stage 0.
+    """
+    with stage("config"):
+        check_config(cfg)
+        training = check_unlearning_config(cfg)
+        export_launch_environment(cfg.get("accelerate_config"))
+        method = build_method(cfg)
+        logger = _instantiate(cfg.logger, "logger") if is_main_process() else NullLogger()
     if not is_main_process():
         # the other processes of a multi-GPU run compute alongside the main one (pmc.distributed) and write nothing
         with tempfile.TemporaryDirectory() as scratch:
-            return _unlearn_and_evaluate(cfg, Path(scratch), NullLogger())
-    logger = _instantiate(cfg.logger, "logger")
+            return _unlearn_and_evaluate(cfg, Path(scratch), logger, method, training)
     logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, job_overrides())
     try:
-        return _unlearn_and_evaluate(cfg, run_dir, logger)
+        return _unlearn_and_evaluate(cfg, run_dir, logger, method, training)
     finally:
         logger.finish()
 
 
-def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
+def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, training: TrainingConfig) -> dict:
     timings: dict[str, float] = {}
     seed_everything(cfg.seed)
 
@@ -146,13 +244,14 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
     fmt = prompt_format(cfg, benchmark)
     stage0 = load_stage0(cfg, benchmark, fmt, timings)
 
+    batch_size = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
+
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
     seed_everything(cfg.seed)
-    method = _instantiate(cfg.method.handler, "method")
     lora = cfg.model.get("lora")
     unlearned = with_lora(copy.deepcopy(stage0.target), OmegaConf.to_container(lora) if lora is not None else None)
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
-                     cfg.generation.batch_size)
+                     method_batch_size(cfg, batch_size, method))
     train_log = (run_dir / "train_log.jsonl").open("w", encoding="utf-8")
 
     def log_step(record: dict) -> None:
@@ -161,42 +260,40 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
         logger.log_step(record)
 
     with timed(timings, "unlearn"), train_log:
-        unlearn(method, run, TrainingConfig(**cfg.method.training), cfg.seed, log_step)
+        unlearn(method, run, training, cfg.seed, log_step)
     unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark)
-    metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
-    if cfg.save_unlearned:
-        save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
-
-    results = run_record(cfg, benchmark, stage0, metrics, timings, method=method.name)
-    write_json_atomic(run_dir / "results.json", results)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_size)
+    metrics, provenance = evaluate_models(models, ctx, cfg.eval, run_dir, timings,
+                                          eval_cache(cfg, stage0, benchmark, ctx))
+    with stage("save"):
+        if cfg.save_unlearned:
+            configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
+            save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=method.name)
+        write_json_atomic(run_dir / "results.json", results)
     logger.log_results(results, run_dir)
     return results
 
 
-def report_errors(run_fn, cfg: DictConfig) -> dict:
-    """Run run_fn(cfg, run_dir) in the Hydra run directory; a user-fixable error becomes one line and exit 1."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        results = run_fn(cfg, run_dir)
-    except (HarnessError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except MissingMandatoryValue as e:
-        print(f"error: config key '{e.full_key}' is required: pass {e.full_key}=...", file=sys.stderr)
-        sys.exit(1)
-    print(f"\n{results.get('method', 'evaluation')} on {results['benchmark']} (seed {results['seed']}), "
-          f"results in {run_dir}")
-    print(summary_table(results["metrics"]))
-    return results
+# absolute, so the app finds its configs however it is started (python -m pmc.run, the pmc-run script, imported)
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def hydra_main(cfg: DictConfig) -> dict:
     return report_errors(run_experiment, cfg)
 
 
+def main() -> None:
+    """`python -m pmc.run` / `pmc-run`: every configuration error is one line and exit status 1 (pmc.failures.cli)."""
+    cli(hydra_main)
+
+
 if __name__ == "__main__":
-    main()
+    # run the imported module, not __main__: submitit launchers then pickle the task function by reference (a copy
+    # by value would drag this module's globals along, torch.backends.cudnn among them, which does not pickle)
+    from pmc import run
+
+    run.main()
