@@ -6,7 +6,7 @@ masks every prompt token, and generation starts right where the answer would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from pmc.errors import ConfigError
@@ -44,6 +44,11 @@ class PromptFormat:
         if kwargs and self.style != "chat":
             raise ConfigError(f"model.prompt.chat_template_kwargs is only used by style 'chat', not {self.style!r}")
         object.__setattr__(self, "chat_template_kwargs", dict(kwargs))  # a plain dict, also from a DictConfig
+
+    def __hash__(self) -> int:
+        """Formats key tokenisation memos: hash every field, chat_template_kwargs by its items."""
+        values = (getattr(self, f.name) for f in fields(self))
+        return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in values))
 
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
         if self.style == "raw":
