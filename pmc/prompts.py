@@ -6,7 +6,7 @@ masks every prompt token, and generation starts right where the answer would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from pmc.errors import ConfigError
@@ -46,9 +46,9 @@ class PromptFormat:
         object.__setattr__(self, "chat_template_kwargs", dict(kwargs))  # a plain dict, also from a DictConfig
 
     def __hash__(self) -> int:
-        """Formats key the tokenisation memo (pmc.batches.pair_ids); the kwargs dict is hashed by its items."""
-        return hash((self.style, self.question_template, self.answer_prefix, self.system_prompt, self.answer_tag,
-                     tuple(sorted(self.chat_template_kwargs.items()))))
+        """Formats key tokenisation memos: hash every field, chat_template_kwargs by its items."""
+        values = (getattr(self, f.name) for f in fields(self))
+        return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in values))
 
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
         if self.style == "raw":

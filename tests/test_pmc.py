@@ -543,6 +543,15 @@ def test_model_configs_carry_the_official_prompts(make_config):
         assert (llama.style, llama.system_prompt, llama.answer_tag) == ("chat", "You are a helpful assistant.", "")
 
 
+def test_formats_with_chat_template_kwargs_are_hashable_by_value():
+    chat = dict(style="chat", question_template="{question}", answer_prefix="")
+    a = PromptFormat(**chat, chat_template_kwargs={"date_string": "10 Apr 2025"})
+    b = PromptFormat(**chat, chat_template_kwargs={"date_string": "10 Apr 2025"})
+    c = PromptFormat(**chat, chat_template_kwargs={"date_string": "11 Apr 2025"})
+    assert a == b and hash(a) == hash(b) and a != c
+    assert {(a, "q"): 1}[(b, "q")] == 1  # tokenisation memos key on (format, text)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
