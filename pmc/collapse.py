@@ -18,6 +18,7 @@ from pmc.losses import answer_nll
 from pmc.method import ForgetExample, RetainRegularised, RunContext
 from pmc.rouge import rouge_l_recall
 from pmc.selection import SELECTION_RULES, BestSoFarCache, penalised_score, select
+from pmc.checkpoint import rng_state, set_rng_state
 from pmc.errors import ConfigError
 
 
@@ -92,3 +93,13 @@ class PartialModelCollapse(RetainRegularised):
     def forget_loss(self, model, forget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """NLL of the selected answers; the mean cached score shows how far collapse has got."""
         return answer_nll(model, forget), {"selected_score": torch.tensor(self.cache.mean_score())}
+
+    def state_dict(self) -> dict:
+        """Initial answers, the best-so-far cache and the selection RNG: what later epochs sample and train from."""
+        return {"initial_answers": self.initial_answers, "answers": self.cache.answers, "scores": self.cache.scores,
+                "rng": rng_state(self.rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial_answers = list(state["initial_answers"])
+        self.cache.answers, self.cache.scores = list(state["answers"]), [float(s) for s in state["scores"]]
+        set_rng_state(self.rng, state["rng"])
