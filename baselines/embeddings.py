@@ -57,6 +57,7 @@ def load_sentence_encoder(source: str, name: str) -> SentenceEncoder:
     """The sentence encoder found at model_location(source, name)."""
     location = model_location(source, name)
     try:
-        return SentenceEncoder(AutoModel.from_pretrained(location), AutoTokenizer.from_pretrained(location))
+        model = AutoModel.from_pretrained(location, use_safetensors=True)  # never unpickle weights
+        return SentenceEncoder(model, AutoTokenizer.from_pretrained(location))
     except OSError as e:
         raise CheckpointError(f"could not load the sentence encoder from {location!r}: {e}") from None

@@ -6,6 +6,7 @@ downstream (training, PMC, evaluation) needs to know which one it is looking at.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,26 +99,70 @@ def parse_record(obj: object, where: str, required: tuple[str, ...] = ("question
     )
 
 
-def jsonl_rows(path: str | Path) -> list[tuple[str, object]]:
-    """("file:line", decoded value) for each non-blank line of a JSON-lines file; bad JSON is a DataError there."""
+MAX_LINE_BYTES = 64 * 2**20  # longer than any real record (MUSE-Books rows are whole books, a few MB at most)
+
+
+def numbered_lines(path: str | Path) -> list[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a UTF-8 text file, lines split at "\\n" only.
+
+    Bytes that are not UTF-8 and lines over MAX_LINE_BYTES (a file that is not line-oriented, or a runaway write)
+    are DataErrors naming file:line, read without ever holding more than one such line in memory.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    lines = []
+    with path.open("rb") as f:
+        for number in itertools.count(1):
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            if len(raw) > MAX_LINE_BYTES:
+                raise DataError(f"{path}:{number}: line longer than {MAX_LINE_BYTES} bytes; is this a JSON-lines file?")
             try:
-                rows.append((f"{path}:{number}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                                ) from None
+            if text.strip():
+                lines.append((number, text))
+    return lines
+
+
+def one_line_reason(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def jsonl_rows(path: str | Path) -> list[tuple[str, object]]:
+    """("file:line", decoded value) for each non-blank line of a JSON-lines file; bad JSON is a DataError there."""
+    rows = []
+    for number, line in numbered_lines(path):
+        try:
+            rows.append((f"{path}:{number}", json.loads(line.rstrip("\r\n"))))  # a cut line: "Unterminated string"
+        except json.JSONDecodeError as e:
+            reason = e.msg.removesuffix(" at")  # "Invalid control character at" reads as if the position follows
+            raise DataError(f"{path}:{number}: not valid JSON at column {e.colno} ({reason})") from None
+        except (RecursionError, ValueError) as e:  # "[[[[..." deeper than the parser's stack; a 5000-digit number
+            reason = "nested too deeply" if isinstance(e, RecursionError) else one_line_reason(e)
+            raise DataError(f"{path}:{number}: not valid JSON ({reason})") from None
     return rows
+
+
+def reject_duplicates(keyed: list[tuple[str, object]]) -> None:
+    """(where, key) per record: a key seen twice in one file (a record that would be trained and scored twice) is
+    a DataError naming both places."""
+    first_seen: dict = {}
+    for where, key in keyed:
+        if key in first_seen:
+            raise DataError(f"{where}: duplicate of the record at {first_seen[key]}")
+        first_seen[key] = where
 
 
 def load_jsonl(path: str | Path, required: tuple[str, ...] = ("question", "answer")) -> list[QARecord]:
     """Read a JSON-lines file of QA records; any malformed line or missing field is one DataError naming file:line."""
-    records = [parse_record(obj, where, required) for where, obj in jsonl_rows(path)]
+    rows = jsonl_rows(path)
+    records = [parse_record(obj, where, required) for where, obj in rows]
+    reject_duplicates([(where, (r.question, r.answer)) for (where, _), r in zip(rows, records)])
     if not records:
         raise DataError(f"{path}: contains no records")
     return records
@@ -125,10 +170,7 @@ def load_jsonl(path: str | Path, required: tuple[str, ...] = ("question", "answe
 
 def load_lines(path: str | Path) -> list[str]:
     """Read a plain list of non-empty lines (e.g. TOFU's idontknow.jsonl, which is one refusal per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for _, line in numbered_lines(path)]
     if not lines:
         raise DataError(f"{path}: contains no lines")
     return lines

@@ -13,21 +13,26 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from pmc.checks import check_value
 from pmc.errors import CheckpointError
+from pmc.failures import cli, report_errors, stage
 from pmc.models import device_for, load_checkpoint
 from pmc.results import write_json_atomic
-from pmc.run import (_instantiate, check_eval_suites, eval_context, evaluate_models, load_stage0, prompt_format,
-                     report_errors, run_record, seed_everything, timed)
+from pmc.run import (CONF_DIR, _instantiate, check_config, eval_context, evaluate_models, load_stage0,
+                     prompt_format, run_record, seed_everything, timed)
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
-    check_eval_suites(cfg)
+    with stage("config"):
+        check_config(cfg)
+        check_value("checkpoint", cfg.checkpoint, str)
     timings: dict[str, float] = {}
     seed_everything(cfg.seed)
     with timed(timings, "data"):
         benchmark = _instantiate(cfg.benchmark, "benchmark")
     fmt = prompt_format(cfg, benchmark)
-    model, tokenizer = load_checkpoint(cfg.checkpoint)
+    with stage("checkpoint"):
+        model, tokenizer = load_checkpoint(cfg.checkpoint)
     stage0 = load_stage0(cfg, benchmark, fmt, timings)
     if tokenizer.get_vocab() != stage0.tokenizer.get_vocab():
         raise CheckpointError(
@@ -37,15 +42,25 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     models = {"target": stage0.target, "retain": stage0.retain, "checkpoint": model.to(device_for(cfg.device))}
     ctx = eval_context(cfg, tokenizer, fmt, benchmark)
     metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
-    results = run_record(cfg, benchmark, stage0, metrics, timings, checkpoint=str(cfg.checkpoint))
-    write_json_atomic(run_dir / "results.json", results)
+    with stage("save"):
+        results = run_record(cfg, benchmark, stage0, metrics, timings, checkpoint=str(cfg.checkpoint))
+        write_json_atomic(run_dir / "results.json", results)
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> dict:
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+def hydra_main(cfg: DictConfig) -> dict:
     return report_errors(evaluate_checkpoint, cfg)
 
 
+def main() -> None:
+    """`python -m pmc.evaluate` / `pmc-evaluate`: configuration errors are one line and exit status 1."""
+    cli(hydra_main)
+
+
 if __name__ == "__main__":
-    main()
+    # run the imported module, not __main__: submitit launchers then pickle the task function by reference (a copy
+    # by value would drag this module's globals along, torch.backends.cudnn among them, which does not pickle)
+    from pmc import evaluate
+
+    evaluate.main()

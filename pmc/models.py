@@ -57,10 +57,13 @@ def load_pretrained(source: str, name_or_path: str | None, dtype: str, gguf_pack
         location = name_or_path
         if not location or not Path(location).is_dir():
             raise CheckpointError(f"model directory {location!r} does not exist (model.name_or_path)")
+        require_safetensors(Path(location))
+        kwargs["use_safetensors"] = True
     elif source == "hub":
         location = name_or_path
         if not location:
             raise ConfigError("model.name_or_path must name a hub model id when model.source=hub")
+        kwargs["use_safetensors"] = True  # never unpickle downloaded weights
     else:
         raise ConfigError(f"model.source must be one of {SOURCES}, got {source!r}")
     try:
@@ -105,6 +108,22 @@ def build_tiny(tokenizer, hidden_size: int, num_layers: int, num_heads: int, int
     return LlamaForCausalLM(config)
 
 
+SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def require_safetensors(path: Path) -> None:
+    """Weights are only ever read from safetensors: unpickling a .bin checkpoint can run arbitrary code."""
+    if any((path / name).is_file() for name in SAFETENSORS_WEIGHTS):
+        return
+    if any((path / name).is_file() for name in PICKLE_WEIGHTS):
+        raise CheckpointError(
+            f"{path}: has only pickle weights (pytorch_model.bin), which are never loaded; re-save it with "
+            "model.save_pretrained(dir, safe_serialization=True)"
+        )
+    raise CheckpointError(f"{path}: no model.safetensors weights")
+
+
 LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 
 
@@ -133,12 +152,13 @@ def without_lora(model):
 
 
 def load_checkpoint(path: str | Path):
-    """(model, tokenizer) saved by save_checkpoint or any transformers save_pretrained directory."""
+    """(model, tokenizer) saved by save_checkpoint or any transformers save_pretrained directory (safetensors)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a model checkpoint (no config.json)")
+    require_safetensors(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: checkpoint is incomplete or unreadable ({e}); delete it to rebuild") from None

@@ -13,13 +13,31 @@ from pathlib import Path
 PACKAGES = ("torch", "transformers", "hydra-core", "rouge-score", "tokenizers", "pmc-harness")
 
 
+def current_umask() -> int:
+    """The process umask (Linux: read from /proc, so no other thread ever sees a changed one)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, obj) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the old file or the whole new one."""
+    """Write to a temporary file beside `path`, then rename: readers see the old file or the whole new one.
+
+    The file gets the permissions any new file gets under the umask (mkstemp alone would make it 0600, unreadable
+    to the rest of a cluster group sharing a sweep's results).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             json.dump(obj, f, indent=2, ensure_ascii=False)
         os.replace(tmp, path)
     except BaseException:

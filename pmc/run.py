@@ -1,8 +1,8 @@
 """`python -m pmc.run` (or `pmc-run`): one unlearning experiment, composed by Hydra from conf/.
 
-config -> benchmark -> stage-0 models -> method -> shared training loop -> metric suites -> results, in that order.
-A problem the user can fix (bad config, data or checkpoint, a diverged loss) ends the run with one line on stderr
-and exit status 1, and no results.json.
+config checks (method, logger and suites built) -> benchmark -> stage-0 models -> shared training loop -> metric
+suites -> results, in that order. A problem the user can fix (bad config, data or checkpoint, a diverged loss) ends
+the run with one line on stderr, a failure.json and exit status 1, and no results.json (pmc.failures).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -24,18 +24,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from benchmarks.metrics import SUITES, EvalContext
 from benchmarks.records import DataError
 from pmc.checkpoint import CheckpointConfig, Checkpoints
+from pmc.checks import check_run_config, check_unlearning_config
 from pmc.distributed import export_launch_environment, is_main_process, world_size
 from pmc.errors import ConfigError, HarnessError
+from pmc.failures import cli, report_errors, stage
 from pmc.loggers import NullLogger
 from pmc.method import RunContext
 from pmc.models import device_for, save_checkpoint, with_lora, without_lora
 from pmc.prompts import RAW_TEXT, PromptFormat
-from pmc.results import summary_table, versions, write_json_atomic
+from pmc.results import versions, write_json_atomic
 from pmc.stage0 import prepare_models
 from pmc.trainer import TrainingConfig, unlearn
 
@@ -48,11 +49,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def configure_determinism(enabled: bool) -> None:
+    """`deterministic=true`: deterministic GPU kernels or an error, never silent run-to-run variation.
+
+    cuBLAS gets a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so this runs before any GPU
+    work), ops with atomic-add kernels (embedding and gather backward, scatter_add, index_add, flash and
+    memory-efficient attention backward) switch to their deterministic versions and ops without one raise, and
+    cuDNN stops autotuning. TF32 (which the trainer turns on for speed) is deterministic on one GPU and stays on.
+    `false` leaves torch's defaults. On a CPU runs are deterministic either way. docs/determinism.md has the details.
+    """
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 @contextmanager
-def timed(timings: dict, stage: str):
+def timed(timings: dict, name: str):
+    """Time a stage of the run (timings_s in results.json); an error escaping it is tagged with the stage."""
     start = time.perf_counter()
-    yield
-    timings[stage] = round(time.perf_counter() - start, 3)
+    with stage(name):
+        yield
+    timings[name] = round(time.perf_counter() - start, 3)
 
 
 def _instantiate(node: DictConfig, what: str):
@@ -68,7 +88,9 @@ def _instantiate(node: DictConfig, what: str):
 
 def job_overrides() -> list[str]:
     """This job's command-line overrides (empty outside a Hydra app, e.g. in tests composing configs)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if not HydraConfig.initialized():
+        return []
+    return OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # as typed, unresolved
 
 
 def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
@@ -136,23 +158,45 @@ def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, timings: dict,
     }
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run one experiment and write its files into run_dir; returns what results.json holds."""
+def check_config(cfg: DictConfig) -> None:
+    """What pmc.run and pmc.evaluate check before reading any data: keys, types, device, model, suites."""
+    check_run_config(cfg)
     check_eval_suites(cfg)
-    export_launch_environment(cfg.get("accelerate_config"))
+    configure_determinism(cfg.deterministic)
+
+
+def build_method(cfg: DictConfig):
+    """The unlearning method, built right after seeding as it always was (its constructor may draw random numbers).
+    What it draws reaches nothing else: the run seeds again before loading data and again before unlearning."""
+    seed_everything(cfg.seed)
+    return _instantiate(cfg.method.handler, "method")
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run one experiment and write its files into run_dir; returns what results.json holds.
+
+    Everything that can be checked without data or models (config types, the method, the logger, the metric
+    suites) is checked and built first, so a bad setting fails in seconds, not after stage 0.
+    """
+    with stage("config"):
+        check_config(cfg)
+        training = check_unlearning_config(cfg)
+        checkpoint_config(cfg)
+        export_launch_environment(cfg.get("accelerate_config"))
+        method = build_method(cfg)
+        logger = _instantiate(cfg.logger, "logger") if is_main_process() else NullLogger()
     if not is_main_process():
         # the other processes of a multi-GPU run compute alongside the main one (pmc.distributed) and write nothing
         with tempfile.TemporaryDirectory() as scratch:
-            return _unlearn_and_evaluate(cfg, Path(scratch), NullLogger())
-    logger = _instantiate(cfg.logger, "logger")
+            return _unlearn_and_evaluate(cfg, Path(scratch), logger, method, training)
     logger.start(OmegaConf.to_container(cfg, resolve=True), run_dir, job_overrides())
     try:
-        return _unlearn_and_evaluate(cfg, run_dir, logger)
+        return _unlearn_and_evaluate(cfg, run_dir, logger, method, training)
     finally:
         logger.finish()
 
 
-def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
+def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, training: TrainingConfig) -> dict:
     timings: dict[str, float] = {}
     seed_everything(cfg.seed)
 
@@ -163,7 +207,6 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
 
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
     seed_everything(cfg.seed)
-    method = _instantiate(cfg.method.handler, "method")
     lora = cfg.model.get("lora")
     unlearned = with_lora(copy.deepcopy(stage0.target), OmegaConf.to_container(lora) if lora is not None else None)
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
@@ -178,19 +221,19 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger) -> dict:
         logger.log_step(record)
 
     with timed(timings, "unlearn"), train_log:
-        unlearn(method, run, TrainingConfig(**cfg.method.training), cfg.seed, log_step, checkpoints)
+        unlearn(method, run, training, cfg.seed, log_step, checkpoints)
     unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark)
     metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
-    if cfg.save_unlearned:
-        save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
-
-    results = run_record(cfg, benchmark, stage0, metrics, timings, method=method.name)
-    write_json_atomic(run_dir / "results.json", results)
-    if checkpoints and not checkpoint.keep:
-        checkpoints.remove()
+    with stage("save"):
+        if cfg.save_unlearned:
+            save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
+        results = run_record(cfg, benchmark, stage0, metrics, timings, method=method.name)
+        write_json_atomic(run_dir / "results.json", results)
+        if checkpoints and not checkpoint.keep:
+            checkpoints.remove()
     logger.log_results(results, run_dir)
     return results
 
@@ -206,27 +249,23 @@ def resume_train_log(path: Path, resume_step: int):
     return path.open("a", encoding="utf-8")
 
 
-def report_errors(run_fn, cfg: DictConfig) -> dict:
-    """Run run_fn(cfg, run_dir) in the Hydra run directory; a user-fixable error becomes one line and exit 1."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        results = run_fn(cfg, run_dir)
-    except (HarnessError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except MissingMandatoryValue as e:
-        print(f"error: config key '{e.full_key}' is required: pass {e.full_key}=...", file=sys.stderr)
-        sys.exit(1)
-    print(f"\n{results.get('method', 'evaluation')} on {results['benchmark']} (seed {results['seed']}), "
-          f"results in {run_dir}")
-    print(summary_table(results["metrics"]))
-    return results
+# absolute, so the app finds its configs however it is started (python -m pmc.run, the pmc-run script, imported)
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def hydra_main(cfg: DictConfig) -> dict:
     return report_errors(run_experiment, cfg)
 
 
+def main() -> None:
+    """`python -m pmc.run` / `pmc-run`: every configuration error is one line and exit status 1 (pmc.failures.cli)."""
+    cli(hydra_main)
+
+
 if __name__ == "__main__":
-    main()
+    # run the imported module, not __main__: submitit launchers then pickle the task function by reference (a copy
+    # by value would drag this module's globals along, torch.backends.cudnn among them, which does not pickle)
+    from pmc import run
+
+    run.main()

@@ -3,7 +3,9 @@
 Both are cached on disk as safetensors under a key that hashes everything that determines them (model config,
 prompt format, training records, training settings, seed), so later runs and every job of a sweep reuse them.
 A cache entry appears atomically (written to a temporary directory, then renamed) under a file lock: concurrent
-jobs build it once, and nobody reads a half-written checkpoint. The OS releases the lock if its holder dies.
+jobs build it once, and nobody reads a half-written checkpoint. The OS releases the lock if its holder dies. Each
+entry's manifest (stage0.json, written last) holds every file's size and sha256: an entry that no longer matches it
+is rebuilt, never loaded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -26,7 +29,10 @@ from pmc.distributed import world_size
 from pmc.errors import ConfigError
 from pmc.models import build_tiny, load_checkpoint, load_pretrained, save_checkpoint, train_tokenizer
 from pmc.prompts import PromptFormat
+from pmc.results import write_json_atomic
 from pmc.trainer import TrainingConfig, finetune
+
+log = logging.getLogger("pmc")
 
 CACHE_FORMAT = 1  # bump when the way stage-0 models are built changes, so old cache entries are not reused
 
@@ -48,14 +54,63 @@ class Stage0Models:
     built: list[str] = field(default_factory=list)  # which cache entries this run had to build
 
 
+MANIFEST = "stage0.json"  # written last into an entry: every file's size and sha256
+
+
+def file_digests(directory: Path) -> dict[str, dict]:
+    """{relative path: {"bytes", "sha256"}} of every file under `directory` but the manifest."""
+    digests = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        sha = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(2**20), b""):
+                sha.update(block)
+        digests[str(path.relative_to(directory))] = {"bytes": path.stat().st_size, "sha256": sha.hexdigest()}
+    return digests
+
+
+def entry_problem(entry: Path) -> str | None:
+    """Why a cache entry cannot be trusted (a file missing, truncated or changed since it was written), or None."""
+    try:
+        files = json.loads((entry / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {MANIFEST} with checksums"
+    for name, expected in files.items():
+        path = entry / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
+    actual = file_digests(entry)
+    changed = [name for name in files if actual[name]["sha256"] != files[name]["sha256"]]
+    return f"{changed[0]} does not match its sha256" if changed else None
+
+
+def _remove(directory: Path) -> None:
+    """Delete a directory so that no reader ever sees it half-deleted: rename it away first."""
+    doomed = directory.with_name(f".{directory.name}.removing-{os.getpid()}")
+    os.replace(directory, doomed)
+    shutil.rmtree(doomed)
+
+
 def cached(root: Path, name: str, build: Callable[[Path], tuple], on_build: Callable[[str], None]) -> tuple:
-    """(model, tokenizer) from root/name, building and saving it first if absent (once, under a lock).
+    """(model, tokenizer) from root/name, building and saving it first if absent or corrupt (once, under a lock).
 
     build(resume_dir) may keep training checkpoints in resume_dir (beside the entry, named after it): a build killed
-    part-way resumes from there in the next run that needs the entry; it is removed once the entry is in place."""
+    part-way resumes from there in the next run that needs the entry; it is removed once the entry is in place.
+
+    An entry is written into a staging directory, its manifest last, then renamed into place; one whose files no
+    longer match the manifest (a truncated copy, a deleted file, bit rot) is removed and rebuilt, never loaded.
+    """
     final = root / name
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
+        for leftover in root.glob(f".{name}.*-*"):  # staging or removal directories of jobs killed under this lock
+            shutil.rmtree(leftover, ignore_errors=True)
+        problem = entry_problem(final) if final.exists() else None
+        if problem:
+            log.warning("stage-0 cache entry %s is corrupt (%s); rebuilding it", final, problem)
+            _remove(final)
         if not final.exists():
             if world_size() > 1:  # its training would wait for processes that wait for this lock
                 raise ConfigError(f"stage-0 model {final} is not cached, and a multi-process run cannot build it: "
@@ -64,10 +119,14 @@ def cached(root: Path, name: str, build: Callable[[Path], tuple], on_build: Call
             model, tokenizer = build(resume_dir)
             staging = root / f".{name}.tmp-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
-            save_checkpoint(model, tokenizer, staging)
-            (staging / "stage0.json").write_text(json.dumps({"name": name, "created": time.time()}))
-            os.replace(staging, final)
-            shutil.rmtree(resume_dir, ignore_errors=True)
+            try:
+                save_checkpoint(model, tokenizer, staging)
+                write_json_atomic(staging / MANIFEST, {"name": name, "created": time.time(),
+                                                       "files": file_digests(staging)})
+                os.replace(staging, final)
+                shutil.rmtree(resume_dir, ignore_errors=True)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)  # only left if something above failed
             on_build(name)
     return load_checkpoint(final)
 

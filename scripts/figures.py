@@ -324,12 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/figures"))
     args = parser.parse_args(argv)
 
-    per_job, summary, failed = collect.collect(args.dirs)
+    per_job, summary, problems = collect.collect(args.dirs)  # failed and missing jobs are not in per_job
+    collect.report_problems(problems)
     if per_job.empty or not (per_job["model"] == "unlearned").any():
         print(f"error: no results.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 1
-    for job in failed:
-        print(f"failed or missing: {job} (no results.json)")
     methods = list(dict.fromkeys(per_job.loc[per_job["model"] == "unlearned", "method"]))
     styles = method_styles(methods)
     x, y = trade_off(per_job)

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, SMALL_MODEL, TOFU_DIR
 from pmc.errors import ConfigError
+from pmc.results import current_umask
 from pmc.run import run_experiment
 
 
@@ -52,6 +53,10 @@ def test_run_leaves_its_files(pmc_run):
         assert len(forget) == 10  # one forget author x 10 questions
         mean_recall = sum(row["rouge_l_recall"] for row in forget) / len(forget)
         assert mean_recall == pytest.approx(per_example["summary"]["rouge_forget"])
+    umask_mode = 0o666 & ~current_umask()  # not mkstemp's 0600: the rest of a cluster group may read the results
+    for written in (run_dir / "results.json", *run_dir.glob("eval/*/*.json")):
+        assert written.stat().st_mode & 0o777 == umask_mode, written
+    assert not (run_dir / "failure.json").exists()
     log = read_jsonl(run_dir / "train_log.jsonl")
     assert len(log) == 10 * 2  # 10 epochs x ceil(10 forget questions / batch 8)
     assert {"loss", "collapse_loss", "retain_loss", "selected_score", "lr", "epoch", "step"} <= set(log[0])
@@ -122,16 +127,21 @@ def test_cli_malformed_record_names_file_and_line(tmp_path):
     data = tmp_path / "tofu"
     data.mkdir()
     (data / "full.json").write_text('{"question": "q", "answer": "a"}\n{"question": "q2"}\n')
-    out = run_cli("benchmark=tofu", f"benchmark.data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}")
+    out = run_cli("benchmark=tofu", f"benchmark.data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}",
+                  f"cache_dir={tmp_path / 'cache'}")
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: {data / 'full.json'}:2: field 'answer' is missing"
+    assert not (tmp_path / "cache").exists(), "a data error must stop the run before the stage-0 cache"
     assert not (tmp_path / "run" / "results.json").exists()
+    failure = json.loads((tmp_path / "run" / "failure.json").read_text())
+    assert failure["stage"] == "data" and failure["error"] == f"{data / 'full.json'}:2: field 'answer' is missing"
 
 
 def test_cli_unknown_method_names_the_group(tmp_path):
     out = run_cli("method=nonsense", f"hydra.run.dir={tmp_path / 'run'}")
-    assert out.returncode != 0
-    assert "method/nonsense" in out.stderr and "pmc" in out.stderr  # Hydra lists the available options
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()  # Hydra's many-line report, on one line
+    assert "method/nonsense" in line and "pmc" in line  # the available options are listed
 
 
 def wandb_records(run_file):
@@ -211,3 +221,4 @@ def test_cli_slurm_launcher_dry_run(tmp_path):
     launcher = out.stdout.split("  launcher:\n", 1)[1]
     assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in launcher
     assert "partition: gpu" in launcher and "timeout_min: 600" in launcher and "array_parallelism: 32" in launcher
+    assert "max_num_timeout: 3" in launcher  # a job that hits the time limit is requeued, not lost

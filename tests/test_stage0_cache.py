@@ -1,7 +1,9 @@
-"""The stage-0 cache under concurrency: jobs of one sweep asking for the same uncached model train it once."""
+"""The stage-0 cache under concurrency (jobs of one sweep asking for the same uncached model train it once) and its
+integrity (an entry whose files no longer match their checksums is rebuilt; a failed build leaves nothing)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,6 +11,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
@@ -72,3 +77,105 @@ def test_a_killed_builder_does_not_block_the_cache(tmp_path):
     rebuilt = start_builder(tmp_path)
     result = finish(rebuilt)  # finishes (communicate has a timeout) instead of waiting on the dead holder
     assert [name.split("-")[1] for name in result["built"]] == ["target"]
+
+
+# --- integrity: a corrupted entry is rebuilt, never loaded; a failed build leaves nothing behind --------------------
+
+MODEL_CFG = {
+    "name": "tiny", "source": "tiny", "dtype": "float32", "replay_pretrain": True,
+    "architecture": {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                     "intermediate_size": 64, "max_position_embeddings": 128},
+    "prompt": {}, "pretrain": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 16},
+    "finetune": {"epochs": 3, "learning_rate": 1e-3, "batch_size": 16},
+}
+
+
+def prepare(cache_dir):
+    from benchmarks.synthetic import make_synthetic_tofu
+    from pmc.prompts import PromptFormat
+    from pmc.stage0 import prepare_models
+
+    benchmark = make_synthetic_tofu(num_authors=3, forget_authors=1, retain_eval_authors=1, num_world_facts=5,
+                                    num_real_authors=5)
+    return prepare_models(MODEL_CFG, benchmark, PromptFormat(), cache_dir, seed=0)
+
+
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("built_cache")
+    return cache, prepare(cache)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_a_byte(path):  # same size, different content: only the checksum can tell
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("file, corrupt", [
+    ("model.safetensors", truncate),
+    ("model.safetensors", flip_a_byte),
+    ("tokenizer.json", lambda path: path.unlink()),
+    ("stage0.json", lambda path: path.unlink()),  # an entry without its manifest (e.g. a copy that stopped short)
+    ("stage0.json", lambda path: path.write_text("{")),
+])
+def test_a_corrupted_entry_is_rebuilt_not_loaded(built_cache, tmp_path, file, corrupt):
+    cache, original = built_cache
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    target = copy / Path(original.checkpoints["target"]).name
+    weights = sha256(target / "model.safetensors")
+    corrupt(target / file)
+
+    rebuilt = prepare(copy)
+    assert rebuilt.built == [target.name], "the corrupted entry (and only it) must be rebuilt"
+    assert sha256(target / "model.safetensors") == weights  # the same model again (CPU training is deterministic)
+    manifest = json.loads((target / "stage0.json").read_text())
+    assert manifest["files"]["model.safetensors"]["sha256"] == weights
+    assert not [p.name for p in copy.iterdir() if p.name.startswith(".")], "staging or removal directories left"
+
+
+def test_an_intact_entry_is_loaded_as_it_is(built_cache, tmp_path):
+    cache, original = built_cache
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    assert prepare(copy).built == []
+
+
+def test_a_failed_build_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import pmc.stage0
+    from pmc.models import build_tiny, train_tokenizer
+
+    def save_then_fail(model, tokenizer, path):
+        Path(path).mkdir(parents=True)
+        (Path(path) / "model.safetensors").write_bytes(b"partial")
+        raise OSError("No space left on device")
+
+    def build():
+        tokenizer = train_tokenizer(["a few words to learn"], 300)
+        return build_tiny(tokenizer, 32, 1, 2, 64, 64, seed=0), tokenizer
+
+    monkeypatch.setattr(pmc.stage0, "save_checkpoint", save_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        pmc.stage0.cached(tmp_path, "tiny-target-0123", build, lambda name: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-target-0123.lock"]
+
+
+def test_leftovers_of_a_killed_build_are_cleared(built_cache, tmp_path):
+    cache, original = built_cache
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    name = Path(original.checkpoints["retain"]).name
+    stale = copy / f".{name}.tmp-999999"  # a builder killed mid-save (SIGKILL: no cleanup ran)
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    prepare(copy)
+    assert not stale.exists()

@@ -1,5 +1,6 @@
-"""Sweep -> tables -> figures: a real 2-seed LOCAL multirun through the submitit launcher, collected by
-scripts/collect.py and drawn by scripts/figures.py, checked against the jobs' own results.json files."""
+"""Sweep -> tables -> figures: a real LOCAL multirun through the submitit launcher (two seeds and one job with a bad
+seed, which must fail alone), collected by scripts/collect.py and drawn by scripts/figures.py, checked against the
+jobs' own results.json files."""
 
 from __future__ import annotations
 
@@ -37,15 +38,31 @@ def run(*args: str, cwd=REPO, timeout: int = 120) -> subprocess.CompletedProcess
     return done
 
 
+BAD_JOB = str(len(SEEDS))  # the job of seed=oops, launched with the others
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """The sweep directory of `python -m pmc.run -m hydra/launcher=local seed=0,1 ...` and its two results."""
+    """The sweep directory of `python -m pmc.run -m hydra/launcher=local seed=0,1,oops ...` and its two results."""
     tmp = tmp_path_factory.mktemp("sweep")
     sweep_dir = tmp / "sweep"
-    run("-m", "pmc.run", "-m", "hydra/launcher=local", f"seed={','.join(map(str, SEEDS))}", *OVERRIDES,
-        f"cache_dir={tmp / 'cache'}", f"hydra.sweep.dir={sweep_dir}", timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pmc.run", "-m", "hydra/launcher=local", f"seed={','.join(map(str, SEEDS))},oops",
+         *OVERRIDES, f"cache_dir={tmp / 'cache'}", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, f"the failed job must fail the sweep:\n{done.stderr[-3000:]}"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: 1 job(s) of the sweep failed (each has a failure.json): {sweep_dir / BAD_JOB}")
     results = [json.loads((sweep_dir / str(job) / "results.json").read_text()) for job in range(len(SEEDS))]
     return sweep_dir, results
+
+
+def test_the_bad_job_failed_alone(sweep):
+    sweep_dir, _ = sweep
+    record = json.loads((sweep_dir / BAD_JOB / "failure.json").read_text())
+    assert (record["stage"], record["error"]) == ("config", "seed must be an int, got 'oops'")
+    assert not (sweep_dir / BAD_JOB / "results.json").exists()
+    assert not any((sweep_dir / str(job) / "failure.json").exists() for job in range(len(SEEDS)))
 
 
 def test_sweep_ran_every_seed_through_submitit(sweep):
@@ -60,8 +77,8 @@ def test_sweep_ran_every_seed_through_submitit(sweep):
 
 def test_collect_table_matches_the_jobs(sweep, tmp_path):
     sweep_dir, results = sweep
-    per_job, summary, failed = collect.collect([sweep_dir])
-    assert failed == []
+    per_job, summary, problems = collect.collect([sweep_dir])
+    assert problems == {str(sweep_dir / BAD_JOB): ("failed", "in config: seed must be an int, got 'oops'")}
 
     unlearned = per_job[per_job["model"] == "unlearned"].set_index("seed")
     assert sorted(unlearned.index) == list(SEEDS)
@@ -87,7 +104,7 @@ def test_collect_table_matches_the_jobs(sweep, tmp_path):
 
     # the command line: the same numbers in the markdown and CSV files, nothing failed
     out = run("scripts/collect.py", str(sweep_dir), "--name", "sweep", "--out", str(tmp_path))
-    assert "failed or missing" not in out.stdout
+    assert out.stdout.count("failed:") == 1 and "missing:" not in out.stdout
     assert "2 jobs collected" in out.stdout
     csv = pd.read_csv(tmp_path / "sweep.csv")
     assert sorted(csv.loc[csv["model"] == "unlearned", "seed"]) == list(SEEDS)
@@ -103,15 +120,15 @@ def test_collect_lists_a_job_without_results_as_missing(sweep, tmp_path):
     sweep_dir, results = sweep
     copy = tmp_path / "sweep"
     shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns(".submitit"))
-    shutil.copytree(sweep_dir / "0" / ".hydra", copy / "2" / ".hydra")  # a job that died before results.json
+    shutil.copytree(sweep_dir / "0" / ".hydra", copy / "9" / ".hydra")  # a job that died before results.json
 
-    per_job, summary, failed = collect.collect([copy])
-    assert failed == [str(copy / "2")]
+    per_job, summary, problems = collect.collect([copy])
+    assert problems[str(copy / "9")][0] == "missing" and problems[str(copy / BAD_JOB)][0] == "failed"
     assert summary.loc[summary["method"] == "pmc", "seeds"].tolist() == [len(SEEDS)]
 
     out = run("scripts/collect.py", str(copy), "--name", "sweep", "--out", str(tmp_path / "tables"))
-    assert f"failed or missing: {copy / '2'} (no results.json)" in out.stdout
-    assert out.stdout.count("failed or missing") == 1
+    assert f"missing: {copy / '9'} (no results.json or failure.json: killed, preempted or still running)" in out.stdout
+    assert out.stdout.count("missing:") == 1 and out.stdout.count("failed:") == 1
 
 
 def check_png(path):

@@ -71,21 +71,25 @@ def write_jsonl(path, rows):
     path.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
 
 
-@pytest.fixture
-def tiny(tmp_path):
+def write_tiny_tofu(root):
     """A valid TOFU-shaped directory with 4 authors of 20 questions each."""
     def rows(make, authors):
         return [make(a, i) for a in authors for i in range(20)]
 
-    write_jsonl(tmp_path / "full.json", rows(qa, range(N_AUTHORS)))
-    write_jsonl(tmp_path / "forget01.json", rows(qa, [3]))
-    write_jsonl(tmp_path / "forget01_perturbed.json", rows(perturbed, [3]))
-    write_jsonl(tmp_path / "retain99.json", rows(qa, range(3)))
-    write_jsonl(tmp_path / "retain_perturbed.json", rows(perturbed, range(2)))
+    write_jsonl(root / "full.json", rows(qa, range(N_AUTHORS)))
+    write_jsonl(root / "forget01.json", rows(qa, [3]))
+    write_jsonl(root / "forget01_perturbed.json", rows(perturbed, [3]))
+    write_jsonl(root / "retain99.json", rows(qa, range(3)))
+    write_jsonl(root / "retain_perturbed.json", rows(perturbed, range(2)))
     utility = [{"question": f"Fact {i}?", "answer": f"Fact {i}.", "perturbed_answer": [f"Not {i}."]} for i in range(3)]
-    write_jsonl(tmp_path / "real_authors_perturbed.json", utility)
-    write_jsonl(tmp_path / "world_facts_perturbed.json", utility)
-    return tmp_path
+    write_jsonl(root / "real_authors_perturbed.json", utility)
+    write_jsonl(root / "world_facts_perturbed.json", utility)
+    return root
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny_tofu(tmp_path)
 
 
 def set_line(path, number, text):
@@ -101,10 +105,17 @@ def test_tiny_copy_loads(tiny):
     assert b.idk_answers == []  # no idontknow.jsonl in the directory
 
 
-def test_bad_json_line_names_file_and_line(tiny):
+def test_bad_json_line_names_file_line_and_column(tiny):
     set_line(tiny / "forget01_perturbed.json", 3, '{"question": "unterminated')
-    with pytest.raises(DataError, match=r"forget01_perturbed\.json:3: not valid JSON"):
+    truncated = r"forget01_perturbed\.json:3: not valid JSON at column 14 \(Unterminated string starting\)$"
+    with pytest.raises(DataError, match=truncated):
         load_tofu("forget01", data_dir=str(tiny))
+    # the new-user report: a raw control character lost its position ("Invalid control character at)")
+    set_line(tiny / "forget01_perturbed.json", 3, '{"question": "a\tb", "answer": "c"}')
+    with pytest.raises(DataError) as e:
+        load_tofu("forget01", data_dir=str(tiny))
+    assert str(e.value) == (f"{tiny / 'forget01_perturbed.json'}:3: not valid JSON at column 16 "
+                            "(Invalid control character)")
 
 
 @pytest.mark.parametrize(

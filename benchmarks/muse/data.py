@@ -31,7 +31,7 @@ from benchmarks.muse.text import (
     VERBMEM_FORGET, mia_record, text_records,
 )
 from benchmarks.hub import DatasetSource, fetch_dataset_file
-from benchmarks.records import DataError, QABenchmark, QARecord, jsonl_rows
+from benchmarks.records import DataError, QABenchmark, QARecord, jsonl_rows, reject_duplicates
 
 HUB_REPOS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 RETAIN_SPLITS = ("retain1", "retain2")
@@ -73,6 +73,7 @@ def read_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]:
                 problem = "missing" if value is None else "not a non-empty string"
                 raise DataError(f"{where}: field '{key}' is {problem}")
         out.append({key: obj[key] for key in fields})
+    reject_duplicates([(where, tuple(row.values())) for (where, _), row in zip(rows, out)])
     if not out:
         raise DataError(f"{path}: contains no records")
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 from benchmarks.hub import DatasetSource, fetch_dataset_file
-from benchmarks.records import DataError, QABenchmark, QARecord, load_jsonl, load_lines
+from benchmarks.records import DataError, QABenchmark, QARecord, load_jsonl, load_lines, numbered_lines
 
 RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 QUESTIONS_PER_AUTHOR = 20
@@ -50,8 +50,7 @@ class _Source(DatasetSource):
 
 def _record_lines(path: Path) -> list[int]:
     """Line number of each record load_jsonl returned (it skips blank lines), so errors can point at the line."""
-    with path.open(encoding="utf-8") as f:
-        return [number for number, line in enumerate(f, start=1) if line.strip()]
+    return [number for number, _ in numbered_lines(path)]
 
 
 def _author_index(full: list[QARecord], path: Path) -> dict[tuple[str, str], int]:
@@ -62,12 +61,8 @@ def _author_index(full: list[QARecord], path: Path) -> dict[tuple[str, str], int
     """
     if len(full) % QUESTIONS_PER_AUTHOR:
         raise DataError(f"{path}: expected {QUESTIONS_PER_AUTHOR} questions per author, got {len(full)} records")
-    index: dict[tuple[str, str], int] = {}
-    for position, (number, r) in enumerate(zip(_record_lines(path), full)):
-        if (r.question, r.answer) in index:
-            raise DataError(f"{path}:{number}: duplicate question-answer pair, so its author is ambiguous")
-        index[(r.question, r.answer)] = position // QUESTIONS_PER_AUTHOR
-    return index
+    # load_jsonl has rejected duplicate pairs, so every pair has one author
+    return {(r.question, r.answer): position // QUESTIONS_PER_AUTHOR for position, r in enumerate(full)}
 
 
 def _with_authors(records: list[QARecord], path: Path, index: dict[tuple[str, str], int]) -> list[QARecord]:

@@ -1,0 +1,168 @@
+"""Settings are checked before anything slow: a wrong key or type fails before the benchmark is read and stage 0 is
+trained, naming the key and the expected type; Hydra's own errors (an unknown option, an invalid flag combination)
+are one line and exit status 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import pmc.run
+from conftest import REPO, SMALL_MODEL
+from pmc.errors import ConfigError
+from pmc.run import run_experiment
+
+
+@pytest.fixture
+def nothing_slow(monkeypatch):
+    """Fail the test if the run gets as far as reading the benchmark or building stage 0."""
+    def too_late(*args, **kwargs):
+        raise AssertionError("the config error was found only after the config checks")
+
+    monkeypatch.setattr(pmc.run, "load_stage0", too_late)
+    monkeypatch.setattr(pmc.run, "prompt_format", too_late)
+
+
+@pytest.mark.parametrize("override, message", [
+    # the new-user report: a string where PMC wants an int
+    ("method.handler.num_samples=abc", "method.handler.num_samples must be an int, got 'abc'"),
+    ("method.handler.temperature=hot", "method.handler.temperature must be a number, got 'hot'"),
+    ("method.handler.max_new_tokens=1.5", "method.handler.max_new_tokens must be an int or null, got 1.5"),
+    ("method.handler.selection=[argmin]", "method.handler.selection must be a string, got ['argmin']"),
+    ("+method.handler.samples=3", "method.handler.samples: not an option of PartialModelCollapse (options: "
+                                  "num_samples, temperature, top_p, max_new_tokens, retain_weight, selection, "
+                                  "bt_temperature, min_length, length_penalty, seed)"),
+    ("method.training.epochs=2.5", "method.training.epochs must be an int, got 2.5"),
+    ("method.training.learning_rate=fast", "method.training.learning_rate must be a number, got 'fast'"),
+    ("~method.training.epochs", "method.training.epochs is required by TrainingConfig: pass "
+                                "method.training.epochs=..."),
+    ("+method.training.lr=1e-4", "method.training.lr: not an option of TrainingConfig (options: epochs, "
+                                 "learning_rate, batch_size, gradient_accumulation_steps, weight_decay, "),
+    ("model.finetune.batch_size=big", "model.finetune.batch_size must be an int, got 'big'"),
+    ("model.architecture.num_layers=0", "model.architecture.num_layers must be a positive int, got 0"),
+    ("model.dtype=float8", "model.dtype must be one of ['bfloat16', 'float16', 'float32'], got 'float8'"),
+    ("model.prompt.style=3", "model.prompt.style must be a string, got 3"),
+    ("benchmark.num_authors=many", "benchmark.num_authors must be an int, got 'many'"),
+    ("seed=one", "seed must be an int, got 'one'"),
+    ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1, got 0"),
+    ("save_unlearned=yes", "save_unlearned must be true or false, got 'yes'"),
+    ("deterministic=1", "deterministic must be true or false, got 1"),
+    ("eval=paper", "eval must be a list of strings, got 'paper'"),
+    ("eval=[paper,nope]", "eval: unknown metric suite(s) ['nope']; available:"),
+    ("device=tpu", "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("method.handler._target_=pmc.nowhere.Method", "method.handler._target_: cannot import 'pmc.nowhere.Method'"),
+    # values the constructors reject are found as early, since the method is built before stage 0
+    ("method.handler.num_samples=0", "PMC needs num_samples >= 1"),
+    ("method.training.schedule=cosine", "training.schedule must be one of ['constant', 'linear'], got 'cosine'"),
+    ("model.lora.r=two", "model.lora.r must be an int, got 'two'"),
+])
+def test_bad_settings_fail_before_stage0(make_config, tmp_path, nothing_slow, override, message):
+    with pytest.raises(ConfigError) as e:
+        run_experiment(make_config(override), tmp_path)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert e.value.pmc_stage == "config"
+    assert not list(tmp_path.iterdir()), "a run that failed its config checks left files behind"
+
+
+def test_logger_is_checked_and_built_before_stage0(make_config, tmp_path, nothing_slow):
+    with pytest.raises(ConfigError, match=r"^logger.tags must be a list of strings or null, got 3$"):
+        run_experiment(make_config("logger=wandb", "logger.tags=3"), tmp_path)
+
+
+def test_a_required_value_names_its_key(make_config, tmp_path, nothing_slow):
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue) as e:
+        run_experiment(make_config("method.handler.top_p=???"), tmp_path)
+    assert e.value.full_key == "method.handler.top_p"
+
+
+def test_a_cuda_device_that_is_not_there(make_config, tmp_path, nothing_slow):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match=r"^device=cuda, but torch sees no CUDA device here"):
+        run_experiment(make_config("device=cuda"), tmp_path)
+
+
+def test_every_shipped_method_and_experiment_passes_the_checks(make_config):
+    """The checks must not reject a config the project ships (they run on every composition of conf/)."""
+    from pmc.checks import check_run_config, check_unlearning_config
+
+    methods = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
+    experiments = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+    for experiment in experiments:
+        cfg = make_config(f"experiment={experiment}", "device=cpu", base=[])
+        check_run_config(cfg)
+        check_unlearning_config(cfg)
+    for method in methods:
+        check_unlearning_config(make_config(f"method={method}", base=SMALL_MODEL))
+
+
+def test_shared_defaults_are_not_a_method_option():
+    options = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
+    assert not [o for o in options if o.startswith("_")], "shared defaults must live outside conf/method/"
+
+
+# --- the command line: Hydra's errors as one line ----------------------------------------------------------------
+
+
+def main_in_process(module, monkeypatch, capsys, *argv):
+    """(exit status, stderr lines) of `python -m <module> argv...` run in this process (errors before any job)."""
+    monkeypatch.setattr(sys, "argv", [module.__file__, *argv])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # main() sets it; monkeypatch restores it afterwards
+    with pytest.raises(SystemExit) as e:
+        module.main()
+    return e.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+OPTIONS = "flat, ga, graddiff, icu, idk, idkdpo, npo, pmc, pmc_llama3b, simnpo"
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["method=doesnotexist"],
+     f"error: In 'config': Could not find 'method/doesnotexist'; Available options in 'method': {OPTIONS}"),
+    (["method=_unlearning_defaults"],
+     f"error: In 'config': Could not find 'method/_unlearning_defaults'; Available options in 'method': {OPTIONS}"),
+    (["method.handler.bogus=1"],
+     "error: Could not override 'method.handler.bogus'. To append to your config use +method.handler.bogus=1"),
+    (["method=pmc,"], None),  # an override that does not parse
+    (["-m", "hydra/launcher=slurm", "method=pmc,npo", "--cfg", "hydra"],
+     "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified (to dry-run a "
+     "sweep, drop -m and the comma-separated values)"),
+])
+def test_hydra_errors_are_one_line(monkeypatch, capsys, argv, line):
+    status, stderr = main_in_process(pmc.run, monkeypatch, capsys, *argv)
+    assert status == 1 and len(stderr) == 1 and stderr[0].startswith("error: ")
+    if line is not None:
+        assert stderr == [line]
+
+
+def run_cli(module, *args, env=None):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_cli_bad_type_fails_fast_with_one_line(tmp_path):
+    """The new-user report: `PMC_CACHE_DIR=$(mktemp -d) python -m pmc.run method.handler.num_samples=abc` trained
+    stage 0 for minutes, then failed without naming the key."""
+    import os
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    done = run_cli("pmc.run", "method.handler.num_samples=abc", f"hydra.run.dir={tmp_path / 'run'}",
+                   env={**os.environ, "PMC_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["error: method.handler.num_samples must be an int, got 'abc'"]
+    assert not list(cache.iterdir()), "stage 0 was started"
+    assert not (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "failure.json").is_file()
+
+
+def test_cli_unknown_option_of_evaluate_is_one_line():
+    done = run_cli("pmc.evaluate", "checkpoint=x", "method=doesnotexist")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: In 'config': Could not find 'method/doesnotexist'; Available options in 'method': {OPTIONS}"]
