@@ -232,3 +232,26 @@ def test_resumed_train_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
     with resume_train_log(path, 0):  # no checkpoint: a fresh log
         pass
     assert path.read_text() == ""
+
+
+def test_a_killed_stage0_build_resumes_beside_the_cache_entry(tmp_path, tokenizer, initial_model):
+    """stage0.cached hands the build a resume directory named after the entry; a rerun resumes the fine-tuning there
+    and the entry holds the weights an uninterrupted build gives; the directory goes once the entry is in place."""
+    from pmc.models import load_checkpoint
+    from pmc.stage0 import cached
+
+    def builder(stop_at: int | None):
+        def build(resume_dir):
+            model = copy.deepcopy(initial_model)
+            run_finetune(model, tokenizer, Checkpoints(resume_dir, 3), stop_after(stop_at, []) if stop_at else None)
+            return model, tokenizer
+        return build
+
+    uninterrupted, _ = cached(tmp_path / "a", "tiny-target-0", builder(None), lambda name: None)
+    with pytest.raises(Stop):
+        cached(tmp_path / "b", "tiny-target-0", builder(7), lambda name: None)
+    assert Checkpoints(tmp_path / "b" / ".tiny-target-0.resume").resume_step() == 6
+    resumed, _ = cached(tmp_path / "b", "tiny-target-0", builder(None), lambda name: None)
+    assert_same_weights(weights(resumed), weights(uninterrupted))
+    assert not (tmp_path / "b" / ".tiny-target-0.resume").exists()
+    assert_same_weights(weights(load_checkpoint(tmp_path / "b" / "tiny-target-0")[0]), weights(uninterrupted))
