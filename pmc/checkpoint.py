@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,15 +94,8 @@ class Checkpoints:
         name = f"{PREFIX}{position['step']:09d}"
         staging = self.directory / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        # tied input/output embeddings are stored once; accelerate warns about it on every save, and load_state
-        # ties them again (the resume tests compare every weight)
-        shared_tensor_warning = logging.getLogger("accelerate.utils.other")
-        level = shared_tensor_warning.level
-        shared_tensor_warning.setLevel(logging.ERROR)
-        try:
+        with quiet_accelerate():
             accelerator.save_state(str(staging), safe_serialization=True)
-        finally:
-            shared_tensor_warning.setLevel(level)
         with (staging / STATE_FILE).open("w", encoding="utf-8") as f:
             json.dump({"position": position, "caller": caller_state}, f)
             f.flush()
@@ -117,7 +111,8 @@ class Checkpoints:
         """Restore model, optimizer, scheduler and RNG states from `path`; returns its trainer_state.json."""
         state = read_state(path)
         try:
-            accelerator.load_state(str(path))
+            with quiet_accelerate():
+                accelerator.load_state(str(path))
         except Exception as e:  # a file missing or unreadable in a checkpoint that was complete when written
             raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); delete it to "
                                   "start the run afresh") from None
@@ -129,6 +124,23 @@ class Checkpoints:
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextmanager
+def quiet_accelerate():
+    """accelerate logs five INFO lines per save and load, and warns on every save of a model with tied input/output
+    embeddings that it stores them once (load_state ties them again; the resume tests compare every weight): a run
+    checkpointing every epoch would bury its own log under them. Errors still show."""
+    loggers = [logging.getLogger(name) for name in ("accelerate.accelerator", "accelerate.checkpointing",
+                                                    "accelerate.utils.other")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def read_state(path: Path) -> dict:

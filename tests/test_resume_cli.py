@@ -63,3 +63,52 @@ def test_a_run_killed_mid_unlearning_resumes_to_identical_metrics(tmp_path):
     assert log == (tmp_path / "uninterrupted" / "train_log.jsonl").read_text()  # every step once, same values
     assert len(log.splitlines()) == 20
     assert not (run_dir / "checkpoints").exists()
+
+
+def task_processes(sweep_dir) -> list[int]:
+    """Pids of the submitit task processes (python -m submitit.core._submit <sweep_dir>/.submitit/...)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            continue
+        if "submitit.core._submit" in cmdline and any(str(sweep_dir) in part for part in cmdline):
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the job's process through /proc")
+def test_a_preempted_submitit_job_requeues_itself_and_resumes(tmp_path):
+    """The submitit launchers (local here, SLURM alike) requeue a job that gets the preemption / timeout signal
+    (USR2: submitit's handler calls the launcher's `checkpoint`, which resubmits the same job); the requeued job
+    runs in the same sweep subdirectory and resumes from the checkpoint the first attempt left."""
+    sweep_dir = tmp_path / "sweep"
+    overrides = [*OVERRIDES, "method.training.epochs=4", "model.pretrain.epochs=4", "model.finetune.epochs=6"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pmc.run", "-m", "hydra/launcher=local", *overrides, f"cache_dir={tmp_path / 'cache'}",
+         f"hydra.sweep.dir={sweep_dir}"], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    job_dir = sweep_dir / "0"
+    try:
+        deadline = time.monotonic() + 240
+        while newest_checkpoint_step(job_dir) < 3 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        tasks = task_processes(sweep_dir)
+        assert process.poll() is None and len(tasks) == 1, "the job ended before it could be preempted"
+        os.kill(tasks[0], signal.SIGUSR2)
+        preempted_at = newest_checkpoint_step(job_dir)
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert 3 <= preempted_at < 8
+    job_log = next(sweep_dir.glob(".submitit/*/*_0_log.out")).read_text()
+    assert "Caught signal SIGUSR2" in next(sweep_dir.glob(".submitit/*/*_0_log.err")).read_text()
+    assert job_log.count("Loading pickle") == 2  # the job started twice: the second time from the requeue
+    assert f"unlearn[pmc]: resuming from {job_dir / 'checkpoints'}" in job_log
+    assert json.loads((job_dir / "results.json").read_text())["method"] == "pmc"
+    steps = [json.loads(line)["step"] for line in (job_dir / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))  # 4 epochs x 2 steps, each logged once across the two attempts
