@@ -255,3 +255,35 @@ def test_a_killed_stage0_build_resumes_beside_the_cache_entry(tmp_path, tokenize
     assert_same_weights(weights(resumed), weights(uninterrupted))
     assert not (tmp_path / "b" / ".tiny-target-0.resume").exists()
     assert_same_weights(weights(load_checkpoint(tmp_path / "b" / "tiny-target-0")[0]), weights(uninterrupted))
+
+
+def test_method_states_survive_the_json_round_trip():
+    """PMC (unsampled questions score infinity), the refusal RNG of IDK-style methods and ICU's verdicts come back
+    equal from trainer_state.json's JSON."""
+    import math
+
+    from baselines.icu import ICU
+    from baselines.idk import IdkNLL
+    from pmc.collapse import PartialModelCollapse
+    from pmc.selection import BestSoFarCache
+
+    pmc = PartialModelCollapse(seed=4)
+    pmc.initial_answers, pmc.cache = ["a", "b"], BestSoFarCache(2)
+    pmc.cache.offer(0, "x", 0.25)
+    pmc.rng.random()
+    restored = PartialModelCollapse(seed=0)
+    restored.cache = BestSoFarCache(2)
+    restored.load_state_dict(json.loads(json.dumps(pmc.state_dict())))
+    assert restored.initial_answers == ["a", "b"] and restored.cache.answers == ["x", None]
+    assert restored.cache.scores[0] == 0.25 and math.isinf(restored.cache.scores[1])
+    assert restored.rng.random() == pmc.rng.random()
+
+    idk, other = IdkNLL(refusal="random", seed=1), IdkNLL(refusal="random", seed=2)
+    idk.refusal_rng.random()
+    other.load_state_dict(json.loads(json.dumps(idk.state_dict())))
+    assert other.refusal_rng.random() == idk.refusal_rng.random()
+
+    icu, fresh = ICU.__new__(ICU), ICU.__new__(ICU)
+    icu.remaining, icu.stopped, icu.check = [0, 3], True, {"remaining": 2.0}
+    fresh.load_state_dict(json.loads(json.dumps(icu.state_dict())))
+    assert (fresh.remaining, fresh.stopped, fresh.check) == ([0, 3], True, {"remaining": 2.0})
