@@ -1,11 +1,13 @@
 """QA pairs -> padded tensors with answer-only labels: the one place training data is tokenised.
 
 Every method trains through `encode_pairs`, so the masking rule (loss on answer tokens only, never on the prompt
-or on padding) holds for PMC and every baseline alike.
+or on padding) holds for PMC and every baseline alike. Each (prompt format, question, answer) is tokenised once per
+tokenizer (`pair_ids`): training encodes every record every epoch, and the suites score the same pairs per model.
 """
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
@@ -40,6 +42,19 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return input_ids, attention_mask
 
 
+# tokenizer -> {(prompt format, question, answer): (prompt ids, answer ids)}; an entry goes with its tokenizer
+_PAIR_IDS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+
+
+def pair_ids(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids ending in end-of-sequence) of one pair, tokenised on first use and then remembered
+    for this tokenizer object (a tokenizer is never changed after it is built, so its ids cannot go stale)."""
+    memo = _PAIR_IDS.setdefault(tokenizer, {})
+    key = (fmt, question, answer)
+    if key not in memo:
+        memo[key] = (tuple(fmt.prompt_ids(tokenizer, question)), tuple(fmt.answer_ids(tokenizer, answer)))
+    prompt, answer_ids = memo[key]
+    return list(prompt), list(answer_ids)
 def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows as left-padded input ids [B, T] and their attention mask, so every row ends at the last column
     and generation continues all of them at the same position."""
@@ -56,9 +71,8 @@ def encode_pairs(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], max
     """Tokenise (question, answer) pairs; an answer is cut at the end (never the prompt) to fit max_length."""
     rows = []
     for question, answer in pairs:
-        prompt = fmt.prompt_ids(tokenizer, question)
-        answer_ids = fmt.answer_ids(tokenizer, answer)[: max(1, max_length - len(prompt))]
-        rows.append((prompt, answer_ids))
+        prompt, answer_ids = pair_ids(tokenizer, fmt, question, answer)
+        rows.append((prompt, answer_ids[: max(1, max_length - len(prompt))]))
     input_ids, attention_mask = pad_right([p + a for p, a in rows], tokenizer.pad_token_id)
     labels = torch.full_like(input_ids, IGNORE_INDEX)
     for i, (prompt, answer_ids) in enumerate(rows):

@@ -1,10 +1,11 @@
 """Partial Model Collapse (Scholten et al., ICLR 2026): unlearning without ever training on the forget answers.
 
-Before training, the model's own greedy answer to each forget question is recorded. Every epoch, for each forget
-question whose best answer still overlaps that initial answer, n answers are sampled from the *current* model and
-scored by ROUGE-L recall against it; the lowest-scoring one (best-so-far, see `selection.BestSoFarCache`) becomes the
-training target. The loss is NLL(selected answer | q) + λ·NLL(retain answer | retain q) on answer tokens only:
-the model collapses onto its own answers that do not reveal the forget information.
+Before training, the model's own greedy answer to each forget question is recorded. Inside every micro-batch (the
+official schedule; `sample_every=epoch`: once per epoch for the whole forget set), each of its forget questions
+whose best answer still overlaps that initial answer gets n answers sampled from the *current* model, scored by
+ROUGE-L recall against it; the lowest-scoring one (best-so-far, see `selection.BestSoFarCache`) becomes the training
+target. The loss is NLL(selected answer | q) + λ·NLL(retain answer | retain q) on answer tokens only: the model
+collapses onto its own answers that do not reveal the forget information.
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ import random
 
 import torch
 
-from pmc.generation import generate_answers, greedy_answers
+from pmc.checkpoint import rng_state, set_rng_state
+from pmc.errors import ConfigError
+from pmc.generation import DEFAULT_TOP_K, generate_answers, greedy_answers
 from pmc.losses import answer_nll
 from pmc.method import ForgetExample, RetainRegularised, RunContext
 from pmc.rouge import rouge_l_recall
-from pmc.selection import SELECTION_RULES, BestSoFarCache, penalised_score, select
-from pmc.checkpoint import rng_state, set_rng_state
-from pmc.errors import ConfigError
+from pmc.selection import SELECTION_RULES, BestSoFarCache, check_length_penalty, penalised_score, select
+
+SAMPLE_EVERY = ("batch", "epoch")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class PartialModelCollapse(RetainRegularised):
@@ -31,75 +38,120 @@ class PartialModelCollapse(RetainRegularised):
         num_samples: int = 5,
         temperature: float = 1.25,
         top_p: float = 0.95,
+        top_k: int = DEFAULT_TOP_K,
+        max_length: int | None = None,
         max_new_tokens: int | None = None,
+        sample_every: str = "batch",
         retain_weight: float = 1.5,
         selection: str = "argmin",
         bt_temperature: float = 0.1,
         min_length: int = 0,
-        length_penalty: float = 0.0,
+        length_penalty: float | str = "exp",
         seed: int = 0,
     ):
         if num_samples < 1 or temperature <= 0 or not 0 < top_p <= 1:
             raise ConfigError(
                 f"PMC needs num_samples >= 1, temperature > 0, 0 < top_p <= 1; got {num_samples}, {temperature}, {top_p}"
             )
+        if not _is_int(top_k) or top_k < 0:
+            raise ConfigError(f"method.handler.top_k must be an integer >= 0 (0 = no top-k), got {top_k!r}")
+        if max_length is not None and max_new_tokens is not None:
+            raise ConfigError("method.handler: set max_length (prompt + answer tokens) or max_new_tokens (answer "
+                              f"tokens), not both; got {max_length} and {max_new_tokens}")
+        for key, value in (("max_length", max_length), ("max_new_tokens", max_new_tokens)):
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ConfigError(f"method.handler.{key} must be a positive integer or null, got {value!r}")
+        if sample_every not in SAMPLE_EVERY:
+            raise ConfigError(f"method.handler.sample_every must be one of {SAMPLE_EVERY}, got {sample_every!r}")
         if selection not in SELECTION_RULES:
             raise ConfigError(f"method.handler.selection must be one of {SELECTION_RULES}, got {selection!r}")
         if selection == "bradley_terry" and not bt_temperature > 0:
             raise ConfigError(f"method.handler.bt_temperature must be > 0, got {bt_temperature}")
+        if not _is_int(min_length) or min_length < 0:
+            raise ConfigError(f"method.handler.min_length must be an integer >= 0, got {min_length!r}")
+        check_length_penalty(length_penalty)
         super().__init__(forget_weight=1.0, retain_weight=retain_weight)
-        self.num_samples, self.temperature, self.top_p = num_samples, temperature, top_p
-        self.max_new_tokens = max_new_tokens
+        self.num_samples, self.temperature, self.top_p, self.top_k = num_samples, temperature, top_p, top_k
+        self.max_length, self.max_new_tokens = max_length, max_new_tokens
+        self.sample_every = sample_every
         self.selection, self.bt_temperature = selection, bt_temperature
         self.min_length, self.length_penalty = min_length, length_penalty
         self.rng = random.Random(seed)
         self.initial_answers: list[str] = []
         self.cache: BestSoFarCache | None = None
+        self.sampled_answers = 0  # candidates drawn so far (a cost measure; the benchmark script reports it)
 
-    def _max_new_tokens(self, run: RunContext) -> int:
-        return self.max_new_tokens or run.max_new_tokens
+    def _length(self, run: RunContext) -> dict[str, int]:
+        """The decoding limit for initial answers and samples alike (official: one `max_length` for both,
+        unlearning/inference.py L28 and pmc.py L195); neither set: the run's generation.max_new_tokens."""
+        if self.max_length is not None:
+            return {"max_length": self.max_length}
+        return {"max_new_tokens": self.max_new_tokens or run.max_new_tokens}
 
     def setup(self, run: RunContext) -> None:
         super().setup(run)
         questions = [r.question for r in run.benchmark.forget]
         self.initial_answers = greedy_answers(
             run.model, run.tokenizer, run.prompt_format, questions,
-            max_new_tokens=self._max_new_tokens(run), batch_size=run.generation_batch_size, desc="pmc: initial answers",
+            **self._length(run), batch_size=run.generation_batch_size, desc="pmc: initial answers",
         )
         self.cache = BestSoFarCache(len(questions))
+        self.sampled_answers = 0
 
-    def on_epoch_start(self, run: RunContext) -> None:
-        pending = self.cache.pending()
-        if not pending:
+    def _resample(self, run: RunContext, indices: list[int], desc: str) -> None:
+        """Sample with the current weights for the questions among `indices` still worth sampling, and offer each
+        one's chosen candidate to the cache (official: unlearning/pmc.py L14-58)."""
+        pending = set(self.cache.pending())
+        indices = [i for i in indices if i in pending]
+        if not indices:
             return
-        questions = [run.benchmark.forget[i].question for i in pending]
         samples = generate_answers(
-            run.model, run.tokenizer, run.prompt_format, questions,
-            max_new_tokens=self._max_new_tokens(run), batch_size=run.generation_batch_size,
-            num_samples=self.num_samples, temperature=self.temperature, top_p=self.top_p,
-            desc=f"pmc: sampling epoch {run.epoch + 1}",
+            run.model, run.tokenizer, run.prompt_format, [run.benchmark.forget[i].question for i in indices],
+            **self._length(run), batch_size=run.generation_batch_size,
+            num_samples=self.num_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+            desc=desc,
         )
-        for index, candidates in zip(pending, samples):
+        for index, candidates in zip(indices, samples):
             scores = [
                 penalised_score(rouge_l_recall(self.initial_answers[index], c), c, self.min_length, self.length_penalty)
                 for c in candidates
             ]
             chosen = select(scores, self.selection, self.bt_temperature, self.rng)
             self.cache.offer(index, candidates[chosen], scores[chosen])
+            self.sampled_answers += len(candidates)
+
+    def on_epoch_start(self, run: RunContext) -> None:
+        if self.sample_every == "epoch":
+            self._resample(run, list(range(len(self.cache.answers))), f"pmc: sampling epoch {run.epoch + 1}")
 
     def forget_examples(self, run: RunContext) -> list[ForgetExample]:
-        return [ForgetExample(r.question, a) for r, a in zip(run.benchmark.forget, self.cache.answers)]
+        """One row per forget question with its cached answer. With sample_every=batch a question not sampled yet
+        has the placeholder "": `forget_batch_examples` samples it before any batch trains on it."""
+        return [ForgetExample(r.question, a if a is not None else "") for r, a in zip(run.benchmark.forget,
+                                                                                      self.cache.answers)]
+
+    def forget_batch_examples(self, run: RunContext, examples: list[ForgetExample],
+                              indices: list[int]) -> list[ForgetExample]:
+        """sample_every=batch: sample for this micro-batch's questions first, with the weights of the step that
+        trains on them (official: compute_loss samples inside every micro-batch, unlearning/unlearning_trainer.py
+        L89-107). Rows are indices into the forget set, since forget_examples lists it in order."""
+        if self.sample_every == "epoch":
+            return super().forget_batch_examples(run, examples, indices)
+        self._resample(run, indices, f"pmc: sampling epoch {run.epoch + 1}")
+        return [ForgetExample(run.benchmark.forget[i].question, self.cache.answers[i]) for i in indices]
 
     def forget_loss(self, model, forget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """NLL of the selected answers; the mean cached score shows how far collapse has got."""
+        """NLL of the selected answers; the mean cached score of the questions sampled so far shows how far
+        collapse has got."""
         return answer_nll(model, forget), {"selected_score": torch.tensor(self.cache.mean_score())}
 
     def state_dict(self) -> dict:
         """Initial answers, the best-so-far cache and the selection RNG: what later epochs sample and train from."""
         return {"initial_answers": self.initial_answers, "answers": self.cache.answers, "scores": self.cache.scores,
-                "rng": rng_state(self.rng)}
+                "rng": rng_state(self.rng), "sampled_answers": self.sampled_answers}
 
     def load_state_dict(self, state: dict) -> None:
         self.initial_answers = list(state["initial_answers"])
         self.cache.answers, self.cache.scores = list(state["answers"]), [float(s) for s in state["scores"]]
         set_rng_state(self.rng, state["rng"])
+        self.sampled_answers = state["sampled_answers"]

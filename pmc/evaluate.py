@@ -3,7 +3,8 @@
 The config tree is the run's (benchmark, model and its prompt format, eval suites, generation settings), so a
 checkpoint saved by `save_unlearned=true` is scored exactly as its run scored it. The target and retain models of
 stage 0 come from the cache (built there if absent, never a manual step) and are scored beside it: the retain
-model is the reference of TOFU's forget quality.
+model is the reference of TOFU's forget quality. Their results come from the eval cache when a run (or an earlier
+evaluation) with the same settings scored them already.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pmc.errors import CheckpointError
 from pmc.failures import cli, report_errors, stage
 from pmc.models import device_for, load_checkpoint
 from pmc.results import write_json_atomic
-from pmc.run import (CONF_DIR, _instantiate, check_config, eval_context, evaluate_models, load_stage0,
-                     prompt_format, run_record, seed_everything, timed)
+from pmc.run import (CONF_DIR, _instantiate, check_config, eval_cache, eval_context, evaluate_models, load_stage0,
+                     prepare_generation, prompt_format, run_record, seed_everything, timed)
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
@@ -40,10 +41,12 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
             "model and benchmark config it was trained from"
         )
     models = {"target": stage0.target, "retain": stage0.retain, "checkpoint": model.to(device_for(cfg.device))}
-    ctx = eval_context(cfg, tokenizer, fmt, benchmark)
-    metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
+    batch_size = prepare_generation(cfg, list(models.values()), tokenizer, fmt, benchmark)
+    ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_size)
+    metrics, provenance = evaluate_models(models, ctx, cfg.eval, run_dir, timings,
+                                          eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
-        results = run_record(cfg, benchmark, stage0, metrics, timings, checkpoint=str(cfg.checkpoint))
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, checkpoint=str(cfg.checkpoint))
         write_json_atomic(run_dir / "results.json", results)
     return results
 

@@ -2,16 +2,29 @@
 beam-search answers and greedy token continuations for ICU's forgetting checks.
 
 Prompts are left-padded so every row's answer starts at the same position; answers are decoded without special
-tokens and stripped, which is what ROUGE scores.
+tokens, the prompt format's answer tag is removed (Phi writes "Answer: " itself) and the text stripped, which is
+what ROUGE scores.
+
+Speed settings (the run config's `generation:` block): `batch_size` (an int, or `auto`: see `auto_batch_size`),
+`cache_implementation` and `compile`, set once per model as transformers' generation defaults
+(`configure_generation`), so every decoding call (evaluation, PMC's samples, ICU's checks) uses them.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm.auto import tqdm
+from transformers import CompileConfig
 
 from pmc.batches import eval_mode, longest_first, pad_left
+from pmc.errors import ConfigError
 from pmc.prompts import PromptFormat
+
+# transformers' GenerationConfig default, which the official PMC sampler gets by passing no top_k
+# (unlearning/pmc.py L192-202); passed explicitly so it does not depend on the model's generation_config.json.
+DEFAULT_TOP_K = 50
 
 
 @torch.no_grad()
@@ -21,22 +34,32 @@ def generate_answers(
     fmt: PromptFormat,
     questions: list[str],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
+    max_length: int | None = None,
     batch_size: int = 32,
     num_samples: int = 1,
     temperature: float | None = None,
     top_p: float | None = None,
+    top_k: int = DEFAULT_TOP_K,
     num_beams: int = 1,
     desc: str | None = None,
 ) -> list[list[str]]:
     """One list of answers per question: greedy (one answer) when temperature is None, or beam search over num_beams
-    beams when num_beams > 1; else num_samples samples drawn with temperature and top-p from the global torch RNG
-    (seeded by the run)."""
+    beams when num_beams > 1; else num_samples samples drawn with temperature, top-p and top-k (0 = no top-k) from
+    the global torch RNG (seeded by the run).
+
+    Length: exactly one of max_new_tokens (answer tokens) or max_length (prompt + answer tokens, the official
+    `max_length`, unlearning/pmc.py L195 and inference.py L28). max_length counts each row's own prompt; the official
+    code counts the left-padded batch width, so there every row of a batch gets max_length minus its longest prompt."""
     sampling = temperature is not None
     if not sampling and num_samples != 1:
         raise ValueError("greedy decoding gives one answer per question; pass a temperature to sample several")
     if sampling and num_beams != 1:
         raise ValueError("beam search is deterministic; pass temperature=None with num_beams > 1")
+    if (max_new_tokens is None) == (max_length is None):
+        raise ConfigError(f"generation needs exactly one of max_new_tokens, max_length; got {max_new_tokens}, "
+                          f"{max_length}")
+    answer_tag = getattr(fmt, "answer_tag", "")  # stand-in formats (analyses' prefilled continuations) carry none
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     answers: list[list[str]] = []
@@ -44,24 +67,36 @@ def generate_answers(
     with eval_mode(model):
         for start in tqdm(starts, desc=desc or "generate", leave=False, disable=desc is None):
             prompts = [fmt.prompt_ids(tokenizer, q) for q in questions[start : start + batch_size]]
+            if max_length is None:
+                budgets = [max_new_tokens] * len(prompts)
+            else:
+                budgets = [max_length - len(p) for p in prompts]
+                if min(budgets) < 1:
+                    raise ConfigError(f"generation max_length={max_length} leaves no room for an answer after a "
+                                      f"{max(len(p) for p in prompts)}-token prompt; raise it")
             input_ids, attention_mask = pad_left(prompts, pad_id)
             width = input_ids.shape[1]
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max(budgets),
                 do_sample=sampling,
                 num_beams=num_beams,
                 temperature=temperature,
                 top_p=top_p if sampling else None,
-                top_k=0 if sampling else None,
+                top_k=top_k if sampling else None,
                 num_return_sequences=num_samples,
                 pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            # row r is sample r % num_samples of question r // num_samples; each keeps its own budget of tokens
+            rows = [row[: budgets[r // num_samples]].tolist() for r, row in enumerate(out[:, width:])]
+            # the tag is removed only when present: the official evaluation rule (unlearning/inference.py L42-47); the
+            # official sampler slices len(tag) characters off unconditionally (unlearning/pmc.py L212-215), which
+            # would cut real text from a generation without the tag
+            texts = [t.removeprefix(answer_tag).strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
             for i in range(len(prompts)):
-                answers.append([t.strip() for t in texts[i * num_samples : (i + 1) * num_samples]])
+                answers.append(texts[i * num_samples : (i + 1) * num_samples])
     return answers
 
 
@@ -101,3 +136,81 @@ def greedy_continuations(
                 row = row[: lengths[i]]
                 continuations[i] = row[: row.index(eos_id)] if eos_id in row else row
     return continuations
+
+
+# --- speed settings: batch size, KV cache, compilation ----------------------------------------------------------------
+
+CPU_BATCH_SIZE = 32  # generation.batch_size=auto off CUDA: rows decoded at once (a CPU gains little beyond this)
+AUTO_MAX_BATCH_SIZE = 512  # a decoding step of a small model costs the same up to ~512 rows on an H200 (docs/gpu.md)
+AUTO_MEMORY_FRACTION = 0.5  # share of the free memory (after the training reserve) decoding may fill
+TRAINING_RESERVE_COPIES = 5  # fp32 parameter copies kept free: unlearned copy, reference, gradients, AdamW's 2 moments
+CACHE_IMPLEMENTATIONS = (None, "static")
+
+
+def check_generation_options(batch_size, cache_implementation, compile) -> None:
+    """One ConfigError naming the `generation.*` key, before anything is built."""
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"generation.batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    if cache_implementation not in CACHE_IMPLEMENTATIONS:
+        raise ConfigError(f"generation.cache_implementation must be null or 'static', got {cache_implementation!r}")
+    if not isinstance(compile, bool):
+        raise ConfigError(f"generation.compile must be true or false, got {compile!r}")
+    if compile and cache_implementation is None:
+        raise ConfigError("generation.compile=true needs generation.cache_implementation=static: transformers "
+                          "compiles decoding only with a static KV cache")
+
+
+def configure_generation(model, cache_implementation: str | None = None, compile: bool = False) -> None:
+    """Make these transformers' generation defaults of `model` (copies made later inherit them).
+
+    static: the KV cache is allocated once for the longest call so far, not grown token by token. compile: with a
+    static cache, transformers compiles the decoding step (torch.compile, CUDA graphs) on CUDA devices only; with a
+    static cache and compile=false its automatic compilation is switched off, so the two can be measured apart.
+    The defaults (null, false) leave the model's generation config as loaded."""
+    check_generation_options(1, cache_implementation, compile)
+    config = model.generation_config
+    config.cache_implementation = cache_implementation
+    config.compile_config = CompileConfig() if compile else None
+    config.disable_compile = None if cache_implementation is None else not compile
+
+
+def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
+    """Memory one row of a batch needs at most. Decoding: its KV cache (keys and values of every layer for every
+    position) and one layer's prefill activations (attention projections, MLP and the attention score matrix).
+    Scoring (the suites score answers `batch_size` rows at a time too): float32 logits over the vocabulary at every
+    position, three times over (logits, cross-entropy's log-softmax, a contiguous copy); this also covers the last
+    position's logits, probabilities and top-p's sorted copy while decoding."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_cache = 2 * config.num_hidden_layers * kv_heads * head_dim * sequence_length * dtype_bytes
+    intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+    activations = (sequence_length * (4 * config.hidden_size + 3 * intermediate)
+                   + heads * sequence_length**2) * dtype_bytes
+    return kv_cache + activations + 3 * 4 * config.vocab_size * sequence_length
+
+
+def auto_batch_size(model, sequence_length: int, free_bytes: int) -> int:
+    """Rows to decode or score at once on a GPU with `free_bytes` free: what fits in AUTO_MEMORY_FRACTION of the
+    memory left after keeping TRAINING_RESERVE_COPIES fp32 copies of the parameters free for unlearning, rounded down
+    to a power of two (stable across jobs whose free memory differs a little), between 1 and AUTO_MAX_BATCH_SIZE."""
+    parameters = sum(p.numel() for p in model.parameters())
+    dtype_bytes = next(model.parameters()).element_size()
+    budget = AUTO_MEMORY_FRACTION * (free_bytes - TRAINING_RESERVE_COPIES * 4 * parameters)
+    rows = int(budget // row_bytes(model.config, sequence_length, dtype_bytes))
+    if rows < 1:
+        return 1
+    return min(AUTO_MAX_BATCH_SIZE, 2 ** int(math.log2(rows)))
+
+
+def resolve_batch_size(batch_size, model, sequence_length: int) -> int:
+    """generation.batch_size as a number: an int as given; `auto` from the free memory of the model's CUDA device
+    (auto_batch_size), CPU_BATCH_SIZE elsewhere."""
+    check_generation_options(batch_size, None, False)
+    if batch_size != "auto":
+        return batch_size
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    free, _total = torch.cuda.mem_get_info(device)
+    return auto_batch_size(model, sequence_length, free)

@@ -61,12 +61,19 @@ class Method:
         """Once before training, with the model as it was before unlearning (e.g. PMC's initial answers)."""
 
     def on_epoch_start(self, run: RunContext) -> None:
-        """Before each epoch (e.g. PMC's resampling)."""
+        """Before each epoch (e.g. PMC's resampling with sample_every=epoch)."""
 
     def forget_examples(self, run: RunContext) -> list[ForgetExample]:
         """What this epoch's forget batches are built from; default: the forget set itself. May shrink between
         epochs (ICU drops forgotten items); an empty list ends training early."""
         return [ForgetExample(r.question, r.answer) for r in run.benchmark.forget]
+
+    def forget_batch_examples(self, run: RunContext, examples: list[ForgetExample],
+                              indices: list[int]) -> list[ForgetExample]:
+        """The forget rows of one micro-batch: `indices` into this epoch's `examples`. The trainer asks right before
+        the micro-batch's step, so the model has the weights that step trains, which lets PMC sample per micro-batch
+        as the official code does. Default: those examples as they are."""
+        return [examples[i] for i in indices]
 
     def loss(self, model, forget: Batch, retain: Batch) -> dict[str, torch.Tensor]:
         """{"loss": the scalar to minimise, plus named terms to log}."""

@@ -6,27 +6,44 @@ masks every prompt token, and generation starts right where the answer would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from pmc.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """`plain`: question_template filled in (Phi's "Question: …\\nAnswer:"); `chat`: the tokenizer's chat template
-    with an optional system prompt (Llama-3.2-Instruct, SmolLM2-Instruct). answer_prefix goes before the answer
-    text (a space after "Answer:" for plain prompts)."""
+    """`plain`: question_template filled in; `chat`: the tokenizer's chat template with an optional system prompt
+    (Llama-3.2-Instruct, SmolLM2-Instruct) and `chat_template_kwargs` passed to it (Llama's `date_string`, which
+    the template otherwise sets to today's date, so prompts would change with the day of the run).
+
+    answer_prefix goes before every trained answer text. answer_tag is the part of it the model writes itself at
+    the start of an answer (Phi: the prompt is "Question: …\\n" and the trained answer "Answer: …", tag included in
+    the labels as in the official encoding, unlearning/encoding.py L19-21); it is removed from decoded
+    generations when they start with it (pmc.generation), before answers are scored or trained on."""
 
     style: str = "plain"
     question_template: str = "Question: {question}\nAnswer:"
     answer_prefix: str = " "
     system_prompt: str | None = None
+    answer_tag: str = ""
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.style not in ("plain", "chat", "raw"):
             raise ConfigError(f"model.prompt.style must be 'plain', 'chat' or 'raw', got {self.style!r}")
         if "{question}" not in self.question_template:
             raise ConfigError("model.prompt.question_template must contain '{question}'")
+        if not self.answer_prefix.startswith(self.answer_tag):
+            raise ConfigError(f"model.prompt.answer_tag {self.answer_tag!r} must begin answer_prefix "
+                              f"{self.answer_prefix!r}: the model only writes the tag it was trained on")
+        kwargs = self.chat_template_kwargs or {}
+        if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+            raise ConfigError(f"model.prompt.chat_template_kwargs must map names to values, got {kwargs!r}")
+        if kwargs and self.style != "chat":
+            raise ConfigError(f"model.prompt.chat_template_kwargs is only used by style 'chat', not {self.style!r}")
+        object.__setattr__(self, "chat_template_kwargs", dict(kwargs))  # a plain dict, also from a DictConfig
 
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
         if self.style == "raw":
@@ -35,7 +52,8 @@ class PromptFormat:
             return tokenizer(self.question_template.format(question=question))["input_ids"]
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": question})
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                             **self.chat_template_kwargs)  # official: unlearning/encoding.py L126-132
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def answer_ids(self, tokenizer, answer: str) -> list[int]:

@@ -32,6 +32,8 @@ from pmc.checks import check_run_config, check_unlearning_config
 from pmc.distributed import export_launch_environment, is_main_process, world_size
 from pmc.errors import ConfigError, HarnessError
 from pmc.failures import cli, report_errors, stage
+from pmc.eval_cache import SCORED, EvalCache
+from pmc.generation import check_generation_options, configure_generation, resolve_batch_size
 from pmc.loggers import NullLogger
 from pmc.method import RunContext
 from pmc.models import device_for, save_checkpoint, with_lora, without_lora
@@ -99,9 +101,14 @@ def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
 
 
 def check_eval_suites(cfg: DictConfig) -> None:
+    """The evaluation and generation settings, checked before anything is built."""
     unknown = [name for name in cfg.eval if name not in SUITES]
     if unknown:
         raise ConfigError(f"eval: unknown metric suite(s) {unknown}; available: {sorted(SUITES)}")
+    if not isinstance(cfg.eval_cache, bool):
+        raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
+    g = cfg.generation
+    check_generation_options(g.batch_size, g.cache_implementation, g.compile)
 
 
 def checkpoint_config(cfg: DictConfig) -> CheckpointConfig:
@@ -127,24 +134,71 @@ def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
     return stage0
 
 
-def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark) -> EvalContext:
-    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size,
+def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> int:
+    """Set the KV-cache and compile options on the models (copies made later inherit them) and return the number of
+    rows decoded at once: generation.batch_size, or with `auto` what fits beside the first model (for the longest
+    prompt of the benchmark plus max_new_tokens, at most the model's context)."""
+    g = cfg.generation
+    for model in models:
+        configure_generation(model, g.cache_implementation, g.compile)
+    sequence_length = g.max_new_tokens
+    if g.batch_size == "auto":
+        questions = {r.question for r in benchmark.forget} | {r.question for records in benchmark.eval_sets.values()
+                                                              for r in records}
+        sequence_length += max(len(fmt.prompt_ids(tokenizer, q)) for q in questions)
+        context = getattr(models[0].config, "max_position_embeddings", None)
+        sequence_length = min(sequence_length, context or sequence_length)
+    return resolve_batch_size(g.batch_size, models[0], sequence_length)
+
+
+def method_batch_size(cfg: DictConfig, rows: int, method) -> int:
+    """Questions per decoding call during unlearning. `auto` counts decoded rows, and PMC decodes num_samples rows
+    per question, so it gets rows / num_samples questions (as the analyses suite divides by its k); an int is the
+    questions per call, as given."""
+    if cfg.generation.batch_size != "auto":
+        return rows
+    return max(1, rows // getattr(method, "num_samples", 1))
+
+
+def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch_size: int) -> EvalContext:
+    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size,
                        settings=OmegaConf.to_container(cfg.eval_settings, resolve=True))
 
 
-def evaluate_models(models: dict, ctx: EvalContext, suites, run_dir: Path, timings: dict) -> dict[str, dict]:
-    """Run every selected metric suite on every model; writes eval/<model>/<suite>.json, returns the summaries."""
+def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCache:
+    """The eval cache of this run's stage-0 models, in <cache_dir>/eval (None there: eval_cache=false)."""
+    generation = {**OmegaConf.to_container(cfg.generation, resolve=True), "batch_size": ctx.batch_size}
+    return EvalCache.for_models(Path(cfg.cache_dir) / "eval" if cfg.eval_cache else None, cfg.model.name,
+                                stage0.checkpoints, benchmark, ctx, generation, device_for(cfg.device))
+
+
+def evaluate_models(models: dict, ctx: EvalContext, suites, run_dir: Path, timings: dict,
+                    cache: EvalCache) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Run every selected metric suite on every model; writes eval/<model>/<suite>.json and returns the summaries
+    and where each came from (results.json's "eval_cache").
+
+    Per suite, the stage-0 models (cache.roles) are scored first, through the eval cache (read when another job
+    already scored them); then the other models, with the stage-0 results at hand for the metrics that compare
+    (TOFU's forget quality and MUSE's PrivLeak use the retain model's)."""
     metrics: dict[str, dict] = {name: {} for name in models}
+    provenance: dict[str, dict] = {name: {} for name in models}
+    stage0 = {name: models[name] for name in cache.roles}
     with timed(timings, "eval"):
         for suite in suites:
-            for model_name, result in SUITES[suite](models, ctx).items():
+            settings = ctx.settings.get(suite) or {}
+            known, status = cache.results(suite, settings, lambda: SUITES[suite](stage0, ctx))
+            results = {**known, **SUITES[suite](models, ctx, known)}
+            for model_name in models:
+                result = results[model_name]
                 metrics[model_name][suite] = result.summary
+                provenance[model_name][suite] = status if model_name in known else SCORED
                 write_json_atomic(run_dir / "eval" / model_name / f"{suite}.json",
                                   {"summary": result.summary, "examples": result.examples})
-    return metrics
+    return metrics, provenance
 
 
-def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, timings: dict, **extra) -> dict:
+def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: dict, timings: dict,
+               **extra) -> dict:
     """What results.json holds, common to training runs and stand-alone evaluations."""
     return {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -152,6 +206,7 @@ def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, timings: dict,
         "benchmark": benchmark.name,
         **extra,
         "metrics": metrics,
+        "eval_cache": provenance,
         "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built},
         "timings_s": timings,
         "versions": versions(),
@@ -205,12 +260,14 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     fmt = prompt_format(cfg, benchmark)
     stage0 = load_stage0(cfg, benchmark, fmt, timings)
 
+    batch_size = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
+
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
     seed_everything(cfg.seed)
     lora = cfg.model.get("lora")
     unlearned = with_lora(copy.deepcopy(stage0.target), OmegaConf.to_container(lora) if lora is not None else None)
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
-                     cfg.generation.batch_size)
+                     method_batch_size(cfg, batch_size, method))
     checkpoint = checkpoint_config(cfg)
     checkpoints = Checkpoints(run_dir / "checkpoints", checkpoint.every_steps) if checkpoint.enabled else None
     train_log = resume_train_log(run_dir / "train_log.jsonl", checkpoints.resume_step() if checkpoints else 0)
@@ -225,12 +282,14 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark)
-    metrics = evaluate_models(models, ctx, cfg.eval, run_dir, timings)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_size)
+    metrics, provenance = evaluate_models(models, ctx, cfg.eval, run_dir, timings,
+                                          eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
         if cfg.save_unlearned:
+            configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
-        results = run_record(cfg, benchmark, stage0, metrics, timings, method=method.name)
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=method.name)
         write_json_atomic(run_dir / "results.json", results)
         if checkpoints and not checkpoint.keep:
             checkpoints.remove()

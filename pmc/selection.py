@@ -15,9 +15,36 @@ from pmc.errors import ConfigError
 SELECTION_RULES = ("argmin", "bradley_terry")
 
 
-def penalised_score(rouge_recall: float, answer: str, min_length: int, length_penalty: float) -> float:
-    """ROUGE recall, plus length_penalty when the answer has fewer than min_length whitespace-separated words."""
-    return rouge_recall + (length_penalty if len(answer.split()) < min_length else 0.0)
+LENGTH_PENALTIES = ("exp",)  # or a non-negative number: a constant added to short answers' scores
+
+
+def word_count(answer: str) -> int:
+    """Words as the official reward counts them: `answer.strip().split(" ")`, so an empty answer is one word and a run
+    of spaces adds empty words (official PMC: unlearning/pmc.py L140)."""
+    return len(answer.strip().split(" "))
+
+
+def check_length_penalty(length_penalty) -> None:
+    """`exp` or a finite number >= 0; anything else is a ConfigError (a string typo must not become a constant)."""
+    is_number = isinstance(length_penalty, (int, float)) and not isinstance(length_penalty, bool)
+    if length_penalty not in LENGTH_PENALTIES and not (is_number and 0 <= length_penalty < math.inf):
+        raise ConfigError(f"method.handler.length_penalty must be 'exp' or a number >= 0, got {length_penalty!r}")
+
+
+def penalised_score(rouge_recall: float, answer: str, min_length: int, length_penalty="exp") -> float:
+    """ROUGE recall, plus a penalty when the answer has fewer than min_length words (min_length 0: no penalty).
+
+    `exp` (the official reward, unlearning/pmc.py L136-143): add exp(-#words) and cap the sum at 1, so an empty
+    answer (1 word) scores at least e^-1 and a penalised answer never scores above a full overlap. A number c: add
+    c, uncapped (a harness option for ablations)."""
+    if min_length == 0:
+        return rouge_recall
+    words = word_count(answer)
+    if words >= min_length:
+        return rouge_recall
+    if length_penalty == "exp":
+        return min(rouge_recall + math.exp(-words), 1.0)
+    return rouge_recall + length_penalty
 
 
 def select(scores: list[float], rule: str, tau: float, rng: random.Random) -> int:
@@ -44,7 +71,8 @@ class BestSoFarCache:
     """Per forget question, the lowest-scoring answer seen so far.
 
     A question whose cached score is 0 cannot improve, so it is not resampled (saves most of the sampling cost late
-    in training). A new choice replaces the cached answer only if it scores strictly lower.
+    in training). A new choice replaces the cached answer unless it scores higher: on a tie the newer answer wins,
+    as in the official code (unlearning/pmc.py L51-58: the old answer is kept only if the new score is higher).
     """
 
     def __init__(self, size: int):
@@ -56,11 +84,14 @@ class BestSoFarCache:
         return [i for i, s in enumerate(self.scores) if s > 0]
 
     def offer(self, index: int, answer: str, score: float) -> bool:
-        """Keep `answer` for question `index` if it beats the cached one; True when it did."""
-        if score < self.scores[index]:
+        """Keep `answer` for question `index` unless the cached one scores lower; True when it was kept."""
+        if score <= self.scores[index]:  # official PMC: unlearning/pmc.py L51-53 (ties replace the cached answer)
             self.answers[index], self.scores[index] = answer, score
             return True
         return False
 
     def mean_score(self) -> float:
-        return sum(self.scores) / len(self.scores)
+        """Mean cached score over the questions sampled so far (NaN before any): how far collapse has got. With
+        per-micro-batch sampling some questions are still unsampled during the first epoch."""
+        sampled = [s for s in self.scores if s != math.inf]
+        return sum(sampled) / len(sampled) if sampled else math.nan

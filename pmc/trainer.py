@@ -350,17 +350,40 @@ def finetune(
              checkpoints, CallerState(lambda: {"rng": rng_state(rng), "plan": dict(plan)}, restore))
 
 
+class LazyMicroBatches:
+    """One epoch's micro-batches as a sized iterable: the count is known up front, each micro-batch is built only when
+    the iteration reaches it, so a method chooses its forget targets with the weights of the step that trains on them
+    (PMC samples per micro-batch). Iterate once: a second pass would build (and sample) again."""
+
+    def __init__(self, count: int, build: Callable[[int], object]):
+        self._count, self._build = count, build
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        return (self._build(k) for k in range(self._count))
+
+    def __getitem__(self, k: int):
+        """Micro-batch k alone: a resumed epoch starts at its checkpoint's micro-batch, building none before it."""
+        return self._build(k)
+
+
 def unlearn(
     method: Method, run: RunContext, training: TrainingConfig, seed: int, log_step: StepLog | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> None:
     """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example.
 
-    An epoch's plan (its forget examples, their order in micro-batches, the retain partners) is drawn when the epoch
-    starts and kept by checkpoints with the method's state, so a mid-epoch resume needs no per-epoch work again."""
+    The forget order and retain partners of an epoch are drawn from the seeded RNG when the epoch starts; each
+    micro-batch is built when the training loop reaches it, its forget rows from `method.forget_batch_examples`.
+    That plan (the epoch's forget examples, their order in micro-batches, the retain partners) is kept by
+    checkpoints with the method's state, so a mid-epoch resume redoes no per-epoch work and builds only the
+    micro-batches still to train."""
     rng = random.Random(seed)
     retain = run.benchmark.retain
     method.setup(run)
+    encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
     plan: dict = {}
 
     def epoch_batches(epoch):
@@ -374,15 +397,16 @@ def unlearn(
             plan.update(epoch=epoch, examples=[[e.question, e.answer, e.paired] for e in examples], chunks=chunks,
                         partners=partners)
         examples = [ForgetExample(q, a, tuple(paired) if paired else None) for q, a, paired in plan["examples"]]
-        batches = []
-        encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
-        for chunk, partners in zip(plan["chunks"], plan["partners"]):
-            rows = [examples[i] for i in chunk]
+        chunks, partners = plan["chunks"], plan["partners"]
+
+        def build(k):
+            rows = method.forget_batch_examples(run, examples, chunks[k])
             forget = encode([(e.question, e.answer) for e in rows])
             if rows[0].paired is not None:
                 forget.paired = encode([e.paired for e in rows])
-            batches.append((forget, encode([(retain[i].question, retain[i].answer) for i in partners])))
-        return batches
+            return forget, encode([(retain[i].question, retain[i].answer) for i in partners[k]])
+
+        return LazyMicroBatches(len(chunks), build)
 
     def save() -> dict:
         return {"rng": rng_state(rng), "method": method.state_dict(), "plan": dict(plan)}

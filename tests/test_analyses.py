@@ -17,6 +17,7 @@ from benchmarks.metrics import SUITES, EvalContext, analyses, common, tofu
 from benchmarks.records import DataError, QABenchmark, QARecord
 from benchmarks.synthetic import make_synthetic_tofu
 from pmc.errors import ConfigError
+from pmc.eval_cache import as_stored, from_stored
 from pmc.prompts import PromptFormat
 from pmc.run import run_experiment
 
@@ -373,6 +374,12 @@ def test_suite_on_stub_models_with_scripted_generation(monkeypatch, tmp_path):
     assert results["target"].examples["example_answers"][0] == {
         "question": "sky", "answer": "red sky", "greedy": "red", "sample": "red sky",
         "prefill_fixed": "The answer is: red sky", "prefill_answer": "red red sky"}
+
+    # as with the eval cache: the stage-0 models first, then the unlearned one with their results known
+    stage0 = SUITES["analyses"]({"target": models["target"], "retain": models["retain"]}, ctx)
+    later = SUITES["analyses"](models, ctx, from_stored(as_stored(stage0)))
+    assert set(later) == {"unlearned"}
+    assert as_stored({**stage0, **later}) == as_stored(results)
 
     del models["retain"]
     with pytest.raises(analyses.MissingReferenceModel, match="retain model"):

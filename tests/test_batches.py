@@ -107,6 +107,39 @@ def test_batch_to_moves_all_three_tensors(tokenizer):
         assert torch.equal(getattr(moved, name), getattr(batch, name))
 
 
+class CountingTokenizer:
+    """Delegates to a real tokenizer and counts the texts it is asked to tokenise."""
+
+    def __init__(self, inner):
+        self.inner, self.texts = inner, []
+        self.eos_token_id, self.pad_token_id = inner.eos_token_id, inner.pad_token_id
+
+    def __call__(self, text, **kwargs):
+        self.texts.append(text)
+        return self.inner(text, **kwargs)
+
+
+def test_each_pair_is_tokenised_once_per_tokenizer_and_format(tokenizer):
+    counting = CountingTokenizer(tokenizer)
+    expected = encode_pairs(tokenizer, PromptFormat(), PAIRS, max_length=256)
+    first = encode_pairs(counting, PromptFormat(), PAIRS, max_length=256)
+    assert len(counting.texts) == 4  # a prompt and an answer per pair
+    again = encode_pairs(counting, PromptFormat(), PAIRS[::-1], max_length=256)  # the next epoch, reshuffled
+    assert len(counting.texts) == 4
+    reversed_expected = encode_pairs(tokenizer, PromptFormat(), PAIRS[::-1], max_length=256)
+    assert again.labels.tolist() == reversed_expected.labels.tolist()
+    assert torch.equal(first.input_ids, expected.input_ids)
+    # a remembered pair is still cut to each call's max_length
+    (question, answer) = PAIRS[1]
+    prompt, answer_ids = prompt_and_answer(tokenizer, question, answer)
+    cut = encode_pairs(counting, PromptFormat(), [(question, answer)], max_length=len(prompt) + 2)
+    assert cut.input_ids[0].tolist() == prompt + answer_ids[:2] and len(counting.texts) == 4
+    # another prompt format (or another tokenizer) is tokenised afresh
+    other = PromptFormat(question_template="Q: {question}\nA:")
+    encode_pairs(counting, other, PAIRS[:1], max_length=256)
+    assert counting.texts[4:] == [f"Q: {PAIRS[0][0]}\nA:", " " + PAIRS[0][1]]
+
+
 # --- losses on a stub model --------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,9 @@ def test_saved_unlearned_model_scores_as_in_its_run(make_config, tmp_path):
     assert scored["metrics"]["checkpoint"] == run["metrics"]["unlearned"]
     assert scored["metrics"]["target"] == run["metrics"]["target"]
     assert scored["stage0"]["built_in_this_run"] == []  # the references came from the stage-0 cache
+    # ... and their scores from the eval cache: the run scored them with the same settings
+    assert scored["eval_cache"] == {"target": {"paper": "hit"}, "retain": {"paper": "hit"},
+                                    "checkpoint": {"paper": "scored"}}
     on_disk = json.loads((eval_dir / "results.json").read_text())
     assert on_disk["checkpoint"] == str(run_dir / "unlearned_model")
     assert (eval_dir / "eval" / "checkpoint" / "paper.json").is_file()

@@ -21,9 +21,10 @@ from benchmarks.metrics.tofu import MissingReferenceModel
 from benchmarks.muse import data as muse_data
 from benchmarks.muse import load_muse, make_synthetic_muse
 from benchmarks.muse.text import knowmem_prompt, text_records, verbmem_record
-from benchmarks.records import DataError, QARecord
+from benchmarks.records import DataError, QABenchmark, QARecord
 from benchmarks.synthetic import make_synthetic_tofu
 from pmc.errors import ConfigError
+from pmc.eval_cache import as_stored, from_stored
 from pmc.prompts import RAW_TEXT
 from pmc.results import summary_table
 from pmc.run import prompt_format, run_experiment
@@ -341,6 +342,37 @@ def test_suite_needs_the_retain_model_and_muse_sets():
     ctx = EvalContext(WordTokenizer(), RAW_TEXT, tofu_like, max_new_tokens=4, batch_size=2)
     with pytest.raises(DataError, match="verbmem_forget"):
         muse.evaluate({"target": BigramStub(), "retain": BigramStub()}, ctx)
+
+
+class Words(WordTokenizer):
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(self.VOCAB[i] for i in ids)
+
+
+def test_known_stage0_results_give_the_same_scores_without_running_the_retain_model(monkeypatch):
+    """As with the eval cache: target and retain scored first, then the unlearned model with their results known;
+    its PrivLeak comes from the retain model's known AUC, the retain model is not run again."""
+    text = lambda *words: QARecord("", " ".join(words))
+    sets = {"verbmem_forget": [QARecord("a b", "c a b")], "knowmem_forget": [QARecord("a", "b")],
+            "knowmem_retain": [QARecord("b", "c")], "mia_forget": [text("a", "b", "c"), text("a", "a", "b")],
+            "mia_holdout": [text("c", "c", "b"), text("b", "a")], "mia_retain": [text("b", "b", "c")]}
+    ctx = EvalContext(Words(), RAW_TEXT, QABenchmark("stub", [], [], sets), max_new_tokens=4, batch_size=2,
+                      max_length=16)
+    models = {"target": BigramStub(), "retain": BigramStub(), "unlearned": BigramStub()}
+    with torch.no_grad():  # three different models: the retain and unlearned ones favour other tokens
+        models["retain"].table[:, 3] += 1.0
+        models["unlearned"].table[:, 4] += 2.0
+    scripted = {id(model): f"{name} a" for name, model in models.items()}
+    monkeypatch.setattr(muse, "greedy_answers", lambda model, tok, fmt, prompts, **kw: [scripted[id(model)]] *
+                        len(prompts))
+    together = muse.evaluate(models, ctx)
+
+    stage0 = muse.evaluate({"target": models["target"], "retain": models["retain"]}, ctx)
+    models["retain"].calls.clear()
+    later = muse.evaluate(models, ctx, from_stored(as_stored(stage0)))
+    assert set(later) == {"unlearned"} and models["retain"].calls == []
+    assert as_stored({**stage0, **later}) == as_stored(together)
+    assert later["unlearned"].summary["privleak"] != 0.0  # compared with the retain model, not with itself
 
 
 def _context(benchmark, **muse_settings) -> EvalContext:

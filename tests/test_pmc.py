@@ -1,21 +1,27 @@
-"""PartialModelCollapse without generating anything: decoding is replaced by scripted answers, ROUGE is worked out by
-hand, and the loss is checked on a tiny real Llama."""
+"""PartialModelCollapse without a trained model: decoding is replaced by scripted answers (or a model whose generate()
+echoes a fixed continuation), ROUGE is worked out by hand, the loss is checked on a tiny real Llama, and sampling per
+micro-batch is watched through the real training loop."""
 
 from __future__ import annotations
 
+import copy
+import datetime
 import math
 
+import hydra
 import pytest
 import torch
 
 import pmc.collapse as collapse
 from benchmarks.records import QABenchmark, QARecord
-from pmc.batches import encode_pairs
+from pmc.batches import IGNORE_INDEX, encode_pairs
 from pmc.collapse import PartialModelCollapse
 from pmc.errors import ConfigError
+from pmc.generation import generate_answers
 from pmc.method import ForgetExample, RunContext
 from pmc.models import build_tiny, train_tokenizer
 from pmc.prompts import PromptFormat
+from pmc.trainer import TrainingConfig, unlearn
 
 FORGET = [
     QARecord("Who wrote the red book?", "The secret author Zorblax Quintain wrote it in 1921."),
@@ -47,10 +53,14 @@ EPOCH2 = {FORGET[0].question: ["alice", "a dog barked", "paris"]}  # 1/7, 0, 1/7
 
 
 class Scripted:
-    """Stand-ins for pmc.collapse.greedy_answers / generate_answers that record every call."""
+    """Stand-ins for pmc.collapse.greedy_answers / generate_answers that record every call. Each sampling call takes,
+    for each question asked, the next candidate list of that question's script (scripts are given per epoch)."""
 
     def __init__(self, epochs: list[dict[str, list[str]]]):
-        self.epochs = list(epochs)
+        self.queues: dict[str, list[list[str]]] = {}
+        for script in epochs:
+            for question, candidates in script.items():
+                self.queues.setdefault(question, []).append(candidates)
         self.greedy_calls: list[tuple[list[str], dict]] = []
         self.sample_calls: list[tuple[list[str], dict]] = []
 
@@ -60,8 +70,7 @@ class Scripted:
 
     def generate_answers(self, model, tokenizer, fmt, questions, **kwargs):
         self.sample_calls.append((list(questions), kwargs))
-        script = self.epochs.pop(0)
-        return [list(script[q]) for q in questions]
+        return [list(self.queues[q].pop(0)) for q in questions]
 
 
 @pytest.fixture
@@ -75,14 +84,14 @@ def scripted(monkeypatch):
     return install
 
 
-def make_run(model=None, tokenizer=None) -> RunContext:
+def make_run(model=None, tokenizer=None, fmt=None) -> RunContext:
     bench = QABenchmark(
         name="hand",
         forget=list(FORGET),
         retain=list(RETAIN),
         eval_sets={"forget": list(FORGET), "retain": list(RETAIN)},
     )
-    return RunContext(model or torch.nn.Linear(1, 1), tokenizer, PromptFormat(), bench, max_new_tokens=24,
+    return RunContext(model or torch.nn.Linear(1, 1), tokenizer, fmt or PromptFormat(), bench, max_new_tokens=24,
                       generation_batch_size=4)
 
 
@@ -91,7 +100,11 @@ def epoch(method, run, number):
     method.on_epoch_start(run)
 
 
-# --- sampling and selection --------------------------------------------------------------------------------------
+def per_epoch(**kwargs) -> PartialModelCollapse:
+    return PartialModelCollapse(sample_every="epoch", **kwargs)
+
+
+# --- sampling and selection, once per epoch ---------------------------------------------------------------------
 
 
 def test_setup_records_initial_answers(scripted):
@@ -109,38 +122,48 @@ def test_setup_records_initial_answers(scripted):
 def test_epoch_picks_lowest_rouge_sample_per_question(scripted):
     s = scripted(EPOCH0)
     run = make_run()
-    method = PartialModelCollapse(num_samples=3, temperature=0.9, top_p=0.8)
+    method = per_epoch(num_samples=3, temperature=0.9, top_p=0.8)
     method.setup(run)
     epoch(method, run, 0)
     assert method.cache.answers == ["the book is blue", "nothing to say"]
     assert method.cache.scores == pytest.approx([2 / 7, 0.0])
     questions, kwargs = s.sample_calls[0]
     assert questions == [r.question for r in FORGET]
-    assert (kwargs["num_samples"], kwargs["temperature"], kwargs["top_p"]) == (3, 0.9, 0.8)
-    assert kwargs["max_new_tokens"] == 24  # max_new_tokens=None falls back to the run's limit
+    assert (kwargs["num_samples"], kwargs["temperature"], kwargs["top_p"], kwargs["top_k"]) == (3, 0.9, 0.8, 50)
+    assert kwargs["max_new_tokens"] == 24  # no length set: the run's limit
+    assert method.sampled_answers == 6
 
 
-def test_explicit_max_new_tokens_overrides_the_run(scripted):
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"max_new_tokens": 7}, {"max_new_tokens": 7}),
+        ({"max_length": 200}, {"max_length": 200}),  # the official limit: prompt + answer tokens
+        ({}, {"max_new_tokens": 24}),  # neither: generation.max_new_tokens of the run
+    ],
+)
+def test_one_length_limit_for_initial_answers_and_samples(scripted, kwargs, expected):
     s = scripted(EPOCH0)
     run = make_run()
-    method = PartialModelCollapse(num_samples=3, max_new_tokens=7)
+    method = per_epoch(num_samples=3, **kwargs)
     method.setup(run)
     epoch(method, run, 0)
-    assert s.greedy_calls[0][1]["max_new_tokens"] == 7 and s.sample_calls[0][1]["max_new_tokens"] == 7
+    for _, call in s.greedy_calls + s.sample_calls:  # official: one max_length for both (inference.py L28, pmc.py L195)
+        assert {k: call.get(k) for k in ("max_new_tokens", "max_length") if call.get(k) is not None} == expected
 
 
-def test_best_so_far_and_zero_score_questions_are_not_resampled(scripted):
+def test_best_so_far_ties_replace_and_zero_score_questions_are_not_resampled(scripted):
     s = scripted(EPOCH0, EPOCH1, EPOCH2)
     run = make_run()
-    method = PartialModelCollapse(num_samples=3)
+    method = per_epoch(num_samples=3)
     method.setup(run)
 
     epoch(method, run, 0)
     # question 1 reached 0 in epoch 0: only question 0 is sampled from now on
     epoch(method, run, 1)
     assert s.sample_calls[1][0] == [FORGET[0].question]
-    # best of epoch 1 is "red book" at 2/7: not strictly lower than the cached 2/7, so the cache keeps epoch 0's
-    assert method.cache.answers == ["the book is blue", "nothing to say"]
+    # best of epoch 1 is "red book" at 2/7, equal to the cached 2/7: the newer answer replaces it (official)
+    assert method.cache.answers == ["red book", "nothing to say"]
     assert method.cache.scores == pytest.approx([2 / 7, 0.0])
 
     epoch(method, run, 2)
@@ -157,7 +180,7 @@ def test_worse_later_sample_keeps_cached_answer(scripted):
     worse = {FORGET[0].question: ["alice wrote the red book in paris"] * 3}  # 7/7
     scripted(EPOCH0, worse)
     run = make_run()
-    method = PartialModelCollapse(num_samples=3)
+    method = per_epoch(num_samples=3)
     method.setup(run)
     epoch(method, run, 0)
     epoch(method, run, 1)
@@ -168,29 +191,32 @@ def test_worse_later_sample_keeps_cached_answer(scripted):
 def test_forget_examples_are_selected_answers_never_ground_truth(scripted):
     scripted(EPOCH0)
     run = make_run()
-    method = PartialModelCollapse(num_samples=3)
+    method = per_epoch(num_samples=3)
     method.setup(run)
     epoch(method, run, 0)
     examples = method.forget_examples(run)
     assert examples == [ForgetExample(FORGET[0].question, "the book is blue"),
                         ForgetExample(FORGET[1].question, "nothing to say")]
+    assert method.forget_batch_examples(run, examples, [1, 0]) == [examples[1], examples[0]]  # no sampling here
     truths = {r.answer for r in FORGET}
     assert not any(e.answer in truths for e in examples)
 
 
-def test_length_penalty_changes_the_choice(scripted):
+def test_exponential_length_penalty_changes_the_choice(scripted):
     samples = {
-        FORGET[0].question: ["wrote", "the cat is black and white"],  # 1/7 (1 word) vs 1/7 ("the", 6 words)
-        FORGET[1].question: ["nothing", "london is far away from here"],  # 0 (1 word) vs 1/4 (6 words)
+        # 1 word, 1/7 (+ e^-1 = 0.511 when penalised) vs 6 words, 1/7 ("the")
+        FORGET[0].question: ["wrote", "the cat is black and white"],
+        # "" is one official word, 0 (+ e^-1 = 0.368) vs 6 words, 1/4
+        FORGET[1].question: ["", "london is far away from here"],
     }
     scripted(samples, samples)
-    plain = PartialModelCollapse(num_samples=2)
+    plain = per_epoch(num_samples=2)
     run = make_run()
     plain.setup(run)
     epoch(plain, run, 0)
-    assert plain.cache.answers == ["wrote", "nothing"]  # tie at 1/7 -> first; 0 < 1/4
+    assert plain.cache.answers == ["wrote", ""]  # min_length 0 (official default): tie at 1/7 -> first; 0 < 1/4
 
-    penalised = PartialModelCollapse(num_samples=2, min_length=3, length_penalty=1.0)
+    penalised = per_epoch(num_samples=2, min_length=3)  # length_penalty defaults to the official exp form
     run = make_run()
     penalised.setup(run)
     epoch(penalised, run, 0)
@@ -198,14 +224,149 @@ def test_length_penalty_changes_the_choice(scripted):
     assert penalised.cache.scores == pytest.approx([1 / 7, 1 / 4])
 
 
+def test_constant_length_penalty_option(scripted):
+    samples = {FORGET[0].question: ["wrote", "alice wrote the red book in paris"],  # 1/7 + 2 vs 7/7
+               FORGET[1].question: ["", "london"]}  # 0 + 2 vs 1/4 + 2
+    scripted(samples)
+    method = per_epoch(num_samples=2, min_length=3, length_penalty=2.0)
+    run = make_run()
+    method.setup(run)
+    epoch(method, run, 0)
+    assert method.cache.answers == ["alice wrote the red book in paris", ""]
+    assert method.cache.scores == pytest.approx([1.0, 2.0])  # uncapped, unlike the exp form
+
+
 def test_bradley_terry_with_sharp_temperature_picks_the_lowest(scripted):
     # tau = 0.01: the 2/7 candidate outweighs the 4/7 one by e^(2/7 / 0.01) ~ 2.5e12; the draw is effectively argmin
     scripted(EPOCH0)
     run = make_run()
-    method = PartialModelCollapse(num_samples=3, selection="bradley_terry", bt_temperature=0.01, seed=3)
+    method = per_epoch(num_samples=3, selection="bradley_terry", bt_temperature=0.01, seed=3)
     method.setup(run)
     epoch(method, run, 0)
     assert method.cache.answers == ["the book is blue", "nothing to say"]
+
+
+# --- sampling inside each micro-batch (the official schedule) ---------------------------------------------------
+
+
+def test_batch_mode_samples_only_the_micro_batchs_pending_questions(scripted):
+    s = scripted(EPOCH0, EPOCH1)
+    run = make_run()
+    method = PartialModelCollapse(num_samples=3)
+    assert method.sample_every == "batch"  # the default
+    method.setup(run)
+    epoch(method, run, 0)
+    assert s.sample_calls == []  # nothing at the start of an epoch
+    examples = method.forget_examples(run)
+    assert [e.answer for e in examples] == ["", ""]  # placeholders until sampled, never the ground truth
+
+    rows = method.forget_batch_examples(run, examples, [1])
+    assert s.sample_calls[-1][0] == [FORGET[1].question]
+    assert rows == [ForgetExample(FORGET[1].question, "nothing to say")]
+    assert method.cache.answers == [None, "nothing to say"]
+    assert method.cache.mean_score() == 0.0  # over the sampled question only
+
+    rows = method.forget_batch_examples(run, examples, [0, 1])  # question 1 is at 0 already: not resampled
+    assert s.sample_calls[-1][0] == [FORGET[0].question]
+    assert rows == [ForgetExample(FORGET[0].question, "the book is blue"),
+                    ForgetExample(FORGET[1].question, "nothing to say")]
+    assert len(s.sample_calls) == 2 and method.sampled_answers == 6
+
+
+QUESTIONS = [f"Question number {i} about the author?" for i in range(4)]
+START = "alpha beta gamma delta"  # every initial answer
+
+
+def test_batch_mode_samples_inside_each_micro_batch_with_the_current_weights(monkeypatch):
+    """Through the real trainer: a sampling call right before each micro-batch's step, with the weights that step
+    trains, for exactly that micro-batch's pending questions; the trained rows are the answers just chosen."""
+    events = run_watched(monkeypatch, "batch")
+    epochs = split_epochs(events)
+    # epoch 1: 4 questions, batch 2 -> sample, loss, sample, loss
+    assert [e[0] for e in epochs[0]] == ["sample", "loss", "sample", "loss"]
+    for (_, weights_s, asked), (_, weights_l, trained) in zip(epochs[0][0::2], epochs[0][1::2]):
+        assert torch.equal(weights_s, weights_l)  # sampled with the weights of the step that trains on them
+        assert sorted(asked) == sorted(q for q, _ in trained)  # the micro-batch's own questions
+    assert not torch.equal(epochs[0][0][1], epochs[0][2][1])  # the first step changed the weights in between
+    # only question 0 stays above 0: epoch 2 samples once, in the micro-batch that holds it
+    samples = [e for e in epochs[1] if e[0] == "sample"]
+    assert [e[2] for e in samples] == [[QUESTIONS[0]]]
+    after = epochs[1][epochs[1].index(samples[0]) + 1]
+    assert after[0] == "loss" and torch.equal(samples[0][1], after[1]) and QUESTIONS[0] in [q for q, _ in after[2]]
+    # trained answers are the sampled choices: question 0's third sampling call ties at 1/4 with the answer from
+    # epoch 1 and replaces it (official ties)
+    trained = dict(pair for e in epochs[1] if e[0] == "loss" for pair in e[2])
+    assert trained[QUESTIONS[0]] == "alpha b3" and all(trained[q].startswith("omega") for q in QUESTIONS[1:])
+
+
+def test_epoch_mode_samples_once_at_the_start_of_each_epoch(monkeypatch):
+    events = run_watched(monkeypatch, "epoch")
+    epochs = split_epochs(events)
+    assert [e[0] for e in epochs[0]] == ["sample", "loss", "loss"]
+    assert sorted(epochs[0][0][2]) == sorted(QUESTIONS)
+    assert not torch.equal(epochs[0][0][1], epochs[0][2][1])  # the second micro-batch trains on stale samples
+    assert [e[0] for e in epochs[1]] == ["sample", "loss", "loss"] and epochs[1][0][2] == [QUESTIONS[0]]
+
+
+def split_epochs(events):
+    epochs = []
+    for event in events:
+        if event[0] == "epoch":
+            epochs.append([])
+        else:
+            epochs[-1].append(event)
+    return epochs
+
+
+def run_watched(monkeypatch, sample_every: str):
+    """Two epochs of PMC on a 1-layer Llama through pmc.trainer.unlearn, every sampling call and loss recorded with
+    a copy of the weights at that moment. Question 0's candidates always overlap its initial answer (best 1/4, so it
+    stays pending); the others get a 0-score candidate the first time."""
+    events: list[tuple] = []
+    calls = []
+
+    def weights(model):
+        return torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+
+    def fake_greedy(model, tokenizer, fmt, questions, **kwargs):
+        return [START] * len(questions)
+
+    def fake_generate(model, tokenizer, fmt, questions, **kwargs):
+        calls.append(questions)
+        n = len(calls)
+        events.append(("sample", weights(model), list(questions)))
+        return [[f"alpha beta b{n}", f"alpha b{n}"] if q == QUESTIONS[0] else [f"alpha b{n}", f"omega b{n}"]
+                for q in questions]
+
+    monkeypatch.setattr(collapse, "greedy_answers", fake_greedy)
+    monkeypatch.setattr(collapse, "generate_answers", fake_generate)
+
+    texts = QUESTIONS + [r.question for r in RETAIN] + [r.answer for r in RETAIN] + ["alpha beta omega b1 b2 b3 b4"]
+    tokenizer = train_tokenizer(texts + ["Question: \nAnswer:"], vocab_size=300)
+    model = build_tiny(tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                       max_position_embeddings=128, seed=0)
+    bench = QABenchmark(name="watched", forget=[QARecord(q, "The secret answer.") for q in QUESTIONS],
+                        retain=list(RETAIN), eval_sets={})
+    run = RunContext(model, tokenizer, PromptFormat(), bench, max_new_tokens=8, generation_batch_size=4)
+
+    class Watched(PartialModelCollapse):
+        def on_epoch_start(self, run):
+            events.append(("epoch",))
+            super().on_epoch_start(run)
+
+        def loss(self, model, forget, retain):
+            pairs = []
+            for ids, mask in zip(forget.input_ids, forget.attention_mask):
+                text = tokenizer.decode(ids[mask == 1].tolist(), skip_special_tokens=True)
+                question, answer = text.removeprefix("Question: ").split("\nAnswer: ")
+                pairs.append((question, answer))
+            events.append(("loss", weights(model), pairs))
+            return super().loss(model, forget, retain)
+
+    method = Watched(num_samples=2, sample_every=sample_every)
+    training = TrainingConfig(epochs=2, learning_rate=1e-2, batch_size=2, gradient_accumulation_steps=1)
+    unlearn(method, run, training, seed=0)
+    return events
 
 
 # --- loss --------------------------------------------------------------------------------------------------------
@@ -220,9 +381,9 @@ def test_loss_is_collapse_plus_weighted_retain(scripted):
     run = make_run(model, tokenizer)
     method = PartialModelCollapse(num_samples=3, retain_weight=1.5)
     method.setup(run)
-    epoch(method, run, 0)
+    rows = method.forget_batch_examples(run, method.forget_examples(run), [0, 1])
 
-    forget = encode_pairs(tokenizer, run.prompt_format, [(e.question, e.answer) for e in method.forget_examples(run)], 64)
+    forget = encode_pairs(tokenizer, run.prompt_format, [(e.question, e.answer) for e in rows], 64)
     retain = encode_pairs(tokenizer, run.prompt_format, [(r.question, r.answer) for r in RETAIN], 64)
     terms = method.loss(model, forget, retain)
 
@@ -241,7 +402,170 @@ def test_loss_is_collapse_plus_weighted_retain(scripted):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+# --- decoding: top-k, length limits, the answer tag --------------------------------------------------------------
+
+
+class EchoModel(torch.nn.Module):
+    """generate(): the prompt rows, each repeated num_return_sequences times, followed by the first max_new_tokens of
+    a fixed continuation (then end-of-sequence); records the keyword arguments it got."""
+
+    def __init__(self, continuation: list[int], eos_id: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.continuation, self.eos_id, self.calls = continuation, eos_id, []
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, num_return_sequences, **kwargs):
+        self.calls.append({"max_new_tokens": max_new_tokens, **kwargs})
+        tail = (self.continuation + [self.eos_id] * max_new_tokens)[:max_new_tokens]
+        rows = input_ids.repeat_interleave(num_return_sequences, dim=0)
+        return torch.cat([rows, torch.tensor([tail] * rows.shape[0])], dim=1)
+
+
+PHI = PromptFormat(question_template="Question: {question}\n", answer_prefix="Answer: ", answer_tag="Answer: ")
+
+
+@pytest.fixture(scope="module")
+def echo_tokenizer():
+    texts = [f"Question: {r.question}\nAnswer: {r.answer}" for r in FORGET + RETAIN] + ["Answer: the book is blue"]
+    return train_tokenizer(texts, vocab_size=300)
+
+
+def echo(tokenizer, text: str) -> EchoModel:
+    return EchoModel(tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
+
+
+@pytest.mark.parametrize("top_k, expected", [(None, 50), (7, 7), (0, 0)])
+def test_top_k_reaches_generate(echo_tokenizer, top_k, expected):
+    model = echo(echo_tokenizer, "the book is blue")
+    run = make_run(model, echo_tokenizer)
+    method = per_epoch(num_samples=2, temperature=0.7, top_p=0.9, **({} if top_k is None else {"top_k": top_k}))
+    method.setup(run)
+    epoch(method, run, 0)
+    greedy, sampled = model.calls
+    assert greedy["do_sample"] is False and greedy["top_k"] is None
+    assert (sampled["do_sample"], sampled["temperature"], sampled["top_p"]) == (True, 0.7, 0.9)
+    assert sampled["top_k"] == expected
+    assert method.cache.answers == ["the book is blue", "the book is blue"]
+
+
+def test_max_length_counts_each_rows_own_prompt(echo_tokenizer):
+    continuation = "the book is blue and the cat is black"
+    model = echo(echo_tokenizer, continuation)
+    tokens = echo_tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    fmt = PromptFormat()
+    questions = [FORGET[0].question, RETAIN[1].question]  # prompts of different lengths
+    lengths = [len(fmt.prompt_ids(echo_tokenizer, q)) for q in questions]
+    assert lengths[0] > lengths[1] + 2
+    limit = lengths[0] + 3  # the longer prompt leaves room for 3 answer tokens, the shorter for more
+
+    answers = generate_answers(model, echo_tokenizer, fmt, questions, max_length=limit, batch_size=2)
+    assert model.calls[-1]["max_new_tokens"] == limit - lengths[1]
+    expected = [echo_tokenizer.decode(tokens[: limit - n]).strip() for n in lengths]
+    assert [a[0] for a in answers] == expected
+    assert len(expected[0].split()) < len(expected[1].split())
+
+    answers = generate_answers(model, echo_tokenizer, fmt, questions, max_new_tokens=3, batch_size=2)
+    assert model.calls[-1]["max_new_tokens"] == 3
+    assert [a[0] for a in answers] == [echo_tokenizer.decode(tokens[:3]).strip()] * 2
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_new_tokens": 3, "max_length": 40}])
+def test_exactly_one_length_limit(echo_tokenizer, kwargs):
+    with pytest.raises(ConfigError, match="exactly one of max_new_tokens, max_length"):
+        generate_answers(echo(echo_tokenizer, "x"), echo_tokenizer, PromptFormat(), ["q"], **kwargs)
+
+
+def test_max_length_shorter_than_a_prompt_is_a_config_error(echo_tokenizer):
+    with pytest.raises(ConfigError, match="max_length=3 leaves no room"):
+        generate_answers(echo(echo_tokenizer, "x"), echo_tokenizer, PromptFormat(), [FORGET[0].question], max_length=3)
+
+
+@pytest.mark.parametrize(
+    "generated, fmt, expected",
+    [
+        ("Answer: the book is blue", PHI, "the book is blue"),  # the model writes the tag itself: removed
+        ("the book is blue", PHI, "the book is blue"),  # no tag: kept whole (the official sampler's slice of
+                                                        # len("Answer: ") characters would leave "is blue")
+        ("Answer: the book is blue", PromptFormat(), "Answer: the book is blue"),  # a format without a tag
+    ],
+)
+def test_answer_tag_is_stripped_from_decoded_answers(echo_tokenizer, generated, fmt, expected):
+    model = echo(echo_tokenizer, generated)
+    greedy = generate_answers(model, echo_tokenizer, fmt, [FORGET[0].question], max_new_tokens=20)
+    sampled = generate_answers(model, echo_tokenizer, fmt, [FORGET[0].question], max_new_tokens=20, num_samples=2,
+                               temperature=1.0, top_p=1.0)
+    assert greedy == [[expected]] and sampled == [[expected, expected]]
+
+
+def test_phi_format_trains_the_answer_tag_like_the_official_encoding(echo_tokenizer):
+    """Official (unlearning/encoding.py L19-25): text = "Question: q\\n" + "Answer: " + a + eos, labels from the
+    first token after the tokenised question, so the "Answer: " tag is trained."""
+    question, answer = FORGET[0].question, FORGET[0].answer
+    batch = encode_pairs(echo_tokenizer, PHI, [(question, answer)], 256)
+    labels = [t for t in batch.labels[0].tolist() if t != IGNORE_INDEX]
+
+    text = f"Question: {question}\nAnswer: {answer}{echo_tokenizer.eos_token}"
+    ids = echo_tokenizer(text)["input_ids"]
+    start = len(echo_tokenizer(f"Question: {question}\n")["input_ids"])
+    assert labels == ids[start:]
+    assert batch.input_ids[0].tolist() == ids
+    assert echo_tokenizer.decode(labels).startswith("Answer: ")
+
+
+# --- prompt formats ----------------------------------------------------------------------------------------------
+
+DATED_TEMPLATE = (
+    "{%- if not date_string is defined %}{%- set date_string = strftime_now('%d %b %Y') %}{%- endif %}"
+    "<date>{{ date_string }}</date>{%- for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{%- endfor %}"
+    "{%- if add_generation_prompt %}<assistant>{%- endif %}"
+)
+
+
+def test_chat_prompt_carries_the_configured_date_not_todays(echo_tokenizer):
+    tokenizer = copy.deepcopy(echo_tokenizer)
+    tokenizer.chat_template = DATED_TEMPLATE  # Llama-3.2's template: today's date unless date_string is given
+    chat = dict(style="chat", question_template="{question}", answer_prefix="", system_prompt="Be brief.")
+    dated = PromptFormat(**chat, chat_template_kwargs={"date_string": "10 Apr 2025"})
+    prompt = tokenizer.decode(dated.prompt_ids(tokenizer, "Who?"))
+    assert prompt == "<date>10 Apr 2025</date><system>Be brief.<user>Who?<assistant>"
+
+    undated = tokenizer.decode(PromptFormat(**chat).prompt_ids(tokenizer, "Who?"))
+    assert datetime.date.today().strftime("%d %b %Y") in undated  # without it the prompt changes with the day
+
+
+def test_model_configs_carry_the_official_prompts(make_config):
+    phi = PromptFormat(**make_config(base=["model=phi_1_5"]).model.prompt)
+    assert (phi.question_template, phi.answer_prefix, phi.answer_tag) == ("Question: {question}\n", "Answer: ",
+                                                                         "Answer: ")
+    for name in ("llama3_2_1b_instruct", "llama3_2_3b_instruct"):
+        llama = PromptFormat(**make_config(base=[f"model={name}"]).model.prompt)
+        assert llama.chat_template_kwargs == {"date_string": "10 Apr 2025"}
+        assert (llama.style, llama.system_prompt, llama.answer_tag) == ("chat", "You are a helpful assistant.", "")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"answer_tag": "Answer: "}, "answer_tag"),  # default answer_prefix " " does not begin with the tag
+        ({"chat_template_kwargs": {"date_string": "10 Apr 2025"}}, "only used by style 'chat'"),
+        ({"style": "chat", "chat_template_kwargs": ["date_string"]}, "must map names"),
+    ],
+)
+def test_bad_prompt_formats_are_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        PromptFormat(**kwargs)
+
+
 # --- configuration -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("experiment, n, t, lam", [("tofu_phi", 5, 1.25, 1.5), ("tofu_llama3b", 20, 0.9, 1.25)])
+def test_paper_experiments_use_the_official_pmc_settings(make_config, experiment, n, t, lam):
+    handler = make_config(f"experiment={experiment}", base=[]).method.handler
+    method = hydra.utils.instantiate(handler)
+    assert (method.num_samples, method.temperature, method.top_p, method.retain_weight) == (n, t, 0.95, lam)
+    assert (method.top_k, method.max_length, method.max_new_tokens) == (50, 200, None)
+    assert (method.sample_every, method.min_length, method.length_penalty) == ("batch", 0, "exp")
 
 
 @pytest.mark.parametrize(
@@ -252,16 +576,29 @@ def test_loss_is_collapse_plus_weighted_retain(scripted):
         {"temperature": -1.0},
         {"top_p": 0.0},
         {"top_p": 1.5},
+        {"top_k": -1},
+        {"top_k": 2.5},
+        {"top_k": "50"},
+        {"max_length": 200, "max_new_tokens": 64},
+        {"max_length": 0},
+        {"max_new_tokens": -3},
+        {"sample_every": "step"},
+        {"sample_every": "Batch"},
         {"selection": "softmax"},
         {"selection": "bradley_terry", "bt_temperature": 0.0},
         {"selection": "bradley_terry", "bt_temperature": -0.5},
+        {"min_length": -1},
+        {"length_penalty": "exponential"},
+        {"length_penalty": -1.0},
     ],
 )
-def test_invalid_arguments_are_config_errors(kwargs):
-    with pytest.raises(ConfigError):
+def test_invalid_arguments_are_one_line_config_errors(kwargs):
+    with pytest.raises(ConfigError) as error:
         PartialModelCollapse(**kwargs)
+    assert "\n" not in str(error.value)
 
 
 def test_valid_edge_arguments_are_accepted():
     PartialModelCollapse(num_samples=1, top_p=1.0, selection="bradley_terry", bt_temperature=math.inf)
     PartialModelCollapse(selection="argmin", bt_temperature=0.0)  # tau is unused by argmin
+    PartialModelCollapse(top_k=0, max_length=1, sample_every="epoch", min_length=3, length_penalty=0)

@@ -9,7 +9,8 @@ import pytest
 
 from pmc.errors import ConfigError
 from pmc.rouge import rouge_l_recall
-from pmc.selection import BestSoFarCache, bradley_terry_weights, penalised_score, select
+from pmc.selection import (BestSoFarCache, bradley_terry_weights, check_length_penalty, penalised_score, select,
+                           word_count)
 
 # --- ROUGE-L recall ----------------------------------------------------------------------------------------------
 
@@ -43,18 +44,58 @@ def test_rouge_l_recall_is_reference_normalised():
 
 
 @pytest.mark.parametrize(
-    "recall, answer, min_length, penalty, expected",
+    "answer, words",
     [
-        (0.2, "one two", 3, 0.5, 0.7),  # 2 words < 3: penalised
-        (0.2, "one two three", 3, 0.5, 0.2),  # exactly min_length: not penalised
-        (0.2, "  one   two  three four ", 3, 0.5, 0.2),  # whitespace runs do not count as words
-        (0.0, "", 1, 2.0, 2.0),  # empty answer has 0 words
-        (0.0, "", 0, 2.0, 0.0),  # min_length 0 disables the penalty
-        (0.4, "one", 5, 0.0, 0.4),  # zero penalty changes nothing
+        ("one two three", 3),
+        ("", 1),  # "".split(" ") == [""]: the official count makes an empty answer one word
+        ("   ", 1),  # stripped first, so only spaces is empty too
+        ("  one two  ", 2),  # leading and trailing spaces are stripped
+        ("one  two", 3),  # inner runs of spaces add empty words: ["one", "", "two"]
+        ("one\ntwo", 1),  # only spaces split: a newline does not
     ],
 )
+def test_word_count_is_the_official_split_on_single_spaces(answer, words):
+    assert word_count(answer) == words
+    assert word_count(answer) == len(answer.strip().split(" "))  # official PMC: unlearning/pmc.py L140
+
+
+E = math.e
+PENALISED = [
+    # recall, answer, min_length, penalty, expected (worked out by hand)
+    (0.2, "one two", 3, "exp", 0.2 + E**-2),  # 2 words < 3: + e^-2 = 0.3353
+    (0.2, "one two three", 3, "exp", 0.2),  # exactly min_length: not penalised
+    (0.5, "a b c d", 5, "exp", 0.5 + E**-4),  # 0.5183, under the cap
+    (0.0, "", 2, "exp", E**-1),  # empty answer: 1 word -> + e^-1 = 0.3679
+    (0.0, "", 1, "exp", 0.0),  # ... and 1 word is not below min_length 1
+    (0.9, "one", 5, "exp", 1.0),  # 0.9 + e^-1 = 1.27, capped at 1
+    (1.0, "one", 5, "exp", 1.0),  # a full overlap stays 1
+    (0.2, "one  two", 3, "exp", 0.2),  # 3 official words (double space): not penalised
+    (0.0, "", 0, "exp", 0.0),  # min_length 0 disables the penalty (official: min_len == 0)
+    (0.2, "one two", 3, 0.5, 0.7),  # constant option: + 0.5
+    (0.9, "one", 5, 0.5, 1.4),  # ... uncapped
+    (0.0, "", 2, 2.0, 2.0),  # empty answer is 1 word < 2
+    (0.4, "one", 5, 0.0, 0.4),  # a zero constant changes nothing
+]
+
+
+@pytest.mark.parametrize("recall, answer, min_length, penalty, expected", PENALISED)
 def test_penalised_score(recall, answer, min_length, penalty, expected):
     assert penalised_score(recall, answer, min_length, penalty) == pytest.approx(expected)
+
+
+def test_penalised_score_defaults_to_the_official_exponential_form():
+    assert penalised_score(0.2, "one two", 3) == pytest.approx(0.2 + math.exp(-2))
+
+
+@pytest.mark.parametrize("penalty", ["Exp", "linear", "", -0.1, math.inf, math.nan, True, None])
+def test_unknown_length_penalty_is_a_config_error(penalty):
+    with pytest.raises(ConfigError, match="length_penalty"):
+        check_length_penalty(penalty)
+
+
+@pytest.mark.parametrize("penalty", ["exp", 0, 0.0, 2, 1.5])
+def test_length_penalty_accepts_exp_or_a_non_negative_number(penalty):
+    check_length_penalty(penalty)
 
 
 # --- selection rules ---------------------------------------------------------------------------------------------
@@ -145,15 +186,17 @@ def test_cache_starts_empty_and_everything_pending():
     cache = BestSoFarCache(3)
     assert cache.pending() == [0, 1, 2]
     assert cache.answers == [None, None, None]
-    assert cache.mean_score() == math.inf
+    assert math.isnan(cache.mean_score())  # nothing sampled yet
 
 
-def test_cache_replaces_only_on_strictly_lower_score():
+def test_cache_ties_replace_the_cached_answer():
+    # official PMC (unlearning/pmc.py L51-58): the old answer is kept only if the new score is higher
     cache = BestSoFarCache(2)
     assert cache.offer(0, "first", 0.5) is True
-    assert cache.offer(0, "tie", 0.5) is False  # equal: keep the older answer
+    assert cache.offer(0, "tie", 0.5) is True  # equal: the newer answer wins
+    assert (cache.answers[0], cache.scores[0]) == ("tie", 0.5)
     assert cache.offer(0, "worse", 0.7) is False
-    assert (cache.answers[0], cache.scores[0]) == ("first", 0.5)
+    assert (cache.answers[0], cache.scores[0]) == ("tie", 0.5)
     assert cache.offer(0, "better", 0.2) is True
     assert (cache.answers[0], cache.scores[0]) == ("better", 0.2)
     assert cache.answers[1] is None and cache.scores[1] == math.inf  # other questions untouched
@@ -172,8 +215,12 @@ def test_cache_zero_score_questions_leave_pending():
     assert cache.answers == ["d", "b", "e"]
 
 
-def test_cache_mean_score():
+def test_cache_mean_score_is_over_sampled_questions():
     cache = BestSoFarCache(3)
-    for i, s in enumerate([0.3, 0.0, 0.6]):
+    cache.offer(0, "answer 0", 0.3)
+    assert cache.mean_score() == pytest.approx(0.3)  # questions 1 and 2 not sampled yet: left out, not infinite
+    for i, s in [(1, 0.0), (2, 0.6)]:
         cache.offer(i, f"answer {i}", s)
     assert cache.mean_score() == pytest.approx(0.3)
+    cache.offer(2, "answer 2b", 0.3)
+    assert cache.mean_score() == pytest.approx(0.2)

@@ -14,6 +14,7 @@ from torch import nn
 from benchmarks.metrics import SUITES, EvalContext
 from benchmarks.metrics import tofu
 from benchmarks.records import QABenchmark, QARecord
+from pmc.eval_cache import as_stored, from_stored
 from pmc.models import build_tiny, train_tokenizer
 from pmc.prompts import PromptFormat
 from pmc.run import run_experiment
@@ -168,6 +169,32 @@ def test_suite_needs_the_retain_model(tiny):
     ctx = EvalContext(tokenizer, PromptFormat(), benchmark, max_new_tokens=2, batch_size=4)
     with pytest.raises(tofu.MissingReferenceModel, match="retain model"):
         tofu.evaluate({"target": model, "unlearned": model}, ctx)
+
+
+def test_known_stage0_results_give_the_same_scores_without_running_the_retain_model(tiny):
+    """As with the eval cache: target and retain scored first, then the unlearned model with their results known;
+    its forget quality comes from the retain model's known truth ratios, the retain model is not run again."""
+    model, tokenizer = tiny
+    retain, unlearned = (build_tiny(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                    max_position_embeddings=128, seed=seed) for seed in (1, 2))
+    records = [QARecord("Who wrote the book?", "Jane wrote it.", "Who wrote it?", "Jane did.",
+                        ("The cat wrote it.", "Paris wrote it.")),
+               QARecord("Where is the cat?", "On the mat.", "Where's the cat?", "The cat is on the mat.",
+                        ("Near the fox.", "In France.")),
+               QARecord("What is the capital of France?", "Paris.", "France's capital?", "It is Paris.",
+                        ("The dog.", "The mat."))]
+    benchmark = QABenchmark("b", [], [], {s: records for s in tofu.SETS})
+    ctx = EvalContext(tokenizer, PromptFormat(), benchmark, max_new_tokens=3, batch_size=4)
+    models = {"target": model, "retain": retain, "unlearned": unlearned}
+    together = tofu.evaluate(models, ctx)
+
+    stage0 = tofu.evaluate({"target": model, "retain": retain}, ctx)
+    calls = []
+    retain.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+    later = tofu.evaluate(models, ctx, from_stored(as_stored(stage0)))
+    assert set(later) == {"unlearned"} and calls == []
+    assert as_stored({**stage0, **later}) == as_stored(together)
+    assert 0.0 < later["unlearned"].summary["forget_quality"] <= 1.0
 
 
 # --- end to end ---------------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from pmc.errors import ConfigError, TrainingDiverged
 from pmc.method import ForgetExample, Method, RunContext, frozen_copy
 from pmc.models import build_tiny, train_tokenizer, with_lora, without_lora
 from pmc.prompts import PromptFormat
-from pmc.trainer import (TrainingConfig, decay_parameter_groups, lr_factor, optimise, optimizer_steps_per_epoch, unlearn,
-                         warmup_steps)
+from pmc.trainer import (LazyMicroBatches, TrainingConfig, decay_parameter_groups, lr_factor, optimise,
+                         optimizer_steps_per_epoch, unlearn, warmup_steps)
 
 
 class Scalar(torch.nn.Module):
@@ -512,3 +512,37 @@ def test_unlearn_is_reproducible_for_a_seed(pairing_tokenizer):
     assert run_unlearn(pairing_tokenizer, relabel=False, epochs=2)[0] == run_unlearn(
         pairing_tokenizer, relabel=False, epochs=2
     )[0]
+
+
+# --- unlearn: each micro-batch built when the loop reaches it ---------------------------------------------------
+
+
+def test_lazy_micro_batches_know_their_length_and_build_each_item_when_reached():
+    built = []
+    lazy = LazyMicroBatches(3, lambda k: built.append(k) or f"batch {k}")
+    assert len(lazy) == 3 and built == []  # the length costs nothing
+    items = iter(lazy)
+    assert next(items) == "batch 0" and built == [0]
+    assert next(items) == "batch 1" and built == [0, 1]
+    assert list(items) == ["batch 2"] and built == [0, 1, 2]
+
+
+class ChoosingRows(Recording):
+    """Also records when the trainer asks for a micro-batch's forget rows."""
+
+    def forget_batch_examples(self, run, examples, indices):
+        self.events.append(("rows", [examples[i].question for i in indices]))
+        return super().forget_batch_examples(run, examples, indices)
+
+
+def test_each_micro_batchs_forget_rows_are_chosen_right_before_its_step(pairing_tokenizer):
+    bench = QABenchmark(name="pairing", forget=list(FORGET), retain=list(RETAIN), eval_sets={})
+    run = RunContext(torch.nn.Linear(1, 1), pairing_tokenizer, PromptFormat(), bench, max_new_tokens=8,
+                     generation_batch_size=2)
+    method = ChoosingRows(pairing_tokenizer, relabel=False)
+    unlearn(method, run, TrainingConfig(epochs=2, learning_rate=1e-3, batch_size=2), seed=0)
+    kinds = [event[0] for event in method.events]
+    assert kinds == ["setup"] + (["epoch"] + ["rows", "batch"] * 3) * 2  # 5 examples, batch_size 2, 2 epochs
+    steps = [event for event in method.events if event[0] in ("rows", "batch")]
+    for (_, asked), (_, forget, _) in zip(steps[0::2], steps[1::2]):
+        assert asked == [q for q, _ in forget]

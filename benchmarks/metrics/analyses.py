@@ -73,7 +73,7 @@ import numpy as np
 import torch
 
 from benchmarks.metrics import tofu
-from benchmarks.metrics.common import EvalContext, SuiteResult
+from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
 from benchmarks.records import DataError, QARecord, load_lines
 from pmc.batches import IGNORE_INDEX, Batch, eval_mode, longest_first, pad_right
 from pmc.errors import ConfigError
@@ -549,7 +549,9 @@ def forget_records(ctx: EvalContext, s: dict) -> list[QARecord]:
     return records[: s["max_questions"]] if s["max_questions"] else list(records)
 
 
-def evaluate(models: dict, ctx: EvalContext) -> dict[str, SuiteResult]:
+def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+    """Scores the models without a result in `known`. The references are needed as models even when their own
+    results are known: the target's log-probabilities are the collateral baseline, the retain model scores fluency."""
     for needed, why in (("target", "collateral damage is measured against the target model"),
                         ("retain", "fluency is scored by the retain model")):
         if needed not in models:
@@ -572,7 +574,7 @@ def evaluate(models: dict, ctx: EvalContext) -> dict[str, SuiteResult]:
     reference = text_token_logprobs(target, tokenizer, rows, ctx.batch_size)
 
     results = {}
-    for label, model in models.items():
+    for label, model in to_score(models, known).items():
         own = reference if model is target else text_token_logprobs(model, tokenizer, rows, ctx.batch_size)
         summary, per_text, distributions = collateral([o - t for o, t in zip(own, reference)], predicted,
                                                       forget_ids, texts, edges, own)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from benchmarks.records import QABenchmark
 from pmc.generation import greedy_answers
@@ -44,3 +45,8 @@ class EvalContext:
 class SuiteResult:
     summary: dict[str, float]
     examples: dict[str, list[dict]] = field(default_factory=dict)  # split -> one dict per example
+
+
+def to_score(models: dict, known: Mapping[str, SuiteResult] | None) -> dict:
+    """The models a suite still has to score: those without a result in `known`."""
+    return {name: model for name, model in models.items() if name not in (known or {})}

@@ -59,7 +59,7 @@ from typing import Sequence
 import torch
 from rouge_score import rouge_scorer
 
-from benchmarks.metrics.common import EvalContext, SuiteResult
+from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
 from benchmarks.metrics.tofu import MissingReferenceModel, max_length_for
 from benchmarks.muse.text import (
     KNOWMEM_FORGET, KNOWMEM_FORGET_ICL, KNOWMEM_RETAIN, KNOWMEM_RETAIN_ICL, MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN,
@@ -339,18 +339,22 @@ def summarise(examples: dict[str, list[dict]], retain_auc: float, reference: str
     }
 
 
-def evaluate(models: dict, ctx: EvalContext) -> dict[str, SuiteResult]:
+def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+    """Scores the models without a result in `known`; the retain model's AUC comes from its known result when there
+    is one, else from scoring it here (or MUSE's published one, privleak_reference=published)."""
+    known = known or {}
     source, corpus = privleak_reference_source(ctx)
-    if source == "retrain" and "retain" not in models:
+    if source == "retrain" and "retain" not in models and "retain" not in known:
         raise MissingReferenceModel(
             f"eval=muse: PrivLeak compares each model's membership-attack AUC with the retain model's, but none was "
             f"given (models: {sorted(models)}); pass it as models['retain'], or use MUSE's published reference "
             "with eval_settings.muse.privleak_reference=published"
         )
     muse_sets(ctx)
-    examples = {name: score_model(model, ctx, name) for name, model in models.items()}
+    examples = {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}
     if source == "retrain":
-        reference = attack_aucs(examples["retain"])[f"auc_{PRIVLEAK_ATTACK}"]
+        retain = known["retain"].examples if "retain" in known else examples["retain"]
+        reference = attack_aucs(retain)[f"auc_{PRIVLEAK_ATTACK}"]
     else:
         reference = PUBLISHED_RETRAIN_AUC[corpus]
     return {name: SuiteResult(summarise(rows, reference, source), rows) for name, rows in examples.items()}

@@ -29,7 +29,7 @@ from statistics import mean
 
 import numpy as np
 
-from benchmarks.metrics.common import EvalContext, SuiteResult
+from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
 from benchmarks.records import DataError, QARecord
 from pmc.errors import ConfigError
 from pmc.rouge import rouge_l_recall
@@ -134,6 +134,7 @@ def score_model(model, ctx: EvalContext, label: str = "") -> SuiteResult:
     return SuiteResult(summary, examples)
 
 
-def evaluate(models: dict, ctx: EvalContext) -> dict[str, SuiteResult]:
+def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+    """Each model on its own; models with a result in `known` are skipped."""
     resolve_settings((ctx.settings or {}).get(SUITE))  # a bad setting fails before any model is scored
-    return {name: score_model(model, ctx, name) for name, model in models.items()}
+    return {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}

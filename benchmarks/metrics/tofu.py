@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from scipy.stats import ks_2samp
 
-from benchmarks.metrics.common import EvalContext, SuiteResult
+from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
 from benchmarks.records import DataError, QARecord
 from pmc.batches import encode_pairs, eval_mode, longest_first
 from pmc.errors import HarnessError
@@ -213,12 +213,16 @@ def summarise(examples: dict[str, list[dict]], retain_forget_truth_ratios: Seque
     }
 
 
-def evaluate(models: dict, ctx: EvalContext) -> dict[str, SuiteResult]:
-    if "retain" not in models:
+def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+    """Scores the models without a result in `known`; the retain model's forget-set truth ratios come from its
+    known result when there is one, else from scoring it here."""
+    known = known or {}
+    if "retain" not in models and "retain" not in known:
         raise MissingReferenceModel(
             f"eval=tofu: forget quality compares each model with the retain model, but none was given "
             f"(models: {sorted(models)}); pass it as models['retain']"
         )
-    examples = {name: score_model(model, ctx, name) for name, model in models.items()}
-    reference = [r["truth_ratio"] for r in examples["retain"]["forget"]]
+    examples = {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}
+    retain = known["retain"].examples if "retain" in known else examples["retain"]
+    reference = [r["truth_ratio"] for r in retain["forget"]]
     return {name: SuiteResult(summarise(rows, reference), rows) for name, rows in examples.items()}

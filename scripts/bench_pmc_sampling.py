@@ -1,0 +1,95 @@
+"""When PMC samples: inside every micro-batch with the current weights (official) versus once per epoch.
+
+    python scripts/bench_pmc_sampling.py                          # quickstart benchmark, 5 epochs per mode
+    python scripts/bench_pmc_sampling.py --epochs 15 device=cuda  # extra Hydra overrides go last
+    python scripts/bench_pmc_sampling.py --modes epoch method.handler.top_k=0 method.handler.max_length=null
+
+The config is the quickstart's (tiny model, offline synthetic TOFU-style benchmark with 20 forget questions, PMC
+with conf/method/pmc.yaml), with `method.training.epochs` set to --epochs. Stage 0 comes from the stage-0 cache
+(--cache-dir, the runs' own by default; built there first if absent, not timed). For each mode the target is copied,
+the run re-seeded, and PMC trained through `pmc.trainer.unlearn`; then the paper metric suite scores the result. The
+table gives, per mode: device, wall time per epoch (unlearning time without the initial greedy answers, over the
+epochs), the number of answers sampled, the final mean selected score (mean ROUGE-L recall of the cached answers
+against the initial ones) and unlearn quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from benchmarks.metrics import paper
+from pmc.method import RunContext
+from pmc.models import device_for
+from pmc.prompts import PromptFormat
+from pmc.run import eval_context, seed_everything
+from pmc.stage0 import prepare_models
+from pmc.trainer import TrainingConfig, unlearn
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def run_mode(cfg, stage0, benchmark, fmt, mode: str) -> dict:
+    seed_everything(cfg.seed)
+    method = instantiate(cfg.method.handler, sample_every=mode)
+    model = copy.deepcopy(stage0.target)
+    run = RunContext(model, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size)
+    setup_s = []
+    setup = method.setup
+
+    def timed_setup(run_context):
+        start = time.perf_counter()
+        setup(run_context)
+        setup_s.append(time.perf_counter() - start)
+
+    method.setup = timed_setup
+    training = TrainingConfig(**cfg.method.training)
+    start = time.perf_counter()
+    unlearn(method, run, training, cfg.seed)
+    epoch_s = (time.perf_counter() - start - setup_s[0]) / training.epochs
+    scores = paper.score_model(model, eval_context(cfg, stage0.tokenizer, fmt, benchmark), mode).summary
+    return {"mode": mode, "device": str(next(model.parameters()).device), "epoch_s": epoch_s,
+            "sampled": method.sampled_answers, "score": method.cache.mean_score(),
+            "unlearn_quality": scores["unlearn_quality"], "utility": scores["utility"]}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", default=".cache/pmc", help="stage-0 checkpoints (built if absent)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--modes", default="batch,epoch", help="comma-separated sample_every values to run")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. device=cuda")
+    args = parser.parse_args(argv)
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"method.training.epochs={args.epochs}", *args.overrides])
+    seed_everything(cfg.seed)
+    benchmark = instantiate(cfg.benchmark)
+    fmt = PromptFormat(**cfg.model.prompt)
+    start = time.perf_counter()
+    stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, args.cache_dir, cfg.seed,
+                            device_for(cfg.device))
+    h = cfg.method.handler
+    print(f"stage 0: {'built ' + ', '.join(stage0.built) if stage0.built else 'from cache'} in "
+          f"{time.perf_counter() - start:.1f} s; {len(benchmark.forget)} forget questions, "
+          f"{args.epochs} epochs, micro-batch {cfg.method.training.batch_size}; n={h.num_samples} T={h.temperature} "
+          f"top_p={h.top_p} top_k={h.top_k} max_length={h.max_length} max_new_tokens={h.max_new_tokens}")
+
+    rows = [run_mode(cfg, stage0, benchmark, fmt, mode) for mode in args.modes.split(",")]
+    print(f"\n| sample_every | device | s / epoch | sampled answers | final mean selected score | unlearn quality "
+          f"| utility |\n|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['device']} | {r['epoch_s']:.2f} | {r['sampled']} | {r['score']:.3f} "
+              f"| {r['unlearn_quality']:.2f} | {r['utility']:.2f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

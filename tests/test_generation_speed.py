@@ -1,0 +1,142 @@
+"""Decoding speed settings: `generation.batch_size` (an int or `auto`), `cache_implementation` and `compile`.
+None of them may change what is decoded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import CompileConfig
+from transformers.generation.utils import GenerationMixin
+
+from pmc.errors import ConfigError
+from pmc.generation import (AUTO_MAX_BATCH_SIZE, CPU_BATCH_SIZE, auto_batch_size, check_generation_options,
+                            configure_generation, generate_answers, greedy_answers, resolve_batch_size,
+                            row_bytes)
+from pmc.models import build_tiny, train_tokenizer
+from pmc.prompts import PromptFormat
+from pmc.run import method_batch_size, run_experiment
+
+TEXTS = ["Question: Who wrote the book?\nAnswer: Jane wrote it.", "the quick brown fox jumps over the lazy dog",
+         "Question: Where is the cat?\nAnswer: The cat sat on the mat near the door."] * 4
+# prompts of different lengths, so batches are left-padded
+QUESTIONS = ["Who wrote the book?", "Where is the quick brown fox going in the lazy world today?", "Who?",
+             "Where is the cat?", "What?"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = train_tokenizer(TEXTS, vocab_size=300)
+    model = build_tiny(tokenizer, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
+                       max_position_embeddings=256, seed=0)
+    torch.manual_seed(0)
+    with torch.no_grad():  # larger random weights than the initialisation's: the answers vary from token to token
+        for weights in model.parameters():
+            if weights.dim() > 1:
+                weights.normal_(0.0, 0.3)
+    return model, tokenizer
+
+
+def test_a_static_kv_cache_decodes_the_same_answers(tiny):
+    model, tokenizer = tiny
+    decode = lambda: greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=24, batch_size=2)
+
+    def sample():
+        torch.manual_seed(0)
+        return generate_answers(model, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=12, batch_size=2,
+                                num_samples=3, temperature=1.0, top_p=0.9)
+
+    dynamic, sampled = decode(), sample()
+    assert len(set(dynamic)) == len(QUESTIONS)  # every row decodes something else
+    try:
+        configure_generation(model, "static")
+        assert model.generation_config.cache_implementation == "static"
+        assert decode() == dynamic and sample() == sampled
+        configure_generation(model, "static", compile=True)  # compiles only on CUDA (transformers' rule)
+        assert decode() == dynamic
+    finally:
+        configure_generation(model)
+
+
+def test_the_options_as_transformers_reads_them_and_the_defaults_leave_the_config_as_loaded(tiny):
+    model, _ = tiny
+    loaded = model.generation_config.to_diff_dict()
+    configure_generation(model, "static", compile=False)
+    assert model.generation_config.disable_compile is True  # no automatic compilation with the static cache
+    configure_generation(model, "static", compile=True)
+    config = model.generation_config
+    assert isinstance(config.compile_config, CompileConfig) and config.disable_compile is False
+    configure_generation(model)
+    assert model.generation_config.to_diff_dict() == loaded
+
+
+@pytest.mark.parametrize("batch_size, cache_implementation, compile, message", [
+    (0, None, False, "generation.batch_size must be a positive integer or 'auto', got 0"),
+    ("big", None, False, "generation.batch_size must be a positive integer or 'auto', got 'big'"),
+    (True, None, False, "generation.batch_size must be a positive integer or 'auto', got True"),
+    (8, "dynamic", False, "generation.cache_implementation must be null or 'static', got 'dynamic'"),
+    (8, None, "yes", "generation.compile must be true or false, got 'yes'"),
+    (8, None, True, "generation.compile=true needs generation.cache_implementation=static"),
+])
+def test_bad_generation_settings_are_one_config_error(batch_size, cache_implementation, compile, message):
+    with pytest.raises(ConfigError) as error:
+        check_generation_options(batch_size, cache_implementation, compile)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_auto_batch_size_from_free_memory(tiny):
+    model, _ = tiny  # 2 layers, 2 heads of 32 (no grouped KV), hidden 64, MLP 128, vocabulary 300, float32
+    sequence = 10
+    kv_cache = 2 * 2 * 2 * 32 * sequence * 4  # keys and values x layers x heads x head size x positions x bytes
+    activations = (sequence * (4 * 64 + 3 * 128) + 2 * sequence**2) * 4
+    logits = 3 * 4 * len(model.get_output_embeddings().weight) * sequence  # float32, every position, 3 copies
+    row = kv_cache + activations + logits
+    assert row_bytes(model.config, sequence, 4) == row
+    reserve = 5 * 4 * sum(p.numel() for p in model.parameters())  # unlearned copy, reference, grads, AdamW moments
+    # half of what is left after the reserve fits 37 rows: the power of two below is 32
+    assert auto_batch_size(model, sequence, reserve + 2 * 37 * row) == 32
+    assert auto_batch_size(model, sequence, reserve + 2 * 64 * row) == 64
+    assert auto_batch_size(model, sequence, reserve + 2 * 10**6 * row) == AUTO_MAX_BATCH_SIZE
+    assert auto_batch_size(model, sequence, reserve // 2) == 1  # nothing left: one row at a time
+
+
+def test_resolve_batch_size(tiny):
+    model, _ = tiny
+    assert resolve_batch_size(12, model, 100) == 12
+    assert resolve_batch_size("auto", model, 100) == CPU_BATCH_SIZE  # the model is on the CPU
+    with pytest.raises(ConfigError, match="batch_size"):
+        resolve_batch_size(-1, model, 100)
+
+
+def test_auto_counts_decoded_rows_and_pmc_decodes_n_per_question(make_config):
+    pmc_like = type("Sampler", (), {"num_samples": 5})()
+    auto, fixed = make_config("generation.batch_size=auto"), make_config("generation.batch_size=16")
+    assert method_batch_size(auto, 32, pmc_like) == 6 and method_batch_size(auto, 32, object()) == 32
+    assert method_batch_size(fixed, 16, pmc_like) == 16  # an int is questions per call, as before
+
+
+def test_a_bad_setting_fails_before_anything_is_built(make_config, tmp_path):
+    with pytest.raises(ConfigError, match="generation.batch_size"):
+        run_experiment(make_config("generation.batch_size=0"), tmp_path)
+    with pytest.raises(ConfigError, match="eval_cache must be true or false"):
+        run_experiment(make_config("eval_cache=sometimes"), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_with_auto_batches_and_a_static_cache_scores_as_before(make_config, tmp_path, monkeypatch):
+    caches = []
+    generate = GenerationMixin.generate
+
+    def record(model, *args, **kwargs):
+        caches.append(model.generation_config.cache_implementation)
+        return generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", record)
+    (tmp_path / "plain").mkdir(), (tmp_path / "fast").mkdir()
+    plain = run_experiment(make_config("method.training.epochs=1"), tmp_path / "plain")
+    caches.clear()
+    fast = run_experiment(make_config("method.training.epochs=1", "generation.batch_size=auto",
+                                      "generation.cache_implementation=static"), tmp_path / "fast")
+    assert caches and set(caches) == {"static"}  # PMC's decoding and every model's evaluation
+    assert fast["eval_cache"]["target"]["paper"] == "miss"  # other generation settings: scored, not read
+    for model in ("target", "retain"):
+        assert fast["metrics"][model] == plain["metrics"][model]

@@ -1,0 +1,69 @@
+"""scripts/bench_throughput.py on the tiny model, and the GPU check scripts: shell syntax, and (slow) the dry run of
+scripts/gpu_check.sh, the same pipeline on this CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from conftest import REPO, SMALL, TOFU_DIR
+
+
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_throughput", REPO / "scripts" / "bench_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"timings_s": {"data": 0.5, "stage0": 12.0, "unlearn": 30.25, "eval": 7.0},
+                                   "stage0": {"built_in_this_run": ["tiny-target-0123", "tiny-retain-4567"]}}))
+    numbers = bench().main(["--results", str(results), "--steps", "2", "--questions", "6", "--samples", "3",
+                            "--gen-batch", "4", "--json", str(tmp_path / "bench.json"), *SMALL,
+                            f"cache_dir={stage0_cache}"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("device: ") and "torch " in printed and "float32" in printed
+    for measure in ("training", "greedy decoding", "PMC sampling"):
+        assert f"| {measure} " in printed
+    assert numbers["training"]["tokens"] > 0 and numbers["training"]["tokens_per_s"] > 0
+    assert numbers["greedy"]["answers"] == 6 and numbers["greedy"]["batch_size"] == 4
+    assert numbers["sampling"]["answers"] == 6 * 3 and numbers["sampling"]["questions_per_call"] == 4
+    job_rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in printed.splitlines()
+                if line.startswith("| job: ")}
+    assert job_rows == {"job: data": "0.5", "job: stage0": "12.0", "job: unlearn": "30.2", "job: eval": "7.0",
+                        "job: total": "49.8"}
+    assert "built: target, retain" in printed
+    assert json.loads((tmp_path / "bench.json").read_text())["job"]["timings_s"]["eval"] == 7.0
+
+
+def test_gpu_scripts_parse_and_the_device_folder_is_ignored():
+    for script in ("gpu_check.sh", "prepare_device.sh"):
+        subprocess.run(["bash", "-n", str(REPO / "scripts" / script)], check=True)
+    ignored = subprocess.run(["git", "check-ignore", ".device/tofu/full.json", "gpu_check_out/summary.txt"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert ignored.stdout.split() == [".device/tofu/full.json", "gpu_check_out/summary.txt"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
+def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
+    env = dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1",
+               GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"))  # TOFU from ../shared, nothing to install
+    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = (tmp_path / "summary.txt").read_text()
+    for job in ("pmc", "graddiff", "npo"):
+        assert f"{job}: exit 0" in summary
+    assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # GradDiff and NPO read the stage-0 scores
+    with tarfile.open(tmp_path / "gpu_check.tar.gz") as archive:
+        names = set(archive.getnames())
+    assert {"./runs/pmc/results.json", "./runs/npo/eval/unlearned/tofu.json", "./tables/gpu_check.md",
+            "./tables/throughput.json", "./logs/bench.log", "./summary.txt"} <= names
