@@ -267,6 +267,13 @@ class ICU(Method):
                               (retain[self.neighbours[i]].question, retain[self.neighbours[i]].answer))
                 for i in self.remaining]
 
+    def state_dict(self) -> dict:
+        """The last check's verdicts (which items remain, whether to stop) and its logged summary."""
+        return {"remaining": self.remaining, "stopped": self.stopped, "check": self.check}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.remaining, self.stopped, self.check = list(state["remaining"]), state["stopped"], dict(state["check"])
+
     def loss(self, model, forget, retain) -> dict[str, torch.Tensor]:
         unlearn_nll = answer_nll(model, forget)
         learn_nll = answer_nll(model, forget.paired)

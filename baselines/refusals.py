@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+from pmc.checkpoint import rng_state, set_rng_state
 from pmc.errors import ConfigError
 from pmc.method import ForgetExample, RunContext
 
@@ -52,3 +53,10 @@ class RefusalTargets:
                           (r.question, r.answer) if self.compare_with_forget_answer else None)
             for r in run.benchmark.forget
         ]
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "refusal_rng": rng_state(self.refusal_rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        set_rng_state(self.refusal_rng, state["refusal_rng"])

@@ -14,6 +14,7 @@ import random
 
 import torch
 
+from pmc.checkpoint import rng_state, set_rng_state
 from pmc.errors import ConfigError
 from pmc.generation import DEFAULT_TOP_K, generate_answers, greedy_answers
 from pmc.losses import answer_nll
@@ -143,3 +144,14 @@ class PartialModelCollapse(RetainRegularised):
         """NLL of the selected answers; the mean cached score of the questions sampled so far shows how far
         collapse has got."""
         return answer_nll(model, forget), {"selected_score": torch.tensor(self.cache.mean_score())}
+
+    def state_dict(self) -> dict:
+        """Initial answers, the best-so-far cache and the selection RNG: what later epochs sample and train from."""
+        return {"initial_answers": self.initial_answers, "answers": self.cache.answers, "scores": self.cache.scores,
+                "rng": rng_state(self.rng), "sampled_answers": self.sampled_answers}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial_answers = list(state["initial_answers"])
+        self.cache.answers, self.cache.scores = list(state["answers"]), [float(s) for s in state["scores"]]
+        set_rng_state(self.rng, state["rng"])
+        self.sampled_answers = state["sampled_answers"]

@@ -79,6 +79,14 @@ class Method:
         """{"loss": the scalar to minimise, plus named terms to log}."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """What this method has learnt or drawn during training, as JSON, for a checkpoint (pmc.checkpoint); what
+        `setup` rebuilds from the pre-unlearning model and the data (e.g. a frozen reference) is not part of it."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put back what `state_dict` gave, after `setup`, when training resumes from a checkpoint."""
+
 
 class RetainRegularised(Method):
     """forget_weight · (the method's forget objective) + retain_weight · (retain term), the shape most methods share

@@ -27,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.metrics import SUITES, EvalContext
 from benchmarks.records import DataError
+from pmc.checkpoint import CheckpointConfig, Checkpoints
 from pmc.checks import check_run_config, check_unlearning_config
-from pmc.distributed import export_launch_environment, is_main_process
+from pmc.distributed import export_launch_environment, is_main_process, world_size
 from pmc.errors import ConfigError, HarnessError
 from pmc.failures import cli, report_errors, stage
 from pmc.eval_cache import SCORED, EvalCache
@@ -110,11 +111,25 @@ def check_eval_suites(cfg: DictConfig) -> None:
     check_generation_options(g.batch_size, g.cache_implementation, g.compile)
 
 
+def checkpoint_config(cfg: DictConfig) -> CheckpointConfig:
+    """`checkpoint:` of the config; checkpoints are written only by single-process runs (a multi-process run's
+    other processes have no run directory to resume from)."""
+    try:
+        checkpoint = CheckpointConfig(**cfg.get("checkpoint", {}))
+    except TypeError as e:
+        raise ConfigError(f"checkpoint: {e} (keys: enabled, every_steps, keep)") from None
+    if checkpoint.enabled and world_size() > 1:
+        log.warning("checkpoint.enabled: not supported in a multi-process run yet; this run cannot resume")
+        return CheckpointConfig(enabled=False)
+    return checkpoint
+
+
 def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
     """Target and retain models for this config, from the stage-0 cache (built there first if absent)."""
     with timed(timings, "stage0"):
         stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, cfg.cache_dir,
-                                cfg.seed, device_for(cfg.device), cfg.stage0.target_path, cfg.stage0.retain_path)
+                                cfg.seed, device_for(cfg.device), cfg.stage0.target_path, cfg.stage0.retain_path,
+                                checkpoint_config(cfg))
     log.info("stage 0: %s", "built " + ", ".join(stage0.built) if stage0.built else "all models from cache")
     return stage0
 
@@ -221,6 +236,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     with stage("config"):
         check_config(cfg)
         training = check_unlearning_config(cfg)
+        checkpoint_config(cfg)
         export_launch_environment(cfg.get("accelerate_config"))
         method = build_method(cfg)
         logger = _instantiate(cfg.logger, "logger") if is_main_process() else NullLogger()
@@ -252,7 +268,9 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     unlearned = with_lora(copy.deepcopy(stage0.target), OmegaConf.to_container(lora) if lora is not None else None)
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      method_batch_size(cfg, batch_size, method))
-    train_log = (run_dir / "train_log.jsonl").open("w", encoding="utf-8")
+    checkpoint = checkpoint_config(cfg)
+    checkpoints = Checkpoints(run_dir / "checkpoints", checkpoint.every_steps) if checkpoint.enabled else None
+    train_log = resume_train_log(run_dir / "train_log.jsonl", checkpoints.resume_step() if checkpoints else 0)
 
     def log_step(record: dict) -> None:
         train_log.write(json.dumps(record) + "\n")
@@ -260,7 +278,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         logger.log_step(record)
 
     with timed(timings, "unlearn"), train_log:
-        unlearn(method, run, training, cfg.seed, log_step)
+        unlearn(method, run, training, cfg.seed, log_step, checkpoints)
     unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
@@ -273,8 +291,21 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=method.name)
         write_json_atomic(run_dir / "results.json", results)
+        if checkpoints and not checkpoint.keep:
+            checkpoints.remove()
     logger.log_results(results, run_dir)
     return results
+
+
+def resume_train_log(path: Path, resume_step: int):
+    """The per-step log, opened for appending: its records up to the checkpoint a run resumes from are kept, the
+    later ones (steps the resumed run trains again) are dropped; a run that starts afresh starts an empty log."""
+    kept = []
+    if resume_step and path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                if line.endswith("\n") and json.loads(line)["step"] <= resume_step]
+    path.write_text("".join(kept), encoding="utf-8")
+    return path.open("a", encoding="utf-8")
 
 
 # absolute, so the app finds its configs however it is started (python -m pmc.run, the pmc-run script, imported)

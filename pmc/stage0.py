@@ -24,6 +24,7 @@ from typing import Callable
 from filelock import FileLock
 
 from benchmarks.records import QABenchmark, QARecord
+from pmc.checkpoint import CheckpointConfig, Checkpoints
 from pmc.distributed import world_size
 from pmc.errors import ConfigError
 from pmc.models import build_tiny, load_checkpoint, load_pretrained, save_checkpoint, train_tokenizer
@@ -92,8 +93,11 @@ def _remove(directory: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def cached(root: Path, name: str, build: Callable[[], tuple], on_build: Callable[[str], None]) -> tuple:
+def cached(root: Path, name: str, build: Callable[[Path], tuple], on_build: Callable[[str], None]) -> tuple:
     """(model, tokenizer) from root/name, building and saving it first if absent or corrupt (once, under a lock).
+
+    build(resume_dir) may keep training checkpoints in resume_dir (beside the entry, named after it): a build killed
+    part-way resumes from there in the next run that needs the entry; it is removed once the entry is in place.
 
     An entry is written into a staging directory, its manifest last, then renamed into place; one whose files no
     longer match the manifest (a truncated copy, a deleted file, bit rot) is removed and rebuilt, never loaded.
@@ -111,7 +115,8 @@ def cached(root: Path, name: str, build: Callable[[], tuple], on_build: Callable
             if world_size() > 1:  # its training would wait for processes that wait for this lock
                 raise ConfigError(f"stage-0 model {final} is not cached, and a multi-process run cannot build it: "
                                   "run the same config once in a single process first")
-            model, tokenizer = build()
+            resume_dir = root / f".{name}.resume"
+            model, tokenizer = build(resume_dir)
             staging = root / f".{name}.tmp-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
             try:
@@ -119,6 +124,7 @@ def cached(root: Path, name: str, build: Callable[[], tuple], on_build: Callable
                 write_json_atomic(staging / MANIFEST, {"name": name, "created": time.time(),
                                                        "files": file_digests(staging)})
                 os.replace(staging, final)
+                shutil.rmtree(resume_dir, ignore_errors=True)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)  # only left if something above failed
             on_build(name)
@@ -126,9 +132,14 @@ def cached(root: Path, name: str, build: Callable[[], tuple], on_build: Callable
 
 
 def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, cache_dir: str | Path, seed: int,
-                   device: str = "cpu", target_path: str | None = None, retain_path: str | None = None) -> Stage0Models:
+                   device: str = "cpu", target_path: str | None = None, retain_path: str | None = None,
+                   checkpoint: CheckpointConfig = CheckpointConfig()) -> Stage0Models:
     """Target and retain models for this benchmark, from explicit checkpoints when given, else from the cache."""
     root = Path(cache_dir)
+
+    def resumable(resume_dir: Path) -> Checkpoints | None:
+        return Checkpoints(resume_dir, checkpoint.every_steps) if checkpoint.enabled else None
+
     built: list[str] = []
     finetune_cfg = TrainingConfig(**model_cfg["finetune"])
     # LoRA applies to unlearning only, so it is no part of what stage 0 builds
@@ -147,7 +158,7 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
                                                  model_cfg.get("gguf_package"), model_cfg.get("gguf_file")))
         return base_memo[0]
 
-    def _build_tiny_base():
+    def _build_tiny_base(resume_dir: Path):
         arch = model_cfg["architecture"]
         template_text = fmt.question_template.format(question="")
         tokenizer = train_tokenizer(benchmark.texts() + [template_text], arch["vocab_size"])
@@ -155,7 +166,7 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
                            arch["intermediate_size"], arch["max_position_embeddings"], seed).to(device)
         if benchmark.pretrain:
             finetune(model, tokenizer, fmt, benchmark.pretrain, TrainingConfig(**model_cfg["pretrain"]), seed,
-                     desc="stage0: pretrain tiny on utility sets")
+                     desc="stage0: pretrain tiny on utility sets", checkpoints=resumable(resume_dir))
         return model, tokenizer
 
     def fine_tuned(role: str, records: list[QARecord]):
@@ -163,10 +174,11 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
             records = records + benchmark.pretrain
         key = fingerprint(base_key, role, records_digest(records), asdict(finetune_cfg), asdict(fmt))
 
-        def build():
+        def build(resume_dir: Path):
             model, tokenizer = base()
             model = copy.deepcopy(model).to(device)
-            finetune(model, tokenizer, fmt, records, finetune_cfg, seed, desc=f"stage0: {role}")
+            finetune(model, tokenizer, fmt, records, finetune_cfg, seed, desc=f"stage0: {role}",
+                     checkpoints=resumable(resume_dir))
             return model, tokenizer
 
         name = f"{model_cfg['name']}-{role}-{key[:16]}"

@@ -24,12 +24,23 @@ from tqdm.auto import tqdm
 
 from benchmarks.records import QARecord
 from pmc.batches import encode_pairs
+from pmc.checkpoint import Checkpoints, read_state, rng_state, set_rng_state
 from pmc.distributed import world_size
 from pmc.errors import ConfigError, TrainingDiverged
 from pmc.losses import answer_nll
-from pmc.method import Method, RunContext
+from pmc.method import ForgetExample, Method, RunContext
 
 StepLog = Callable[[dict], None]
+
+
+@dataclass
+class CallerState:
+    """What a checkpoint keeps of the caller of `optimise` besides the training state: `save()` gives it as JSON
+    when a checkpoint is written, `restore(state)` puts it back before training resumes. After a mid-epoch restore,
+    `epoch_batches(epoch)` must give that epoch's micro-batches as they were, without redoing its per-epoch work."""
+
+    save: Callable[[], dict]
+    restore: Callable[[dict], None]
 
 # training.precision -> accelerate's mixed_precision. Both keep fp32 master weights: "bf16-mixed" runs the forward
 # pass under bf16 autocast (the references: HF Trainer bf16=True through DeepSpeed, fp32 master weights).
@@ -214,33 +225,63 @@ def optimise(
     compute_loss: Callable[[torch.nn.Module, object], dict[str, torch.Tensor]],
     log_step: StepLog | None = None,
     desc: str = "train",
+    checkpoints: Checkpoints | None = None,
+    caller_state: CallerState | None = None,
 ) -> None:
     """Run training.epochs epochs. epoch_batches(epoch) gives that epoch's micro-batches as a sized iterable; they
     are taken one at a time (a method may build each with the current weights), and moved to the training device.
     compute_loss(model, micro_batch) gets the model as accelerate wrapped it. The schedule is sized from the first
-    epoch's micro-batch count; an empty epoch ends training (e.g. ICU has forgotten every item)."""
+    epoch's micro-batch count; an empty epoch ends training (e.g. ICU has forgotten every item).
+
+    With `checkpoints`, a checkpoint is written at every epoch boundary and every `checkpoints.every_steps` optimizer
+    steps, and training resumes from the newest one: the same micro-batch, weights, optimizer, schedule and RNG
+    states as the interrupted run had there, so the rest of training is the same (pmc.checkpoint)."""
     if training.epochs == 0:
         model.eval()
         return
     accumulation = training.gradient_accumulation_steps
-    micro_batches: Sized = epoch_batches(0)
+    resume_from = checkpoints.latest() if checkpoints else None
     storage_dtypes = {parameter: parameter.dtype for parameter in model.parameters()}
-    session = start_session(model, training, len(micro_batches))
+    if resume_from is None:
+        micro_batches: Sized = epoch_batches(0)
+        first_count, first_epoch, start, step = len(micro_batches), 0, 0, 0
+    else:  # the schedule is sized as in the interrupted run, without redoing epoch 0's per-epoch work
+        first_count = read_state(resume_from)["position"]["first_epoch_micro_batches"]
+    session = start_session(model, training, first_count)
     accelerator, prepared = session.accelerator, session.model
+    if resume_from is not None:
+        state = checkpoints.load(accelerator, resume_from)
+        position = state["position"]
+        first_epoch, start, step = position["epoch"], position["micro_batch"], position["step"]
+        if caller_state:
+            caller_state.restore(state["caller"])
+        print(f"{desc}: resuming from {resume_from} (epoch {first_epoch + 1}, optimizer step {step})", flush=True)
+        if first_epoch < training.epochs:
+            micro_batches = epoch_batches(first_epoch)
+
+    def save_checkpoint(epoch: int, next_micro_batch: int) -> None:
+        position = {"epoch": epoch, "micro_batch": next_micro_batch, "step": step,
+                    "first_epoch_micro_batches": first_count}
+        checkpoints.save(accelerator, position, caller_state.save() if caller_state else {})
+
     prepared.train()
-    step = 0
     try:
-        with tqdm(total=session.total_steps, desc=desc, leave=False,
+        with tqdm(total=session.total_steps, initial=step, desc=desc, leave=False,
                   disable=not accelerator.is_main_process) as bar:
-            for epoch in range(training.epochs):
-                if epoch:
+            for epoch in range(first_epoch, training.epochs):
+                if epoch != first_epoch:
                     micro_batches = epoch_batches(epoch)
+                    start = 0
                 count = len(micro_batches)
                 if not count:
                     break
-                accelerator.step = 0  # accumulate()'s micro-batch counter: groups restart with every epoch
+                if not start:
+                    accelerator.step = 0  # accumulate()'s micro-batch counter: groups restart with every epoch
                 logged: dict[str, float] = {}
-                for index, micro_batch in enumerate(micro_batches):
+                # resuming mid-epoch: the micro-batches already trained on are skipped without being built
+                remaining = enumerate(micro_batches) if not start else (
+                    (k, micro_batches[k]) for k in range(start, count))
+                for index, micro_batch in remaining:
                     group_size = min(accumulation, count - index // accumulation * accumulation)
                     if index % accumulation == 0:
                         # the epoch's last group may be shorter: advance the counter so accumulate() syncs after it
@@ -271,6 +312,11 @@ def optimise(
                             bar.update(1)
                             bar.set_postfix(loss=f"{logged['loss']:.3f}")
                             logged = {}
+                            if (checkpoints and checkpoints.every_steps and step % checkpoints.every_steps == 0
+                                    and index + 1 < count):
+                                save_checkpoint(epoch, index + 1)
+                if checkpoints:
+                    save_checkpoint(epoch + 1, 0)
     finally:
         _finish_session(session, model, training, storage_dtypes)
 
@@ -281,17 +327,27 @@ def _chunks(items: list, size: int) -> list[list]:
 
 def finetune(
     model, tokenizer, fmt, records: list[QARecord], training: TrainingConfig, seed: int,
-    log_step: StepLog | None = None, desc: str = "finetune",
+    log_step: StepLog | None = None, desc: str = "finetune", checkpoints: Checkpoints | None = None,
 ) -> None:
     """Plain supervised fine-tuning on QA records (stage 0: target, retain and tiny-model pre-training)."""
     rng = random.Random(seed)
     pairs = [(r.question, r.answer) for r in records]
+    plan: dict = {}  # this epoch's order, kept by checkpoints so a mid-epoch resume trains the same micro-batches
 
-    def epoch_batches(_epoch):
-        shuffled = rng.sample(pairs, len(pairs))
+    def epoch_batches(epoch):
+        if plan.get("epoch") != epoch:
+            # sample() draws positions, so this is the permutation rng.sample(pairs, len(pairs)) gives
+            plan.update(epoch=epoch, order=rng.sample(range(len(pairs)), len(pairs)))
+        shuffled = [pairs[i] for i in plan["order"]]
         return [encode_pairs(tokenizer, fmt, c, training.max_length) for c in _chunks(shuffled, training.batch_size)]
 
-    optimise(model, training, epoch_batches, lambda model, batch: {"loss": answer_nll(model, batch)}, log_step, desc)
+    def restore(state):
+        set_rng_state(rng, state["rng"])
+        plan.clear()
+        plan.update(state["plan"])
+
+    optimise(model, training, epoch_batches, lambda model, batch: {"loss": answer_nll(model, batch)}, log_step, desc,
+             checkpoints, CallerState(lambda: {"rng": rng_state(rng), "plan": dict(plan)}, restore))
 
 
 class LazyMicroBatches:
@@ -308,37 +364,60 @@ class LazyMicroBatches:
     def __iter__(self):
         return (self._build(k) for k in range(self._count))
 
+    def __getitem__(self, k: int):
+        """Micro-batch k alone: a resumed epoch starts at its checkpoint's micro-batch, building none before it."""
+        return self._build(k)
+
 
 def unlearn(
-    method: Method, run: RunContext, training: TrainingConfig, seed: int, log_step: StepLog | None = None
+    method: Method, run: RunContext, training: TrainingConfig, seed: int, log_step: StepLog | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> None:
     """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example.
 
     The forget order and retain partners of an epoch are drawn from the seeded RNG when the epoch starts; each
-    micro-batch is built when the training loop reaches it, its forget rows from `method.forget_batch_examples`."""
+    micro-batch is built when the training loop reaches it, its forget rows from `method.forget_batch_examples`.
+    That plan (the epoch's forget examples, their order in micro-batches, the retain partners) is kept by
+    checkpoints with the method's state, so a mid-epoch resume redoes no per-epoch work and builds only the
+    micro-batches still to train."""
     rng = random.Random(seed)
     retain = run.benchmark.retain
     method.setup(run)
     encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
+    plan: dict = {}
 
     def epoch_batches(epoch):
         run.epoch = epoch
-        method.on_epoch_start(run)
-        examples = method.forget_examples(run)
-        order = rng.sample(range(len(examples)), len(examples))
-        chunks = _chunks(order, training.batch_size)
-        partners = [[retain[rng.randrange(len(retain))] for _ in chunk] for chunk in chunks]
+        if plan.get("epoch") != epoch:
+            method.on_epoch_start(run)
+            examples = method.forget_examples(run)
+            order = rng.sample(range(len(examples)), len(examples))
+            chunks = _chunks(order, training.batch_size)
+            partners = [[rng.randrange(len(retain)) for _ in chunk] for chunk in chunks]
+            plan.update(epoch=epoch, examples=[[e.question, e.answer, e.paired] for e in examples], chunks=chunks,
+                        partners=partners)
+        examples = [ForgetExample(q, a, tuple(paired) if paired else None) for q, a, paired in plan["examples"]]
+        chunks, partners = plan["chunks"], plan["partners"]
 
         def build(k):
             rows = method.forget_batch_examples(run, examples, chunks[k])
             forget = encode([(e.question, e.answer) for e in rows])
             if rows[0].paired is not None:
                 forget.paired = encode([e.paired for e in rows])
-            return forget, encode([(r.question, r.answer) for r in partners[k]])
+            return forget, encode([(retain[i].question, retain[i].answer) for i in partners[k]])
 
         return LazyMicroBatches(len(chunks), build)
 
+    def save() -> dict:
+        return {"rng": rng_state(rng), "method": method.state_dict(), "plan": dict(plan)}
+
+    def restore(state: dict) -> None:
+        set_rng_state(rng, state["rng"])
+        method.load_state_dict(state["method"])
+        plan.clear()
+        plan.update(state["plan"])
+
     optimise(
         run.model, training, epoch_batches, lambda model, pair: method.loss(model, *pair), log_step,
-        f"unlearn[{method.name}]",
+        f"unlearn[{method.name}]", checkpoints, CallerState(save, restore),
     )

@@ -159,7 +159,7 @@ def test_a_failed_build_leaves_nothing_half_written(tmp_path, monkeypatch):
         (Path(path) / "model.safetensors").write_bytes(b"partial")
         raise OSError("No space left on device")
 
-    def build():
+    def build(resume_dir):
         tokenizer = train_tokenizer(["a few words to learn"], 300)
         return build_tiny(tokenizer, 32, 1, 2, 64, 64, seed=0), tokenizer
 

@@ -1,0 +1,153 @@
+"""Resumable training: a run directory keeps a checkpoint of everything the rest of the run depends on.
+
+A checkpoint is written at every epoch boundary and, with `every_steps` > 0, after every `every_steps` optimizer
+steps. It holds what accelerate's `save_state` saves (model weights as safetensors, optimizer, scheduler, the RNG
+states of python, numpy, torch and CUDA) and `trainer_state.json`: the loop position and the caller's own state
+(its RNG, the method's state, the current epoch's micro-batch plan). `load_state` reads accelerate's torch files with
+`weights_only=True` (accelerate.utils.load), so nothing is unpickled as code.
+
+A checkpoint is written into a hidden staging directory and renamed into place only once complete
+(`trainer_state.json` last), so a kill while checkpointing leaves the previous checkpoint usable; leftovers of such
+a kill are ignored with a log line and removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import RNG_STATE_NAME
+from accelerate.utils.other import load as accelerate_load
+
+from pmc.errors import CheckpointError, ConfigError
+
+log = logging.getLogger("pmc")
+
+STATE_FILE = "trainer_state.json"  # written last: a checkpoint directory without it is incomplete
+PREFIX = "step-"
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """`checkpoint:` in conf/config.yaml."""
+
+    enabled: bool = True
+    every_steps: int = 0  # 0 = at epoch boundaries only
+    keep: bool = False  # keep the checkpoints after the run has written results.json
+
+    def __post_init__(self):
+        for key in ("enabled", "keep"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"checkpoint.{key} must be true or false, got {getattr(self, key)!r}")
+        if isinstance(self.every_steps, bool) or not isinstance(self.every_steps, int) or self.every_steps < 0:
+            raise ConfigError(
+                f"checkpoint.every_steps must be an integer >= 0 (0 = epoch boundaries only), got {self.every_steps!r}"
+            )
+
+
+def rng_state(rng: random.Random) -> list:
+    """A random.Random's state as JSON (version, 625 integers, gauss_next)."""
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def set_rng_state(rng: random.Random, state: list) -> None:
+    version, internal, gauss_next = state
+    rng.setstate((version, tuple(internal), gauss_next))
+
+
+class Checkpoints:
+    """The checkpoints of one training loop, in `directory` (one `step-<n>` folder each; only the newest is kept)."""
+
+    def __init__(self, directory: str | Path, every_steps: int = 0):
+        self.directory, self.every_steps = Path(directory), every_steps
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint; incomplete ones (a kill while writing) are logged and removed."""
+        if not self.directory.is_dir():
+            return None
+        complete = []
+        for path in sorted(self.directory.iterdir()):
+            if path.name.startswith(PREFIX) and (path / STATE_FILE).is_file():
+                complete.append(path)
+            else:
+                log.warning("ignoring incomplete checkpoint %s (a run was stopped while writing it)", path)
+                shutil.rmtree(path, ignore_errors=True)
+        return max(complete, key=lambda p: int(p.name[len(PREFIX):]), default=None)
+
+    def resume_step(self) -> int:
+        """The optimizer step the newest checkpoint was taken after (0: none, the run starts afresh)."""
+        latest = self.latest()
+        return read_state(latest)["position"]["step"] if latest else 0
+
+    def save(self, accelerator: Accelerator, position: dict, caller_state: dict) -> None:
+        """Write a checkpoint after optimizer step position["step"], then drop the older ones."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{PREFIX}{position['step']:09d}"
+        staging = self.directory / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        with quiet_accelerate():
+            accelerator.save_state(str(staging), safe_serialization=True)
+        with (staging / STATE_FILE).open("w", encoding="utf-8") as f:
+            json.dump({"position": position, "caller": caller_state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        final = self.directory / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        for older in self.directory.glob(f"{PREFIX}*"):
+            if older != final:
+                shutil.rmtree(older, ignore_errors=True)
+
+    def load(self, accelerator: Accelerator, path: Path) -> dict:
+        """Restore model, optimizer, scheduler and RNG states from `path`; returns its trainer_state.json."""
+        state = read_state(path)
+        try:
+            with quiet_accelerate():
+                accelerator.load_state(str(path))
+        except Exception as e:  # a file missing or unreadable in a checkpoint that was complete when written
+            raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); delete it to "
+                                  "start the run afresh") from None
+        # accelerate only logs when the RNG file cannot be read; a resumed run must not silently draw other numbers
+        saved = accelerate_load(path / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl")
+        if not torch.equal(saved["torch_manual_seed"], torch.get_rng_state()):
+            raise CheckpointError(f"checkpoint {path}: its RNG states could not be restored")
+        return state
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextmanager
+def quiet_accelerate():
+    """accelerate logs five INFO lines per save and load, and warns on every save of a model with tied input/output
+    embeddings that it stores them once (load_state ties them again; the resume tests compare every weight): a run
+    checkpointing every epoch would bury its own log under them. Errors still show."""
+    loggers = [logging.getLogger(name) for name in ("accelerate.accelerator", "accelerate.checkpointing",
+                                                    "accelerate.utils.other")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def read_state(path: Path) -> dict:
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        state["position"]["step"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: {STATE_FILE} is unreadable ({e}); delete the checkpoint to "
+                              "start the run afresh") from None
+    return state

@@ -1,0 +1,289 @@
+"""Resume after preemption: a training loop stopped part-way and rerun from its checkpoints ends exactly where an
+uninterrupted one does (weights, per-step logs), for stage-0 fine-tuning and for unlearning, from mid-epoch and
+epoch-boundary checkpoints; incomplete or unsafe checkpoints are ignored or refused."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import pytest
+import torch
+
+from benchmarks.records import QABenchmark, QARecord
+from pmc.checkpoint import STATE_FILE, CheckpointConfig, Checkpoints
+from pmc.errors import CheckpointError, ConfigError
+from pmc.losses import answer_nll
+from pmc.method import ForgetExample, Method, RunContext
+from pmc.models import build_tiny, train_tokenizer
+from pmc.prompts import PromptFormat
+from pmc.run import resume_train_log
+from pmc.trainer import TrainingConfig, finetune, unlearn
+
+RECORDS = [QARecord(f"Question number {i}?", f"Answer number {i}.") for i in range(8)]
+RETAIN = [QARecord(f"Retain question {i}?", f"Retain answer {i}.") for i in range(5)]
+# 8 records in micro-batches of 2: 4 optimizer steps per epoch (accumulation 1)
+TRAINING = TrainingConfig(epochs=3, learning_rate=1e-2, batch_size=2, schedule="linear", warmup_epochs=1)
+
+
+class Stop(Exception):
+    """Stands for the kill: raised from the step log after a given optimizer step."""
+
+
+def stop_after(step: int, logs: list):
+    def log_step(record):
+        logs.append(record)
+        if record["step"] == step:
+            raise Stop
+
+    return log_step
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [t for r in RECORDS + RETAIN for t in (r.question, r.answer)]
+    return train_tokenizer(texts + ["Question: \nAnswer:", "Drawn 0 1 2 3 4 5 6 7 8 9."], vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def initial_model(tokenizer):
+    return build_tiny(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                      max_position_embeddings=64, seed=0)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+# --- stage-0 fine-tuning -----------------------------------------------------------------------------------------
+
+
+def run_finetune(model, tokenizer, checkpoints, log_step):
+    torch.manual_seed(1)  # what the process would have drawn before: a resumed run restores its own
+    finetune(model, tokenizer, PromptFormat(), RECORDS, TRAINING, seed=3, log_step=log_step, checkpoints=checkpoints)
+
+
+@pytest.mark.parametrize("every_steps, stop_at, resumed_from", [
+    (3, 7, 6),  # mid-epoch: step 6 is the second micro-batch of epoch 2
+    (0, 6, 4),  # epoch boundaries only: the end of epoch 1
+])
+def test_finetune_resumes_to_the_uninterrupted_weights(tmp_path, tokenizer, initial_model, every_steps, stop_at,
+                                                       resumed_from):
+    reference, reference_logs = copy.deepcopy(initial_model), []
+    run_finetune(reference, tokenizer, Checkpoints(tmp_path / "a", every_steps), reference_logs.append)
+    assert [r["step"] for r in reference_logs] == list(range(1, 13))
+
+    checkpoints = Checkpoints(tmp_path / "b", every_steps)
+    first_logs = []
+    with pytest.raises(Stop):
+        run_finetune(copy.deepcopy(initial_model), tokenizer, checkpoints, stop_after(stop_at, first_logs))
+    assert checkpoints.resume_step() == resumed_from
+
+    resumed, resumed_logs = copy.deepcopy(initial_model), []
+    run_finetune(resumed, tokenizer, checkpoints, resumed_logs.append)
+    assert resumed_logs == reference_logs[resumed_from:]  # loss, lr and step of every step after the checkpoint
+    assert_same_weights(weights(resumed), weights(reference))
+    assert not torch.equal(weights(resumed)["lm_head.weight"], weights(initial_model)["lm_head.weight"])
+
+
+def test_without_checkpoints_a_rerun_starts_afresh(tmp_path, tokenizer, initial_model):
+    """The stop leaves nothing behind without checkpoints: the control that the resume above is what matches."""
+    logs = []
+    with pytest.raises(Stop):
+        run_finetune(copy.deepcopy(initial_model), tokenizer, None, stop_after(7, logs))
+    logs2 = []
+    run_finetune(copy.deepcopy(initial_model), tokenizer, None, logs2.append)
+    assert logs2[0]["step"] == 1
+
+
+# --- unlearning --------------------------------------------------------------------------------------------------
+
+
+class Drawing(Method):
+    """A method with state that evolves: each epoch it draws new forget answers with the global torch RNG (as PMC's
+    sampling does) and keeps a running count. A resume that redid epoch work or lost the RNG would train on others."""
+
+    name = "drawing"
+
+    def __init__(self):
+        self.answers: list[str] = []
+        self.epoch_starts = 0
+
+    def setup(self, run):
+        self.answers = [r.answer for r in run.benchmark.forget]
+
+    def on_epoch_start(self, run):
+        self.epoch_starts += 1
+        digits = torch.randint(0, 10, (len(self.answers), 3)).tolist()
+        self.answers = [f"Drawn {' '.join(map(str, d))}." for d in digits]
+
+    def forget_examples(self, run):
+        return [ForgetExample(r.question, a) for r, a in zip(run.benchmark.forget, self.answers)]
+
+    def loss(self, model, forget, retain):
+        terms = {"forget_nll": answer_nll(model, forget), "retain_nll": answer_nll(model, retain)}
+        return {"loss": terms["forget_nll"] + terms["retain_nll"], **terms}
+
+    def state_dict(self):
+        return {"answers": self.answers, "epoch_starts": self.epoch_starts}
+
+    def load_state_dict(self, state):
+        self.answers, self.epoch_starts = list(state["answers"]), state["epoch_starts"]
+
+
+def run_unlearn(model, tokenizer, checkpoints, log_step) -> Drawing:
+    bench = QABenchmark(name="resume", forget=list(RECORDS), retain=list(RETAIN),
+                        eval_sets={"forget": list(RECORDS)}, pretrain=[])
+    run = RunContext(model, tokenizer, PromptFormat(), bench, max_new_tokens=4, generation_batch_size=4)
+    method = Drawing()
+    torch.manual_seed(1)
+    training = TrainingConfig(epochs=3, learning_rate=1e-2, batch_size=2, gradient_accumulation_steps=2)
+    unlearn(method, run, training, seed=5, log_step=log_step, checkpoints=checkpoints)
+    return method
+
+
+def test_unlearning_resumes_mid_epoch_without_redoing_the_epoch_start(tmp_path, tokenizer, initial_model):
+    """4 micro-batches of 2 per epoch, 2 per optimizer step: 2 steps an epoch; a checkpoint after every step."""
+    reference, reference_logs = copy.deepcopy(initial_model), []
+    reference_method = run_unlearn(reference, tokenizer, Checkpoints(tmp_path / "a", 1), reference_logs.append)
+
+    checkpoints = Checkpoints(tmp_path / "b", 1)
+    with pytest.raises(Stop):
+        run_unlearn(copy.deepcopy(initial_model), tokenizer, checkpoints, stop_after(5, []))
+    # the step-4 checkpoint (end of epoch 2) is the newest: the stop came before step 5's was written
+    assert checkpoints.resume_step() == 4
+    state = json.loads((checkpoints.latest() / STATE_FILE).read_text())
+    assert state["position"] == {"epoch": 2, "micro_batch": 0, "step": 4, "first_epoch_micro_batches": 4}
+
+    # and from a mid-epoch one: stopped after step 4, the newest is step 3's (after epoch 2's first step)
+    mid = Checkpoints(tmp_path / "c", 1)
+    with pytest.raises(Stop):
+        run_unlearn(copy.deepcopy(initial_model), tokenizer, mid, stop_after(4, []))
+    mid_state = json.loads((mid.latest() / STATE_FILE).read_text())
+    assert mid_state["position"]["micro_batch"] == 2 and mid_state["position"]["epoch"] == 1
+
+    for store, resumed_from in ((checkpoints, 4), (mid, 3)):
+        resumed, logs = copy.deepcopy(initial_model), []
+        method = run_unlearn(resumed, tokenizer, store, logs.append)
+        assert logs == reference_logs[resumed_from:]
+        assert_same_weights(weights(resumed), weights(reference))
+        assert method.answers == reference_method.answers
+        assert method.epoch_starts == reference_method.epoch_starts == 3  # no epoch's work done twice
+
+
+# --- the checkpoint files ----------------------------------------------------------------------------------------
+
+
+def test_incomplete_checkpoints_are_ignored_with_a_log_line(tmp_path, caplog, tokenizer, initial_model):
+    checkpoints = Checkpoints(tmp_path, 2)
+    with pytest.raises(Stop):
+        run_finetune(copy.deepcopy(initial_model), tokenizer, checkpoints, stop_after(3, []))
+    complete = checkpoints.latest()
+    # a kill while writing the next checkpoint: its staging folder, or a folder without trainer_state.json
+    (tmp_path / ".step-000000004.tmp-123").mkdir()
+    half = tmp_path / "step-000000006"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"partial")
+    with caplog.at_level(logging.WARNING, logger="pmc"):
+        assert checkpoints.latest() == complete
+    assert sum("ignoring incomplete checkpoint" in r.message for r in caplog.records) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [complete.name]
+
+
+def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path, tokenizer, initial_model):
+    """accelerate reads its torch files with weights_only=True: a checkpoint carrying code is an error, not run."""
+    checkpoints = Checkpoints(tmp_path, 2)
+    with pytest.raises(Stop):
+        run_finetune(copy.deepcopy(initial_model), tokenizer, checkpoints, stop_after(3, []))
+    torch.save({"state": {}, "param_groups": [], "payload": Stop()}, checkpoints.latest() / "optimizer.bin")
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        run_finetune(copy.deepcopy(initial_model), tokenizer, checkpoints, None)
+
+
+def test_unreadable_trainer_state_is_a_checkpoint_error(tmp_path, tokenizer, initial_model):
+    checkpoints = Checkpoints(tmp_path, 2)
+    with pytest.raises(Stop):
+        run_finetune(copy.deepcopy(initial_model), tokenizer, checkpoints, stop_after(3, []))
+    (checkpoints.latest() / STATE_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match=STATE_FILE):
+        checkpoints.resume_step()
+
+
+@pytest.mark.parametrize("values", [{"every_steps": -1}, {"every_steps": 1.5}, {"every_steps": True},
+                                    {"keep": "yes"}, {"enabled": 1}])
+def test_bad_checkpoint_config_is_one_config_error(values):
+    with pytest.raises(ConfigError, match="checkpoint\\."):
+        CheckpointConfig(**values)
+
+
+def test_resumed_train_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
+    path = tmp_path / "train_log.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in range(1, 6)) + '{"step": 6, "lo')
+    with resume_train_log(path, 3) as log:
+        log.write(json.dumps({"step": 4, "loss": 0.0}) + "\n")
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
+    with resume_train_log(path, 0):  # no checkpoint: a fresh log
+        pass
+    assert path.read_text() == ""
+
+
+def test_a_killed_stage0_build_resumes_beside_the_cache_entry(tmp_path, tokenizer, initial_model):
+    """stage0.cached hands the build a resume directory named after the entry; a rerun resumes the fine-tuning there
+    and the entry holds the weights an uninterrupted build gives; the directory goes once the entry is in place."""
+    from pmc.models import load_checkpoint
+    from pmc.stage0 import cached
+
+    def builder(stop_at: int | None):
+        def build(resume_dir):
+            model = copy.deepcopy(initial_model)
+            run_finetune(model, tokenizer, Checkpoints(resume_dir, 3), stop_after(stop_at, []) if stop_at else None)
+            return model, tokenizer
+        return build
+
+    uninterrupted, _ = cached(tmp_path / "a", "tiny-target-0", builder(None), lambda name: None)
+    with pytest.raises(Stop):
+        cached(tmp_path / "b", "tiny-target-0", builder(7), lambda name: None)
+    assert Checkpoints(tmp_path / "b" / ".tiny-target-0.resume").resume_step() == 6
+    resumed, _ = cached(tmp_path / "b", "tiny-target-0", builder(None), lambda name: None)
+    assert_same_weights(weights(resumed), weights(uninterrupted))
+    assert not (tmp_path / "b" / ".tiny-target-0.resume").exists()
+    assert_same_weights(weights(load_checkpoint(tmp_path / "b" / "tiny-target-0")[0]), weights(uninterrupted))
+
+
+def test_method_states_survive_the_json_round_trip():
+    """PMC (unsampled questions score infinity), the refusal RNG of IDK-style methods and ICU's verdicts come back
+    equal from trainer_state.json's JSON."""
+    import math
+
+    from baselines.icu import ICU
+    from baselines.idk import IdkNLL
+    from pmc.collapse import PartialModelCollapse
+    from pmc.selection import BestSoFarCache
+
+    pmc = PartialModelCollapse(seed=4)
+    pmc.initial_answers, pmc.cache = ["a", "b"], BestSoFarCache(2)
+    pmc.cache.offer(0, "x", 0.25)
+    pmc.rng.random()
+    restored = PartialModelCollapse(seed=0)
+    restored.cache = BestSoFarCache(2)
+    restored.load_state_dict(json.loads(json.dumps(pmc.state_dict())))
+    assert restored.initial_answers == ["a", "b"] and restored.cache.answers == ["x", None]
+    assert restored.cache.scores[0] == 0.25 and math.isinf(restored.cache.scores[1])
+    assert restored.rng.random() == pmc.rng.random()
+
+    idk, other = IdkNLL(refusal="random", seed=1), IdkNLL(refusal="random", seed=2)
+    idk.refusal_rng.random()
+    other.load_state_dict(json.loads(json.dumps(idk.state_dict())))
+    assert other.refusal_rng.random() == idk.refusal_rng.random()
+
+    icu, fresh = ICU.__new__(ICU), ICU.__new__(ICU)
+    icu.remaining, icu.stopped, icu.check = [0, 3], True, {"remaining": 2.0}
+    fresh.load_state_dict(json.loads(json.dumps(icu.state_dict())))
+    assert (fresh.remaining, fresh.stopped, fresh.check) == ([0, 3], True, {"remaining": 2.0})
