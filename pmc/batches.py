@@ -50,7 +50,7 @@ def pair_ids(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[
     """(prompt ids, answer ids ending in end-of-sequence) of one pair, tokenised on first use and then remembered
     for this tokenizer object (a tokenizer is never changed after it is built, so its ids cannot go stale)."""
     memo = _PAIR_IDS.setdefault(tokenizer, {})
-    key = (repr(fmt), question, answer)  # the format's repr: it holds a dict (chat_template_kwargs), not hashable
+    key = (fmt, question, answer)
     if key not in memo:
         memo[key] = (tuple(fmt.prompt_ids(tokenizer, question)), tuple(fmt.answer_ids(tokenizer, answer)))
     prompt, answer_ids = memo[key]
