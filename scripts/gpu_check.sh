@@ -45,11 +45,11 @@ trap pack EXIT
 if [[ "$DRY" == 1 ]]; then
     TOFU_DIR=$DEVICE_DIR/tofu
     [[ -f "$TOFU_DIR/forget10.json" ]] || TOFU_DIR=$REPO/../shared/data/tofu
-    COMMON=(experiment=tofu_subset_tiny benchmark.forget_split=forget10 benchmark.num_authors=10 device=cpu
+    COMMON=(experiment=tofu_subset_tiny benchmark.forget_split=forget10 benchmark.num_authors=5 device=cpu
             model.architecture.hidden_size=64 model.architecture.num_layers=2 model.architecture.intermediate_size=256
             model.architecture.vocab_size=512 model.pretrain.epochs=2 model.finetune.epochs=3
             method.training.epochs=1 generation.max_new_tokens=16)
-    JOB_LIMITS=(150 75 75)  # seconds per job: the first one builds stage 0
+    JOB_LIMITS=(240 120 120)  # seconds per job (the first one builds stage 0), generous for a shared CPU
     BENCH=(--steps 3 --questions 16)
     export PMC_CACHE_DIR=$SCRATCH/cache
 else
