@@ -29,7 +29,7 @@ TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a s
 RUN_KEYS = {
     "experiment_name": str, "seed": int, "device": str, "cache_dir": str, "deterministic": bool,
     "eval": list[str], "eval_settings": dict, "save_unlearned": bool,
-    "generation.max_new_tokens": int, "generation.batch_size": int,
+    "generation.max_new_tokens": int,
     "stage0.target_path": str | None, "stage0.retain_path": str | None,
 }
 LORA_TYPES = {"r": int, "alpha": float, "dropout": float, "target_modules": str | list[str]}
@@ -188,9 +188,9 @@ def check_run_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
         check_value(key, plain(value) if OmegaConf.is_config(value) else value, annotation)
     values = plain(cfg)
-    for key in ("generation.max_new_tokens", "generation.batch_size"):
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")
+    # generation.batch_size (an int or "auto") is checked by check_generation_options with the other decoding settings
+    if cfg.generation.max_new_tokens < 1:
+        raise ConfigError(f"generation.max_new_tokens must be at least 1, got {cfg.generation.max_new_tokens}")
     check_device(cfg.device)
     check_model(values["model"])
     check_target(values.get("benchmark") or {}, "benchmark")

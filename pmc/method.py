@@ -1,4 +1,4 @@
-"""The method interface every unlearning method implements, PMC and baselines alike (see DESIGN.md).
+"""The method interface every unlearning method implements, PMC and baselines alike (README.md, "Adding a method").
 
 The trainer owns optimisation, forget/retain pairing, answer-only masking, logging and seeds; a method owns only
 what makes it that method: its loss, and optionally the forget targets it trains on and per-epoch work.

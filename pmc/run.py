@@ -114,8 +114,11 @@ def check_eval_suites(cfg: DictConfig) -> None:
 def checkpoint_config(cfg: DictConfig) -> CheckpointConfig:
     """`checkpoint:` of the config; checkpoints are written only by single-process runs (a multi-process run's
     other processes have no run directory to resume from)."""
+    node = cfg.get("checkpoint", {})
+    if not OmegaConf.is_config(node):  # pmc.evaluate: `checkpoint` names the model to score; stage 0 keeps the defaults
+        node = {}
     try:
-        checkpoint = CheckpointConfig(**cfg.get("checkpoint", {}))
+        checkpoint = CheckpointConfig(**node)
     except TypeError as e:
         raise ConfigError(f"checkpoint: {e} (keys: enabled, every_steps, keep)") from None
     if checkpoint.enabled and world_size() > 1:

@@ -146,6 +146,7 @@ def test_unlearning_sees_the_freshly_seeded_rng(make_config, tmp_path, monkeypat
 
     monkeypatch.setattr(pmc.run, "load_stage0", lambda *args, **kwargs: FakeStage0())
     monkeypatch.setattr(pmc.run, "unlearn", fake_unlearn)
+    monkeypatch.setattr(pmc.run, "prepare_generation", lambda *args, **kwargs: 8)  # the fake models do not decode
     overrides = [f"method.handler._target_={handler}"] if handler else []
     with pytest.raises(StopAtUnlearning):
         run_experiment(make_config(*overrides), tmp_path)

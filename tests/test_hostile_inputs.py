@@ -150,7 +150,7 @@ TYPED_KEYS = {
     "seed": "an int", "method.handler.num_samples": "an int", "method.handler.temperature": "a number",
     "method.handler.top_p": "a number", "method.training.epochs": "an int", "method.training.batch_size": "an int",
     "method.training.learning_rate": "a number", "generation.max_new_tokens": "an int",
-    "generation.batch_size": "an int", "benchmark.num_authors": "an int", "model.finetune.epochs": "an int",
+    "benchmark.num_authors": "an int", "model.finetune.epochs": "an int",
     "save_unlearned": "true or false", "deterministic": "true or false",
 }
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).filter(
