@@ -24,7 +24,6 @@ import hashlib
 import json
 import time
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +33,7 @@ import benchmarks
 import pmc
 from benchmarks.metrics.common import EvalContext, SuiteResult
 from pmc.errors import CheckpointError
-from pmc.results import write_json_atomic
+from pmc.results import installed_versions, write_json_atomic
 from pmc.stage0 import fingerprint, records_digest
 
 EVAL_CACHE_FORMAT = 1  # bump when an entry's layout changes
@@ -67,16 +66,6 @@ def harness_digest() -> str:
             digest.update(f"{package.__name__}/{source.relative_to(root).as_posix()}\0".encode())
             digest.update(source.read_bytes())
     return digest.hexdigest()
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in SCORING_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def benchmark_digest(benchmark) -> str:
@@ -117,7 +106,7 @@ class EvalCache:
             "generation": generation,
             "max_length": ctx.max_length,
             "device": str(getattr(device, "type", device)),
-            "versions": package_versions(),
+            "versions": installed_versions(SCORING_PACKAGES),
             "harness": harness_digest(),
         }
         return cls(directory, label, parts)

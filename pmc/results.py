@@ -45,14 +45,19 @@ def write_json_atomic(path: str | Path, obj) -> None:
         raise
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
+def installed_versions(names) -> dict[str, str]:
+    """Each named distribution's installed version, or "not installed"."""
+    found = {}
+    for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def versions() -> dict[str, str]:
+    return {"python": platform.python_version(), **installed_versions(PACKAGES)}
 
 
 def summary_table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
