@@ -1,1 +1,1 @@
-"""Baseline unlearning methods, one module each, all under pmc.method.Method."""
+"""Baseline unlearning methods, one module each, all under pmc.methods.base.Method."""

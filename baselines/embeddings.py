@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
-from pmc.errors import CheckpointError, ConfigError
+from pmc.core.errors import CheckpointError, ConfigError
 
 
 class SentenceEncoder:

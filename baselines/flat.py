@@ -37,10 +37,10 @@ import math
 import torch
 
 from baselines.refusals import PMC_REFUSAL, RefusalTargets
-from pmc.batches import Batch
-from pmc.errors import ConfigError
-from pmc.losses import mean_token_probability, token_logprobs
-from pmc.method import RetainRegularised
+from pmc.core.batches import Batch
+from pmc.core.errors import ConfigError
+from pmc.core.losses import mean_token_probability, token_logprobs
+from pmc.methods.base import RetainRegularised
 
 # divergence -> (g*: output activation, f*: Fenchel conjugate); official UCSC-REAL/FLAT dataloader.py L806-852
 DIVERGENCES = {

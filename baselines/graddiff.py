@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pmc.losses import answer_nll
-from pmc.method import RetainRegularised
+from pmc.core.losses import answer_nll
+from pmc.methods.base import RetainRegularised
 
 
 class GradDiff(RetainRegularised):

@@ -51,12 +51,12 @@ import torch
 from sacrebleu.metrics import BLEU
 
 from baselines.embeddings import load_sentence_encoder, model_location
-from benchmarks.records import DataError
-from pmc.batches import eval_mode, longest_first, pad_right
-from pmc.errors import CheckpointError, ConfigError
-from pmc.generation import generate_answers, greedy_continuations
-from pmc.losses import answer_kl, answer_nll
-from pmc.method import ForgetExample, Method, RunContext, frozen_copy
+from pmc.core.batches import eval_mode, longest_first, pad_right
+from pmc.core.errors import CheckpointError, ConfigError
+from pmc.core.generation import generate_answers, greedy_continuations
+from pmc.core.losses import answer_kl, answer_nll
+from pmc.core.records import DataError
+from pmc.methods.base import ForgetExample, Method, RunContext, frozen_copy
 
 log = logging.getLogger("pmc")
 

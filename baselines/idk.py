@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from baselines.refusals import PMC_REFUSAL, RefusalTargets
-from pmc.losses import answer_nll
-from pmc.method import RetainRegularised
+from pmc.core.losses import answer_nll
+from pmc.methods.base import RetainRegularised
 
 
 class IdkNLL(RefusalTargets, RetainRegularised):

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from baselines.refusals import PMC_REFUSAL, RefusalTargets
-from pmc.errors import ConfigError
-from pmc.losses import sequence_logprob
-from pmc.method import RetainRegularised
+from pmc.core.errors import ConfigError
+from pmc.core.losses import sequence_logprob
+from pmc.methods.base import RetainRegularised
 
 
 def dpo_loss(chosen_ratio: torch.Tensor, rejected_ratio: torch.Tensor, beta: float) -> torch.Tensor:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pmc.errors import ConfigError
-from pmc.losses import sequence_logprob
-from pmc.method import RetainRegularised
+from pmc.core.errors import ConfigError
+from pmc.core.losses import sequence_logprob
+from pmc.methods.base import RetainRegularised
 
 
 def npo_loss(logprob: torch.Tensor, reference_logprob: torch.Tensor, beta: float) -> torch.Tensor:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import random
 
-from pmc.checkpoint import rng_state, set_rng_state
-from pmc.errors import ConfigError
-from pmc.method import ForgetExample, RunContext
+from pmc.core.errors import ConfigError
+from pmc.core.rng import rng_state, set_rng_state
+from pmc.methods.base import ForgetExample, RunContext
 
 REFUSALS = ("fixed", "random")
 PMC_REFUSAL = "I don't know."  # official PMC unlearning/dataloader.py L84

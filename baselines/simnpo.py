@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pmc.errors import ConfigError
-from pmc.losses import sequence_logprob
-from pmc.method import RetainRegularised
+from pmc.core.errors import ConfigError
+from pmc.core.losses import sequence_logprob
+from pmc.methods.base import RetainRegularised
 
 
 def simnpo_loss(logprob: torch.Tensor, lengths: torch.Tensor, beta: float, margin: float) -> torch.Tensor:

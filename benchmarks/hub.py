@@ -7,7 +7,7 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
-from benchmarks.records import DataError
+from pmc.core.records import DataError
 
 
 def fetch_dataset_file(filename: str, hub_repo: str, benchmark: str) -> Path | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import RNG_STATE_NAME
 from accelerate.utils.other import load as accelerate_load
 
-from pmc.errors import CheckpointError, ConfigError
+from pmc.core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("pmc")
 
@@ -51,17 +50,6 @@ class CheckpointConfig:
             raise ConfigError(
                 f"checkpoint.every_steps must be an integer >= 0 (0 = epoch boundaries only), got {self.every_steps!r}"
             )
-
-
-def rng_state(rng: random.Random) -> list:
-    """A random.Random's state as JSON (version, 625 integers, gauss_next)."""
-    version, internal, gauss_next = rng.getstate()
-    return [version, list(internal), gauss_next]
-
-
-def set_rng_state(rng: random.Random, state: list) -> None:
-    version, internal, gauss_next = state
-    rng.setstate((version, tuple(internal), gauss_next))
 
 
 class Checkpoints:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pmc.errors import ConfigError
-from pmc.models import DTYPES, LORA_KEYS, SOURCES
-from pmc.prompts import PromptFormat
+from pmc.core.errors import ConfigError
+from pmc.core.models import DTYPES, LORA_KEYS, SOURCES
+from pmc.core.prompts import PromptFormat
 from pmc.trainer import TrainingConfig
 
 TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a string", type(None): "null",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from pmc.errors import ConfigError
+from pmc.core.errors import ConfigError
 
 # accelerate config keys whose environment variable is not simply the key upper-cased
 # (accelerate utils/launch.py prepare_multi_gpu_env: FSDP_TRANSFORMER_CLS_TO_WRAP)

@@ -32,7 +32,7 @@ from filelock import FileLock
 import benchmarks
 import pmc
 from benchmarks.metrics.common import EvalContext, SuiteResult
-from pmc.errors import CheckpointError
+from pmc.core.errors import CheckpointError
 from pmc.results import installed_versions, write_json_atomic
 from pmc.stage0 import fingerprint, records_digest
 

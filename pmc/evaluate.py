@@ -15,12 +15,24 @@ import hydra
 from omegaconf import DictConfig
 
 from pmc.checks import check_value
-from pmc.errors import CheckpointError
+from pmc.core.errors import CheckpointError
+from pmc.core.models import device_for, load_checkpoint
 from pmc.failures import cli, report_errors, stage
-from pmc.models import device_for, load_checkpoint
 from pmc.results import write_json_atomic
-from pmc.run import (CONF_DIR, _instantiate, check_config, eval_cache, eval_context, evaluate_models, load_stage0,
-                     prepare_generation, prompt_format, run_record, seed_everything, timed)
+from pmc.run import (
+    CONF_DIR,
+    _instantiate,
+    check_config,
+    eval_cache,
+    eval_context,
+    evaluate_models,
+    load_stage0,
+    prepare_generation,
+    prompt_format,
+    run_record,
+    seed_everything,
+    timed,
+)
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:

@@ -22,8 +22,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from benchmarks.records import DataError
-from pmc.errors import HarnessError, JobFailed, one_line
+from pmc.core.errors import HarnessError, JobFailed, one_line
+from pmc.core.records import DataError
 from pmc.results import summary_table, write_json_atomic
 
 FAILURE_FILE = "failure.json"

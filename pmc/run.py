@@ -26,18 +26,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.metrics import SUITES, EvalContext
-from benchmarks.records import DataError
 from pmc.checkpoint import CheckpointConfig, Checkpoints
 from pmc.checks import check_run_config, check_unlearning_config
+from pmc.core.errors import ConfigError, HarnessError
+from pmc.core.generation import check_generation_options, configure_generation, resolve_batch_size
+from pmc.core.models import device_for, save_checkpoint, with_lora, without_lora
+from pmc.core.prompts import RAW_TEXT, PromptFormat
+from pmc.core.records import DataError
 from pmc.distributed import export_launch_environment, is_main_process, world_size
-from pmc.errors import ConfigError, HarnessError
-from pmc.failures import cli, report_errors, stage
 from pmc.eval_cache import SCORED, EvalCache
-from pmc.generation import check_generation_options, configure_generation, resolve_batch_size
+from pmc.failures import cli, report_errors, stage
 from pmc.loggers import NullLogger
-from pmc.method import RunContext
-from pmc.models import device_for, save_checkpoint, with_lora, without_lora
-from pmc.prompts import RAW_TEXT, PromptFormat
+from pmc.methods.base import RunContext
 from pmc.results import versions, write_json_atomic
 from pmc.stage0 import prepare_models
 from pmc.trainer import TrainingConfig, unlearn

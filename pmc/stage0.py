@@ -23,12 +23,12 @@ from typing import Callable
 
 from filelock import FileLock
 
-from benchmarks.records import QABenchmark, QARecord
 from pmc.checkpoint import CheckpointConfig, Checkpoints
+from pmc.core.errors import ConfigError
+from pmc.core.models import build_tiny, load_checkpoint, load_pretrained, save_checkpoint, train_tokenizer
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import QABenchmark, QARecord
 from pmc.distributed import world_size
-from pmc.errors import ConfigError
-from pmc.models import build_tiny, load_checkpoint, load_pretrained, save_checkpoint, train_tokenizer
-from pmc.prompts import PromptFormat
 from pmc.results import write_json_atomic
 from pmc.trainer import TrainingConfig, finetune
 

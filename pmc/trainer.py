@@ -22,13 +22,14 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, send_to_device
 from tqdm.auto import tqdm
 
-from benchmarks.records import QARecord
-from pmc.batches import encode_pairs
-from pmc.checkpoint import Checkpoints, read_state, rng_state, set_rng_state
+from pmc.checkpoint import Checkpoints, read_state
+from pmc.core.batches import encode_pairs
+from pmc.core.errors import ConfigError, TrainingDiverged
+from pmc.core.losses import answer_nll
+from pmc.core.records import QARecord
+from pmc.core.rng import rng_state, set_rng_state
 from pmc.distributed import world_size
-from pmc.errors import ConfigError, TrainingDiverged
-from pmc.losses import answer_nll
-from pmc.method import ForgetExample, Method, RunContext
+from pmc.methods.base import ForgetExample, Method, RunContext
 
 StepLog = Callable[[dict], None]
 

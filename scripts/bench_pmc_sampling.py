@@ -26,9 +26,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from benchmarks.metrics import paper
-from pmc.method import RunContext
-from pmc.models import device_for
-from pmc.prompts import PromptFormat
+from pmc.core.models import device_for
+from pmc.core.prompts import PromptFormat
+from pmc.methods.base import RunContext
 from pmc.run import eval_context, seed_everything
 from pmc.stage0 import prepare_models
 from pmc.trainer import TrainingConfig, unlearn

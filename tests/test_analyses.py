@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from benchmarks.metrics import SUITES, EvalContext, analyses, common, tofu
-from benchmarks.records import DataError, QABenchmark, QARecord
 from benchmarks.synthetic import make_synthetic_tofu
-from pmc.errors import ConfigError
+from pmc.core.errors import ConfigError
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import DataError, QABenchmark, QARecord
 from pmc.eval_cache import as_stored, from_stored
-from pmc.prompts import PromptFormat
 from pmc.run import run_experiment
 
 SUMMARY_KEYS = {

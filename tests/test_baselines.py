@@ -21,13 +21,13 @@ from baselines.idk import IdkNLL
 from baselines.idkdpo import IdkDPO, dpo_loss
 from baselines.npo import NPO, npo_loss
 from baselines.simnpo import SimNPO, simnpo_loss
-from benchmarks.records import QABenchmark, QARecord
-from pmc.batches import IGNORE_INDEX, Batch, encode_pairs
-from pmc.errors import ConfigError
-from pmc.losses import answer_kl, answer_nll, mean_token_probability, sequence_logprob, token_logprobs
-from pmc.method import ForgetExample, RunContext
-from pmc.models import build_tiny, train_tokenizer
-from pmc.prompts import PromptFormat
+from pmc.core.batches import IGNORE_INDEX, Batch, encode_pairs
+from pmc.core.errors import ConfigError
+from pmc.core.losses import answer_kl, answer_nll, mean_token_probability, sequence_logprob, token_logprobs
+from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import QABenchmark, QARecord
+from pmc.methods.base import ForgetExample, RunContext
 
 LOG2 = math.log(2.0)
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pmc.batches import IGNORE_INDEX, Batch, encode_pairs
-from pmc.losses import answer_nll, sequence_logprob, token_logprobs
-from pmc.models import build_tiny, train_tokenizer
-from pmc.prompts import PromptFormat
+from pmc.core.batches import IGNORE_INDEX, Batch, encode_pairs
+from pmc.core.losses import answer_nll, sequence_logprob, token_logprobs
+from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.prompts import PromptFormat
 
 TEXTS = [
     "Question: Who wrote the book?\nAnswer: Jane wrote it.",

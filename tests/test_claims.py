@@ -15,9 +15,8 @@ import sys
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-
 from conftest import CONF_DIR, REPO
+from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(REPO / "scripts"))
 import claims  # noqa: E402

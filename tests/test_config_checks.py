@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO, SMALL_MODEL
 
 import pmc.run
-from conftest import REPO, SMALL_MODEL
-from pmc.errors import ConfigError
+from pmc.core.errors import ConfigError
 from pmc.run import run_experiment
 
 

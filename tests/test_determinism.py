@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL
 
 import pmc.run
-from conftest import SMALL
-from pmc.method import Method
+from pmc.methods.base import Method
 from pmc.run import run_experiment, seed_everything
 
 # SMALL, cut to the least that still trains stage 0 and unlearns with PMC's sampling

@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
-
 from conftest import REPO
+
+from pmc.core.errors import ConfigError
 from pmc.distributed import accelerate_environment, export_launch_environment
-from pmc.errors import ConfigError
 
 ACCELERATE_DIR = REPO / "conf" / "accelerate"
 

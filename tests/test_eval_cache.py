@@ -14,15 +14,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from transformers.generation.utils import GenerationMixin
 
 import pmc.run
 from benchmarks.metrics.common import EvalContext, SuiteResult
 from benchmarks.synthetic import make_synthetic_tofu
-from conftest import REPO
-from pmc.errors import CheckpointError
+from pmc.core.errors import CheckpointError
+from pmc.core.prompts import PromptFormat
 from pmc.eval_cache import HIT, MISS, OFF, SCORED, EvalCache
-from pmc.prompts import PromptFormat
 from pmc.run import run_experiment
 
 MODELS = ("target", "retain", "unlearned")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pmc.errors import CheckpointError
+from pmc.core.errors import CheckpointError
 from pmc.evaluate import evaluate_checkpoint
 from pmc.run import run_experiment
 

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, SMALL, SMALL_MODEL
 from omegaconf.errors import MissingMandatoryValue
 
-from benchmarks.records import DataError
-from conftest import REPO, SMALL, SMALL_MODEL
-from pmc.errors import CheckpointError, ConfigError, TrainingDiverged, one_line
+from pmc.core.errors import CheckpointError, ConfigError, TrainingDiverged, one_line
+from pmc.core.records import DataError
 from pmc.failures import describe, failure_record
 from pmc.run import run_experiment
 

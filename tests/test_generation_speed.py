@@ -8,12 +8,20 @@ import torch
 from transformers import CompileConfig
 from transformers.generation.utils import GenerationMixin
 
-from pmc.errors import ConfigError
-from pmc.generation import (AUTO_MAX_BATCH_SIZE, CPU_BATCH_SIZE, auto_batch_size, check_generation_options,
-                            configure_generation, generate_answers, greedy_answers, resolve_batch_size,
-                            row_bytes)
-from pmc.models import build_tiny, train_tokenizer
-from pmc.prompts import PromptFormat
+from pmc.core.errors import ConfigError
+from pmc.core.generation import (
+    AUTO_MAX_BATCH_SIZE,
+    CPU_BATCH_SIZE,
+    auto_batch_size,
+    check_generation_options,
+    configure_generation,
+    generate_answers,
+    greedy_answers,
+    resolve_batch_size,
+    row_bytes,
+)
+from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.prompts import PromptFormat
 from pmc.run import method_batch_size, run_experiment
 
 TEXTS = ["Question: Who wrote the book?\nAnswer: Jane wrote it.", "the quick brown fox jumps over the lazy dog",

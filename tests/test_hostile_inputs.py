@@ -13,15 +13,15 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from benchmarks import records
-from benchmarks.muse import load_muse
-from benchmarks.records import DataError, load_jsonl
-from benchmarks.tofu import load_tofu
-from benchmarks.tofu.data import AUTHOR_EVAL_FIELDS, QA_FIELDS, UTILITY_EVAL_FIELDS
 from test_muse import FILES as MUSE_FILES
 from test_muse import write_muse
 from test_tofu_validation import write_tiny_tofu
+
+from benchmarks.muse import load_muse
+from benchmarks.tofu import load_tofu
+from benchmarks.tofu.data import AUTHOR_EVAL_FIELDS, QA_FIELDS, UTILITY_EVAL_FIELDS
+from pmc.core import records
+from pmc.core.records import DataError, load_jsonl
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SMALL_LINE_LIMIT = 4096  # MAX_LINE_BYTES while these tests run, so an "enormous" line stays cheap to write
@@ -175,7 +175,7 @@ def wrongly_typed(key: str, value: str) -> bool:
 @given(key=st.sampled_from(sorted(TYPED_KEYS)), value=VALUES)
 def test_wrongly_typed_value_names_the_key(make_config, key, value):
     from pmc.checks import check_run_config, check_unlearning_config
-    from pmc.errors import ConfigError
+    from pmc.core.errors import ConfigError
 
     assume(wrongly_typed(key, value))
     cfg = make_config(f"{key}={value}")

@@ -27,14 +27,14 @@ from baselines.icu import (
     sentence_bleu,
     token_accuracy,
 )
-from benchmarks.records import QABenchmark, QARecord
-from pmc.batches import Batch, encode_pairs
-from pmc.errors import ConfigError
-from pmc.generation import generate_answers, greedy_continuations
-from pmc.losses import answer_kl, answer_nll
-from pmc.method import ForgetExample, RunContext
-from pmc.models import build_tiny, train_tokenizer
-from pmc.prompts import PromptFormat
+from pmc.core.batches import Batch, encode_pairs
+from pmc.core.errors import ConfigError
+from pmc.core.generation import generate_answers, greedy_continuations
+from pmc.core.losses import answer_kl, answer_nll
+from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import QABenchmark, QARecord
+from pmc.methods.base import ForgetExample, RunContext
 
 FORGET = [
     QARecord("Who wrote Blue River?", "Alice Moreau wrote Blue River."),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pmc.models import load_checkpoint
+from pmc.core.models import load_checkpoint
 from pmc.run import run_experiment
 
 # the terms each method must log per step, besides "loss"

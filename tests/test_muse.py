@@ -15,17 +15,16 @@ import torch
 from scipy.stats import mannwhitneyu
 from torch import nn
 
-from benchmarks.metrics import SUITES, EvalContext
-from benchmarks.metrics import muse
+from benchmarks.metrics import SUITES, EvalContext, muse
 from benchmarks.metrics.tofu import MissingReferenceModel
 from benchmarks.muse import data as muse_data
 from benchmarks.muse import load_muse, make_synthetic_muse
 from benchmarks.muse.text import knowmem_prompt, text_records, verbmem_record
-from benchmarks.records import DataError, QABenchmark, QARecord
 from benchmarks.synthetic import make_synthetic_tofu
-from pmc.errors import ConfigError
+from pmc.core.errors import ConfigError
+from pmc.core.prompts import RAW_TEXT
+from pmc.core.records import DataError, QABenchmark, QARecord
 from pmc.eval_cache import as_stored, from_stored
-from pmc.prompts import RAW_TEXT
 from pmc.results import summary_table
 from pmc.run import prompt_format, run_experiment
 

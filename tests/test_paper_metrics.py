@@ -8,13 +8,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TOFU_DIR
 
 from benchmarks.metrics import paper
 from benchmarks.metrics.common import EvalContext
-from benchmarks.records import DataError, QABenchmark, QARecord
 from benchmarks.tofu import load_tofu
-from conftest import TOFU_DIR
-from pmc.errors import ConfigError
+from pmc.core.errors import ConfigError
+from pmc.core.records import DataError, QABenchmark, QARecord
 
 
 class ScriptedContext(EvalContext):

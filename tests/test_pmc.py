@@ -12,15 +12,15 @@ import hydra
 import pytest
 import torch
 
-import pmc.collapse as collapse
-from benchmarks.records import QABenchmark, QARecord
-from pmc.batches import IGNORE_INDEX, encode_pairs
-from pmc.collapse import PartialModelCollapse
-from pmc.errors import ConfigError
-from pmc.generation import generate_answers
-from pmc.method import ForgetExample, RunContext
-from pmc.models import build_tiny, train_tokenizer
-from pmc.prompts import PromptFormat
+import pmc.methods.collapse as collapse
+from pmc.core.batches import IGNORE_INDEX, encode_pairs
+from pmc.core.errors import ConfigError
+from pmc.core.generation import generate_answers
+from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import QABenchmark, QARecord
+from pmc.methods.base import ForgetExample, RunContext
+from pmc.methods.collapse import PartialModelCollapse
 from pmc.trainer import TrainingConfig, unlearn
 
 FORGET = [
@@ -53,7 +53,7 @@ EPOCH2 = {FORGET[0].question: ["alice", "a dog barked", "paris"]}  # 1/7, 0, 1/7
 
 
 class Scripted:
-    """Stand-ins for pmc.collapse.greedy_answers / generate_answers that record every call. Each sampling call takes,
+    """Stand-ins for pmc.methods.collapse.greedy_answers / generate_answers that record every call. Each sampling call takes,
     for each question asked, the next candidate list of that question's script (scripts are given per epoch)."""
 
     def __init__(self, epochs: list[dict[str, list[str]]]):

@@ -14,11 +14,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CONF_DIR, REPO
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, REPO
 from pmc.checks import check_run_config, check_unlearning_config, check_value
 from pmc.run import check_eval_suites
 

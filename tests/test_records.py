@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.records import DataError, QARecord, load_jsonl, load_lines
+from pmc.core.records import DataError, QARecord, load_jsonl, load_lines
 
 
 def write(path, lines):

@@ -11,13 +11,13 @@ import logging
 import pytest
 import torch
 
-from benchmarks.records import QABenchmark, QARecord
 from pmc.checkpoint import STATE_FILE, CheckpointConfig, Checkpoints
-from pmc.errors import CheckpointError, ConfigError
-from pmc.losses import answer_nll
-from pmc.method import ForgetExample, Method, RunContext
-from pmc.models import build_tiny, train_tokenizer
-from pmc.prompts import PromptFormat
+from pmc.core.errors import CheckpointError, ConfigError
+from pmc.core.losses import answer_nll
+from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import QABenchmark, QARecord
+from pmc.methods.base import ForgetExample, Method, RunContext
 from pmc.run import resume_train_log
 from pmc.trainer import TrainingConfig, finetune, unlearn
 
@@ -237,7 +237,7 @@ def test_resumed_train_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
 def test_a_killed_stage0_build_resumes_beside_the_cache_entry(tmp_path, tokenizer, initial_model):
     """stage0.cached hands the build a resume directory named after the entry; a rerun resumes the fine-tuning there
     and the entry holds the weights an uninterrupted build gives; the directory goes once the entry is in place."""
-    from pmc.models import load_checkpoint
+    from pmc.core.models import load_checkpoint
     from pmc.stage0 import cached
 
     def builder(stop_at: int | None):
@@ -264,8 +264,8 @@ def test_method_states_survive_the_json_round_trip():
 
     from baselines.icu import ICU
     from baselines.idk import IdkNLL
-    from pmc.collapse import PartialModelCollapse
-    from pmc.selection import BestSoFarCache
+    from pmc.methods.collapse import PartialModelCollapse
+    from pmc.methods.selection import BestSoFarCache
 
     pmc = PartialModelCollapse(seed=4)
     pmc.initial_answers, pmc.cache = ["a", "b"], BestSoFarCache(2)

@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, SMALL_MODEL, TOFU_DIR
-from pmc.errors import ConfigError
+
+from pmc.core.errors import ConfigError
 from pmc.results import current_umask
 from pmc.run import run_experiment
 
@@ -205,7 +205,7 @@ def test_wandb_offline_run_records_steps_and_summary(make_config, tmp_path):
     run = by_type("run")[0].run
     assert run.run_group == "wandb_test" and run.job_type == "unlearn" and "tiny" in run.tags
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
-    assert config["method"]["handler"]["_target_"] == "pmc.collapse.PartialModelCollapse"
+    assert config["method"]["handler"]["_target_"] == "pmc.methods.collapse.PartialModelCollapse"
     assert by_type("artifact"), "results.json was not logged as an artifact"
 
 

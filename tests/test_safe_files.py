@@ -9,8 +9,8 @@ import stat
 import pytest
 import torch
 
-from pmc.errors import CheckpointError
-from pmc.models import build_tiny, load_checkpoint, load_pretrained, save_checkpoint, train_tokenizer
+from pmc.core.errors import CheckpointError
+from pmc.core.models import build_tiny, load_checkpoint, load_pretrained, save_checkpoint, train_tokenizer
 from pmc.results import write_json_atomic
 
 

@@ -7,10 +7,16 @@ import random
 
 import pytest
 
-from pmc.errors import ConfigError
-from pmc.rouge import rouge_l_recall
-from pmc.selection import (BestSoFarCache, bradley_terry_weights, check_length_penalty, penalised_score, select,
-                           word_count)
+from pmc.core.errors import ConfigError
+from pmc.core.rouge import rouge_l_recall
+from pmc.methods.selection import (
+    BestSoFarCache,
+    bradley_terry_weights,
+    check_length_penalty,
+    penalised_score,
+    select,
+    word_count,
+)
 
 # --- ROUGE-L recall ----------------------------------------------------------------------------------------------
 

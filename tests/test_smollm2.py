@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import TOFU_DIR
+
 from pmc.run import run_experiment
 
 pytestmark = [

@@ -14,14 +14,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 # A process that builds (or reuses) stage 0 for a tiny config and prints which cache entries it built itself.
 BUILD = textwrap.dedent("""
     import json, sys
     from benchmarks.synthetic import make_synthetic_tofu
-    from pmc.prompts import PromptFormat
+    from pmc.core.prompts import PromptFormat
     from pmc.stage0 import prepare_models
     model_cfg = {
         "name": "tiny", "source": "tiny", "dtype": "float32", "replay_pretrain": True,
@@ -92,7 +91,7 @@ MODEL_CFG = {
 
 def prepare(cache_dir):
     from benchmarks.synthetic import make_synthetic_tofu
-    from pmc.prompts import PromptFormat
+    from pmc.core.prompts import PromptFormat
     from pmc.stage0 import prepare_models
 
     benchmark = make_synthetic_tofu(num_authors=3, forget_authors=1, retain_eval_authors=1, num_world_facts=5,
@@ -152,7 +151,7 @@ def test_an_intact_entry_is_loaded_as_it_is(built_cache, tmp_path):
 
 def test_a_failed_build_leaves_nothing_half_written(tmp_path, monkeypatch):
     import pmc.stage0
-    from pmc.models import build_tiny, train_tokenizer
+    from pmc.core.models import build_tiny, train_tokenizer
 
     def save_then_fail(model, tokenizer, path):
         Path(path).mkdir(parents=True)

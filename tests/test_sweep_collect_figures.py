@@ -14,7 +14,6 @@ import sys
 import matplotlib
 import pandas as pd
 import pytest
-
 from conftest import REPO, SMALL
 
 matplotlib.use("Agg")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from benchmarks.records import QABenchmark
 from benchmarks.synthetic import make_synthetic_tofu, tofu_like
+from pmc.core.records import QABenchmark
 
 
 def author_names(bench: QABenchmark) -> list[str]:

@@ -10,7 +10,6 @@ import subprocess
 import tarfile
 
 import pytest
-
 from conftest import REPO, SMALL, TOFU_DIR
 
 

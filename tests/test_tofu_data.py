@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.records import DataError
 from benchmarks.tofu import data as tofu_data
 from benchmarks.tofu import load_tofu
+from pmc.core.records import DataError
 
 DEFAULT_TOFU_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
 TOFU_DIR = Path(os.environ.get("TOFU_DATA_DIR") or DEFAULT_TOFU_DIR)

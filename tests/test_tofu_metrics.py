@@ -11,12 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.metrics import SUITES, EvalContext
-from benchmarks.metrics import tofu
-from benchmarks.records import QABenchmark, QARecord
+from benchmarks.metrics import SUITES, EvalContext, tofu
+from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import QABenchmark, QARecord
 from pmc.eval_cache import as_stored, from_stored
-from pmc.models import build_tiny, train_tokenizer
-from pmc.prompts import PromptFormat
 from pmc.run import run_experiment
 
 # --- formulas -----------------------------------------------------------------------------------------------------

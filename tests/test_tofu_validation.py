@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from benchmarks.records import DataError
 from benchmarks import hub
 from benchmarks.tofu import data as tofu_data
 from benchmarks.tofu import load_tofu
+from pmc.core.records import DataError
 
 
 def authors(records):

@@ -10,13 +10,21 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from benchmarks.records import QABenchmark, QARecord
-from pmc.errors import ConfigError, TrainingDiverged
-from pmc.method import ForgetExample, Method, RunContext, frozen_copy
-from pmc.models import build_tiny, train_tokenizer, with_lora, without_lora
-from pmc.prompts import PromptFormat
-from pmc.trainer import (LazyMicroBatches, TrainingConfig, decay_parameter_groups, lr_factor, optimise,
-                         optimizer_steps_per_epoch, unlearn, warmup_steps)
+from pmc.core.errors import ConfigError, TrainingDiverged
+from pmc.core.models import build_tiny, train_tokenizer, with_lora, without_lora
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import QABenchmark, QARecord
+from pmc.methods.base import ForgetExample, Method, RunContext, frozen_copy
+from pmc.trainer import (
+    LazyMicroBatches,
+    TrainingConfig,
+    decay_parameter_groups,
+    lr_factor,
+    optimise,
+    optimizer_steps_per_epoch,
+    unlearn,
+    warmup_steps,
+)
 
 
 class Scalar(torch.nn.Module):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from benchmarks.metrics import analyses, muse, paper, tofu
-from benchmarks.metrics.common import EvalContext, SuiteResult
+from benchmarks.metrics.common import Column, EvalContext, SuiteResult
 
 SUITES: dict[str, Callable[[dict, EvalContext, Mapping[str, SuiteResult] | None], dict[str, SuiteResult]]] = {
     "paper": paper.evaluate,
@@ -21,4 +21,19 @@ SUITES: dict[str, Callable[[dict, EvalContext, Mapping[str, SuiteResult] | None]
     "analyses": analyses.evaluate,
 }
 
-__all__ = ["SUITES", "EvalContext", "SuiteResult"]
+# suites in the order their columns appear in tables and their trade-offs in figures
+_DECLARING = (paper, tofu)
+
+
+def table_columns() -> tuple[Column, ...]:
+    """Every summary metric the suites declare for tables, in table order."""
+    return tuple(column for suite in _DECLARING for column in suite.COLUMNS)
+
+
+def trade_offs() -> list[tuple[Column, Column]]:
+    """(x, y) column pairs the suites declare for trade-off figures, the first with data is plotted."""
+    by_key = {(c.suite, c.key): c for c in table_columns()}
+    return [(by_key[s.COLUMNS[0].suite, s.TRADE_OFF[0]], by_key[s.COLUMNS[0].suite, s.TRADE_OFF[1]]) for s in _DECLARING]
+
+
+__all__ = ["SUITES", "Column", "EvalContext", "SuiteResult", "table_columns", "trade_offs"]

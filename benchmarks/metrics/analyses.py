@@ -74,12 +74,12 @@ import torch
 
 from benchmarks.metrics import tofu
 from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
-from benchmarks.records import DataError, QARecord, load_lines
-from pmc.batches import IGNORE_INDEX, Batch, eval_mode, longest_first, pad_right
-from pmc.errors import ConfigError
-from pmc.generation import generate_answers
-from pmc.losses import token_logprobs
-from pmc.rouge import rouge_l_recall
+from pmc.core.batches import IGNORE_INDEX, Batch, eval_mode, longest_first, pad_right
+from pmc.core.errors import ConfigError
+from pmc.core.generation import generate_answers
+from pmc.core.losses import token_logprobs
+from pmc.core.records import DataError, QARecord, load_lines
+from pmc.core.rouge import rouge_l_recall
 
 SUITE = "analyses"
 DEFAULTS: dict = {

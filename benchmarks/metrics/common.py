@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from benchmarks.records import QABenchmark
-from pmc.generation import greedy_answers
+from pmc.core.generation import greedy_answers
+from pmc.core.records import QABenchmark
 
 
 @dataclass
@@ -22,7 +22,7 @@ class EvalContext:
     """
 
     tokenizer: object
-    prompt_format: object  # pmc.prompts.PromptFormat
+    prompt_format: object  # pmc.core.prompts.PromptFormat
     benchmark: QABenchmark
     max_new_tokens: int
     batch_size: int
@@ -39,6 +39,19 @@ class EvalContext:
                                      max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, desc=desc)
             hit = self._answers[key] = (model, answers)
         return list(hit[1])
+
+
+@dataclass(frozen=True)
+class Column:
+    """A summary metric a suite declares for result tables and figures (pmc.reporting reads these, not its own
+    lists): results.json's metrics[model][suite][key], shown under `title`, plotted with `axis_label`."""
+
+    suite: str
+    key: str
+    title: str
+    axis_label: str
+    digits: int = 2
+    log_scale: bool = False  # symlog axes: e.g. a KS-test p-value can be exactly 0
 
 
 @dataclass

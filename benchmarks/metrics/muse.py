@@ -1,6 +1,6 @@
 """MUSE's metrics (Shi et al., 2024; muse-bench/muse_bench), `eval=muse`, on a MUSE-style raw-text benchmark.
 
-Every prompt is plain text (pmc.prompts.RAW_TEXT), whatever the model's chat or QA format.
+Every prompt is plain text (pmc.core.prompts.RAW_TEXT), whatever the model's chat or QA format.
 
   VerbMem   mean ROUGE-L F1 between the greedy continuation of each verbmem_forget prompt (VERBMEM_MAX_NEW_TOKENS
             = 128 new tokens, MUSE's setting) and the true continuation cut to its first 128 tokens.
@@ -62,14 +62,22 @@ from rouge_score import rouge_scorer
 from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
 from benchmarks.metrics.tofu import MissingReferenceModel, max_length_for
 from benchmarks.muse.text import (
-    KNOWMEM_FORGET, KNOWMEM_FORGET_ICL, KNOWMEM_RETAIN, KNOWMEM_RETAIN_ICL, MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN,
-    REQUIRED_SETS, VERBMEM_FORGET, knowmem_prompt,
+    KNOWMEM_FORGET,
+    KNOWMEM_FORGET_ICL,
+    KNOWMEM_RETAIN,
+    KNOWMEM_RETAIN_ICL,
+    MIA_FORGET,
+    MIA_HOLDOUT,
+    MIA_RETAIN,
+    REQUIRED_SETS,
+    VERBMEM_FORGET,
+    knowmem_prompt,
 )
-from benchmarks.records import DataError, QARecord
-from pmc.batches import eval_mode, longest_first, pad_right
-from pmc.errors import ConfigError
-from pmc.generation import greedy_answers
-from pmc.prompts import RAW_TEXT
+from pmc.core.batches import eval_mode, longest_first, pad_right
+from pmc.core.errors import ConfigError
+from pmc.core.generation import greedy_answers
+from pmc.core.prompts import RAW_TEXT
+from pmc.core.records import DataError, QARecord
 
 VERBMEM_MAX_NEW_TOKENS = 128  # muse_bench's verbmem setting; a context may override it (see _setting)
 KNOWMEM_MAX_NEW_TOKENS = 32  # muse_bench's knowmem setting

@@ -29,10 +29,10 @@ from statistics import mean
 
 import numpy as np
 
-from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
-from benchmarks.records import DataError, QARecord
-from pmc.errors import ConfigError
-from pmc.rouge import rouge_l_recall
+from benchmarks.metrics.common import Column, EvalContext, SuiteResult, to_score
+from pmc.core.errors import ConfigError
+from pmc.core.records import DataError, QARecord
+from pmc.core.rouge import rouge_l_recall
 
 SUITE = "paper"
 RETAIN_SETS = ("sampled", "retain_perturbed")
@@ -41,6 +41,13 @@ DEFAULTS = {
     "retain_samples": 400,  # official unlearning/dataloader.py L32, L36: size=400
     "retain_seed": 12345,  # official unlearning/dataloader.py L35: np.random.default_rng(12345)
 }
+
+# the summary metrics result tables show, and the pair a trade-off figure plots (x, y)
+COLUMNS = (
+    Column("paper", "unlearn_quality", "unlearn quality", "unlearn quality (%)"),
+    Column("paper", "utility", "utility", "utility (%)"),
+)
+TRADE_OFF = ("unlearn_quality", "utility")
 
 
 def unlearn_quality(r_forget: float, r_forget_paraphrased: float) -> float:

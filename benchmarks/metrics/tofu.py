@@ -30,18 +30,26 @@ from typing import Sequence
 import torch
 from scipy.stats import ks_2samp
 
-from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
-from benchmarks.records import DataError, QARecord
-from pmc.batches import encode_pairs, eval_mode, longest_first
-from pmc.errors import HarnessError
-from pmc.losses import token_logprobs
-from pmc.rouge import rouge_l_recall
+from benchmarks.metrics.common import Column, EvalContext, SuiteResult, to_score
+from pmc.core.batches import encode_pairs, eval_mode, longest_first
+from pmc.core.errors import HarnessError
+from pmc.core.losses import token_logprobs
+from pmc.core.records import DataError, QARecord
+from pmc.core.rouge import rouge_l_recall
 
 SETS = ("forget", "retain", "real_authors", "world_facts")
 PARAPHRASED_SETS = ("forget", "retain")  # truth ratio against the paraphrased answer; the others use the answer
 UTILITY_SETS = ("retain", "real_authors", "world_facts")
 UTILITY_METRICS = ("prob", "rouge", "truth_ratio")
 DEFAULT_MAX_LENGTH = 512  # when neither the context nor the model config gives a context size
+
+# the summary metrics result tables show, and the pair a trade-off figure plots (x, y)
+COLUMNS = (
+    Column("tofu", "forget_quality", "forget quality",
+           "forget quality (KS-test p-value; log scale, linear below 1e-4)", digits=3, log_scale=True),
+    Column("tofu", "model_utility", "model utility", "model utility (harmonic mean, 0-1)", digits=3),
+)
+TRADE_OFF = ("forget_quality", "model_utility")
 
 
 class MissingReferenceModel(HarnessError):

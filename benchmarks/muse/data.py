@@ -25,13 +25,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from benchmarks.muse.text import (
-    KNOWMEM_FORGET, KNOWMEM_FORGET_ICL, KNOWMEM_RETAIN, KNOWMEM_RETAIN_ICL, MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN,
-    VERBMEM_FORGET, mia_record, text_records,
-)
 from benchmarks.hub import DatasetSource, fetch_dataset_file
-from benchmarks.records import DataError, QABenchmark, QARecord, jsonl_rows, reject_duplicates
+from benchmarks.muse.text import (
+    KNOWMEM_FORGET,
+    KNOWMEM_FORGET_ICL,
+    KNOWMEM_RETAIN,
+    KNOWMEM_RETAIN_ICL,
+    MIA_FORGET,
+    MIA_HOLDOUT,
+    MIA_RETAIN,
+    VERBMEM_FORGET,
+    mia_record,
+    text_records,
+)
+from pmc.core.records import DataError, QABenchmark, QARecord, jsonl_rows, reject_duplicates
 
 HUB_REPOS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 RETAIN_SPLITS = ("retain1", "retain2")

@@ -26,10 +26,18 @@ import random
 from dataclasses import dataclass
 
 from benchmarks.muse.text import (
-    KNOWMEM_FORGET, KNOWMEM_RETAIN, MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN, VERBMEM_FORGET, mia_record,
-    qa_training_record, text_records, verbmem_record,
+    KNOWMEM_FORGET,
+    KNOWMEM_RETAIN,
+    MIA_FORGET,
+    MIA_HOLDOUT,
+    MIA_RETAIN,
+    VERBMEM_FORGET,
+    mia_record,
+    qa_training_record,
+    text_records,
+    verbmem_record,
 )
-from benchmarks.records import QABenchmark, QARecord
+from pmc.core.records import QABenchmark, QARecord
 
 SYLLABLES = (
     "bar", "cel", "dun", "ess", "fal", "gor", "hin", "ith", "jas", "kel", "lom", "mar", "nev", "orr", "pil", "quen",

@@ -2,14 +2,14 @@
 a KnowMem question becomes a prompt, and the names of the evaluation sets.
 
 A MUSE benchmark is `raw_text`: a record's "question" is a prefix of a text and its "answer" the continuation,
-leading whitespace included, so question + answer is the text itself (see `pmc.prompts.RAW_TEXT`).
+leading whitespace included, so question + answer is the text itself (see `pmc.core.prompts.RAW_TEXT`).
 """
 
 from __future__ import annotations
 
 import re
 
-from benchmarks.records import QARecord
+from pmc.core.records import QARecord
 
 # Evaluation sets of a MUSE benchmark (QABenchmark.eval_sets keys):
 VERBMEM_FORGET = "verbmem_forget"  # question = a forget text's opening, answer = its true continuation

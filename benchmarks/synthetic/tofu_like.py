@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from benchmarks.records import QABenchmark, QARecord
+from pmc.core.records import QABenchmark, QARecord
 
 MAX_AUTHORS = 200  # TOFU's size; the title pool (625) leaves room for two unique titles per author
 MAX_PERTURBED = 5  # TOFU's count; every value pool below holds at least MAX_PERTURBED + 2 values

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-
 from benchmarks.hub import DatasetSource, fetch_dataset_file
-from benchmarks.records import DataError, QABenchmark, QARecord, load_jsonl, load_lines, numbered_lines
+from pmc.core.records import DataError, QABenchmark, QARecord, load_jsonl, load_lines, numbered_lines
 
 RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 QUESTIONS_PER_AUTHOR = 20

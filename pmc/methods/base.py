@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.records import QABenchmark
-from pmc.batches import Batch
-from pmc.errors import ConfigError
-from pmc.losses import answer_kl, answer_nll
-from pmc.prompts import PromptFormat
+from pmc.core.batches import Batch
+from pmc.core.errors import ConfigError
+from pmc.core.losses import answer_kl, answer_nll
+from pmc.core.prompts import PromptFormat
+from pmc.core.records import QABenchmark
 
 
 @dataclass(frozen=True)

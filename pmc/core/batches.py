@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from pmc.prompts import PromptFormat
+from pmc.core.prompts import PromptFormat
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy and our log-prob helpers skip
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from pmc.errors import ConfigError
+from pmc.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class PromptFormat:
     answer_prefix goes before every trained answer text. answer_tag is the part of it the model writes itself at
     the start of an answer (Phi: the prompt is "Question: …\\n" and the trained answer "Answer: …", tag included in
     the labels as in the official encoding, unlearning/encoding.py L19-21); it is removed from decoded
-    generations when they start with it (pmc.generation), before answers are scored or trained on."""
+    generations when they start with it (pmc.core.generation), before answers are scored or trained on."""
 
     style: str = "plain"
     question_template: str = "Question: {question}\nAnswer:"

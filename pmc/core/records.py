@@ -11,9 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class DataError(ValueError):
-    """A data file or record that cannot be used; the message names the file, the line and what is wrong."""
+from pmc.core.errors import DataError
 
 
 @dataclass(frozen=True)

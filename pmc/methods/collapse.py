@@ -14,13 +14,13 @@ import random
 
 import torch
 
-from pmc.checkpoint import rng_state, set_rng_state
-from pmc.errors import ConfigError
-from pmc.generation import DEFAULT_TOP_K, generate_answers, greedy_answers
-from pmc.losses import answer_nll
-from pmc.method import ForgetExample, RetainRegularised, RunContext
-from pmc.rouge import rouge_l_recall
-from pmc.selection import SELECTION_RULES, BestSoFarCache, check_length_penalty, penalised_score, select
+from pmc.core.errors import ConfigError
+from pmc.core.generation import DEFAULT_TOP_K, generate_answers, greedy_answers
+from pmc.core.losses import answer_nll
+from pmc.core.rng import rng_state, set_rng_state
+from pmc.core.rouge import rouge_l_recall
+from pmc.methods.base import ForgetExample, RetainRegularised, RunContext
+from pmc.methods.selection import SELECTION_RULES, BestSoFarCache, check_length_penalty, penalised_score, select
 
 SAMPLE_EVERY = ("batch", "epoch")
 

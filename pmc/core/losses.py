@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pmc.batches import IGNORE_INDEX, Batch
+from pmc.core.batches import IGNORE_INDEX, Batch
 
 
 def token_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

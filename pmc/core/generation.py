@@ -18,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import CompileConfig
 
-from pmc.batches import eval_mode, longest_first, pad_left
-from pmc.errors import ConfigError
-from pmc.prompts import PromptFormat
+from pmc.core.batches import eval_mode, longest_first, pad_left
+from pmc.core.errors import ConfigError
+from pmc.core.prompts import PromptFormat
 
 # transformers' GenerationConfig default, which the official PMC sampler gets by passing no top_k
 # (unlearning/pmc.py L192-202); passed explicitly so it does not depend on the model's generation_config.json.

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from pmc.errors import CheckpointError, ConfigError
+from pmc.core.errors import CheckpointError, ConfigError
 
 SOURCES = ("tiny", "hub", "local", "gguf_package")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -13,6 +13,10 @@ class CheckpointError(HarnessError):
     """A cached or user-supplied checkpoint that is missing, incomplete or unreadable."""
 
 
+class DataError(HarnessError, ValueError):
+    """A data file or record that cannot be used; the message names the file, the line and what is wrong."""
+
+
 class TrainingDiverged(HarnessError):
     """The loss became NaN or infinite; continuing would only produce garbage metrics."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 
-from pmc.errors import ConfigError
+from pmc.core.errors import ConfigError
 
 SELECTION_RULES = ("argmin", "bradley_terry")
 
