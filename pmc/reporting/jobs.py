@@ -1,0 +1,124 @@
+"""The one loader of a sweep's jobs, used by every report: which directories are jobs, which of them failed or are
+missing, each job's setting (its overrides), and the files a job leaves (results.json, eval/<model>/<suite>.json,
+train_log.jsonl, .hydra/). Reads files only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REFERENCES = ("target", "retain")  # the stage-0 models every job scores beside its unlearned one
+DEFAULTS = "(defaults)"  # the setting of a job whose overrides are all shared with the other jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job with results: its directory, its setting (the overrides that differ between the jobs read together,
+    without the seed: jobs that differ only by seed are one setting) and its results.json."""
+
+    path: Path
+    setting: str
+    results: dict
+
+
+def natural_order(path: Path) -> list:
+    """Sort key that puts job 2 before job 10."""
+    return [int(part) if part.isdigit() else part for part in path.parts]
+
+
+def job_dirs(roots: list[Path]) -> list[Path]:
+    """Every directory under the roots that is a Hydra job (has .hydra/) or holds a results.json or failure.json."""
+    found = set()
+    for root in roots:
+        if not root.is_dir():
+            raise SystemExit(f"error: {root} is not a directory")
+        found |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+        found |= {p.parent for name in ("results.json", "failure.json") for p in root.rglob(name)}
+    return sorted(found, key=natural_order)
+
+
+def job_problem(job: Path) -> tuple[str, str] | None:
+    """Why a job has no results to collect: ("failed", "in <stage>: <error line>") or ("missing", why); None if it
+    has some.
+
+    A failure.json newer than the results.json (a rerun in the same directory that failed) counts as failed."""
+    results, failure = job / "results.json", job / "failure.json"
+    if failure.is_file() and (not results.is_file() or failure.stat().st_mtime > results.stat().st_mtime):
+        try:
+            record = json.loads(failure.read_text())
+            return "failed", f"in {record.get('stage', '?')}: {record.get('error', '?')}"
+        except (OSError, ValueError):
+            return "failed", "its failure.json is unreadable"
+    if not results.is_file():
+        return "missing", "no results.json or failure.json: killed, preempted or still running"
+    return None
+
+
+def overrides_of(job: Path) -> list[str]:
+    """The job's command-line overrides without the seed: jobs that differ only by seed are one setting."""
+    overrides_file = job / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    return [o for o in overrides or [] if not o.startswith("seed=")]
+
+
+def load_jobs(roots: list[Path]) -> tuple[list[Job], dict[str, tuple[str, str]]]:
+    """(the jobs with results, in natural order; {job without results: job_problem(job)}).
+
+    A job's setting leaves out the overrides every job shares (failed and missing ones included), so a sweep's
+    table shows what varies."""
+    dirs = job_dirs(roots)
+    overrides = {job: overrides_of(job) for job in dirs}
+    shared = set.intersection(*(set(o) for o in overrides.values())) if len(dirs) > 1 else set()
+    jobs, problems = [], {}
+    for job in dirs:
+        problem = job_problem(job)
+        if problem:
+            problems[str(job)] = problem
+            continue
+        setting = " ".join(o for o in overrides[job] if o not in shared) or DEFAULTS
+        jobs.append(Job(job, setting, json.loads((job / "results.json").read_text())))
+    return jobs, problems
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content, None when there is no such file."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def suite_file(job: str | Path, model: str, suite: str) -> dict | None:
+    """eval/<model>/<suite>.json of a job (summary and per-example rows), None when the job did not run the suite."""
+    return read_json(Path(job) / "eval" / model / f"{suite}.json")
+
+
+def read_train_log(job: Path) -> pd.DataFrame:
+    """The numeric columns of a job's train_log.jsonl (empty when it has none)."""
+    path = job / "train_log.jsonl"
+    if not path.is_file():
+        return pd.DataFrame()
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    log = pd.DataFrame(rows)
+    return log.select_dtypes("number") if "step" in log else pd.DataFrame()
+
+
+def nested(config: dict, key: str):
+    """config["a"]["b"]["c"] for key "a.b.c", None when any part is missing."""
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def setting_value(job: Path, key: str):
+    """KEY's value in the job's overrides (KEY=..., +KEY=..., ++KEY=...), else in its composed config."""
+    for override in overrides_of(job):
+        name, _, value = override.lstrip("+~").partition("=")
+        if name == key:
+            return yaml.safe_load(value)
+    config_file = job / ".hydra" / "config.yaml"
+    return nested(yaml.safe_load(config_file.read_text()), key) if config_file.is_file() else None

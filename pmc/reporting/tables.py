@@ -1,0 +1,102 @@
+"""Result tables with pandas: one row per job, mean ± std per setting, written as Markdown, CSV and LaTeX.
+
+The metric columns are the ones the suites declare (benchmarks.metrics.table_columns), in their order; a column
+without data in any job is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.metrics import Column, table_columns
+from pmc.reporting.jobs import REFERENCES, load_jobs
+
+
+def column(suite: str, key: str) -> Column:
+    """The declared table column of results.json's metrics[model][suite][key]."""
+    for declared in table_columns():
+        if (declared.suite, declared.key) == (suite, key):
+            return declared
+    raise KeyError(f"no metric suite declares the table column {suite}.{key} (benchmarks.metrics.table_columns)")
+
+
+def metric_row(results: dict, model: str) -> dict:
+    """{column title: the model's value, None when its job did not run the suite}."""
+    metrics = results["metrics"][model]
+    return {c.title: metrics.get(c.suite, {}).get(c.key) for c in table_columns()}
+
+
+def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[str, str]]]:
+    """(one row per job, one row per setting with mean and std, {job without results: jobs.job_problem(job)}).
+
+    Rows are the unlearned models; the target and retain models (stage 0, the same for every job that shares them)
+    are added once per checkpoint as reference rows."""
+    jobs, problems = load_jobs(roots)
+    rows, references = [], {}
+    for job in jobs:
+        results = job.results
+        rows.append({"job": str(job.path), "model": "unlearned", "setting": job.setting, "method": results["method"],
+                     "seed": results["seed"], **metric_row(results, "unlearned")})
+        for model in REFERENCES:
+            checkpoint = results.get("stage0", {}).get("checkpoints", {}).get(model, model)
+            references.setdefault((model, checkpoint), {"job": str(job.path), "model": model,
+                                                       "setting": f"{model} model (stage 0)",
+                                                       "method": model, "seed": results["seed"],
+                                                       **metric_row(results, model)})
+    per_job = pd.DataFrame(rows + list(references.values()))
+    if per_job.empty:
+        return per_job, per_job, problems
+    per_job = per_job.dropna(axis=1, how="all")
+    metrics = [c.title for c in table_columns() if c.title in per_job]
+    grouped = per_job.groupby(["setting", "method"], sort=False)[metrics]
+    summary = grouped.mean().join(grouped.std().add_suffix(" std")).join(grouped.size().rename("seeds")).reset_index()
+    return per_job, summary, problems
+
+
+def report_problems(problems: dict[str, tuple[str, str]]) -> None:
+    """One line per job without results, e.g. "failed: multirun/x/3 (in unlearn: loss became nan ...)"."""
+    for job, (status, why) in problems.items():
+        print(f"{status}: {job} ({why})")
+
+
+def formatted(summary: pd.DataFrame) -> pd.DataFrame:
+    """'mean ± std' cells with two decimals (just the mean for a single seed)."""
+    out = summary[["setting", "method", "seeds"]].copy()
+    for title in (c.title for c in table_columns() if c.title in summary):
+        std = summary[f"{title} std"]
+        out[title] = [f"{m:.2f}" if pd.isna(s) else f"{m:.2f} ± {s:.2f}" for m, s in zip(summary[title], std)]
+    return out
+
+
+def markdown_table(headers: list[str], rows: Iterable, numeric: bool = False) -> str:
+    """A Markdown table; with `numeric`, every column but the first right-aligned."""
+    rule = ["---"] + ["---:" if numeric else "---"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    return markdown_table(list(table.columns), table.itertuples(index=False))
+
+
+def latex(table: pd.DataFrame) -> str:
+    escape = lambda v: str(v).replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
+    lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(table.columns) - 2) + "}", r"\toprule",
+             " & ".join(escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def write_tables(per_job: pd.DataFrame, summary: pd.DataFrame, out: Path, name: str) -> str:
+    """Write out/<name>.md and .tex (one row per setting) and .csv (one row per job); returns the Markdown."""
+    table = formatted(summary)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(table)
+    (out / f"{name}.md").write_text(text)
+    (out / f"{name}.tex").write_text(latex(table))
+    per_job.to_csv(out / f"{name}.csv", index=False)
+    return text
