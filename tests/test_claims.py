@@ -18,8 +18,10 @@ import yaml
 from conftest import CONF_DIR, REPO
 from hydra import compose, initialize_config_dir
 
+from pmc.reporting import claims
+
 sys.path.insert(0, str(REPO / "scripts"))
-import claims  # noqa: E402
+import claims as claims_cli  # noqa: E402  (the command line; the logic is pmc.reporting.claims)
 
 TARGET = {"paper": (30.0, 80.0), "tofu": (0.01, 0.60)}
 RETAIN = {"paper": (90.0, 82.0), "tofu": (1.0, 0.61)}
@@ -292,7 +294,7 @@ def test_cli_writes_the_table(tmp_path):
     (dirs[1] / "99" / ".hydra").mkdir(parents=True)  # a job that died: listed, left out
     (dirs[1] / "99" / ".hydra" / "config.yaml").write_text("seed: 0\n")
     out = tmp_path / "results" / "claims.md"
-    assert claims.main([*map(str, dirs), "--ablation", f"samples={ablation}", "--ablation", f"samples={dirs[0]}",
+    assert claims_cli.main([*map(str, dirs), "--ablation", f"samples={ablation}", "--ablation", f"samples={dirs[0]}",
                         "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# The PMC paper's claims on this harness\n")
@@ -310,10 +312,10 @@ def test_cli_writes_the_table(tmp_path):
 
 def test_cli_errors(tmp_path):
     (tmp_path / "empty" / "0" / ".hydra").mkdir(parents=True)
-    assert claims.main([str(tmp_path / "empty"), "--out", str(tmp_path / "c.md")]) == 1
+    assert claims_cli.main([str(tmp_path / "empty"), "--out", str(tmp_path / "c.md")]) == 1
     assert not (tmp_path / "c.md").exists()
     with pytest.raises(SystemExit) as error:
-        claims.main([str(tmp_path / "empty"), "--ablation", f"lambda={tmp_path}"])
+        claims_cli.main([str(tmp_path / "empty"), "--ablation", f"lambda={tmp_path}"])
     assert error.value.code == 2
 
 

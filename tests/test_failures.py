@@ -16,10 +16,8 @@ from omegaconf.errors import MissingMandatoryValue
 from pmc.core.errors import CheckpointError, ConfigError, TrainingDiverged, one_line
 from pmc.core.records import DataError
 from pmc.failures import describe, failure_record
+from pmc.reporting import jobs, tables
 from pmc.run import run_experiment
-
-sys.path.insert(0, str(REPO / "scripts"))
-import collect  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 # the smallest run that trains, unlearns and scores: a 1-layer model on 3 synthetic authors, 1 epoch of GA
@@ -126,7 +124,7 @@ def test_a_failed_job_does_not_stop_the_sweep(failed_sweep):
 
 def test_collect_lists_the_failed_job_with_its_error(failed_sweep, tmp_path):
     sweep_dir, _ = failed_sweep
-    per_job, summary, problems = collect.collect([sweep_dir])
+    per_job, summary, problems = tables.collect([sweep_dir])
     assert problems == {str(sweep_dir / "1"): ("failed", "in config: method.handler.forget_weight must be a number, "
                                                          "got 'abc'")}
     assert sorted(per_job.loc[per_job["model"] == "unlearned", "job"]) == [str(sweep_dir / "0"), str(sweep_dir / "2")]
@@ -156,6 +154,6 @@ def test_a_later_success_in_the_same_directory_clears_the_failure(failed_sweep, 
     job = tmp_path / "job"
     shutil.copytree(sweep_dir / "0", job)
     shutil.copy(sweep_dir / "1" / "failure.json", job / "failure.json")  # newer than the results
-    assert collect.job_problem(job)[0] == "failed"
+    assert jobs.job_problem(job)[0] == "failed"
     os.utime(job / "failure.json", (0, 0))
-    assert collect.job_problem(job) is None
+    assert jobs.job_problem(job) is None

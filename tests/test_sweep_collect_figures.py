@@ -19,8 +19,7 @@ from conftest import REPO, SMALL
 matplotlib.use("Agg")
 import matplotlib.image  # noqa: E402
 
-sys.path.insert(0, str(REPO / "scripts"))
-import collect  # noqa: E402
+from pmc.reporting import tables  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 SEEDS = (0, 1)
@@ -76,7 +75,7 @@ def test_sweep_ran_every_seed_through_submitit(sweep):
 
 def test_collect_table_matches_the_jobs(sweep, tmp_path):
     sweep_dir, results = sweep
-    per_job, summary, problems = collect.collect([sweep_dir])
+    per_job, summary, problems = tables.collect([sweep_dir])
     assert problems == {str(sweep_dir / BAD_JOB): ("failed", "in config: seed must be an int, got 'oops'")}
 
     unlearned = per_job[per_job["model"] == "unlearned"].set_index("seed")
@@ -121,7 +120,7 @@ def test_collect_lists_a_job_without_results_as_missing(sweep, tmp_path):
     shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns(".submitit"))
     shutil.copytree(sweep_dir / "0" / ".hydra", copy / "9" / ".hydra")  # a job that died before results.json
 
-    per_job, summary, problems = collect.collect([copy])
+    per_job, summary, problems = tables.collect([copy])
     assert problems[str(copy / "9")][0] == "missing" and problems[str(copy / BAD_JOB)][0] == "failed"
     assert summary.loc[summary["method"] == "pmc", "seeds"].tolist() == [len(SEEDS)]
 
