@@ -1,0 +1,116 @@
+"""pmc.reporting on hand-built job directories: the one job loader, the table's mean ± std per setting (numbers
+computed here by hand), columns and trade-off axes taken from what the suites declare, and the package's place in
+the layers (it imports no training code; nothing below it imports it)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+from benchmarks.metrics import Column, table_columns
+from pmc.reporting import figures, jobs, tables
+
+REFERENCE_METRICS = {"target": {"paper": {"unlearn_quality": 30.0, "utility": 95.0}},
+                     "retain": {"paper": {"unlearn_quality": 90.0, "utility": 96.0}}}
+
+
+def write_job(job, overrides, unlearned_metrics, method="pmc", seed=0):
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides + [f"seed={seed}"]))
+    (job / "results.json").write_text(json.dumps({
+        "method": method, "seed": seed, "metrics": {"unlearned": unlearned_metrics, **REFERENCE_METRICS},
+        "stage0": {"checkpoints": {"target": "cache/target", "retain": "cache/retain"}}}))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """PMC with two seeds (70 / 90 and 80 / 94), NPO with one (60 / 50), a failed job and a missing one."""
+    root = tmp_path / "sweep"
+    write_job(root / "0", ["lr=1"], {"paper": {"unlearn_quality": 70.0, "utility": 90.0}}, seed=0)
+    write_job(root / "1", ["lr=1"], {"paper": {"unlearn_quality": 80.0, "utility": 94.0}}, seed=1)
+    write_job(root / "10", ["lr=2"], {"paper": {"unlearn_quality": 60.0, "utility": 50.0}}, method="npo")
+    (root / "2").mkdir()
+    (root / "2" / "failure.json").write_text(json.dumps({"stage": "unlearn", "error": "loss became nan"}))
+    (root / "3" / ".hydra").mkdir(parents=True)
+    (root / "3" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    return root
+
+
+def test_load_jobs_orders_naturally_and_names_the_jobs_without_results(sweep):
+    found, problems = jobs.load_jobs([sweep])
+    assert [job.path.name for job in found] == ["0", "1", "10"]  # 10 after 1, not between 1 and 2
+    assert [job.setting for job in found] == ["lr=1", "lr=1", "lr=2"]  # seeds dropped; no override is shared
+    assert problems == {str(sweep / "2"): ("failed", "in unlearn: loss became nan"),
+                        str(sweep / "3"): ("missing", "no results.json or failure.json: killed, preempted or "
+                                                      "still running")}
+
+
+def test_table_means_and_stds_per_setting(sweep, tmp_path):
+    per_job, summary, _ = tables.collect([sweep])
+    text = tables.write_tables(per_job, summary, tmp_path / "out", "t")
+    # std over seeds (n - 1): unlearn quality 70, 80 -> 7.07; utility 90, 94 -> 2.83; the TOFU columns have no data
+    assert text == ("| setting | method | seeds | unlearn quality | utility |\n"
+                    "|---|---|---|---|---|\n"
+                    "| lr=1 | pmc | 2 | 75.00 ± 7.07 | 92.00 ± 2.83 |\n"
+                    "| lr=2 | npo | 1 | 60.00 | 50.00 |\n"
+                    "| target model (stage 0) | target | 1 | 30.00 | 95.00 |\n"
+                    "| retain model (stage 0) | retain | 1 | 90.00 | 96.00 |\n")
+    assert (tmp_path / "out" / "t.md").read_text() == text
+    assert len(pd.read_csv(tmp_path / "out" / "t.csv")) == 5  # every job plus the two reference rows
+    assert r"75.00 $\pm$ 7.07" in (tmp_path / "out" / "t.tex").read_text()
+
+
+def test_columns_are_the_ones_the_suites_declare(sweep, monkeypatch):
+    assert [c.title for c in table_columns()] == ["unlearn quality", "utility", "forget quality", "model utility"]
+    declared = (Column("muse", "privleak", "privacy leak", "PrivLeak (%)"), *table_columns())
+    monkeypatch.setattr(tables, "table_columns", lambda: declared)
+    job = sweep / "0"
+    results = json.loads((job / "results.json").read_text())
+    results["metrics"]["unlearned"]["muse"] = {"privleak": -12.5}
+    (job / "results.json").write_text(json.dumps(results))
+    per_job, summary, _ = tables.collect([sweep])
+    assert list(tables.formatted(summary).columns) == ["setting", "method", "seeds", "privacy leak",
+                                                       "unlearn quality", "utility"]
+    unlearned = per_job[per_job["model"] == "unlearned"]
+    assert unlearned.loc[unlearned["job"] == str(job), "privacy leak"].item() == -12.5
+
+
+def test_trade_off_axes_are_the_first_declared_pair_with_data():
+    x, y = figures.trade_off(pd.DataFrame({"unlearn quality": [None, 80.0], "utility": [90.0, None],
+                                           "forget quality": [0.5, 0.1], "model utility": [0.6, 0.7]}))
+    assert (x.suite, x.key, y.key) == ("tofu", "forget_quality", "model_utility")  # no job has both paper values
+    assert x.log_scale and x.axis_label.startswith("forget quality (KS-test p-value")
+    x, y = figures.trade_off(pd.DataFrame({"unlearn quality": [70.0], "utility": [90.0]}))
+    assert (x.title, y.title, y.axis_label) == ("unlearn quality", "utility", "utility (%)")
+    with pytest.raises(SystemExit, match=r"neither unlearn quality/utility \(paper\) nor forget quality/model "
+                                         r"utility \(tofu\) metrics"):
+        figures.trade_off(pd.DataFrame({"privacy leak": [1.0]}))
+
+
+def test_reporting_imports_no_training_code():
+    code = ("import sys; import pmc.reporting.tables, pmc.reporting.figures, pmc.reporting.analyses, "
+            "pmc.reporting.claims; print(sorted(m for m in sys.modules if m.startswith(('pmc.run', 'pmc.trainer', "
+            "'pmc.stage0', 'pmc.methods', 'pmc.evaluate', 'baselines'))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_nothing_below_the_application_imports_reporting():
+    below = [*(REPO / "pmc" / "core").rglob("*.py"), *(REPO / "pmc" / "methods").rglob("*.py"),
+             *(REPO / "benchmarks").rglob("*.py"), *(REPO / "baselines").rglob("*.py")]
+    importers = []
+    for path in below:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "pmc.reporting" or name.startswith("pmc.reporting.") for name in names):
+                importers.append(str(path.relative_to(REPO)))
+    assert below and importers == []
