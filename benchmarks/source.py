@@ -55,10 +55,18 @@ class Split:
         return self.files[0] if self.config is None else f"{self.config}/{self.split}"
 
 
+def _datasets():
+    """The `datasets` package, imported when a benchmark is loaded (it takes seconds; synthetic runs never need it)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise DataError(f"loading TOFU or MUSE needs the datasets package (pip install datasets): {e}") from None
+    return datasets
+
+
 def load_hub_split(repo: str, split: Split) -> list[dict]:
     """The split's rows from the hub dataset `repo`: the only code that talks to the hub (tests replace it)."""
-    import datasets
-
+    datasets = _datasets()
     if split.config is None:
         loaded = datasets.load_dataset(split.builder, data_files=f"hf://datasets/{repo}/{split.files[0]}",
                                        split="train")
@@ -70,8 +78,7 @@ def load_hub_split(repo: str, split: Split) -> list[dict]:
 def load_local_file(path: Path, builder: str) -> list[dict]:
     """A local file's rows through `datasets`, streamed, with a throw-away cache directory: no network, no files
     left behind (a non-streaming load would write an Arrow copy of the data into the cache)."""
-    import datasets
-
+    datasets = _datasets()
     with tempfile.TemporaryDirectory(prefix="pmc-datasets-") as cache:
         loaded = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, cache_dir=cache)
         return list(loaded)
@@ -136,22 +143,26 @@ class DatasetSource:
             return [(f"{path}: row {number}", _without_nulls(row)) for number, row in enumerate(rows, start=1)]
         if builder == "text":
             places = [f"{path}:{number}" for number, _ in numbered_lines(path)]  # UTF-8, line length at file:line
-            rows = [row for row in self._read(path, "text") if row["text"].strip()]
-        else:
-            scanned = jsonl_rows(path)
-            for where, obj in scanned:
-                if not isinstance(obj, dict):
-                    raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            places = [where for where, _ in scanned]
-            try:
-                rows = load_local_file(path, "json")
-            except Exception as e:
-                # every line is a JSON object, yet datasets cannot build a table of them (e.g. a field that is a
-                # string on one line and a number on another, with a datasets that does not encode such columns as
-                # JSON): the benchmark's validation of the lines names the line when one is invalid
-                parse([(where, _without_nulls(obj)) for where, obj in scanned], str(path))
-                raise DataError(f"{path}: datasets could not read it as JSON lines ({type(e).__name__}: "
-                                f"{one_line_reason(e)})") from None
+            return self._beside_lines(path, places, [row for row in self._read(path, "text") if row["text"].strip()])
+        lines = jsonl_rows(path)  # UTF-8, line length and JSON syntax, at file:line
+        for where, obj in lines:
+            if not isinstance(obj, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        try:
+            return self._beside_lines(path, [where for where, _ in lines], load_local_file(path, "json"))
+        except Exception as e:
+            # every line is a JSON object, yet datasets cannot build a table of them or drops some (`{}` alone is a
+            # table without columns; a field that is a string on one line and a number on another fails with a
+            # datasets that does not encode such columns as JSON): validating the lines names the bad one
+            parse([(where, _without_nulls(obj)) for where, obj in lines], str(path))
+            if isinstance(e, DataError):
+                raise
+            raise DataError(f"{path}: datasets could not read it as JSON lines ({type(e).__name__}: "
+                            f"{one_line_reason(e)})") from None
+
+    @staticmethod
+    def _beside_lines(path: Path, places: list[str], rows: list[dict]) -> Rows:
+        """Each row with the line it came from; datasets must have read one row per non-blank line."""
         if len(rows) != len(places):
             raise DataError(f"{path}: datasets read {len(rows)} rows from its {len(places)} non-blank lines")
         return [(where, _without_nulls(row)) for where, row in zip(places, rows)]
