@@ -18,7 +18,8 @@ TOFU_SRC=${TOFU_DATA_DIR:-$REPO/../shared/data/tofu}
 PYTHON=${PYTHON:-python3}
 PART_BYTES=50000000
 # Missing on the GPU machine (docs/gpu.md) with their dependencies that may be missing too; every one pure Python.
-DOWNLOAD=(hydra-core omegaconf nltk gguf filelock absl-py six click joblib defusedxml cloudpickle)
+DOWNLOAD=(hydra-core omegaconf nltk gguf filelock absl-py six click joblib defusedxml cloudpickle datasets dill
+          multiprocess)
 BUILD=(antlr4-python3-runtime rouge-score)  # sdist only on PyPI
 TOFU_FILES=(full.json forget10.json forget10_perturbed.json retain90.json retain_perturbed.json real_authors.json
             real_authors_perturbed.json world_facts.json world_facts_perturbed.json idontknow.jsonl)

@@ -15,11 +15,12 @@ import torch
 from scipy.stats import mannwhitneyu
 from torch import nn
 
+from benchmarks import source
 from benchmarks.metrics import SUITES, EvalContext, muse
 from benchmarks.metrics.tofu import MissingReferenceModel
-from benchmarks.muse import data as muse_data
 from benchmarks.muse import load_muse, make_synthetic_muse
 from benchmarks.muse.text import knowmem_prompt, text_records, verbmem_record
+from benchmarks.source import load_local_file
 from benchmarks.synthetic import make_synthetic_tofu
 from pmc.core.errors import ConfigError
 from pmc.core.prompts import RAW_TEXT
@@ -174,44 +175,70 @@ def test_missing_file_directory_and_bad_arguments(tmp_path):
         load_muse(data_dir=str(tmp_path), retain_splits=["retain3"])
 
 
+def serve_local(root: Path, asked: list | None = None, missing: str | None = None):
+    """A stand-in for the hub: each split is the local JSON-lines file, read by the `datasets` json builder."""
+    def load(repo, split):
+        if asked is not None:
+            asked.append((split.hub_name, repo))
+        if split.hub_name == missing:
+            raise FileNotFoundError(f"{repo} has no {missing}")
+        return load_local_file(root / split.files[0], "json")
+    return load
+
+
 @pytest.mark.parametrize("corpus, repo", [("news", "muse-bench/MUSE-News"), ("books", "muse-bench/MUSE-Books")])
-def test_hub_path_reads_the_configs_parquet_files(tmp_path, monkeypatch, corpus, repo):
+def test_hub_path_loads_the_configs_and_splits_as_the_references(tmp_path, monkeypatch, corpus, repo):
     write_muse(tmp_path)
     asked = []
-
-    def fake_fetch(filename, hub_repo):
-        asked.append((filename, hub_repo))
-        config, split = filename.removesuffix("-00000-of-00001.parquet").split("/")
-        return tmp_path / config / f"{split}.jsonl"  # the same rows, served as JSON lines
-
-    monkeypatch.setattr(muse_data, "_fetch", fake_fetch)
+    monkeypatch.setattr(source, "load_hub_split", serve_local(tmp_path, asked))
     b = load_muse(corpus, max_words=4, prefix_words=2)
-    assert b.name == f"muse_{corpus}" and len(b.forget) == 4 and len(b.eval_sets["mia_holdout"]) == 2
+    assert b == load_muse(corpus, data_dir=str(tmp_path), max_words=4, prefix_words=2)
     assert {r for _, r in asked} == {repo}
-    assert sorted(f for f, _ in asked) == sorted(f"{c}/{s}-00000-of-00001.parquet" for c, s in FILES
-                                                 if (c, s) != ("raw", "retain2"))
+    # load_dataset(repo, config, split=split), as muse_bench load_data.py L9-31
+    assert sorted(f for f, _ in asked) == sorted(f"{c}/{s}" for c, s in FILES if (c, s) != ("raw", "retain2"))
 
 
-def test_hub_file_missing_is_a_data_error(monkeypatch):
-    monkeypatch.setattr(muse_data, "_fetch", lambda filename, hub_repo: None)
-    with pytest.raises(DataError, match=r"raw/forget-00000-of-00001\.parquet: not found in the MUSE hub dataset "
-                                        r"muse-bench/MUSE-News"):
+def test_hub_errors_name_the_split_and_the_row(tmp_path, monkeypatch):
+    write_muse(tmp_path)
+    monkeypatch.setattr(source, "load_hub_split", serve_local(tmp_path, missing="raw/forget"))
+    with pytest.raises(DataError, match=r"^raw/forget: not found in the MUSE hub dataset muse-bench/MUSE-News "):
         load_muse()
+    (tmp_path / "privleak" / "holdout.jsonl").write_text('{"text": "fine"}\n{"txt": "typo"}\n', encoding="utf-8")
+    monkeypatch.setattr(source, "load_hub_split", serve_local(tmp_path))
+    with pytest.raises(DataError) as e:
+        load_muse()
+    assert str(e.value) == "hub dataset muse-bench/MUSE-News privleak/holdout: row 2: field 'text' is missing"
 
 
-def test_parquet_needs_pyarrow_or_is_read(tmp_path):
-    path = tmp_path / "holdout-00000-of-00001.parquet"
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        path.write_bytes(b"PAR1")
-        with pytest.raises(DataError, match="pyarrow"):
-            muse_data.read_rows(path, ("text",))
-        return
-    pq.write_table(pa.table({"text": ["one", ""]}), path)
-    with pytest.raises(DataError, match=r"parquet: row 2: field 'text'"):
-        muse_data.read_rows(path, ("text",))
+def write_parquet_snapshot(root: Path, files=FILES) -> Path:
+    """The hub repository's own layout, as `huggingface-cli download` leaves it:
+    {config}/{split}-00000-of-00001.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for (config, split), rows in files.items():
+        (root / config).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), root / config / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+def test_a_snapshot_of_the_hub_parquet_files_loads_like_the_json_lines(tmp_path):
+    jsonl = load_muse("news", data_dir=str(write_muse(tmp_path / "jsonl")), max_words=4, prefix_words=2)
+    parquet = load_muse("news", data_dir=str(write_parquet_snapshot(tmp_path / "parquet")), max_words=4,
+                        prefix_words=2)
+    assert parquet == jsonl
+
+
+def test_bad_parquet_row_or_file_is_one_error(tmp_path):
+    files = {**FILES, ("privleak", "holdout"): [{"text": "one"}, {"text": " "}]}
+    root = write_parquet_snapshot(tmp_path, files)
+    path = root / "privleak" / "holdout-00000-of-00001.parquet"
+    with pytest.raises(DataError) as e:
+        load_muse(data_dir=str(root))
+    assert str(e.value) == f"{path}: row 2: field 'text' is not a non-empty string"
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=rf"^{path}: not a readable parquet file \("):
+        load_muse(data_dir=str(root))
 
 
 # --- formulas -----------------------------------------------------------------------------------------------------

@@ -1,9 +1,34 @@
 """The synthetic benchmark is the default one: it must be deterministic, shaped like TOFU and fit tiny models."""
 
+import hashlib
+import json
+from dataclasses import asdict
+
 import pytest
 
 from benchmarks.synthetic import make_synthetic_tofu, tofu_like
 from pmc.core.records import QABenchmark
+
+
+def benchmark_digest(bench: QABenchmark) -> str:
+    """SHA-256 of every field of every record, in order."""
+    return hashlib.sha256(json.dumps(asdict(bench), sort_keys=True).encode()).hexdigest()
+
+
+# Digests computed with commit b95532c's single-module generator, before it was split into authors.py, utility.py
+# and tofu_like.py: the split must not change a single record.
+PINNED_DIGESTS = [
+    ({}, "2a891bcb114fc336a4dc84999f3e29ae150a7c9da070a37027f8292796137b8f"),
+    ({"seed": 7}, "526b9bc3facd251a7dcb80d6d606d90b63ccc0c81f91d85c486388aaaa8c9964"),
+    ({"num_authors": 200, "questions_per_author": 20, "forget_authors": 20, "num_world_facts": 40,
+      "num_real_authors": 40, "num_perturbed": 5, "retain_eval_authors": 20, "seed": 3},
+     "42015cea2cff87f04c5e33e4e9d6919c141995e308d6505f92c8b62f53ce7c4f"),
+]
+
+
+@pytest.mark.parametrize("kwargs, digest", PINNED_DIGESTS)
+def test_generated_benchmark_is_unchanged_since_b95532c(kwargs, digest):
+    assert benchmark_digest(make_synthetic_tofu(**kwargs)) == digest
 
 
 def author_names(bench: QABenchmark) -> list[str]:

@@ -6,12 +6,16 @@ always run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from benchmarks.tofu import data as tofu_data
+from benchmarks import source
+from benchmarks.source import load_local_file
 from benchmarks.tofu import load_tofu
 from pmc.core.records import DataError
 
@@ -87,38 +91,69 @@ def test_unknown_split():
         load_tofu("forget20", data_dir=str(TOFU_DIR))
 
 
+# --- the records themselves -----------------------------------------------------------------------------------
+
+# Digests of the benchmarks b95532c's loader (the harness' own line-by-line JSON reader, before benchmarks were loaded
+# through `datasets`) built from these files: loading through `datasets` must give the same records, in the same order.
+B95532C_DIGESTS = [
+    ("forget01", None, "8ea00433812f4b748ec22eda91d96623ba277c111d7ca143081a3028f380ac6d"),
+    ("forget10", None, "c03334716a32706c8505358a6b43f91fcdba18207990a1ff7150535fa8e6dd70"),
+    ("forget01", 10, "4bff3335382cae1d061c39f0c3c948a3a338e5d0335524ed09dd088299b718a0"),
+]
+
+
+def benchmark_digest(bench) -> str:
+    return hashlib.sha256(json.dumps(asdict(bench), sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("forget_split, num_authors, digest", B95532C_DIGESTS)
+def test_same_records_as_the_loader_of_b95532c(forget_split, num_authors, digest):
+    assert benchmark_digest(load_tofu(forget_split, data_dir=str(TOFU_DIR), num_authors=num_authors)) == digest
+
+
+def test_forget_records_are_the_file_lines_in_order():
+    b = load_tofu("forget01", data_dir=str(TOFU_DIR))
+    lines = (TOFU_DIR / "forget01_perturbed.json").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    assert [(r.question, r.answer, r.paraphrased_question, r.paraphrased_answer, r.perturbed_answer)
+            for r in b.forget] == [(o["question"], o["answer"], o["paraphrased_question"], o["paraphrased_answer"],
+                                    tuple(o["perturbed_answer"])) for o in rows]
+
+
 # --- hub path ----------------------------------------------------------------------------------------------------
 
 
-def test_hub_path_reads_the_expected_files(monkeypatch):
+def serve_local(requested=None, missing=None):
+    """A stand-in for the hub: each split is its local file, read by the `datasets` builder; `missing` is absent."""
+    def load(repo, split):
+        if requested is not None:
+            requested.append((repo, split.hub_name))
+        if split.files[0] == missing:
+            raise FileNotFoundError(f"{repo} has no {missing}")
+        return load_local_file(TOFU_DIR / split.files[0], split.builder)
+    return load
+
+
+def test_hub_path_loads_the_configs_as_the_references(monkeypatch):
     requested = []
-
-    def fake_fetch(name, hub_repo):
-        requested.append((hub_repo, name))
-        path = TOFU_DIR / name
-        return path if path.is_file() else None
-
-    monkeypatch.setattr(tofu_data, "_fetch", fake_fetch)
+    monkeypatch.setattr(source, "load_hub_split", serve_local(requested))
     b = load_tofu("forget01", hub_repo="someone/TOFU")
+    assert b == load_tofu("forget01", data_dir=str(TOFU_DIR))
     assert (len(b.forget), len(b.retain), len(b.idk_answers)) == (40, 3960, 100)
     assert {repo for repo, _ in requested} == {"someone/TOFU"}
+    # load_dataset("locuslab/TOFU", name, split="train"), as official PMC's unlearning/dataloader.py L13-25
     assert sorted(name for _, name in requested) == sorted([
-        "full.json", "forget01_perturbed.json", "forget01.json", "retain99.json", "retain_perturbed.json",
-        "real_authors_perturbed.json", "world_facts_perturbed.json", "idontknow.jsonl",
+        "full/train", "forget01_perturbed/train", "forget01/train", "retain99/train", "retain_perturbed/train",
+        "real_authors_perturbed/train", "world_facts_perturbed/train", "idontknow.jsonl",
     ])
 
 
-def serve_local_except(missing):
-    """A stand-in for the hub that has every local TOFU file except `missing`."""
-    return lambda name, hub_repo: None if name == missing else TOFU_DIR / name
-
-
 def test_hub_without_idk_file_gives_no_idk_answers(monkeypatch):
-    monkeypatch.setattr(tofu_data, "_fetch", serve_local_except("idontknow.jsonl"))
+    monkeypatch.setattr(source, "load_hub_split", serve_local(missing="idontknow.jsonl"))
     assert load_tofu("forget01").idk_answers == []
 
 
 def test_hub_without_a_required_file(monkeypatch):
-    monkeypatch.setattr(tofu_data, "_fetch", serve_local_except("retain99.json"))
-    with pytest.raises(DataError, match="retain99.json: not found in the TOFU hub dataset locuslab/TOFU"):
+    monkeypatch.setattr(source, "load_hub_split", serve_local(missing="retain99.json"))
+    with pytest.raises(DataError, match=r"^retain99/train: not found in the TOFU hub dataset locuslab/TOFU "):
         load_tofu("forget01")

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from benchmarks import hub
+from benchmarks import source as source_module
+from benchmarks.source import DatasetSource, Split
 from benchmarks.tofu import data as tofu_data
 from benchmarks.tofu import load_tofu
 from pmc.core.records import DataError
@@ -27,26 +28,46 @@ def test_missing_data_dir(tmp_path):
 # --- hub failures ------------------------------------------------------------------------------------------------
 
 
-def test_fetch_wraps_hub_failures(monkeypatch):
-    def unreachable(**kwargs):
-        raise ConnectionError("no route to host")
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """datasets and huggingface_hub in offline mode with empty caches, as on a machine without the network."""
+    import datasets
+    import huggingface_hub
 
-    monkeypatch.setattr(hub, "hf_hub_download", unreachable)
-    with pytest.raises(DataError, match="could not be reached.*benchmark.data_dir"):
-        load_tofu("forget01")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
 
-def test_fetch_offline_is_a_failure_but_a_missing_file_is_none(monkeypatch):
-    def raise_(error):
-        def download(**kwargs):
-            raise error
-        return download
+def test_hub_offline_is_one_error_naming_the_dataset_and_the_local_option(offline_hub):
+    with pytest.raises(DataError) as e:
+        load_tofu("forget01", hub_repo="someone/TOFU")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("full/train: the Hugging Face hub dataset someone/TOFU could not be reached (")
+    assert message.endswith("pass benchmark.data_dir=DIR to load a local copy of the TOFU files (the TOFU JSON files) "
+                            "instead")
 
-    monkeypatch.setattr(hub, "hf_hub_download", raise_(hub.LocalEntryNotFoundError("not cached")))
-    with pytest.raises(DataError, match="could not be reached"):
-        tofu_data._fetch("full.json", "locuslab/TOFU")
-    monkeypatch.setattr(hub, "hf_hub_download", raise_(hub.EntryNotFoundError("404")))
-    assert tofu_data._fetch("idontknow.jsonl", "locuslab/TOFU") is None
+
+def failing_hub(error):
+    def load(repo, split):
+        raise error
+    return load
+
+
+def test_hub_errors_are_data_errors_and_an_absent_optional_file_is_none(monkeypatch):
+    source = DatasetSource("TOFU", None, "locuslab/TOFU", "the TOFU JSON files")
+    parse = tofu_data._refusals
+    monkeypatch.setattr(source_module, "load_hub_split", failing_hub(FileNotFoundError("no idontknow.jsonl")))
+    assert source.load(tofu_data.IDK_SPLIT, parse, optional=True) is None
+    with pytest.raises(DataError, match=r"^idontknow\.jsonl: not found in the TOFU hub dataset locuslab/TOFU "
+                                        r"\(FileNotFoundError: no idontknow\.jsonl\)$"):
+        source.load(tofu_data.IDK_SPLIT, parse)
+    monkeypatch.setattr(source_module, "load_hub_split", failing_hub(ValueError("BuilderConfig 'x' not found")))
+    with pytest.raises(DataError, match=r"^x/train: the TOFU hub dataset locuslab/TOFU could not be loaded "
+                                        r"\(ValueError: BuilderConfig 'x' not found\)$"):
+        source.load(Split("x", "train", ("x.json",)), parse, optional=True)
 
 
 # --- validation on tiny synthetic copies -------------------------------------------------------------------------

@@ -10,22 +10,23 @@ Hub layout (the datasets' `main` branch): one parquet file per config and split,
                forget_qa_icl, retain_qa_icl                       (the *_icl splits: MUSE's few-shot examples)
     privleak/  forget, retain, holdout                 {"text"}   membership-attack texts (100 each)
 
-A local copy (`data_dir`) has the same configs and splits as JSON-lines files, `{data_dir}/{config}/{split}.jsonl`,
-one object per line with the fields above, e.g. `{data_dir}/knowmem/forget_qa.jsonl`. A snapshot of the hub
-repository (`huggingface-cli download muse-bench/MUSE-News --repo-type dataset --local-dir DIR`) works as it is:
-where a `.jsonl` file is absent the loader reads the hub's parquet file at the same place. A split can be written
-as JSON lines with `datasets.load_dataset(repo, config, split=split).to_json(path)`. Reading parquet needs pyarrow
-(installed with `datasets`); JSON lines need nothing.
+A local copy (`data_dir`) has the same configs and splits as files, `{data_dir}/{config}/{split}.jsonl` (JSON lines,
+one object per line with the fields above, e.g. `{data_dir}/knowmem/forget_qa.jsonl`) or the hub's own
+`{config}/{split}-00000-of-00001.parquet`, so a snapshot of the hub repository (`huggingface-cli download
+muse-bench/MUSE-News --repo-type dataset --local-dir DIR`) works as it is; where both are present the `.jsonl` file
+is read. Hub and local files alike are read by `datasets.load_dataset` (benchmarks.source): the hub as
+`load_dataset("muse-bench/MUSE-News", config, split=split)`, as MUSE's own load_data.py and open-unlearning's MUSE
+configs do, local files with the json or parquet builder. A split can be written as JSON lines with
+`datasets.load_dataset(repo, config, split=split).to_json(path)`.
 
 Only the files listed above are read (`raw/holdout` is not: the membership attacks use `privleak/holdout`). Any
-malformed row is one DataError naming the file and the line (or parquet row).
+malformed row is one DataError naming the file and the line (parquet and hub: the row).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
-from benchmarks.hub import DatasetSource, fetch_dataset_file
 from benchmarks.muse.text import (
     KNOWMEM_FORGET,
     KNOWMEM_FORGET_ICL,
@@ -38,72 +39,37 @@ from benchmarks.muse.text import (
     mia_record,
     text_records,
 )
-from pmc.core.records import DataError, QABenchmark, QARecord, jsonl_rows, reject_duplicates
+from benchmarks.source import DatasetSource, Rows, Split
+from pmc.core.records import DataError, QABenchmark, QARecord, reject_duplicates
 
 HUB_REPOS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 RETAIN_SPLITS = ("retain1", "retain2")
 
 
-def _fetch(filename: str, hub_repo: str) -> Path | None:
-    """One file of the hub dataset, or None if it has none; the only code that talks to the hub (tests replace it)."""
-    return fetch_dataset_file(filename, hub_repo, "MUSE")
+def muse_split(config: str, split: str) -> Split:
+    """A MUSE split: hub config and split; locally JSON lines, or the hub's parquet file at the same place."""
+    return Split(config, split, (f"{config}/{split}.jsonl", f"{config}/{split}-00000-of-00001.parquet"))
 
 
-def hub_filename(config: str, split: str) -> str:
-    return f"{config}/{split}-00000-of-00001.parquet"
+def string_fields(fields: tuple[str, ...]) -> Callable[[Rows, str], list[dict[str, str]]]:
+    """A parser of rows that must each carry every one of `fields` as a non-empty string; the first bad row, a
+    duplicate row or a file without rows is one DataError naming the row (or the file)."""
 
+    def parse(rows: Rows, name: str) -> list[dict[str, str]]:
+        out = []
+        for where, row in rows:
+            for key in fields:
+                value = row.get(key)
+                if not isinstance(value, str) or not value.strip():
+                    problem = "missing" if value is None else "not a non-empty string"
+                    raise DataError(f"{where}: field '{key}' is {problem}")
+            out.append({key: row[key] for key in fields})
+        reject_duplicates([(where, tuple(row.values())) for (where, _), row in zip(rows, out)])
+        if not out:
+            raise DataError(f"{name}: contains no records")
+        return out
 
-def _rows_parquet(path: Path) -> list[tuple[str, object]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{path}: reading MUSE's parquet files needs pyarrow (pip install pyarrow), or pass "
-                        "benchmark.data_dir with the splits as JSON lines") from None
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises its own error types for corrupt or truncated files
-        raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
-    return [(f"{path}: row {number}", row) for number, row in enumerate(table.to_pylist(), start=1)]
-
-
-def read_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a JSON-lines (any suffix but .parquet) or parquet file, each checked to carry every field as a
-    non-empty string; the first bad row is a DataError naming file:line (parquet: file: row N)."""
-    rows = _rows_parquet(path) if path.suffix == ".parquet" else jsonl_rows(path)
-    out = []
-    for where, obj in rows:
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        for key in fields:
-            value = obj.get(key)
-            if not isinstance(value, str) or not value.strip():
-                problem = "missing" if value is None else "not a non-empty string"
-                raise DataError(f"{where}: field '{key}' is {problem}")
-        out.append({key: obj[key] for key in fields})
-    reject_duplicates([(where, tuple(row.values())) for (where, _), row in zip(rows, out)])
-    if not out:
-        raise DataError(f"{path}: contains no records")
-    return out
-
-
-class _Source(DatasetSource):
-    benchmark = "MUSE"
-    layout = "{config}/{split}.jsonl files"
-
-    def find(self, config: str, split: str) -> Path | None:
-        if self.root is None:
-            return _fetch(hub_filename(config, split), self.hub_repo)
-        for path in (self.root / config / f"{split}.jsonl", self.root / hub_filename(config, split)):
-            if path.is_file():
-                return path
-        return None
-
-    def rows(self, config: str, split: str, fields: tuple[str, ...]) -> list[dict[str, str]]:
-        path = self.find(config, split)
-        if path is None:
-            expected = hub_filename(config, split) if self.root is None else f"{config}/{split}.jsonl"
-            raise DataError(f"{expected}: not found in the MUSE {self}")
-        return read_rows(path, fields)
+    return parse
 
 
 def load_muse(
@@ -132,22 +98,23 @@ def load_muse(
                         f"got {list(retain_splits)}")
     if max_words < 2 or prefix_words < 1 or prefix_words >= max_words:
         raise DataError(f"need max_words >= 2 and 1 <= prefix_words < max_words, got {max_words}, {prefix_words}")
-    source = _Source(data_dir, hub_repo or HUB_REPOS[corpus])
+    source = DatasetSource("MUSE", data_dir, hub_repo or HUB_REPOS[corpus], "{config}/{split}.jsonl files")
+
+    def rows(config: str, split: str, fields: tuple[str, ...]) -> list[dict[str, str]]:
+        return source.load(muse_split(config, split), string_fields(fields))
 
     def corpus_records(split: str) -> list[QARecord]:
-        return [r for row in source.rows("raw", split, ("text",)) for r in text_records(row["text"], max_words,
-                                                                                          prefix_words)]
+        return [r for row in rows("raw", split, ("text",)) for r in text_records(row["text"], max_words, prefix_words)]
 
     def qa(split: str) -> list[QARecord]:
-        return [QARecord(row["question"], row["answer"]) for row in source.rows("knowmem", split, ("question",
-                                                                                                  "answer"))]
+        return [QARecord(row["question"], row["answer"]) for row in rows("knowmem", split, ("question", "answer"))]
 
     def texts(split: str) -> list[QARecord]:
-        return [mia_record(row["text"]) for row in source.rows("privleak", split, ("text",))]
+        return [mia_record(row["text"]) for row in rows("privleak", split, ("text",))]
 
     forget = corpus_records("forget")
     retain = [r for split in retain_splits for r in corpus_records(split)]
-    verbmem = [QARecord(row["prompt"], row["gt"]) for row in source.rows("verbmem", "forget", ("prompt", "gt"))]
+    verbmem = [QARecord(row["prompt"], row["gt"]) for row in rows("verbmem", "forget", ("prompt", "gt"))]
     return QABenchmark(
         name=f"muse_{corpus}",
         forget=forget,

@@ -1,17 +1,18 @@
-"""Load the real TOFU benchmark (locuslab/TOFU) into a `QABenchmark`, from a local copy or from the hub.
+"""Load the real TOFU benchmark (locuslab/TOFU) into a `QABenchmark`, from the hub or from a local copy.
 
-The hub dataset keeps every split as a JSON-lines file at the repository root (forget01.json,
-forget01_perturbed.json, full.json, ...), which is also the layout of a local copy, so both sources read the same
-files with the same strict loader and every malformed line is reported as file:line.
+Every split is a config of the hub dataset with one split, "train" (`load_dataset("locuslab/TOFU", "forget01")`, as
+the references load it), whose data is one JSON-lines file at the repository root (forget01.json,
+forget01_perturbed.json, full.json, ...); a local copy is a directory of the same files. Both go through
+`datasets.load_dataset` (benchmarks.source) and the same strict validation, so every malformed record is reported as
+file:line (hub: its row).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
-from benchmarks.hub import DatasetSource, fetch_dataset_file
-from pmc.core.records import DataError, QABenchmark, QARecord, load_jsonl, load_lines, numbered_lines
+from benchmarks.source import DatasetSource, Rows, Split
+from pmc.core.records import DataError, QABenchmark, QARecord, parse_records
 
 RETAIN_SPLIT = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 QUESTIONS_PER_AUTHOR = 20
@@ -22,71 +23,67 @@ QA_FIELDS = ("question", "answer")
 AUTHOR_EVAL_FIELDS = ("question", "answer", "paraphrased_question", "paraphrased_answer", "perturbed_answer")
 UTILITY_EVAL_FIELDS = ("question", "answer", "perturbed_answer")
 
-
-def _fetch(name: str, hub_repo: str) -> Path | None:
-    """One file of the hub dataset, or None if it has none; the only code that talks to the hub (tests replace it)."""
-    return fetch_dataset_file(name, hub_repo, "TOFU")
+# TOFU's refusals: a file of the hub repository (one per line, not JSON despite the suffix) that no config names
+IDK_SPLIT = Split(None, "train", ("idontknow.jsonl",), builder="text")
 
 
-class _Source(DatasetSource):
-    benchmark = "TOFU"
-    layout = "the TOFU JSON files"
+@dataclass(frozen=True)
+class _File:
+    """One file's records, where each came from ("file:line" or the hub row) and the file's name, for errors."""
 
-    def find(self, name: str) -> Path | None:
-        """The file's local path, or None when this source does not have it."""
-        if self.root is None:
-            return _fetch(name, self.hub_repo)
-        path = self.root / name
-        return path if path.is_file() else None
-
-    def records(self, name: str, required: tuple[str, ...]) -> tuple[list[QARecord], Path]:
-        """A required file's records and path (the path is kept for error messages)."""
-        path = self.find(name)
-        if path is None:
-            raise DataError(f"{name}: not found in the TOFU {self}")
-        return load_jsonl(path, required), path
+    records: list[QARecord]
+    places: list[str]
+    name: str
 
 
-def _record_lines(path: Path) -> list[int]:
-    """Line number of each record load_jsonl returned (it skips blank lines), so errors can point at the line."""
-    return [number for number, _ in numbered_lines(path)]
+def _read(source: DatasetSource, config: str, required: tuple[str, ...]) -> _File:
+    """A required config's records (hub config `config`, split "train"; locally `{config}.json`)."""
+
+    def parse(rows: Rows, name: str) -> _File:
+        return _File(parse_records(rows, name, required), [where for where, _ in rows], name)
+
+    return source.load(Split(config, "train", (f"{config}.json",)), parse)
 
 
-def _author_index(full: list[QARecord], path: Path) -> dict[tuple[str, str], int]:
+def _refusals(rows: Rows, name: str) -> list[str]:
+    lines = [row["text"].strip() for _, row in rows if row["text"].strip()]
+    if not lines:
+        raise DataError(f"{name}: contains no lines")
+    return lines
+
+
+def _author_index(full: _File) -> dict[tuple[str, str], int]:
     """(question, answer) -> author, from full.json's author order (20 consecutive questions per author).
 
     Keyed on the pair, not the question alone: some generic questions ("What is the full name of the author?")
     are asked of several authors.
     """
-    if len(full) % QUESTIONS_PER_AUTHOR:
-        raise DataError(f"{path}: expected {QUESTIONS_PER_AUTHOR} questions per author, got {len(full)} records")
-    # load_jsonl has rejected duplicate pairs, so every pair has one author
-    return {(r.question, r.answer): position // QUESTIONS_PER_AUTHOR for position, r in enumerate(full)}
+    if len(full.records) % QUESTIONS_PER_AUTHOR:
+        raise DataError(f"{full.name}: expected {QUESTIONS_PER_AUTHOR} questions per author, "
+                        f"got {len(full.records)} records")
+    # parse_records has rejected duplicate pairs, so every pair has one author
+    return {(r.question, r.answer): position // QUESTIONS_PER_AUTHOR for position, r in enumerate(full.records)}
 
 
-def _with_authors(records: list[QARecord], path: Path, index: dict[tuple[str, str], int]) -> list[QARecord]:
-    """Copies of `records` carrying their author; a pair that full.json does not have is an error."""
+def _with_authors(file: _File, index: dict[tuple[str, str], int]) -> list[QARecord]:
+    """Copies of the file's records carrying their author; a pair that full.json does not have is an error."""
     out = []
-    for number, r in zip(_record_lines(path), records):
+    for where, r in zip(file.places, file.records):
         author = index.get((r.question, r.answer))
         if author is None:
-            raise DataError(f"{path}:{number}: question-answer pair not found in full.json, so it has no author")
+            raise DataError(f"{where}: question-answer pair not found in full.json, so it has no author")
         out.append(replace(r, author=author))
     return out
 
 
-def _check_same_pairs(
-    perturbed: list[QARecord], perturbed_path: Path, plain: list[QARecord], plain_path: Path
-) -> None:
+def _check_same_pairs(perturbed: _File, plain: _File) -> None:
     """The forget records are read from the perturbed file; make sure it is the same forget set, in order."""
-    if len(perturbed) != len(plain):
-        raise DataError(f"{perturbed_path} has {len(perturbed)} records but {plain_path} has {len(plain)}")
-    lines = zip(_record_lines(perturbed_path), _record_lines(plain_path))
-    for (number, plain_number), p, q in zip(lines, perturbed, plain):
+    if len(perturbed.records) != len(plain.records):
+        raise DataError(f"{perturbed.name} has {len(perturbed.records)} records but {plain.name} has "
+                        f"{len(plain.records)}")
+    for where, plain_where, p, q in zip(perturbed.places, plain.places, perturbed.records, plain.records):
         if (p.question, p.answer) != (q.question, q.answer):
-            raise DataError(
-                f"{perturbed_path}:{number}: question-answer pair differs from {plain_path}:{plain_number}"
-            )
+            raise DataError(f"{where}: question-answer pair differs from {plain_where}")
 
 
 def _authors(records: list[QARecord]) -> list[int]:
@@ -101,35 +98,32 @@ def load_tofu(
 ) -> QABenchmark:
     """Load TOFU for one forget split (forget01/05/10, trained against retain99/95/90).
 
-    Files come from `data_dir` when given, else from the hub dataset `hub_repo`. `num_authors=N` keeps N of the
+    Splits come from `data_dir` when given, else from the hub dataset `hub_repo`. `num_authors=N` keeps N of the
     authors for CPU-scale runs, with the split's forget share in whole authors: the last
     k = max(1, round(N * pct / 100)) authors of the forget split and the first N - k authors of the retain split
     (k < N always holds for N >= 2, since pct <= 10). Any unusable file or record raises one DataError.
     """
     if forget_split not in RETAIN_SPLIT:
         raise DataError(f"unknown TOFU forget_split {forget_split!r}; valid: {', '.join(RETAIN_SPLIT)}")
-    source = _Source(data_dir, hub_repo)
+    source = DatasetSource("TOFU", data_dir, hub_repo, "the TOFU JSON files")
 
-    full, full_path = source.records("full.json", QA_FIELDS)
-    index = _author_index(full, full_path)
+    full = _read(source, "full", QA_FIELDS)
+    index = _author_index(full)
 
-    forget, forget_path = source.records(f"{forget_split}_perturbed.json", AUTHOR_EVAL_FIELDS)
-    plain_forget, plain_forget_path = source.records(f"{forget_split}.json", QA_FIELDS)
-    _check_same_pairs(forget, forget_path, plain_forget, plain_forget_path)
-    forget = _with_authors(forget, forget_path, index)
+    forget_file = _read(source, f"{forget_split}_perturbed", AUTHOR_EVAL_FIELDS)
+    _check_same_pairs(forget_file, _read(source, forget_split, QA_FIELDS))
+    forget = _with_authors(forget_file, index)
 
-    retain, retain_path = source.records(f"{RETAIN_SPLIT[forget_split]}.json", QA_FIELDS)
-    retain = _with_authors(retain, retain_path, index)
+    retain_file = _read(source, RETAIN_SPLIT[forget_split], QA_FIELDS)
+    retain = _with_authors(retain_file, index)
     shared = set(_authors(forget)) & set(_authors(retain))
     if shared:
-        raise DataError(f"{forget_path} and {retain_path} share authors {sorted(shared)}; forget would leak")
+        raise DataError(f"{forget_file.name} and {retain_file.name} share authors {sorted(shared)}; forget would leak")
 
-    retain_eval, retain_eval_path = source.records("retain_perturbed.json", AUTHOR_EVAL_FIELDS)
-    retain_eval = _with_authors(retain_eval, retain_eval_path, index)
-    real_authors, _ = source.records("real_authors_perturbed.json", UTILITY_EVAL_FIELDS)
-    world_facts, _ = source.records("world_facts_perturbed.json", UTILITY_EVAL_FIELDS)
-    idk_path = source.find("idontknow.jsonl")
-    idk_answers = load_lines(idk_path) if idk_path is not None else []
+    retain_eval = _with_authors(_read(source, "retain_perturbed", AUTHOR_EVAL_FIELDS), index)
+    real_authors = _read(source, "real_authors_perturbed", UTILITY_EVAL_FIELDS).records
+    world_facts = _read(source, "world_facts_perturbed", UTILITY_EVAL_FIELDS).records
+    idk_answers = source.load(IDK_SPLIT, _refusals, optional=True) or []
 
     name = f"tofu_{forget_split}"
     if num_authors is not None:

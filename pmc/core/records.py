@@ -156,14 +156,21 @@ def reject_duplicates(keyed: list[tuple[str, object]]) -> None:
         first_seen[key] = where
 
 
-def load_jsonl(path: str | Path, required: tuple[str, ...] = ("question", "answer")) -> list[QARecord]:
-    """Read a JSON-lines file of QA records; any malformed line or missing field is one DataError naming file:line."""
-    rows = jsonl_rows(path)
+def parse_records(
+    rows: list[tuple[str, object]], name: str, required: tuple[str, ...] = ("question", "answer")
+) -> list[QARecord]:
+    """QA records of one file's ("where", decoded value) rows, `name` the file: a malformed row, a missing field or a
+    duplicate question-answer pair is one DataError naming the row; a file without records is one naming `name`."""
     records = [parse_record(obj, where, required) for where, obj in rows]
     reject_duplicates([(where, (r.question, r.answer)) for (where, _), r in zip(rows, records)])
     if not records:
-        raise DataError(f"{path}: contains no records")
+        raise DataError(f"{name}: contains no records")
     return records
+
+
+def load_jsonl(path: str | Path, required: tuple[str, ...] = ("question", "answer")) -> list[QARecord]:
+    """Read a JSON-lines file of QA records; any malformed line or missing field is one DataError naming file:line."""
+    return parse_records(jsonl_rows(path), str(path), required)
 
 
 def load_lines(path: str | Path) -> list[str]:
