@@ -65,10 +65,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from benchmarks.metrics.analyses import leakage, least_likely, quality
 from benchmarks.metrics.analyses.collateral import CollateralSettings, CollateralText
-from benchmarks.metrics.analyses.leakage import PrefillSettings, SamplingSettings, prefill, sampling
-from benchmarks.metrics.analyses.least_likely import AttackSettings, least_likely
-from benchmarks.metrics.analyses.quality import QualitySettings, quality
+from benchmarks.metrics.analyses.leakage import PrefillSettings, SamplingSettings
+from benchmarks.metrics.analyses.least_likely import AttackSettings
+from benchmarks.metrics.analyses.quality import QualitySettings
 from benchmarks.metrics.common import EvalContext, Suite, SuiteResult, to_score
 from benchmarks.metrics.scoring import require_models
 from pmc.core.records import DataError, QARecord
@@ -122,10 +123,13 @@ class AnalysesSuite(Suite):
         results = {}
         for label, model in to_score(models, known).items():
             summary, per_text, distributions = baseline.score(model, ctx)
-            attack, attack_rows = least_likely(model, ctx, records, self.attack.true_option)
-            sampled, sample_rows = sampling(model, ctx, records, self.sampling, self.seed, max_new_tokens, label)
-            prefilled, fixed_rows, answer_rows = prefill(model, ctx, records, self.prefill, max_new_tokens, label)
-            quality_summary, quality_rows = quality(model, models["retain"], ctx, records, self.quality, label)
+            attack, attack_rows = least_likely.least_likely(model, ctx, records, self.attack.true_option)
+            sampled, sample_rows = leakage.sampling(model, ctx, records, self.sampling, self.seed, max_new_tokens,
+                                                    label)
+            prefilled, fixed_rows, answer_rows = leakage.prefill(model, ctx, records, self.prefill, max_new_tokens,
+                                                                 label)
+            quality_summary, quality_rows = quality.quality(model, models["retain"], ctx, records, self.quality,
+                                                            label)
             prefix_of = {r["question"]: r for r in answer_rows}
             examples_rows = [
                 {"question": r.question, "answer": r.answer, "greedy": q["generated"], "sample": sr["samples"][0],
