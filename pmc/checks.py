@@ -28,7 +28,7 @@ TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a s
 # the run's own keys (the config groups are checked through what they build)
 RUN_KEYS = {
     "experiment_name": str, "seed": int, "device": str, "cache_dir": str, "deterministic": bool,
-    "eval": list[str], "eval_settings": dict, "save_unlearned": bool,
+    "eval": dict, "save_unlearned": bool,
     "generation.max_new_tokens": int,
     "stage0.target_path": str | None, "stage0.retain_path": str | None,
 }

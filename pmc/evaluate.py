@@ -27,6 +27,7 @@ from pmc.run import (
     eval_context,
     evaluate_models,
     load_stage0,
+    metric_suites,
     prepare_generation,
     prompt_format,
     run_record,
@@ -55,7 +56,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     models = {"target": stage0.target, "retain": stage0.retain, "checkpoint": model.to(device_for(cfg.device))}
     batch_size = prepare_generation(cfg, list(models.values()), tokenizer, fmt, benchmark)
     ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_size)
-    metrics, provenance = evaluate_models(models, ctx, cfg.eval, run_dir, timings,
+    metrics, provenance = evaluate_models(models, ctx, metric_suites(cfg), run_dir, timings,
                                           eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, checkpoint=str(cfg.checkpoint))

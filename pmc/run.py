@@ -25,7 +25,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.metrics import SUITES, EvalContext
+from benchmarks.metrics import EvalContext, Suite, build_suites
 from pmc.checkpoint import CheckpointConfig, Checkpoints
 from pmc.checks import check_run_config, check_unlearning_config
 from pmc.core.errors import ConfigError, HarnessError
@@ -100,11 +100,19 @@ def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
     return RAW_TEXT if benchmark.raw_text else PromptFormat(**cfg.model.prompt)
 
 
+def metric_suites(cfg: DictConfig) -> dict[str, Suite]:
+    """The selected metric suites (conf/eval/<name>.yaml, chosen with eval=[...]) built from their settings, each
+    key and type checked (a one-line ConfigError naming eval.<suite>.<key>)."""
+    if "eval_settings" in cfg:
+        raise ConfigError("eval_settings: replaced by each suite's own settings under eval.<suite> "
+                          "(conf/eval/<suite>.yaml), e.g. eval.analyses.sampling.k=16 instead of "
+                          "+eval_settings.analyses.sampling.k=16")
+    return build_suites(OmegaConf.to_container(cfg.eval, resolve=True))
+
+
 def check_eval_suites(cfg: DictConfig) -> None:
     """The evaluation and generation settings, checked before anything is built."""
-    unknown = [name for name in cfg.eval if name not in SUITES]
-    if unknown:
-        raise ConfigError(f"eval: unknown metric suite(s) {unknown}; available: {sorted(SUITES)}")
+    metric_suites(cfg)
     if not isinstance(cfg.eval_cache, bool):
         raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
     g = cfg.generation
@@ -164,8 +172,7 @@ def method_batch_size(cfg: DictConfig, rows: int, method) -> int:
 
 
 def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch_size: int) -> EvalContext:
-    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size,
-                       settings=OmegaConf.to_container(cfg.eval_settings, resolve=True))
+    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size)
 
 
 def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCache:
@@ -175,7 +182,7 @@ def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCach
                                 stage0.checkpoints, benchmark, ctx, generation, device_for(cfg.device))
 
 
-def evaluate_models(models: dict, ctx: EvalContext, suites, run_dir: Path, timings: dict,
+def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], run_dir: Path, timings: dict,
                     cache: EvalCache) -> tuple[dict[str, dict], dict[str, dict]]:
     """Run every selected metric suite on every model; writes eval/<model>/<suite>.json and returns the summaries
     and where each came from (results.json's "eval_cache").
@@ -187,15 +194,14 @@ def evaluate_models(models: dict, ctx: EvalContext, suites, run_dir: Path, timin
     provenance: dict[str, dict] = {name: {} for name in models}
     stage0 = {name: models[name] for name in cache.roles}
     with timed(timings, "eval"):
-        for suite in suites:
-            settings = ctx.settings.get(suite) or {}
-            known, status = cache.results(suite, settings, lambda: SUITES[suite](stage0, ctx))
-            results = {**known, **SUITES[suite](models, ctx, known)}
+        for name, suite in suites.items():
+            known, status = cache.results(name, suite.settings(), lambda: suite.evaluate(stage0, ctx))
+            results = {**known, **suite.evaluate(models, ctx, known)}
             for model_name in models:
                 result = results[model_name]
-                metrics[model_name][suite] = result.summary
-                provenance[model_name][suite] = status if model_name in known else SCORED
-                write_json_atomic(run_dir / "eval" / model_name / f"{suite}.json",
+                metrics[model_name][name] = result.summary
+                provenance[model_name][name] = status if model_name in known else SCORED
+                write_json_atomic(run_dir / "eval" / model_name / f"{name}.json",
                                   {"summary": result.summary, "examples": result.examples})
     return metrics, provenance
 
@@ -286,7 +292,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_size)
-    metrics, provenance = evaluate_models(models, ctx, cfg.eval, run_dir, timings,
+    metrics, provenance = evaluate_models(models, ctx, metric_suites(cfg), run_dir, timings,
                                           eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
         if cfg.save_unlearned:

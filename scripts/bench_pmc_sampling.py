@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from benchmarks.metrics import paper
+from benchmarks.metrics.paper import PaperSuite
 from pmc.core.models import device_for
 from pmc.core.prompts import PromptFormat
 from pmc.methods.base import RunContext
@@ -54,7 +54,8 @@ def run_mode(cfg, stage0, benchmark, fmt, mode: str) -> dict:
     start = time.perf_counter()
     unlearn(method, run, training, cfg.seed)
     epoch_s = (time.perf_counter() - start - setup_s[0]) / training.epochs
-    scores = paper.score_model(model, eval_context(cfg, stage0.tokenizer, fmt, benchmark), mode).summary
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, cfg.generation.batch_size)
+    scores = PaperSuite().score_model(model, ctx, mode).summary
     return {"mode": mode, "device": str(next(model.parameters()).device), "epoch_s": epoch_s,
             "sampled": method.sampled_answers, "score": method.cache.mean_score(),
             "unlearn_quality": scores["unlearn_quality"], "utility": scores["utility"]}

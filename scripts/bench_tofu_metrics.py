@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from benchmarks.metrics import EvalContext, tofu
+from benchmarks.metrics import EvalContext, scoring, tofu
 from pmc.core.models import device_for
 from pmc.core.prompts import PromptFormat
 from pmc.stage0 import prepare_models
@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> dict:
     sets = tofu.eval_sets(EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, 1))
     questions = sum(len(records) for records in sets.values())
     pairs = tofu.scored_pairs(sets)
-    max_length = tofu.max_length_for(model, EvalContext(tokenizer, fmt, benchmark, 1, 1))
+    max_length = scoring.max_length_for(model, EvalContext(tokenizer, fmt, benchmark, 1, 1))
     print(f"model {args.model}: {questions} questions, {len(pairs)} (question, answer) pairs to score, "
           f"max_new_tokens {cfg.generation.max_new_tokens}")
 
     # warm-up (first-call set-up of generation, allocations, kernels), not timed
-    tofu.answer_logprob_means(model, tokenizer, fmt, pairs[:8], 8, max_length)
+    scoring.answer_logprob_means(model, tokenizer, fmt, pairs[:8], 8, max_length)
     warm = EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, 8)
     warm.greedy_answers(model, [question for question, _ in pairs[:8]])
     figures = {}
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
             return tofu.score_model(model, ctx, args.model)
 
         suite_s = min(timed(suite)[1] for _ in range(args.repeats))
-        logprob_s = min(timed(lambda: tofu.answer_logprob_means(model, tokenizer, fmt, pairs, batch_size,
+        logprob_s = min(timed(lambda: scoring.answer_logprob_means(model, tokenizer, fmt, pairs, batch_size,
                                                                 max_length))[1] for _ in range(args.repeats))
         figures[batch_size] = (questions / suite_s, len(pairs) / logprob_s)
         print(f"batch size {batch_size:>3}: suite {suite_s:6.2f} s = {questions / suite_s:7.1f} questions/s | "

@@ -13,7 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.metrics import SUITES, EvalContext, analyses, common, tofu
+import benchmarks.metrics.analyses.collateral as col
+import benchmarks.metrics.analyses.leakage as leak
+import benchmarks.metrics.analyses.least_likely as ll
+import benchmarks.metrics.analyses.quality as qual
+from benchmarks.metrics import EvalContext, build_suites, common, scoring
 from benchmarks.synthetic import make_synthetic_tofu
 from pmc.core.errors import ConfigError
 from pmc.core.prompts import PromptFormat
@@ -76,11 +80,15 @@ TARGET = dict(after_answer={"red": 4, "blue": 2, "green": 1}, after_the={"sky": 
 UNLEARNED = dict(after_answer={"red": 1, "blue": 2, "green": 4}, after_the={"sky": 1, "grass": 3})
 
 
-def ctx_for(records=(), forget=(), settings=None, **kwargs) -> EvalContext:
+def ctx_for(records=(), forget=(), **kwargs) -> EvalContext:
     benchmark = QABenchmark("stub", list(forget), [], {"forget": list(records)})
     return EvalContext(WordTokenizer(), PromptFormat(), benchmark, max_new_tokens=kwargs.pop("max_new_tokens", 5),
-                       batch_size=kwargs.pop("batch_size", 4), max_length=64,
-                       settings={"analyses": settings or {}}, **kwargs)
+                       batch_size=kwargs.pop("batch_size", 4), max_length=64, **kwargs)
+
+
+def analyses_suite(**settings):
+    """The suite as a run builds it from conf/eval/analyses.yaml's node."""
+    return build_suites({"analyses": {"_target_": "benchmarks.metrics.analyses.AnalysesSuite", **settings}})["analyses"]
 
 
 # --- collateral damage ----------------------------------------------------------------------------------------------
@@ -91,7 +99,7 @@ def test_text_token_logprobs_on_known_probabilities(batch_size):
     model = BigramStub(bigram_table(**TARGET))
     model.train()
     rows = [[ID["the"], ID["sky"], ID["is"], ID["blue"]], [ID["the"], ID["grass"]], [ID["Answer:"], ID["green"]]]
-    got = analyses.text_token_logprobs(model, WordTokenizer(), rows, batch_size)
+    got = scoring.text_token_logprobs(model, WordTokenizer(), rows, batch_size)
     expected = [[math.log(3 / 4), 0.0, 0.0], [math.log(1 / 4)], [math.log(1 / 7)]]  # after the: sky 3/4, grass 1/4
     assert [len(g) for g in got] == [3, 1, 1]
     for g, e in zip(got, expected):
@@ -103,12 +111,12 @@ def test_collateral_shift_against_the_target_all_tokens_and_forget_tokens():
     target, unlearned = BigramStub(bigram_table(**TARGET)), BigramStub(bigram_table(**UNLEARNED))
     rows = [[ID["the"], ID["sky"], ID["is"], ID["blue"]], [ID["the"], ID["grass"]], [ID["Answer:"], ID["green"]]]
     tok = WordTokenizer()
-    reference = analyses.text_token_logprobs(target, tok, rows, 4)
-    own = analyses.text_token_logprobs(unlearned, tok, rows, 4)
+    reference = scoring.text_token_logprobs(target, tok, rows, 4)
+    own = scoring.text_token_logprobs(unlearned, tok, rows, 4)
     shifts = [o - t for o, t in zip(own, reference)]
     predicted = [np.asarray(r[1:]) for r in rows]
     edges = [-3.0, -1.0, 1.0, 3.0]
-    summary, per_text, dist = analyses.collateral(shifts, predicted, {ID["sky"], ID["green"]},
+    summary, per_text, dist = col.collateral(shifts, predicted, {ID["sky"], ID["green"]},
                                                   ["the sky is blue", "the grass", "Answer: green"], edges, own)
     # sky: log(1/4) - log(3/4) = -log 3; is, blue: 0; grass: log(3/4) - log(1/4) = log 3; green: log(4/7 / 1/7) = log 4
     all_shifts = [-math.log(3), 0.0, 0.0, math.log(3), math.log(4)]
@@ -123,17 +131,17 @@ def test_collateral_shift_against_the_target_all_tokens_and_forget_tokens():
 
 
 def test_shift_distribution_quantiles_histogram_and_out_of_range_counts():
-    d = analyses.shift_distribution([-10.0, -1.5, -0.5, 0.0, 0.5, 2.5, 7.0], [-2.0, -1.0, 0.0, 1.0, 2.0])
+    d = col.shift_distribution([-10.0, -1.5, -0.5, 0.0, 0.5, 2.5, 7.0], [-2.0, -1.0, 0.0, 1.0, 2.0])
     assert d["counts"] == [1, 1, 2, 0] and d["underflow"] == 1 and d["overflow"] == 2  # 0.0 falls in [0, 1)
     assert d["tokens"] == 7 and d["mean"] == pytest.approx(-2.0 / 7) and d["q50"] == 0.0
     assert d["q05"] == pytest.approx(np.percentile([-10, -1.5, -0.5, 0, 0.5, 2.5, 7], 5))
-    empty = analyses.shift_distribution([], [0.0, 1.0])
+    empty = col.shift_distribution([], [0.0, 1.0])
     assert empty["tokens"] == 0 and math.isnan(empty["mean"]) and empty["counts"] == [0]
 
 
 def test_forget_token_ids_are_the_answer_tokens_without_special_tokens():
     forget = [QARecord("sky", "red sky"), QARecord("grass", "the grass is green")]
-    ids = analyses.forget_token_ids(WordTokenizer(), PromptFormat(), forget)
+    ids = col.forget_token_ids(WordTokenizer(), PromptFormat(), forget)
     assert ids == {ID[w] for w in ("red", "sky", "the", "grass", "is", "green")}
 
 
@@ -144,27 +152,28 @@ def test_texts_overlapping_the_forget_answers_are_dropped(tmp_path):
                     "Some say that Jane Doe was born in Lisbon long ago.\n"  # a 5-gram of the first answer: dropped
                     "\nWe went to Paris in spring.\n"  # the whole one-word answer: dropped
                     "The weather was fine.\n", encoding="utf-8")
-    c = analyses.resolve_settings({"collateral": {"source": "file", "path": str(path)}})["collateral"]
-    texts, dropped = analyses.collateral_texts(c, forget)
+    c = col.CollateralSettings(source="file", path=str(path))
+    texts, dropped = col.collateral_texts(c, forget)
     assert texts == ["Lisbon is a city in Portugal.", "The weather was fine."] and dropped == 2
-    c["max_texts"] = 1
-    assert analyses.collateral_texts(c, forget)[0] == ["Lisbon is a city in Portugal."]
+    c.max_texts = 1
+    assert col.collateral_texts(c, forget)[0] == ["Lisbon is a city in Portugal."]
 
 
 def test_builtin_corpus_does_not_overlap_the_default_benchmark():
     benchmark = make_synthetic_tofu(num_authors=20, questions_per_author=10, forget_authors=2, num_world_facts=30,
                                     num_real_authors=30, retain_eval_authors=4, num_perturbed=3, seed=0)
-    c = analyses.resolve_settings()["collateral"]
-    texts, dropped = analyses.collateral_texts(c, benchmark.forget + benchmark.eval_sets["forget"])
-    assert dropped == 0 and len(texts) == len(analyses.GENERIC_SENTENCES) == 50
-    assert len(set(analyses.GENERIC_SENTENCES)) == 50
+    texts, dropped = col.collateral_texts(col.CollateralSettings(), benchmark.forget + benchmark.eval_sets["forget"])
+    assert dropped == 0 and len(texts) == len(set(texts)) == 50
+    # the package data file, one sentence per line
+    assert texts[0] == "The kettle clicked off and the kitchen filled with the smell of fresh coffee."
+    assert texts[-1] == "At low tide you can walk across the sand to the little island."
 
 
 def test_wikitext_paragraphs_and_a_hub_failure_is_one_clear_error(monkeypatch):
     lines = ["", " = Valkyria Chronicles = \n",
              " Senjō no Valkyria is a tactical role @-@ playing game made in 2011 .\n", " Too short .\n",
              " = = Gameplay = = \n"]
-    assert analyses.wikitext_paragraphs(lines, min_words=8) == [
+    assert col.wikitext_paragraphs(lines, min_words=8) == [
         "Senjō no Valkyria is a tactical role @-@ playing game made in 2011 ."]
 
     import huggingface_hub
@@ -173,27 +182,25 @@ def test_wikitext_paragraphs_and_a_hub_failure_is_one_clear_error(monkeypatch):
         raise OSError("no network")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    c = analyses.resolve_settings({"collateral": {"source": "wikitext"}})["collateral"]
     with pytest.raises(DataError, match="could not be fetched.*OSError: no network.*collateral.source=file"):
-        analyses.load_texts(c)
+        col.load_texts(col.CollateralSettings(source="wikitext"))
 
 
 def test_wikitext_source_reads_the_hub_file(monkeypatch, tmp_path):
-    monkeypatch.setattr(analyses, "_fetch_hub", lambda repo, filename: tmp_path / filename)
-    monkeypatch.setattr(analyses, "_parquet_texts",
+    monkeypatch.setattr(col, "_fetch_hub", lambda repo, filename: tmp_path / filename)
+    monkeypatch.setattr(col, "_parquet_texts",
                         lambda path: [" = T = ", " one two three four five six seven eight "])
-    c = analyses.resolve_settings({"collateral": {"source": "wikitext"}})["collateral"]
-    assert analyses.load_texts(c) == ["one two three four five six seven eight"]
+    assert col.load_texts(col.CollateralSettings(source="wikitext")) == ["one two three four five six seven eight"]
 
 
 # --- least-likely multiple choice -----------------------------------------------------------------------------------
 
 
 def test_least_likely_credit_and_ties():
-    assert analyses.least_likely_credit([-1.0, -2.0, -3.0]) == 0.0
-    assert analyses.least_likely_credit([-3.0, -2.0, -1.0]) == 1.0
-    assert analyses.least_likely_credit([-3.0, -3.0, -1.0, -3.0]) == pytest.approx(1 / 3)
-    assert analyses.least_likely_credit([-1.0, -3.0, -3.0]) == 0.0
+    assert ll.least_likely_credit([-1.0, -2.0, -3.0]) == 0.0
+    assert ll.least_likely_credit([-3.0, -2.0, -1.0]) == 1.0
+    assert ll.least_likely_credit([-3.0, -3.0, -1.0, -3.0]) == pytest.approx(1 / 3)
+    assert ll.least_likely_credit([-1.0, -3.0, -3.0]) == 0.0
 
 
 def test_least_likely_attack_picks_the_option_the_model_finds_least_likely():
@@ -204,11 +211,11 @@ def test_least_likely_attack_picks_the_option_the_model_finds_least_likely():
     target, unlearned = BigramStub(bigram_table(**TARGET)), BigramStub(bigram_table(**UNLEARNED))
     # Every answer is one colour + <eos>: its score is (log p(colour | Answer:) + log 3/4) / 2, so the order of the
     # options is the order of the colour weights. target: green < blue < red; unlearned: red < blue < green.
-    summary, rows = analyses.least_likely(target, ctx, records)
+    summary, rows = ll.least_likely(target, ctx, records)
     assert [r["pick"] for r in rows] == [2, 2, 0]  # green, green, green
     assert summary["least_likely_attack_rate"] == pytest.approx(1 / 3)  # only the third true answer is green
     assert summary["least_likely_chance"] == pytest.approx((1 / 3 + 1 / 3 + 1 / 2) / 3)
-    summary, rows = analyses.least_likely(unlearned, ctx, records)
+    summary, rows = ll.least_likely(unlearned, ctx, records)
     assert [r["pick"] for r in rows] == [0, 1, 1]  # red every time
     assert summary["least_likely_attack_rate"] == pytest.approx(1 / 3)  # only the first true answer is red
     assert rows[0]["logprobs"][0] == pytest.approx((math.log(1 / 7) + math.log(3 / 4)) / 2, abs=1e-6)
@@ -218,12 +225,12 @@ def test_the_true_option_is_the_paraphrased_answer_where_there_is_one():
     # TOFU's perturbed answers rephrase the paraphrased answer, so that is the option worded like the wrong ones.
     records = [QARecord("sky", "red", paraphrased_answer="green", perturbed_answer=("blue",))]
     target = BigramStub(bigram_table(**TARGET))  # green < blue < red
-    summary, rows = analyses.least_likely(target, ctx_for(records), records)
+    summary, rows = ll.least_likely(target, ctx_for(records), records)
     assert rows[0]["options"] == ["green", "blue"] and summary["least_likely_attack_rate"] == 1.0
-    summary, rows = analyses.least_likely(target, ctx_for(records), records, "answer")
+    summary, rows = ll.least_likely(target, ctx_for(records), records, "answer")
     assert rows[0]["options"] == ["red", "blue"] and summary["least_likely_attack_rate"] == 0.0
     with pytest.raises(ConfigError, match="attack.true_option must be one of"):
-        analyses.resolve_settings({"attack": {"true_option": "perturbed"}})
+        ll.AttackSettings(true_option="perturbed")
 
 
 # --- sampling and prefill leakage (scripted generations) ------------------------------------------------------------
@@ -240,12 +247,12 @@ def test_sampling_leakage_mean_and_worst_case(monkeypatch):
         calls.append({**kwargs, "draw": torch.rand(1).item()})
         return [script[q] for q in questions]
 
-    monkeypatch.setattr(analyses, "generate_answers", scripted)
-    s = analyses.resolve_settings({"sampling": {"k": 4, "temperature": 0.7, "top_p": 0.9}, "seed": 3})
+    monkeypatch.setattr(leak, "generate_answers", scripted)
+    p = leak.SamplingSettings(k=4, temperature=0.7, top_p=0.9)
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    summary, rows = analyses.sampling(None, ctx_for(records, batch_size=8), records, s, 17, "m")
-    summary2, _ = analyses.sampling(None, ctx_for(records, batch_size=8), records, s, 17, "m")
+    summary, rows = leak.sampling(None, ctx_for(records, batch_size=8), records, p, 3, 17, "m")
+    summary2, _ = leak.sampling(None, ctx_for(records, batch_size=8), records, p, 3, 17, "m")
     assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG is untouched
     assert calls[0]["draw"] == calls[1]["draw"]  # and every model samples from the same seed
     assert calls[0]["num_samples"] == 4 and calls[0]["temperature"] == 0.7 and calls[0]["top_p"] == 0.9
@@ -273,9 +280,8 @@ def test_prefill_continues_the_prefilled_answer(monkeypatch):
                 out.append(["sky is red"])
         return out
 
-    monkeypatch.setattr(analyses, "generate_answers", scripted)
-    s = analyses.resolve_settings()
-    summary, fixed, answer = analyses.prefill(None, ctx_for(records), records, s, 9, "m")
+    monkeypatch.setattr(leak, "generate_answers", scripted)
+    summary, fixed, answer = leak.prefill(None, ctx_for(records), records, leak.PrefillSettings(), 9, "m")
     question_prompt = PromptFormat().prompt_ids(tok, "sky")
     assert seen[0][0] == question_prompt + [ID["The"], ID["answer"], ID["is:"]]  # trailing space dropped
     assert seen[1] == [question_prompt + [ID["the"]]]
@@ -286,11 +292,11 @@ def test_prefill_continues_the_prefilled_answer(monkeypatch):
 
 
 def test_split_answer():
-    assert analyses.split_answer("Jane Doe was born in Lisbon, Portugal.", 0.25) == (
+    assert leak.split_answer("Jane Doe was born in Lisbon, Portugal.", 0.25) == (
         "Jane", "Doe was born in Lisbon, Portugal.")  # 7 words: floor(1.75) = 1
-    assert analyses.split_answer("a b c d e f g h", 0.25) == ("a b", "c d e f g h")
-    assert analyses.split_answer("a  b", 0.25, min_words=3) == ("a", "b")  # at most all words but one
-    assert analyses.split_answer("word", 0.5) is None
+    assert leak.split_answer("a b c d e f g h", 0.25) == ("a b", "c d e f g h")
+    assert leak.split_answer("a  b", 0.25, min_words=3) == ("a", "b")  # at most all words but one
+    assert leak.split_answer("word", 0.5) is None
 
 
 # --- response quality -----------------------------------------------------------------------------------------------
@@ -300,7 +306,7 @@ def test_split_answer():
 def test_response_quality_on_scripted_answers(monkeypatch, empty_nll):
     records = [QARecord(q, "a", perturbed_answer=("x",)) for q in ("q1", "q2", "q3", "q4")]
     answers = ["the sky is the sky", "", "blue", "red green"]
-    ctx = ctx_for(records, settings={"quality": {"empty_nll": empty_nll}})
+    ctx = ctx_for(records)
     ctx.greedy_answers = lambda model, questions, desc=None: answers
     scored = []
 
@@ -308,10 +314,9 @@ def test_response_quality_on_scripted_answers(monkeypatch, empty_nll):
         scored.append((model, list(pairs)))
         return [-float(len(a.split())) for _, a in pairs]  # NLL = number of words
 
-    monkeypatch.setattr(tofu, "answer_logprob_means", fake_logprobs)
+    monkeypatch.setattr(qual, "answer_logprob_means", fake_logprobs)
     retain = BigramStub(bigram_table(**TARGET))
-    s = analyses.resolve_settings(ctx.settings["analyses"])
-    summary, rows = analyses.quality("model", retain, ctx, records, s, "m")
+    summary, rows = qual.quality("model", retain, ctx, records, qual.QualitySettings(empty_nll=empty_nll), "m")
     assert scored == [(retain, [("q1", answers[0]), ("q3", "blue"), ("q4", "red green")])]  # never the empty one
     assert summary["empty_rate"] == 0.25
     assert summary["answer_length"] == pytest.approx((5 + 0 + 1 + 2) / 4)
@@ -326,18 +331,23 @@ def test_response_quality_on_scripted_answers(monkeypatch, empty_nll):
 
 
 def test_settings_merge_over_the_defaults_and_reject_unknown_or_bad_values():
-    s = analyses.resolve_settings({"sampling": {"k": 2}, "collateral": {"histogram": {"bins": 10}}})
-    assert s["sampling"] == {"k": 2, "temperature": 1.0, "top_p": 0.95}
-    assert s["collateral"]["histogram"] == {"low": -5.0, "high": 5.0, "bins": 10}
-    assert analyses.resolve_settings() == analyses.DEFAULTS and analyses.DEFAULTS["sampling"]["k"] == 8
-    with pytest.raises(ConfigError, match=r"analyses.sampling.kk: unknown setting"):
-        analyses.resolve_settings({"sampling": {"kk": 2}})
-    with pytest.raises(ConfigError, match=r"analyses.sampling.top_p must be in \(0, 1\]"):
-        analyses.resolve_settings({"sampling": {"top_p": 1.5}})
-    with pytest.raises(ConfigError, match="collateral.path must be a file path"):
-        analyses.resolve_settings({"collateral": {"source": "file"}})
-    with pytest.raises(ConfigError, match="collateral.source must be one of"):
-        analyses.resolve_settings({"collateral": {"source": "web"}})
+    s = analyses_suite(sampling={"k": 2}, collateral={"histogram": {"bins": 10}})
+    assert s.sampling == leak.SamplingSettings(k=2, temperature=1.0, top_p=0.95)
+    assert s.collateral.histogram == col.Histogram(low=-5.0, high=5.0, bins=10)
+    assert analyses_suite().sampling.k == 8 and analyses_suite().collateral.histogram.edges()[:2] == [-5.0, -4.75]
+    for settings, message in [
+        ({"sampling": {"kk": 2}}, r"^eval\.analyses\.sampling\.kk: unknown setting; known: k, temperature, top_p$"),
+        ({"sampling": {"top_p": 1.5}}, r"^eval\.analyses\.sampling\.top_p must be in \(0, 1\], got 1\.5$"),
+        ({"sampling": {"k": "8"}}, r"^eval\.analyses\.sampling\.k must be an integer, got '8'$"),
+        ({"sampling": 8}, r"^eval\.analyses\.sampling must be a mapping of settings \(k, temperature, top_p\)"),
+        ({"collateral": {"source": "file"}}, r"^eval\.analyses\.collateral\.path must be a file path"),
+        ({"collateral": {"source": "web"}}, r"^eval\.analyses\.collateral\.source must be one of"),
+        ({"collateral": {"histogram": {"low": 1, "high": 0}}}, r"^eval\.analyses\.collateral\.histogram must be low"),
+        ({"max_questions": 0}, r"^eval\.analyses\.max_questions must be null or a positive integer, got 0$"),
+        ({"quality": {"empty_nll": "high"}}, r"^eval\.analyses\.quality\.empty_nll must be a number or null"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            analyses_suite(**settings)
 
 
 # --- the whole suite on stubs ---------------------------------------------------------------------------------------
@@ -348,17 +358,17 @@ def test_suite_on_stub_models_with_scripted_generation(monkeypatch, tmp_path):
     path.write_text("the sky is blue\nthe grass\n", encoding="utf-8")
     records = [QARecord("sky", "red sky", perturbed_answer=("blue", "green")),
                QARecord("grass", "green grass", perturbed_answer=("red",))]
-    settings = {"collateral": {"source": "file", "path": str(path)}, "sampling": {"k": 2}, "examples": 1}
-    ctx = ctx_for(records, forget=records, settings=settings)
+    suite = analyses_suite(collateral={"source": "file", "path": str(path)}, sampling={"k": 2}, examples=1)
+    ctx = ctx_for(records, forget=records)
 
     def scripted(model, tokenizer, fmt, questions, num_samples=1, **kwargs):
         return [["red sky"] * num_samples for _ in questions]
 
-    monkeypatch.setattr(analyses, "generate_answers", scripted)
+    monkeypatch.setattr(leak, "generate_answers", scripted)
     monkeypatch.setattr(common, "greedy_answers", lambda model, tok, fmt, questions, **kw: ["red"] * len(questions))
     models = {"target": BigramStub(bigram_table(**TARGET)), "retain": BigramStub(bigram_table(**TARGET)),
               "unlearned": BigramStub(bigram_table(**UNLEARNED))}
-    results = SUITES["analyses"](models, ctx)
+    results = suite.evaluate(models, ctx)
     assert set(results) == set(models)
     for name, result in results.items():
         assert set(result.summary) == SUMMARY_KEYS
@@ -376,14 +386,14 @@ def test_suite_on_stub_models_with_scripted_generation(monkeypatch, tmp_path):
         "prefill_fixed": "The answer is: red sky", "prefill_answer": "red red sky"}
 
     # as with the eval cache: the stage-0 models first, then the unlearned one with their results known
-    stage0 = SUITES["analyses"]({"target": models["target"], "retain": models["retain"]}, ctx)
-    later = SUITES["analyses"](models, ctx, from_stored(as_stored(stage0)))
+    stage0 = suite.evaluate({"target": models["target"], "retain": models["retain"]}, ctx)
+    later = suite.evaluate(models, ctx, from_stored(as_stored(stage0)))
     assert set(later) == {"unlearned"}
     assert as_stored({**stage0, **later}) == as_stored(results)
 
     del models["retain"]
-    with pytest.raises(analyses.MissingReferenceModel, match="retain model"):
-        SUITES["analyses"](models, ctx)
+    with pytest.raises(scoring.MissingReferenceModel, match="retain model"):
+        suite.evaluate(models, ctx)
 
 
 # --- end to end -----------------------------------------------------------------------------------------------------
@@ -391,7 +401,7 @@ def test_suite_on_stub_models_with_scripted_generation(monkeypatch, tmp_path):
 
 def test_analyses_end_to_end(make_config, tmp_path):
     cfg = make_config("eval=[paper,analyses]", "method.training.epochs=2", "generation.max_new_tokens=32",
-                      "+eval_settings.analyses.sampling.k=3")  # the run config's settings reach the suite
+                      "eval.analyses.sampling.k=3")  # the run config's settings reach the suite
     results = run_experiment(cfg, tmp_path)
     metrics = results["metrics"]
     for model in ("target", "retain", "unlearned"):

@@ -48,8 +48,14 @@ def nothing_slow(monkeypatch):
     ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1, got 0"),
     ("save_unlearned=yes", "save_unlearned must be true or false, got 'yes'"),
     ("deterministic=1", "deterministic must be true or false, got 1"),
-    ("eval=paper", "eval must be a list of strings, got 'paper'"),
-    ("eval=[paper,nope]", "eval: unknown metric suite(s) ['nope']; available:"),
+    ("eval.paper.retain_samples=many", "eval.paper.retain_samples must be an integer, got 'many'"),
+    ("+eval.paper.retain_sample=4", "eval.paper.retain_sample: unknown setting; known: retain_set, retain_samples, "
+                                    "retain_seed"),
+    ("eval.paper.retain_set=retain90", "eval.paper.retain_set must be one of ['sampled', 'retain_perturbed'], got "
+                                       "'retain90'"),
+    ("+eval.nope.k=1", "eval.nope: no such metric suite; available: analyses, muse, paper, tofu"),
+    ("+eval_settings.analyses.sampling.k=16", "eval_settings: replaced by each suite's own settings under "
+                                              "eval.<suite> (conf/eval/<suite>.yaml), e.g. eval.analyses.sampling.k=16"),
     ("device=tpu", "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     ("method.handler._target_=pmc.nowhere.Method", "method.handler._target_: cannot import 'pmc.nowhere.Method'"),
     # values the constructors reject are found as early, since the method is built before stage 0
@@ -129,6 +135,11 @@ OPTIONS = "flat, ga, graddiff, icu, idk, idkdpo, npo, pmc, pmc_llama3b, simnpo"
     (["method.handler.bogus=1"],
      "error: Could not override 'method.handler.bogus'. To append to your config use +method.handler.bogus=1"),
     (["method=pmc,"], None),  # an override that does not parse
+    (["eval=[paper,nope]"], "error: In 'config': Could not load 'eval/nope'."),
+    (["eval=nope"], "error: In 'config': Could not find 'eval/nope'; Available options in 'eval': analyses, muse, "
+                    "paper, tofu"),
+    (["eval.analyses.sampling.k=4"], "error: Could not override 'eval.analyses.sampling.k'. To append to your config "
+                                     "use +eval.analyses.sampling.k=4"),  # a setting of a suite not selected
     (["-m", "hydra/launcher=slurm", "method=pmc,npo", "--cfg", "hydra"],
      "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified (to dry-run a "
      "sweep, drop -m and the comma-separated values)"),

@@ -18,6 +18,7 @@ from conftest import REPO
 from transformers.generation.utils import GenerationMixin
 
 import pmc.run
+from benchmarks.metrics.analyses import AnalysesSuite, SamplingSettings
 from benchmarks.metrics.common import EvalContext, SuiteResult
 from benchmarks.synthetic import make_synthetic_tofu
 from pmc.core.errors import CheckpointError
@@ -89,6 +90,10 @@ def test_second_run_reads_the_stage0_scores_and_gets_the_same_metrics(make_confi
     assert spy.runs[1]["counts"] == {role: {"generate": 0, "forward": 0} for role in ("target", "retain")}
     entries = sorted(p.name for p in (stage0_cache / "eval").glob("*.json"))
     assert len(entries) == 2 and [name.split("-")[:2] for name in entries] == [["tiny", "paper"], ["tiny", "tofu"]]
+    # keyed by every setting of the suite, the defaults of conf/eval/paper.yaml included, and by its class
+    paper_entry = json.loads((stage0_cache / "eval" / entries[0]).read_text())
+    assert paper_entry["settings"] == {"_target_": "benchmarks.metrics.paper.PaperSuite", "retain_set": "sampled",
+                                       "retain_samples": 400, "retain_seed": 12345}
 
     # eval_cache=false scores them again, with the same results, and stores nothing
     off = run_experiment(make_config(*overrides, "eval_cache=false"), dirs[2])
@@ -133,9 +138,10 @@ def test_the_key_changes_with_everything_that_changes_the_scores(tmp_path):
         "batch size": keyed(tmp_path, generation={"max_new_tokens": 8, "batch_size": 8}),
         "device": keyed(tmp_path, device="cuda"),
         "suite": keyed(tmp_path, suite="paper"),
-        "suite settings": keyed(tmp_path, suite="analyses", settings={"sampling": {"k": 16}}),
+        "suite settings": keyed(tmp_path, suite="analyses", settings=AnalysesSuite(
+            sampling=SamplingSettings(k=16)).settings()),
     }
-    assert keyed(tmp_path, suite="analyses") != variants["suite settings"]
+    assert keyed(tmp_path, suite="analyses", settings=AnalysesSuite().settings()) != variants["suite settings"]
     # a stage-0 entry rebuilt under the same name (its stage0.json is new) is another model
     fake_checkpoint(tmp_path / "tiny-retain-4567", {"created": 3.0})
     variants["rebuilt retain entry"] = keyed(tmp_path)

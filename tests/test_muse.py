@@ -16,8 +16,9 @@ from scipy.stats import mannwhitneyu
 from torch import nn
 
 from benchmarks import source
-from benchmarks.metrics import SUITES, EvalContext, muse
-from benchmarks.metrics.tofu import MissingReferenceModel
+from benchmarks.metrics import EvalContext, build_suites, muse
+from benchmarks.metrics.muse import MuseSuite
+from benchmarks.metrics.scoring import MissingReferenceModel
 from benchmarks.muse import load_muse, make_synthetic_muse
 from benchmarks.muse.text import knowmem_prompt, text_records, verbmem_record
 from benchmarks.source import load_local_file
@@ -25,6 +26,7 @@ from benchmarks.synthetic import make_synthetic_tofu
 from pmc.core.errors import ConfigError
 from pmc.core.prompts import RAW_TEXT
 from pmc.core.records import DataError, QABenchmark, QARecord
+from pmc.core.rouge import rouge_l_f1
 from pmc.eval_cache import as_stored, from_stored
 from pmc.results import summary_table
 from pmc.run import prompt_format, run_experiment
@@ -246,12 +248,12 @@ def test_bad_parquet_row_or_file_is_one_error(tmp_path):
 
 def test_rouge_l_f1():
     # LCS "the cat on the mat" = 5 of 6 tokens on both sides: P = R = F = 5/6
-    assert muse.rouge_l_f1("the cat sat on the mat", "the cat lay on the mat") == pytest.approx(5 / 6)
+    assert rouge_l_f1("the cat sat on the mat", "the cat lay on the mat") == pytest.approx(5 / 6)
     # LCS "a c" = 2: P = 2/2, R = 2/4, F = 2PR/(P+R) = 2/3
-    assert muse.rouge_l_f1("a b c d", "a c") == pytest.approx(2 / 3)
-    assert muse.rouge_l_f1("The Cat.", "the cat") == 1.0  # lower-cased, punctuation dropped
-    assert muse.rouge_l_f1("running dogs", "run dog") == 0.0  # no stemming, as in muse_bench
-    assert muse.rouge_l_f1("a b", "") == 0.0
+    assert rouge_l_f1("a b c d", "a c") == pytest.approx(2 / 3)
+    assert rouge_l_f1("The Cat.", "the cat") == 1.0  # lower-cased, punctuation dropped
+    assert rouge_l_f1("running dogs", "run dog") == 0.0  # no stemming, as in muse_bench
+    assert rouge_l_f1("a b", "") == 0.0
 
 
 def test_knowmem_answer_is_cut_at_the_next_question():
@@ -263,12 +265,23 @@ def test_knowmem_answer_is_cut_at_the_next_question():
                                                                 "\n\nQuestion: Q?\nAnswer:"
 
 
-def test_generation_lengths_are_muse_s_unless_the_context_overrides_them():
-    ctx = EvalContext(WordTokenizer(), RAW_TEXT, make_synthetic_muse(num_forget_articles=2, num_retain_articles=1),
-                      max_new_tokens=7, batch_size=2)
-    assert muse._setting(ctx, "verbmem_max_new_tokens", muse.VERBMEM_MAX_NEW_TOKENS) == 128
-    ctx.settings = {"muse": {"verbmem_max_new_tokens": 16}}
-    assert muse._setting(ctx, "verbmem_max_new_tokens", muse.VERBMEM_MAX_NEW_TOKENS) == 16
+def test_generation_lengths_are_muse_s_unless_set(monkeypatch):
+    assert (MuseSuite().verbmem_max_new_tokens, MuseSuite().knowmem_max_new_tokens) == (128, 32)  # muse_bench's
+    sets = {"verbmem_forget": [QARecord("a b", "c a b")], "knowmem_forget": [QARecord("a", "b")],
+            "knowmem_retain": [QARecord("b", "c")], "mia_forget": [QARecord("", "a b")],
+            "mia_holdout": [QARecord("", "b a")]}
+    ctx = EvalContext(WordTokenizer(), RAW_TEXT, QABenchmark("stub", [], [], sets), max_new_tokens=7, batch_size=2)
+    asked = []
+
+    def generate(model, tokenizer, fmt, prompts, max_new_tokens, **kwargs):
+        asked.append(max_new_tokens)
+        return [""] * len(prompts)
+
+    monkeypatch.setattr(muse, "greedy_answers", generate)
+    monkeypatch.setattr(muse, "membership", lambda model, ctx, sets: {})
+    MuseSuite().score_model(None, ctx)
+    MuseSuite(verbmem_max_new_tokens=16, knowmem_max_new_tokens=4).score_model(None, ctx)
+    assert asked == [128, 32, 32, 16, 4, 4]  # verbmem, knowmem forget, knowmem retain; never generation's 7
 
 
 def test_auc_is_the_mann_whitney_statistic_with_ties_as_half():
@@ -363,11 +376,11 @@ def test_suite_needs_the_retain_model_and_muse_sets():
     ctx = EvalContext(WordTokenizer(), RAW_TEXT, make_synthetic_muse(num_forget_articles=2, num_retain_articles=1),
                       max_new_tokens=4, batch_size=2)
     with pytest.raises(MissingReferenceModel, match="retain model"):
-        muse.evaluate({"target": BigramStub()}, ctx)
+        MuseSuite().evaluate({"target": BigramStub()}, ctx)
     tofu_like = make_synthetic_tofu(num_authors=3, forget_authors=1, retain_eval_authors=1)
     ctx = EvalContext(WordTokenizer(), RAW_TEXT, tofu_like, max_new_tokens=4, batch_size=2)
     with pytest.raises(DataError, match="verbmem_forget"):
-        muse.evaluate({"target": BigramStub(), "retain": BigramStub()}, ctx)
+        MuseSuite().evaluate({"target": BigramStub(), "retain": BigramStub()}, ctx)
 
 
 class Words(WordTokenizer):
@@ -391,53 +404,54 @@ def test_known_stage0_results_give_the_same_scores_without_running_the_retain_mo
     scripted = {id(model): f"{name} a" for name, model in models.items()}
     monkeypatch.setattr(muse, "greedy_answers", lambda model, tok, fmt, prompts, **kw: [scripted[id(model)]] *
                         len(prompts))
-    together = muse.evaluate(models, ctx)
+    together = MuseSuite().evaluate(models, ctx)
 
-    stage0 = muse.evaluate({"target": models["target"], "retain": models["retain"]}, ctx)
+    stage0 = MuseSuite().evaluate({"target": models["target"], "retain": models["retain"]}, ctx)
     models["retain"].calls.clear()
-    later = muse.evaluate(models, ctx, from_stored(as_stored(stage0)))
+    later = MuseSuite().evaluate(models, ctx, from_stored(as_stored(stage0)))
     assert set(later) == {"unlearned"} and models["retain"].calls == []
     assert as_stored({**stage0, **later}) == as_stored(together)
     assert later["unlearned"].summary["privleak"] != 0.0  # compared with the retain model, not with itself
 
 
-def _context(benchmark, **muse_settings) -> EvalContext:
-    return EvalContext(WordTokenizer(), RAW_TEXT, benchmark, max_new_tokens=4, batch_size=2,
-                       settings={"muse": muse_settings})
+def _context(benchmark) -> EvalContext:
+    return EvalContext(WordTokenizer(), RAW_TEXT, benchmark, max_new_tokens=4, batch_size=2)
 
 
 def test_privleak_reference_source_and_corpus():
     synthetic = make_synthetic_muse(num_forget_articles=2, num_retain_articles=1)
     news = SimpleNamespace(name="muse_news")
     books = SimpleNamespace(name="muse_books")
-    assert muse.privleak_reference_source(_context(synthetic)) == ("retrain", None)
-    assert muse.privleak_reference_source(_context(news, privleak_reference="published")) == ("published", "news")
-    assert muse.privleak_reference_source(_context(books, privleak_reference="published")) == ("published", "books")
-    assert muse.privleak_reference_source(
-        _context(synthetic, privleak_reference="published", privleak_corpus="books")) == ("published", "books")
+    assert MuseSuite().published_corpus(_context(synthetic)) is None  # the retain model's AUC
+    assert MuseSuite(privleak_reference="published").published_corpus(_context(news)) == "news"
+    assert MuseSuite(privleak_reference="published").published_corpus(_context(books)) == "books"
+    assert MuseSuite(privleak_reference="published", privleak_corpus="books").published_corpus(
+        _context(synthetic)) == "books"
     # muse_bench constants.py: AUC_RETRAIN[corpus]["forget_holdout_Min-40%"]
     assert muse.PUBLISHED_RETRAIN_AUC == {"news": 0.4772, "books": 0.5393}
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"privleak_reference": "retain"}, r"privleak_reference must be one of \['retrain', 'published'\], got 'retain'"),
-    ({"privleak_reference": "published"}, r"benchmark 'muse_synthetic' is neither; set eval_settings\.muse\."
+    ({"privleak_reference": "retain"},
+     r"^eval\.muse\.privleak_reference must be one of \['retrain', 'published'\], got 'retain'$"),
+    ({"privleak_reference": "published"}, r"benchmark 'muse_synthetic' is neither; set eval\.muse\."
                                           r"privleak_corpus"),
-    ({"privleak_corpus": "wiki"}, r"privleak_corpus must be one of \['books', 'news'\] or null, got 'wiki'"),
-    ({"privleak_refrence": "published"}, r"eval_settings\.muse\.privleak_refrence: unknown setting"),
+    ({"privleak_corpus": "wiki"}, r"^eval\.muse\.privleak_corpus must be one of \['books', 'news'\] or null, got 'wiki'$"),
+    ({"privleak_refrence": "published"}, r"^eval\.muse\.privleak_refrence: unknown setting; known: "),
+    ({"knowmem_max_new_tokens": 0}, r"^eval\.muse\.knowmem_max_new_tokens must be a positive integer, got 0$"),
 ])
 def test_privleak_reference_config_errors(settings, message):
-    ctx = _context(make_synthetic_muse(num_forget_articles=2, num_retain_articles=1), **settings)
+    ctx = _context(make_synthetic_muse(num_forget_articles=2, num_retain_articles=1))
     with pytest.raises(ConfigError, match=message):
-        muse.evaluate({"target": BigramStub(), "retain": BigramStub()}, ctx)
+        suite = build_suites({"muse": {"_target_": "benchmarks.metrics.muse.MuseSuite", **settings}})["muse"]
+        suite.evaluate({"target": BigramStub(), "retain": BigramStub()}, ctx)
 
 
 def test_published_reference_needs_no_retain_model():
     # with MUSE's published AUC the retain model is not needed: the suite gets past that check to the data check
-    ctx = _context(make_synthetic_tofu(num_authors=3, forget_authors=1, retain_eval_authors=1),
-                   privleak_reference="published", privleak_corpus="news")
+    ctx = _context(make_synthetic_tofu(num_authors=3, forget_authors=1, retain_eval_authors=1))
     with pytest.raises(DataError, match="verbmem_forget"):
-        muse.evaluate({"target": BigramStub()}, ctx)
+        MuseSuite(privleak_reference="published", privleak_corpus="news").evaluate({"target": BigramStub()}, ctx)
 
 
 def test_summary_with_the_published_reference():
@@ -482,7 +496,7 @@ def muse_run(tmp_path_factory, stage0_cache):
 
 def test_muse_end_to_end(muse_run):
     results, run_dir, cfg = muse_run
-    assert "muse" in SUITES and list(cfg.eval) == ["muse"] and results["benchmark"] == "muse_synthetic"
+    assert list(cfg.eval) == ["muse"] and results["benchmark"] == "muse_synthetic"
     metrics = results["metrics"]
     on_disk = json.loads((run_dir / "results.json").read_text())["metrics"]
     for model in ("target", "retain", "unlearned"):
@@ -509,7 +523,7 @@ def test_muse_summary_recomputes_from_the_examples(muse_run):
 
     for name in ("verbmem_forget", "knowmem_forget", "knowmem_retain"):
         for r in examples[name]:
-            assert r["rouge_l_f1"] == pytest.approx(muse.rouge_l_f1(r["answer"], r["generated"]))
+            assert r["rouge_l_f1"] == pytest.approx(rouge_l_f1(r["answer"], r["generated"]))
         assert summary[name] == pytest.approx(avg([r["rouge_l_f1"] for r in examples[name]]))
 
     def mw(forget, holdout):  # P(forget > holdout) + ties / 2, by pairs

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import TOFU_DIR
 
-from benchmarks.metrics import paper
+from benchmarks.metrics import build_suites, paper
 from benchmarks.metrics.common import EvalContext
 from benchmarks.tofu import load_tofu
 from pmc.core.errors import ConfigError
@@ -20,9 +20,8 @@ from pmc.core.records import DataError, QABenchmark, QARecord
 class ScriptedContext(EvalContext):
     """Greedy answers from a script (question -> answer; "" for anything unscripted), and the questions asked."""
 
-    def __init__(self, benchmark, script, settings=None):
-        super().__init__(tokenizer=None, prompt_format=None, benchmark=benchmark, max_new_tokens=8, batch_size=4,
-                         settings=settings or {})
+    def __init__(self, benchmark, script):
+        super().__init__(tokenizer=None, prompt_format=None, benchmark=benchmark, max_new_tokens=8, batch_size=4)
         self.script, self.asked = script, []
 
     def greedy_answers(self, model, questions, desc=None):
@@ -74,7 +73,7 @@ def test_a_split_no_larger_than_the_sample_is_used_whole():
 def test_tofu_forget10_utility_asks_the_official_retain90_sample():
     benchmark = load_tofu("forget10", data_dir=str(TOFU_DIR))
     ctx = ScriptedContext(benchmark, {})
-    rows = paper.score_model(object(), ctx).examples["retain"]
+    rows = paper.PaperSuite().score_model(object(), ctx).examples["retain"]
     # the official code selects these rows of the retain90 dataset (the file, line for line)
     retain90 = [json.loads(line) for line in (TOFU_DIR / "retain90.json").read_text().splitlines() if line.strip()]
     indices = np.random.default_rng(12345).integers(low=0, high=len(retain90), size=400).tolist()
@@ -100,7 +99,7 @@ def test_paraphrased_split_scores_against_the_paraphrased_answer():
         "Who wrote Hamlet?": "Shakespeare",  # 1 of 2 -> 0.5
     }
     ctx = ScriptedContext(make_benchmark(), script)
-    result = paper.score_model(object(), ctx)
+    result = paper.PaperSuite().score_model(object(), ctx)
     para = result.examples["forget_paraphrased"]
     assert [r["answer"] for r in para] == [r.paraphrased_answer for r in FORGET]
     assert [r["question"] for r in para] == [r.paraphrased_question for r in FORGET]
@@ -117,17 +116,16 @@ def test_paraphrased_split_scores_against_the_paraphrased_answer():
 
 def test_sampled_retain_split_and_the_retain_perturbed_option():
     script = {r.question: r.answer for r in RETAIN[:3]}  # records 0-2 answered perfectly, 3-5 not at all
-    settings = {"paper": {"retain_samples": 4, "retain_seed": 3}}
-    result = paper.score_model(object(), ScriptedContext(make_benchmark(), script, settings))
+    suite = paper.PaperSuite(retain_samples=4, retain_seed=3)
+    result = suite.score_model(object(), ScriptedContext(make_benchmark(), script))
     indices = np.random.default_rng(3).integers(low=0, high=6, size=4).tolist()
     rows = result.examples["retain"]
     assert [r["index"] for r in rows] == indices
     assert [r["question"] for r in rows] == [RETAIN[i].question for i in indices]
     assert result.summary["rouge_retain"] == pytest.approx(sum(i < 3 for i in indices) / 4)
 
-    ctx = ScriptedContext(make_benchmark(), {"Retain eval question?": "the eval answer"},
-                          {"paper": {"retain_set": "retain_perturbed"}})
-    result = paper.score_model(object(), ctx)
+    ctx = ScriptedContext(make_benchmark(), {"Retain eval question?": "the eval answer"})
+    result = paper.PaperSuite(retain_set="retain_perturbed").score_model(object(), ctx)
     assert [r["question"] for r in result.examples["retain"]] == ["Retain eval question?"]
     assert "index" not in result.examples["retain"][0]
     assert result.summary["rouge_retain"] == 1.0
@@ -137,21 +135,23 @@ def test_forget_records_without_paraphrased_answers_are_one_data_error():
     no_answer = [QARecord(r.question, r.answer, r.paraphrased_question) for r in FORGET]
     ctx = ScriptedContext(make_benchmark(forget=no_answer), {})
     with pytest.raises(DataError, match=r"'toy', split 'forget_paraphrased'.*paraphrased_answer"):
-        paper.evaluate({"target": object()}, ctx)
+        paper.PaperSuite().evaluate({"target": object()}, ctx)
     assert ctx.asked == []  # nothing decoded before the error
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"retain_set": "retain90"}, r"retain_set must be one of \['sampled', 'retain_perturbed'\], got 'retain90'"),
-    ({"retain_samples": 0}, r"retain_samples must be an integer >= 1"),
-    ({"retain_samples": True}, r"retain_samples must be an integer"),
-    ({"retain_seed": "12345"}, r"retain_seed must be an integer"),
-    ({"retain_sample": 400}, r"eval_settings\.paper\.retain_sample: unknown setting"),
+    ({"retain_set": "retain90"},
+     r"^eval\.paper\.retain_set must be one of \['sampled', 'retain_perturbed'\], got 'retain90'$"),
+    ({"retain_samples": 0}, r"^eval\.paper\.retain_samples must be an integer >= 1, got 0$"),
+    ({"retain_samples": True}, r"^eval\.paper\.retain_samples must be an integer, got True$"),
+    ({"retain_seed": "12345"}, r"^eval\.paper\.retain_seed must be an integer, got '12345'$"),
+    ({"retain_sample": 400}, r"^eval\.paper\.retain_sample: unknown setting; known: retain_set, retain_samples"),
 ])
 def test_bad_settings_are_config_errors(settings, message):
     with pytest.raises(ConfigError, match=message):
-        paper.evaluate({"target": object()}, ScriptedContext(make_benchmark(), {}, {"paper": settings}))
+        build_suites({"paper": {"_target_": "benchmarks.metrics.paper.PaperSuite", **settings}})
 
 
 def test_defaults_are_the_official_ones():
-    assert paper.resolve_settings(None) == {"retain_set": "sampled", "retain_samples": 400, "retain_seed": 12345}
+    assert paper.PaperSuite().settings() == {"_target_": "benchmarks.metrics.paper.PaperSuite",
+                                             "retain_set": "sampled", "retain_samples": 400, "retain_seed": 12345}

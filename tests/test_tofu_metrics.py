@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.metrics import SUITES, EvalContext, tofu
+from benchmarks.metrics import EvalContext, scoring, tofu
 from pmc.core.models import build_tiny, train_tokenizer
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
@@ -122,7 +122,7 @@ STUB_EXPECTED = [
 def test_answer_logprob_means_on_known_probabilities(batch_size):
     model = BigramStub()
     model.train()
-    got = tofu.answer_logprob_means(model, WordTokenizer(), PromptFormat(), STUB_PAIRS, batch_size, max_length=64)
+    got = scoring.answer_logprob_means(model, WordTokenizer(), PromptFormat(), STUB_PAIRS, batch_size, max_length=64)
     assert got == pytest.approx(STUB_EXPECTED, abs=1e-6)
     assert [c["rows"] for c in model.calls] == [min(batch_size, 4 - i) for i in range(0, 4, batch_size)]
     assert not any(c["training"] or c["grad"] for c in model.calls)  # eval mode, no autograd
@@ -155,8 +155,8 @@ def test_batched_and_one_at_a_time_agree_on_a_real_tiny_model(tiny):
              ("Where is the cat?", "On the mat."),
              ("What is the capital of France?", "Paris is the capital of France, the quick brown fox says."),
              ("Who?", "Jane.")] * 2
-    one = tofu.answer_logprob_means(model, tokenizer, PromptFormat(), pairs, batch_size=1, max_length=128)
-    eight = tofu.answer_logprob_means(model, tokenizer, PromptFormat(), pairs, batch_size=8, max_length=128)
+    one = scoring.answer_logprob_means(model, tokenizer, PromptFormat(), pairs, batch_size=1, max_length=128)
+    eight = scoring.answer_logprob_means(model, tokenizer, PromptFormat(), pairs, batch_size=8, max_length=128)
     assert torch.allclose(torch.tensor(one), torch.tensor(eight), atol=1e-5, rtol=0)
     assert one[:7] == one[7:] and len(set(one[:7])) == 7  # same pair, same value; different pairs differ
     assert all(-math.log(len(tokenizer)) - 3 < v < 0 for v in one)  # an untrained model is near-uniform
@@ -166,8 +166,8 @@ def test_suite_needs_the_retain_model(tiny):
     model, tokenizer = tiny
     benchmark = QABenchmark("b", [], [], {s: [QARecord("q", "a", "q", "a", ("b",))] for s in tofu.SETS})
     ctx = EvalContext(tokenizer, PromptFormat(), benchmark, max_new_tokens=2, batch_size=4)
-    with pytest.raises(tofu.MissingReferenceModel, match="retain model"):
-        tofu.evaluate({"target": model, "unlearned": model}, ctx)
+    with pytest.raises(scoring.MissingReferenceModel, match="retain model"):
+        tofu.TofuSuite().evaluate({"target": model, "unlearned": model}, ctx)
 
 
 def test_known_stage0_results_give_the_same_scores_without_running_the_retain_model(tiny):
@@ -185,12 +185,12 @@ def test_known_stage0_results_give_the_same_scores_without_running_the_retain_mo
     benchmark = QABenchmark("b", [], [], {s: records for s in tofu.SETS})
     ctx = EvalContext(tokenizer, PromptFormat(), benchmark, max_new_tokens=3, batch_size=4)
     models = {"target": model, "retain": retain, "unlearned": unlearned}
-    together = tofu.evaluate(models, ctx)
+    together = tofu.TofuSuite().evaluate(models, ctx)
 
-    stage0 = tofu.evaluate({"target": model, "retain": retain}, ctx)
+    stage0 = tofu.TofuSuite().evaluate({"target": model, "retain": retain}, ctx)
     calls = []
     retain.register_forward_pre_hook(lambda module, inputs: calls.append(1))
-    later = tofu.evaluate(models, ctx, from_stored(as_stored(stage0)))
+    later = tofu.TofuSuite().evaluate(models, ctx, from_stored(as_stored(stage0)))
     assert set(later) == {"unlearned"} and calls == []
     assert as_stored({**stage0, **later}) == as_stored(together)
     assert 0.0 < later["unlearned"].summary["forget_quality"] <= 1.0
@@ -213,7 +213,6 @@ def tofu_run(tmp_path_factory, stage0_cache):
 
 def test_tofu_suite_end_to_end(tofu_run):
     results, run_dir = tofu_run
-    assert "tofu" in SUITES
     metrics = results["metrics"]
     assert metrics["retain"]["tofu"]["forget_quality"] == 1.0  # the KS test of retain against itself
     assert metrics["target"]["tofu"]["forget_quality"] < 0.5  # the target memorised the forget set

@@ -1,25 +1,18 @@
-"""Metric suites a run can select by name (`eval=[paper, ...]`).
+"""Metric suites a run selects by name (`eval=[paper, ...]`), one config each in conf/eval/<name>.yaml.
 
-A suite scores several models at once (some metrics compare models, e.g. TOFU's forget quality needs the retain
-model) and returns, per model, a flat summary and per-example values from which every summary number can be
-recomputed. `evaluate(models, ctx, known)`: `known` holds results already at hand for some of the models (the
-stage-0 models' from the eval cache, pmc.eval_cache); the suite scores only the others and returns their results,
-taking what a comparison needs from the known results (or, where it needs the model itself, from `models`).
+Each suite is a `Suite` dataclass (benchmarks.metrics.common) whose fields are its settings; `build_suites` turns
+the run config's `eval` node into Suite objects, checking every key and type. Suites share the scoring toolkit
+(benchmarks.metrics.scoring) and pmc.core; no suite imports another.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
-
-from benchmarks.metrics import analyses, muse, paper, tofu
-from benchmarks.metrics.common import Column, EvalContext, SuiteResult
-
-SUITES: dict[str, Callable[[dict, EvalContext, Mapping[str, SuiteResult] | None], dict[str, SuiteResult]]] = {
-    "paper": paper.evaluate,
-    "tofu": tofu.evaluate,
-    "muse": muse.evaluate,
-    "analyses": analyses.evaluate,
-}
+from benchmarks.metrics import paper, tofu
+from benchmarks.metrics.analyses import AnalysesSuite
+from benchmarks.metrics.common import Column, EvalContext, Suite, SuiteResult, build_suites
+from benchmarks.metrics.muse import MuseSuite
+from benchmarks.metrics.paper import PaperSuite
+from benchmarks.metrics.tofu import TofuSuite
 
 # suites in the order their columns appear in tables and their trade-offs in figures
 _DECLARING = (paper, tofu)
@@ -36,4 +29,5 @@ def trade_offs() -> list[tuple[Column, Column]]:
     return [(by_key[s.COLUMNS[0].suite, s.TRADE_OFF[0]], by_key[s.COLUMNS[0].suite, s.TRADE_OFF[1]]) for s in _DECLARING]
 
 
-__all__ = ["SUITES", "Column", "EvalContext", "SuiteResult", "table_columns", "trade_offs"]
+__all__ = ["AnalysesSuite", "Column", "EvalContext", "MuseSuite", "PaperSuite", "Suite", "SuiteResult", "TofuSuite",
+           "build_suites", "table_columns", "trade_offs"]

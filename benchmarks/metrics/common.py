@@ -1,10 +1,18 @@
-"""Types shared by the metric suites."""
+"""Types shared by the metric suites: the context they score in, their results, and the Suite base class whose
+dataclass fields are a suite's settings (conf/eval/<suite>.yaml), built and checked by `build_suites`."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import math
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Mapping
+from statistics import mean
+from typing import ClassVar, Mapping
 
+from pmc.core.errors import ConfigError
 from pmc.core.generation import greedy_answers
 from pmc.core.records import QABenchmark
 
@@ -17,8 +25,7 @@ class EvalContext:
     asking the same questions (paper and tofu both score the plain forget/retain/utility questions) decode once.
     Build a fresh context if a model's weights change.
 
-    `settings` carries per-suite options from the run config, keyed by suite name (a suite reads only its own
-    entry and falls back to its module defaults for anything missing).
+    A suite's own settings are the fields of its Suite object, not part of the context.
     """
 
     tokenizer: object
@@ -27,7 +34,6 @@ class EvalContext:
     max_new_tokens: int
     batch_size: int
     max_length: int | None = None  # token budget of a scored question+answer; None: the model's context size
-    settings: dict = field(default_factory=dict)  # suite name -> that suite's settings, e.g. {"analyses": {...}}
     _answers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def greedy_answers(self, model, questions: list[str], desc: str | None = None) -> list[str]:
@@ -63,3 +69,131 @@ class SuiteResult:
 def to_score(models: dict, known: Mapping[str, SuiteResult] | None) -> dict:
     """The models a suite still has to score: those without a result in `known`."""
     return {name: model for name, model in models.items() if name not in (known or {})}
+
+
+# --- suites and their settings --------------------------------------------------------------------------------------
+
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+
+
+@dataclass
+class Suite:
+    """A metric suite. Subclasses are dataclasses whose fields are the suite's settings (typed, with the reference's
+    values as defaults; nested dataclasses group related settings) and check their values in `__post_init__`;
+    `conf/eval/<name>.yaml` names the class in `_target_` and lists the same settings.
+
+    `evaluate(models, ctx, known)` scores several models at once (some metrics compare models, e.g. TOFU's forget
+    quality needs the retain model) and returns, per model, a flat summary and per-example values from which every
+    summary number can be recomputed. `known` holds results already at hand for some of the models (the stage-0
+    models' from the eval cache, pmc.eval_cache); the suite scores only the others and returns their results,
+    taking what a comparison needs from the known results (or, where it needs the model itself, from `models`).
+    """
+
+    name: ClassVar[str]  # the suite's name: eval=[<name>], results.json's metrics[model][<name>]
+
+    def evaluate(self, models: dict, ctx: EvalContext,
+                 known: Mapping[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """The suite as its config node: `_target_` and every setting (defaults included, nested ones as dicts), what
+        its results depend on besides the context (the eval cache keys on it)."""
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", **dataclasses.asdict(self)}
+
+    def invalid(self, key: str, value, what: str) -> ConfigError:
+        """The one-line error for a setting whose value cannot work."""
+        return ConfigError(f"eval.{self.name}.{key} must be {what}, got {value!r}")
+
+
+def _suite_classes(base: type = Suite) -> dict[str, type]:
+    found = {}
+    for cls in base.__subclasses__():
+        if "name" in vars(cls):
+            found[cls.name] = cls
+        found.update(_suite_classes(cls))
+    return found
+
+
+def _describe(kind) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(k) for k in typing.get_args(kind))
+    return TYPE_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _typed(value, kind, where: str):
+    """`value` as a setting of type `kind` (an int is taken for a float), or a ConfigError naming `where`."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        for option in typing.get_args(kind):
+            try:
+                return _typed(value, option, where)
+            except ConfigError:
+                pass
+    elif dataclasses.is_dataclass(kind):
+        if isinstance(value, Mapping):
+            return settings_from(kind, value, where)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is type(None):
+        if value is None:
+            return value
+    elif isinstance(value, kind):
+        return value
+    what = (f"a mapping of settings ({', '.join(f.name for f in dataclasses.fields(kind))})"
+            if dataclasses.is_dataclass(kind) else _describe(kind))
+    raise ConfigError(f"{where} must be {what}, got {value!r}")
+
+
+def settings_from(cls: type, values: Mapping, where: str):
+    """`cls(**values)` with every key known and every value of its field's type (nested dataclasses from nested
+    mappings); unset fields keep their defaults. `where` prefixes the keys in errors (eval.<suite>)."""
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown setting; known: {', '.join(known)}")
+        kwargs[key] = _typed(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _suite_class(path, where: str) -> type:
+    module, _, attribute = str(path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), attribute) if module else None
+    except ModuleNotFoundError:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, Suite) and "name" in vars(cls)):
+        raise ConfigError(f"{where}._target_ must name a metric suite class "
+                          f"(e.g. benchmarks.metrics.paper.PaperSuite), got {path!r}")
+    return cls
+
+
+def build_suites(selected: Mapping) -> dict[str, Suite]:
+    """The run config's `eval` node (one entry per selected conf/eval/<name>.yaml: `_target_` and settings) as
+    Suite objects, in selection order; every key and type is checked, so a bad setting fails here with one line.
+
+    An entry without `_target_` holds settings for a suite that is not selected (an experiment sets an option of a
+    suite that a later choice of `eval=[...]` leaves out) and is skipped; under any other name it is an error."""
+    suites: dict[str, Suite] = {}
+    for name, node in (selected or {}).items():
+        where = f"eval.{name}"
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{where} must be a metric suite's settings (select suites with eval=[paper,...]), "
+                              f"got {node!r}")
+        if "_target_" not in node:
+            if name in _suite_classes():
+                continue
+            raise ConfigError(f"{where}: no such metric suite; available: {', '.join(sorted(_suite_classes()))}")
+        values = {key: value for key, value in node.items() if key != "_target_"}
+        suites[name] = settings_from(_suite_class(node["_target_"], where), values, where)
+    return suites
+
+
+def mean_or_nan(values) -> float:
+    """The mean, NaN when there is nothing to average."""
+    values = list(values)
+    return mean(values) if values else math.nan

@@ -2,25 +2,25 @@
 
 Every prompt is plain text (pmc.core.prompts.RAW_TEXT), whatever the model's chat or QA format.
 
-  VerbMem   mean ROUGE-L F1 between the greedy continuation of each verbmem_forget prompt (VERBMEM_MAX_NEW_TOKENS
+  VerbMem   mean ROUGE-L F1 between the greedy continuation of each verbmem_forget prompt (verbmem_max_new_tokens
             = 128 new tokens, MUSE's setting) and the true continuation cut to its first 128 tokens.
   KnowMem   mean ROUGE-L F1 between the greedy answer and the true answer, on knowmem_forget and knowmem_retain.
             The prompt is MUSE's few-shot format (benchmarks.muse.text.knowmem_prompt) with the set's *_icl
-            examples (none when the benchmark has no *_icl set); KNOWMEM_MAX_NEW_TOKENS = 32 new tokens, the answer
+            examples (none when the benchmark has no *_icl set); knowmem_max_new_tokens = 32 new tokens, the answer
             cut before the first "\\n\\n", "\\nQuestion" or "Question:" (as muse_bench does).
-            Both lengths are MUSE's, not generation.max_new_tokens; for quick runs
-            ctx.settings["muse"]["verbmem_max_new_tokens" / "knowmem_max_new_tokens"] overrides them.
+            Both lengths are MUSE's, not generation.max_new_tokens; for quick runs the settings
+            verbmem_max_new_tokens / knowmem_max_new_tokens override them.
   PrivLeak  (AUC_model − AUC_retain) / AUC_retain × 100 with MUSE's forget-vs-holdout AUC of the Min-K% attack
             (K = 0.4): 0 for the reference, ≈ −100 for a model that memorised the forget texts (under-unlearning),
             positive when the forget texts look *less* familiar than unseen ones (over-unlearning).
-            AUC_retain comes from ctx.settings["muse"]["privleak_reference"]:
+            AUC_retain comes from the setting privleak_reference:
               retrain    (default) the retain model's own AUC (models["retain"], never trained on the forget
                          texts), computed on the same texts in the same way;
               published  MUSE's published AUC of its retrained Llama-2-7B (muse_bench constants.py AUC_RETRAIN
                          [corpus]["forget_holdout_Min-40%"]: news 0.4772, books 0.5393), which muse_bench's
                          eval.py L78 always uses; for when no retrained model is at hand. Only meaningful for
-                         MUSE's own target model on MUSE's texts. The corpus is ctx.settings["muse"]
-                         ["privleak_corpus"] (news | books), else the benchmark's (muse_news / muse_books).
+                         MUSE's own target model on MUSE's texts. The corpus is the setting
+                         privleak_corpus (news | books), else the benchmark's (muse_news / muse_books).
             The summary names the source (`privleak_reference`) and the AUC used (`privleak_reference_auc`).
 
 Membership scores, per whole text (tokenised as one sequence, cut to the model's context; every token after the
@@ -36,11 +36,9 @@ holdout texts, → 0 when the forget texts are recognised as training data. The 
 positive class) is 1 − this. `auc_min_k_retain` (when the benchmark has mia_retain) is the Min-K% statistic with
 the retain texts in place of the forget texts: members of every model, so ≈ 0 while a model still knows them.
 
-Settings (ctx.settings["muse"], the run config's eval_settings.muse): verbmem_max_new_tokens,
-knowmem_max_new_tokens, privleak_reference (retrain | published), privleak_corpus (null | news | books); an
-unknown key or value is a ConfigError.
+Settings: MuseSuite's fields (conf/eval/muse.yaml), e.g. `eval.muse.privleak_reference=published`.
 
-ROUGE is rouge-score's ROUGE-L without stemming, as in muse_bench (ROUGE_USE_STEMMER). VerbMem and KnowMem are
+ROUGE is rouge-score's ROUGE-L F1 without stemming, as in muse_bench (pmc.core.rouge.rouge_l_f1). VerbMem and KnowMem are
 reported in [0, 1] (MUSE's tables show them × 100); PrivLeak in percent.
 
 Examples keep every generated answer with its score and every text's token count and four scores, so each summary
@@ -52,15 +50,13 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 from statistics import mean
 from typing import Sequence
 
 import torch
-from rouge_score import rouge_scorer
 
-from benchmarks.metrics.common import EvalContext, SuiteResult, to_score
-from benchmarks.metrics.tofu import MissingReferenceModel, max_length_for
+from benchmarks.metrics.common import EvalContext, Suite, SuiteResult, to_score
+from benchmarks.metrics.scoring import max_length_for, pad_id_of, require_models, score_batches, text_batch
 from benchmarks.muse.text import (
     KNOWMEM_FORGET,
     KNOWMEM_FORGET_ICL,
@@ -73,17 +69,14 @@ from benchmarks.muse.text import (
     VERBMEM_FORGET,
     knowmem_prompt,
 )
-from pmc.core.batches import eval_mode, longest_first, pad_right
 from pmc.core.errors import ConfigError
 from pmc.core.generation import greedy_answers
 from pmc.core.prompts import RAW_TEXT
 from pmc.core.records import DataError, QARecord
+from pmc.core.rouge import rouge_l_f1
 
-VERBMEM_MAX_NEW_TOKENS = 128  # muse_bench's verbmem setting; a context may override it (see _setting)
-KNOWMEM_MAX_NEW_TOKENS = 32  # muse_bench's knowmem setting
 MIN_K = 0.4  # PrivLeak's attack: Min-40%
 KNOWMEM_STOPS = ("\n\n", "\nQuestion", "Question:")
-ROUGE_USE_STEMMER = False  # muse_bench: RougeScorer(..., use_stemmer=False)
 MIA_BATCH_SIZE = 8  # texts scored per forward pass at most (the full vocabulary distribution is kept per token)
 SIGMA_FLOOR = 1e-8  # Min-K%++: σ_t of a one-hot next-token distribution is 0
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
@@ -92,21 +85,10 @@ PRIVLEAK_REFERENCES = ("retrain", "published")
 # muse_bench constants.py L62 (news) and L163 (books): AUC_RETRAIN[corpus]["forget_holdout_Min-40%"], the retrained
 # model's forget-vs-holdout Min-40% AUC (stored there as 0.47719999999999996 and 0.5392999999999999)
 PUBLISHED_RETRAIN_AUC = {"news": 0.4772, "books": 0.5393}
-SETTINGS = ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "privleak_reference", "privleak_corpus")
 TEXT_PREVIEW = 200  # characters of each scored text kept in the examples
 
 
 # --- formulas: pure functions of plain numbers ----------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _scorer() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=ROUGE_USE_STEMMER)
-
-
-def rouge_l_f1(reference: str, candidate: str) -> float:
-    """ROUGE-L F-measure of the candidate against the reference (0 when either has no tokens)."""
-    return _scorer().score(target=reference, prediction=candidate)["rougeL"].fmeasure
 
 
 def cut_knowmem_answer(generated: str) -> str:
@@ -183,29 +165,26 @@ def token_statistics(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch
     return picked, mu, sigma
 
 
-@torch.no_grad()
 def text_token_scores(model, tokenizer, texts: Sequence[str], batch_size: int, max_length: int) -> list[TokenScores]:
-    """Token-level scores of whole texts, `batch_size` texts per forward pass (right-padded, longest first), in eval
-    mode without autograd; returned in the order of `texts`. A text is tokenised as one sequence (with the
-    tokenizer's special tokens, as muse_bench does) and cut to max_length tokens."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    """Token-level scores of whole texts, `batch_size` texts per forward pass (scoring.score_batches: right-padded,
+    longest first); returned in the order of `texts`. A text is tokenised as one sequence (with the tokenizer's
+    special tokens, as muse_bench does) and cut to max_length tokens."""
     encoded = [tokenizer(text)["input_ids"][:max_length] for text in texts]
     for text, ids in zip(texts, encoded):
         if len(ids) < 2:
             raise DataError(f"membership-attack text {text[:60]!r} has fewer than two tokens; nothing to score")
-    out: list[TokenScores | None] = [None] * len(texts)
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with eval_mode(model):
-        for rows in longest_first([len(ids) for ids in encoded], batch_size):
-            input_ids, attention_mask = pad_right([encoded[i] for i in rows], pad_id)
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-            for j, i in enumerate(rows):
-                n = len(encoded[i])
-                picked, mu, sigma = token_statistics(logits[j, : n - 1], input_ids[j, 1:n].to(device))
-                out[i] = TokenScores(picked.tolist(), mu.tolist(), sigma.tolist())
-    return out  # type: ignore[return-value]
+
+    def per_row(model, batch, rows: list[int]) -> list[TokenScores]:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        out = []
+        for j, i in enumerate(rows):
+            n = len(encoded[i])
+            picked, mu, sigma = token_statistics(logits[j, : n - 1], batch.input_ids[j, 1:n])
+            out.append(TokenScores(picked.tolist(), mu.tolist(), sigma.tolist()))
+        return out
+
+    return score_batches(model, [len(ids) for ids in encoded], batch_size,
+                         lambda rows: text_batch([encoded[i] for i in rows], pad_id_of(tokenizer)), per_row)
 
 
 def attack_scores(text: str, scores: TokenScores, k: float = MIN_K) -> dict[str, float]:
@@ -215,38 +194,6 @@ def attack_scores(text: str, scores: TokenScores, k: float = MIN_K) -> dict[str,
         "min_k": min_k_score(scores.logprobs, k),
         "min_k_plus_plus": min_k_plus_plus_score(scores.logprobs, scores.mu, scores.sigma, k),
     }
-
-
-def _setting(ctx: EvalContext, name: str, default: int) -> int:
-    """MUSE's generation lengths are module constants; ctx.settings["muse"][name] overrides them (quick runs)."""
-    value = ((getattr(ctx, "settings", None) or {}).get("muse") or {}).get(name)
-    return default if value is None else int(value)
-
-
-def privleak_reference_source(ctx: EvalContext) -> tuple[str, str | None]:
-    """(reference source, corpus for the published AUC or None), checked; also checks that every muse setting
-    is a known one."""
-    settings = (getattr(ctx, "settings", None) or {}).get("muse") or {}
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise ConfigError(f"eval_settings.muse.{unknown[0]}: unknown setting; known: {sorted(SETTINGS)}")
-    source = settings.get("privleak_reference")
-    source = "retrain" if source is None else source
-    if source not in PRIVLEAK_REFERENCES:
-        raise ConfigError(f"eval_settings.muse.privleak_reference must be one of {list(PRIVLEAK_REFERENCES)}, "
-                          f"got {source!r}")
-    corpus = settings.get("privleak_corpus")
-    if corpus is not None and corpus not in PUBLISHED_RETRAIN_AUC:
-        raise ConfigError(f"eval_settings.muse.privleak_corpus must be one of {sorted(PUBLISHED_RETRAIN_AUC)} or "
-                          f"null, got {corpus!r}")
-    if source == "retrain":
-        return source, None
-    corpus = corpus or ctx.benchmark.name.removeprefix("muse_")
-    if corpus not in PUBLISHED_RETRAIN_AUC:
-        raise ConfigError(f"eval_settings.muse.privleak_reference=published: MUSE publishes reference AUCs for "
-                          f"{sorted(PUBLISHED_RETRAIN_AUC)} only, and benchmark {ctx.benchmark.name!r} is neither; "
-                          "set eval_settings.muse.privleak_corpus to choose one")
-    return source, corpus
 
 
 def muse_sets(ctx: EvalContext) -> dict[str, list[QARecord]]:
@@ -266,8 +213,7 @@ def _truncate_tokens(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
 
 
-def verbmem(model, ctx: EvalContext, records: list[QARecord], label: str = "") -> list[dict]:
-    max_new_tokens = _setting(ctx, "verbmem_max_new_tokens", VERBMEM_MAX_NEW_TOKENS)
+def verbmem(model, ctx: EvalContext, records: list[QARecord], max_new_tokens: int, label: str = "") -> list[dict]:
     generated = greedy_answers(model, ctx.tokenizer, RAW_TEXT, [r.question for r in records],
                                max_new_tokens=max_new_tokens, batch_size=ctx.batch_size,
                                desc=f"eval {label} verbmem")
@@ -278,8 +224,8 @@ def verbmem(model, ctx: EvalContext, records: list[QARecord], label: str = "") -
     return rows
 
 
-def knowmem(model, ctx: EvalContext, records: list[QARecord], shots: list[QARecord], label: str = "") -> list[dict]:
-    max_new_tokens = _setting(ctx, "knowmem_max_new_tokens", KNOWMEM_MAX_NEW_TOKENS)
+def knowmem(model, ctx: EvalContext, records: list[QARecord], shots: list[QARecord], max_new_tokens: int,
+            label: str = "") -> list[dict]:
     prompts = [knowmem_prompt(r.question, [(s.question, s.answer) for s in shots]) for r in records]
     generated = greedy_answers(model, ctx.tokenizer, RAW_TEXT, prompts, max_new_tokens=max_new_tokens,
                                batch_size=ctx.batch_size, desc=f"eval {label} knowmem")
@@ -306,18 +252,6 @@ def membership(model, ctx: EvalContext, sets: dict[str, list[QARecord]]) -> dict
             rows[s].append({"index": index, "text": r.answer[:TEXT_PREVIEW], "tokens": len(scores.logprobs) + 1,
                             **attack_scores(r.answer, scores)})
     return rows
-
-
-def score_model(model, ctx: EvalContext, label: str = "") -> dict[str, list[dict]]:
-    """Every per-example number of one model (no cross-model metric)."""
-    sets = muse_sets(ctx)
-    examples = {
-        VERBMEM_FORGET: verbmem(model, ctx, sets[VERBMEM_FORGET], label),
-        KNOWMEM_FORGET: knowmem(model, ctx, sets[KNOWMEM_FORGET], sets.get(KNOWMEM_FORGET_ICL, []), label),
-        KNOWMEM_RETAIN: knowmem(model, ctx, sets[KNOWMEM_RETAIN], sets.get(KNOWMEM_RETAIN_ICL, []), label),
-    }
-    examples.update(membership(model, ctx, sets))
-    return examples
 
 
 def attack_aucs(examples: dict[str, list[dict]]) -> dict[str, float]:
@@ -347,22 +281,67 @@ def summarise(examples: dict[str, list[dict]], retain_auc: float, reference: str
     }
 
 
-def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
-    """Scores the models without a result in `known`; the retain model's AUC comes from its known result when there
-    is one, else from scoring it here (or MUSE's published one, privleak_reference=published)."""
-    known = known or {}
-    source, corpus = privleak_reference_source(ctx)
-    if source == "retrain" and "retain" not in models and "retain" not in known:
-        raise MissingReferenceModel(
-            f"eval=muse: PrivLeak compares each model's membership-attack AUC with the retain model's, but none was "
-            f"given (models: {sorted(models)}); pass it as models['retain'], or use MUSE's published reference "
-            "with eval_settings.muse.privleak_reference=published"
-        )
-    muse_sets(ctx)
-    examples = {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}
-    if source == "retrain":
-        retain = known["retain"].examples if "retain" in known else examples["retain"]
-        reference = attack_aucs(retain)[f"auc_{PRIVLEAK_ATTACK}"]
-    else:
-        reference = PUBLISHED_RETRAIN_AUC[corpus]
-    return {name: SuiteResult(summarise(rows, reference, source), rows) for name, rows in examples.items()}
+@dataclass
+class MuseSuite(Suite):
+    """`eval=[muse]`: MUSE's VerbMem, KnowMem and PrivLeak on a MUSE-style text benchmark."""
+
+    name = "muse"
+    verbmem_max_new_tokens: int = 128  # muse_bench's verbmem setting
+    knowmem_max_new_tokens: int = 32  # muse_bench's knowmem setting
+    privleak_reference: str = "retrain"  # retrain | published
+    privleak_corpus: str | None = None  # news | books | null (the benchmark's)
+
+    def __post_init__(self) -> None:
+        for key in ("verbmem_max_new_tokens", "knowmem_max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise self.invalid(key, getattr(self, key), "a positive integer")
+        if self.privleak_reference not in PRIVLEAK_REFERENCES:
+            raise self.invalid("privleak_reference", self.privleak_reference, f"one of {list(PRIVLEAK_REFERENCES)}")
+        if self.privleak_corpus is not None and self.privleak_corpus not in PUBLISHED_RETRAIN_AUC:
+            raise self.invalid("privleak_corpus", self.privleak_corpus,
+                               f"one of {sorted(PUBLISHED_RETRAIN_AUC)} or null")
+
+    def published_corpus(self, ctx: EvalContext) -> str | None:
+        """The corpus whose published reference AUC PrivLeak uses, or None with privleak_reference=retrain."""
+        if self.privleak_reference == "retrain":
+            return None
+        corpus = self.privleak_corpus or ctx.benchmark.name.removeprefix("muse_")
+        if corpus not in PUBLISHED_RETRAIN_AUC:
+            raise ConfigError(f"eval.muse.privleak_reference=published: MUSE publishes reference AUCs for "
+                              f"{sorted(PUBLISHED_RETRAIN_AUC)} only, and benchmark {ctx.benchmark.name!r} is "
+                              "neither; set eval.muse.privleak_corpus to choose one")
+        return corpus
+
+    def score_model(self, model, ctx: EvalContext, label: str = "") -> dict[str, list[dict]]:
+        """Every per-example number of one model (no cross-model metric)."""
+        sets = muse_sets(ctx)
+        knowmem_tokens = self.knowmem_max_new_tokens
+        examples = {
+            VERBMEM_FORGET: verbmem(model, ctx, sets[VERBMEM_FORGET], self.verbmem_max_new_tokens, label),
+            KNOWMEM_FORGET: knowmem(model, ctx, sets[KNOWMEM_FORGET], sets.get(KNOWMEM_FORGET_ICL, []),
+                                    knowmem_tokens, label),
+            KNOWMEM_RETAIN: knowmem(model, ctx, sets[KNOWMEM_RETAIN], sets.get(KNOWMEM_RETAIN_ICL, []),
+                                    knowmem_tokens, label),
+        }
+        examples.update(membership(model, ctx, sets))
+        return examples
+
+    def evaluate(self, models: dict, ctx: EvalContext,
+                 known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+        """Scores the models without a result in `known`; the retain model's AUC comes from its known result when
+        there is one, else from scoring it here (or MUSE's published one, privleak_reference=published)."""
+        known = known or {}
+        corpus = self.published_corpus(ctx)
+        if corpus is None:
+            require_models(self.name, {"retain": "PrivLeak compares each model's membership-attack AUC with the "
+                                                 "retain model's"}, models, known,
+                           hint=", or use MUSE's published reference with eval.muse.privleak_reference=published")
+        muse_sets(ctx)
+        examples = {name: self.score_model(model, ctx, name) for name, model in to_score(models, known).items()}
+        if corpus is None:
+            retain = known["retain"].examples if "retain" in known else examples["retain"]
+            reference = attack_aucs(retain)[f"auc_{PRIVLEAK_ATTACK}"]
+        else:
+            reference = PUBLISHED_RETRAIN_AUC[corpus]
+        source = self.privleak_reference
+        return {name: SuiteResult(summarise(rows, reference, source), rows) for name, rows in examples.items()}

@@ -17,30 +17,23 @@ as the official code computes them (yascho/partial-model-collapse-unlearning, un
                       retain_set=retain_perturbed: the benchmark's retain evaluation set instead (TOFU:
                       retain_perturbed.json, what the `tofu` suite scores), the harness's earlier choice.
 
-Settings: ctx.settings["paper"], i.e. the run config's eval_settings.paper, e.g.
-`+eval_settings.paper.retain_set=retain_perturbed`; keys `retain_set` (sampled | retain_perturbed),
-`retain_samples` (positive integer, 400) and `retain_seed` (integer, 12345). An unknown key or value is a
-ConfigError. Per-example rows of the sampled retain split carry `index`, the drawn position in the retain split.
+Settings: PaperSuite's fields, set in conf/eval/paper.yaml or on the command line, e.g.
+`eval.paper.retain_set=retain_perturbed`. Per-example rows of the sampled retain split carry `index`, the drawn
+position in the retain split.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from statistics import mean
 
 import numpy as np
 
-from benchmarks.metrics.common import Column, EvalContext, SuiteResult, to_score
-from pmc.core.errors import ConfigError
+from benchmarks.metrics.common import Column, EvalContext, Suite, SuiteResult, to_score
 from pmc.core.records import DataError, QARecord
 from pmc.core.rouge import rouge_l_recall
 
-SUITE = "paper"
 RETAIN_SETS = ("sampled", "retain_perturbed")
-DEFAULTS = {
-    "retain_set": "sampled",
-    "retain_samples": 400,  # official unlearning/dataloader.py L32, L36: size=400
-    "retain_seed": 12345,  # official unlearning/dataloader.py L35: np.random.default_rng(12345)
-}
 
 # the summary metrics result tables show, and the pair a trade-off figure plots (x, y)
 COLUMNS = (
@@ -58,23 +51,6 @@ def utility(r_retain: float, r_world_facts: float, r_real_authors: float) -> flo
     return 100.0 * mean([r_retain, r_world_facts, r_real_authors])
 
 
-def resolve_settings(overrides: dict | None) -> dict:
-    """DEFAULTS with the run config's eval_settings.paper merged in and checked."""
-    settings = dict(DEFAULTS)
-    for key, value in (overrides or {}).items():
-        if key not in DEFAULTS:
-            raise ConfigError(f"eval_settings.{SUITE}.{key}: unknown setting; known: {sorted(DEFAULTS)}")
-        settings[key] = value
-    if settings["retain_set"] not in RETAIN_SETS:
-        raise ConfigError(f"eval_settings.{SUITE}.retain_set must be one of {list(RETAIN_SETS)}, "
-                          f"got {settings['retain_set']!r}")
-    for key, low in (("retain_samples", 1), ("retain_seed", 0)):
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"eval_settings.{SUITE}.{key} must be an integer >= {low}, got {value!r}")
-    return settings
-
-
 def sampled_retain_indices(num_records: int, samples: int = 400, seed: int = 12345) -> list[int]:
     """Positions in the retain split that utility scores: `samples` draws with replacement when the split is
     larger (official unlearning/dataloader.py L32-37: `if len(dataset) > 400`, `rng.integers(low=0,
@@ -84,24 +60,24 @@ def sampled_retain_indices(num_records: int, samples: int = 400, seed: int = 123
     return list(range(num_records))
 
 
-def _retain_split(ctx: EvalContext, settings: dict) -> list[tuple[QARecord, int | None]]:
+def _retain_split(ctx: EvalContext, settings: PaperSuite) -> list[tuple[QARecord, int | None]]:
     """(record, its index in the retain split, or None for the retain evaluation set) for utility's retain term."""
     name = ctx.benchmark.name
-    if settings["retain_set"] == "retain_perturbed":
+    if settings.retain_set == "retain_perturbed":
         records = ctx.benchmark.eval_sets.get("retain")
         if not records:
-            raise DataError(f"benchmark {name!r} has no retain evaluation set for eval_settings.paper."
+            raise DataError(f"benchmark {name!r} has no retain evaluation set for eval.paper."
                             "retain_set=retain_perturbed")
         return [(r, None) for r in records]
     split = ctx.benchmark.retain
     if not split:
         raise DataError(f"benchmark {name!r} has no retain split to draw utility's retain questions from "
-                        "(eval_settings.paper.retain_set=sampled)")
-    indices = sampled_retain_indices(len(split), settings["retain_samples"], settings["retain_seed"])
+                        "(eval.paper.retain_set=sampled)")
+    indices = sampled_retain_indices(len(split), settings.retain_samples, settings.retain_seed)
     return [(split[i], i) for i in indices]
 
 
-def _splits(ctx: EvalContext, settings: dict) -> dict[str, list[tuple[str, str, int | None]]]:
+def _splits(ctx: EvalContext, settings: PaperSuite) -> dict[str, list[tuple[str, str, int | None]]]:
     """(question, reference answer, retain-split index or None) per split."""
     sets, name = ctx.benchmark.eval_sets, ctx.benchmark.name
     missing = [s for s in ("forget", "world_facts", "real_authors") if not sets.get(s)]
@@ -122,26 +98,40 @@ def _splits(ctx: EvalContext, settings: dict) -> dict[str, list[tuple[str, str, 
     }
 
 
-def score_model(model, ctx: EvalContext, label: str = "") -> SuiteResult:
-    settings = resolve_settings((ctx.settings or {}).get(SUITE))
-    examples, recall = {}, {}
-    for split, triples in _splits(ctx, settings).items():
-        answers = ctx.greedy_answers(model, [q for q, _, _ in triples], desc=f"eval {label} {split}")
-        rows = []
-        for (q, a, index), g in zip(triples, answers):
-            rows.append({"question": q, "answer": a, "generated": g, "rouge_l_recall": rouge_l_recall(a, g),
-                         **({} if index is None else {"index": index})})
-        examples[split] = rows
-        recall[split] = mean(r["rouge_l_recall"] for r in rows)
-    summary = {
-        "unlearn_quality": unlearn_quality(recall["forget"], recall["forget_paraphrased"]),
-        "utility": utility(recall["retain"], recall["world_facts"], recall["real_authors"]),
-        **{f"rouge_{split}": value for split, value in recall.items()},
-    }
-    return SuiteResult(summary, examples)
+@dataclass
+class PaperSuite(Suite):
+    """`eval=[paper]`: unlearn quality and utility of every model, each on its own."""
 
+    name = "paper"
+    retain_set: str = "sampled"  # sampled | retain_perturbed
+    retain_samples: int = 400  # official unlearning/dataloader.py L32, L36: size=400
+    retain_seed: int = 12345  # official unlearning/dataloader.py L35: np.random.default_rng(12345)
 
-def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
-    """Each model on its own; models with a result in `known` are skipped."""
-    resolve_settings((ctx.settings or {}).get(SUITE))  # a bad setting fails before any model is scored
-    return {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}
+    def __post_init__(self) -> None:
+        if self.retain_set not in RETAIN_SETS:
+            raise self.invalid("retain_set", self.retain_set, f"one of {list(RETAIN_SETS)}")
+        for key, low in (("retain_samples", 1), ("retain_seed", 0)):
+            if getattr(self, key) < low:
+                raise self.invalid(key, getattr(self, key), f"an integer >= {low}")
+
+    def score_model(self, model, ctx: EvalContext, label: str = "") -> SuiteResult:
+        examples, recall = {}, {}
+        for split, triples in _splits(ctx, self).items():
+            answers = ctx.greedy_answers(model, [q for q, _, _ in triples], desc=f"eval {label} {split}")
+            rows = []
+            for (q, a, index), g in zip(triples, answers):
+                rows.append({"question": q, "answer": a, "generated": g, "rouge_l_recall": rouge_l_recall(a, g),
+                             **({} if index is None else {"index": index})})
+            examples[split] = rows
+            recall[split] = mean(r["rouge_l_recall"] for r in rows)
+        summary = {
+            "unlearn_quality": unlearn_quality(recall["forget"], recall["forget_paraphrased"]),
+            "utility": utility(recall["retain"], recall["world_facts"], recall["real_authors"]),
+            **{f"rouge_{split}": value for split, value in recall.items()},
+        }
+        return SuiteResult(summary, examples)
+
+    def evaluate(self, models: dict, ctx: EvalContext,
+                 known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+        """Each model on its own; models with a result in `known` are skipped."""
+        return {name: self.score_model(model, ctx, name) for name, model in to_score(models, known).items()}

@@ -19,21 +19,20 @@ Across sets:
                   numbers, 0 as soon as one of them is 0.
 
 Examples keep, per question, every probability and the raw truth ratio, so each summary number can be recomputed.
+The suite has no settings (conf/eval/tofu.yaml names the class only).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from statistics import mean
 from typing import Sequence
 
-import torch
 from scipy.stats import ks_2samp
 
-from benchmarks.metrics.common import Column, EvalContext, SuiteResult, to_score
-from pmc.core.batches import encode_pairs, eval_mode, longest_first
-from pmc.core.errors import HarnessError
-from pmc.core.losses import token_logprobs
+from benchmarks.metrics.common import Column, EvalContext, Suite, SuiteResult, to_score
+from benchmarks.metrics.scoring import answer_logprob_means, max_length_for, require_models
 from pmc.core.records import DataError, QARecord
 from pmc.core.rouge import rouge_l_recall
 
@@ -41,7 +40,6 @@ SETS = ("forget", "retain", "real_authors", "world_facts")
 PARAPHRASED_SETS = ("forget", "retain")  # truth ratio against the paraphrased answer; the others use the answer
 UTILITY_SETS = ("retain", "real_authors", "world_facts")
 UTILITY_METRICS = ("prob", "rouge", "truth_ratio")
-DEFAULT_MAX_LENGTH = 512  # when neither the context nor the model config gives a context size
 
 # the summary metrics result tables show, and the pair a trade-off figure plots (x, y)
 COLUMNS = (
@@ -50,10 +48,6 @@ COLUMNS = (
     Column("tofu", "model_utility", "model utility", "model utility (harmonic mean, 0-1)", digits=3),
 )
 TRADE_OFF = ("forget_quality", "model_utility")
-
-
-class MissingReferenceModel(HarnessError):
-    """Forget quality compares each model with the retain model, and none was given."""
 
 
 # --- formulas: pure functions of plain numbers ----------------------------------------------------------------------
@@ -111,35 +105,6 @@ def model_utility(values: Sequence[float]) -> float:
 
 
 # --- model scoring ------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def answer_logprob_means(model, tokenizer, fmt, pairs: Sequence[tuple[str, str]], batch_size: int,
-                         max_length: int) -> list[float]:
-    """Mean log-probability of the answer tokens (end-of-sequence included) given the prompt, one per pair.
-
-    Tokenised with `encode_pairs` (answer-only labels, an answer cut to fit max_length) and scored `batch_size`
-    rows at a time in eval mode; pairs are batched longest first, so rows of similar length share a batch and
-    little compute goes to padding. Returned in the order of `pairs`; batch_size=1 scores one pair at a time.
-    """
-    pairs = list(pairs)
-    means = [0.0] * len(pairs)
-    device = next(model.parameters()).device
-    with eval_mode(model):
-        for rows in longest_first([len(q) + len(a) for q, a in pairs], batch_size):
-            batch = encode_pairs(tokenizer, fmt, [pairs[i] for i in rows], max_length).to(device)
-            picked, mask = token_logprobs(model, batch)
-            per_row = picked.double().sum(-1) / mask.sum(-1).clamp(min=1)
-            for i, value in zip(rows, per_row.tolist()):
-                means[i] = value
-    return means
-
-
-def max_length_for(model, ctx: EvalContext) -> int:
-    """Token budget of a scored question+answer: ctx.max_length, else the model's context size."""
-    if ctx.max_length is not None:
-        return ctx.max_length
-    return getattr(getattr(model, "config", None), "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
 
 
 def eval_sets(ctx: EvalContext) -> dict[str, list[QARecord]]:
@@ -221,16 +186,20 @@ def summarise(examples: dict[str, list[dict]], retain_forget_truth_ratios: Seque
     }
 
 
-def evaluate(models: dict, ctx: EvalContext, known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
-    """Scores the models without a result in `known`; the retain model's forget-set truth ratios come from its
-    known result when there is one, else from scoring it here."""
-    known = known or {}
-    if "retain" not in models and "retain" not in known:
-        raise MissingReferenceModel(
-            f"eval=tofu: forget quality compares each model with the retain model, but none was given "
-            f"(models: {sorted(models)}); pass it as models['retain']"
-        )
-    examples = {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}
-    retain = known["retain"].examples if "retain" in known else examples["retain"]
-    reference = [r["truth_ratio"] for r in retain["forget"]]
-    return {name: SuiteResult(summarise(rows, reference), rows) for name, rows in examples.items()}
+@dataclass
+class TofuSuite(Suite):
+    """`eval=[tofu]`: TOFU's metrics; forget quality compares every model with the retain model."""
+
+    name = "tofu"
+
+    def evaluate(self, models: dict, ctx: EvalContext,
+                 known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
+        """Scores the models without a result in `known`; the retain model's forget-set truth ratios come from its
+        known result when there is one, else from scoring it here."""
+        known = known or {}
+        require_models(self.name, {"retain": "forget quality compares each model with the retain model"}, models,
+                       known)
+        examples = {name: score_model(model, ctx, name) for name, model in to_score(models, known).items()}
+        retain = known["retain"].examples if "retain" in known else examples["retain"]
+        reference = [r["truth_ratio"] for r in retain["forget"]]
+        return {name: SuiteResult(summarise(rows, reference), rows) for name, rows in examples.items()}

@@ -1,4 +1,5 @@
-"""ROUGE-L recall, the one similarity the paper uses both as PMC's reward and as its evaluation metric."""
+"""ROUGE-L through rouge-score, the one ROUGE implementation of the harness: recall with stemming (the paper's PMC
+reward and evaluation metric) and F1 without stemming (MUSE's VerbMem and KnowMem)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from functools import lru_cache
 from rouge_score import rouge_scorer
 
 
-@lru_cache(maxsize=1)
-def _scorer() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+@lru_cache(maxsize=2)
+def _scorer(stem: bool) -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)
 
 
 def rouge_l_recall(reference: str, candidate: str) -> float:
@@ -17,4 +18,10 @@ def rouge_l_recall(reference: str, candidate: str) -> float:
 
     0 when either side has no tokens: an empty answer recalls nothing.
     """
-    return _scorer().score(target=reference, prediction=candidate)["rougeL"].recall
+    return _scorer(True).score(target=reference, prediction=candidate)["rougeL"].recall
+
+
+def rouge_l_f1(reference: str, candidate: str) -> float:
+    """ROUGE-L F-measure without stemming, as muse_bench scores (RougeScorer(["rougeL"], use_stemmer=False));
+    0 when either side has no tokens."""
+    return _scorer(False).score(target=reference, prediction=candidate)["rougeL"].fmeasure
