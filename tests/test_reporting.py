@@ -15,6 +15,7 @@ import yaml
 from conftest import REPO
 
 from benchmarks.metrics import Column, table_columns
+from benchmarks.metrics.analyses import AnalysesSuite
 from pmc.reporting import figures, jobs, tables
 
 REFERENCE_METRICS = {"target": {"paper": {"unlearn_quality": 30.0, "utility": 95.0}},
@@ -114,3 +115,16 @@ def test_nothing_below_the_application_imports_reporting():
             if any(name == "pmc.reporting" or name.startswith("pmc.reporting.") for name in names):
                 importers.append(str(path.relative_to(REPO)))
     assert below and importers == []
+
+
+def test_analyses_report_names_the_settings_a_run_changed_in_both_config_formats():
+    from pmc.reporting.analyses import run_settings
+
+    defaults = AnalysesSuite().settings()
+    changed = {**defaults, "sampling": {**defaults["sampling"], "k": 4}}
+    assert run_settings({"eval": {"analyses": changed}})[1] == ["sampling.k=4"]
+    assert run_settings({"eval": {"analyses": defaults}})[1] == []
+    # runs from before conf/eval recorded only the overrides, under eval_settings
+    old = {"eval": ["paper", "analyses"], "eval_settings": {"analyses": {"sampling": {"k": 4}}}}
+    assert run_settings(old) == ({"sampling": {"k": 4}}, ["sampling.k=4"])
+    assert run_settings({"eval": ["analyses"]})[1] == []
