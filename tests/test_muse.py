@@ -25,8 +25,9 @@ from pmc.core.errors import ConfigError
 from pmc.core.prompts import RAW_TEXT
 from pmc.core.records import DataError, QABenchmark, QARecord
 from pmc.eval_cache import as_stored, from_stored
+from pmc.pipeline import prompt_format
 from pmc.results import summary_table
-from pmc.run import prompt_format, run_experiment
+from pmc.run import run_experiment
 
 # --- synthetic generator ------------------------------------------------------------------------------------------
 
@@ -489,7 +490,7 @@ def test_muse_summary_recomputes_from_the_examples(muse_run):
         return avg([(f > h) + 0.5 * (f == h) for f in forget for h in holdout])
 
     for attack in ("loss", "zlib", "min_k", "min_k_plus_plus"):
-        scores = lambda rows: [r[attack] for r in rows]
+        scores = lambda rows, attack=attack: [r[attack] for r in rows]
         assert summary[f"auc_{attack}"] == pytest.approx(mw(scores(examples["mia_forget"]),
                                                             scores(examples["mia_holdout"])))
     reference = mw([r["min_k"] for r in retain_examples["mia_forget"]],

@@ -53,8 +53,8 @@ EPOCH2 = {FORGET[0].question: ["alice", "a dog barked", "paris"]}  # 1/7, 0, 1/7
 
 
 class Scripted:
-    """Stand-ins for pmc.methods.collapse.greedy_answers / generate_answers that record every call. Each sampling call takes,
-    for each question asked, the next candidate list of that question's script (scripts are given per epoch)."""
+    """Stand-ins for pmc.methods.collapse.greedy_answers / generate_answers that record every call. Each sampling call
+    takes, for each question asked, the next candidate list of that question's script (scripts are given per epoch)."""
 
     def __init__(self, epochs: list[dict[str, list[str]]]):
         self.queues: dict[str, list[list[str]]] = {}

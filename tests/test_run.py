@@ -107,7 +107,8 @@ def test_real_tofu_author_subset_runs(make_config, tmp_path):
     """The pipeline on real TOFU files: forget01's last author among 3 authors, a few epochs only."""
     cfg = make_config(
         "experiment=tofu_subset_tiny", f"benchmark.data_dir={TOFU_DIR}", "benchmark.num_authors=3",
-        "model.pretrain.epochs=2", "model.finetune.epochs=3", "method.training.epochs=1", "generation.max_new_tokens=16",
+        "model.pretrain.epochs=2", "model.finetune.epochs=3", "method.training.epochs=1",
+        "generation.max_new_tokens=16",
         base=SMALL_MODEL,
     )
     results = run_experiment(cfg, tmp_path)
@@ -118,7 +119,8 @@ def test_real_tofu_author_subset_runs(make_config, tmp_path):
 
 
 def run_cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "pmc.run", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pmc.run", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_cli_missing_data_dir_is_one_clear_error(tmp_path):
