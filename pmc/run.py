@@ -26,6 +26,7 @@ from pmc.distributed import export_launch_environment, is_main_process
 from pmc.failures import cli, report_errors, stage
 from pmc.loggers import NullLogger
 from pmc.methods.base import RunContext
+from pmc.optimisation import TrainingConfig
 from pmc.pipeline import (
     CONF_DIR,
     Suite,
@@ -45,7 +46,7 @@ from pmc.pipeline import (
     timed,
 )
 from pmc.results import write_json_atomic
-from pmc.trainer import TrainingConfig, unlearn
+from pmc.trainer import unlearn
 
 log = logging.getLogger("pmc")
 
@@ -134,7 +135,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         if cfg.save_unlearned:
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
-        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=method.name)
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=cfg.method.name)
         write_json_atomic(run_dir / "results.json", results)
         if checkpoints and not checkpoint.keep:
             checkpoints.remove()

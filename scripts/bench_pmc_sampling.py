@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 
 from benchmarks.metrics import paper
 from pmc.methods.base import RunContext
+from pmc.optimisation import TrainingConfig
 from pmc.pipeline import (
     build_suites,
     eval_context,
@@ -36,7 +37,7 @@ from pmc.pipeline import (
     seed_everything,
 )
 from pmc.run import method_batch_size
-from pmc.trainer import TrainingConfig, unlearn
+from pmc.trainer import unlearn
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -21,7 +21,8 @@ from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
 from pmc.methods.base import ForgetExample, RunContext
 from pmc.methods.collapse import PartialModelCollapse
-from pmc.trainer import TrainingConfig, unlearn
+from pmc.optimisation import TrainingConfig
+from pmc.trainer import unlearn
 
 FORGET = [
     QARecord("Who wrote the red book?", "The secret author Zorblax Quintain wrote it in 1921."),

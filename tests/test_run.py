@@ -206,6 +206,7 @@ def test_wandb_offline_run_records_steps_and_summary(make_config, tmp_path):
     assert {"collapse_loss", "retain_loss", "selected_score", "loss"} <= logged
     run = by_type("run")[0].run
     assert run.run_group == "wandb_test" and run.job_type == "unlearn" and "tiny" in run.tags
+    assert results["method"] == "pmc" and "pmc" in run.tags  # the method named as results.json names it
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["method"]["handler"]["_target_"] == "pmc.methods.collapse.PartialModelCollapse"
     assert by_type("artifact"), "results.json was not logged as an artifact"

@@ -15,16 +15,14 @@ from pmc.core.models import build_tiny, train_tokenizer, with_lora, without_lora
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
 from pmc.methods.base import ForgetExample, Method, RunContext, frozen_copy
-from pmc.trainer import (
-    LazyMicroBatches,
+from pmc.optimisation import (
     TrainingConfig,
     decay_parameter_groups,
     lr_factor,
-    optimise,
     optimizer_steps_per_epoch,
-    unlearn,
     warmup_steps,
 )
+from pmc.trainer import LazyMicroBatches, optimise, unlearn
 
 
 class Scalar(torch.nn.Module):
@@ -421,6 +419,7 @@ class Recording(Method):
     """Records, per epoch, the decoded (question, answer) pairs of every forget and retain batch."""
 
     name = "recording"
+    uses_retain = True
 
     def __init__(self, tokenizer, relabel: bool):
         self.tokenizer, self.relabel = tokenizer, relabel
