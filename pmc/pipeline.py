@@ -13,8 +13,9 @@ import os
 import random
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,15 +45,19 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # --- configuration --------------------------------------------------------------------------------------------------
 
 
-class Suite(NamedTuple):
+@dataclass(frozen=True)
+class Suite:
     """A selected metric suite: how it scores models (`evaluate(models, ctx, known=None)`, benchmarks.metrics) and
     its settings (what the eval cache keys its results by)."""
 
     evaluate: Callable
-    settings: dict
+    options: dict
+
+    def settings(self) -> dict:
+        return self.options
 
 
-def build_suites(cfg: DictConfig) -> dict[str, Suite]:
+def metric_suites(cfg: DictConfig) -> dict[str, Suite]:
     """The metric suites `eval` selects, by name, with their settings from `eval_settings.<name>`; an unknown name
     is a ConfigError. The one place that knows how suites are configured."""
     unknown = [name for name in cfg.eval if name not in SUITES]
@@ -66,7 +71,7 @@ def check_config(cfg: DictConfig) -> dict[str, Suite]:
     """What pmc.run and pmc.evaluate check before reading any data: keys, types, device, model, the evaluation and
     decoding settings; returns the metric suites."""
     check_run_config(cfg)
-    suites = build_suites(cfg)
+    suites = metric_suites(cfg)
     if not isinstance(cfg.eval_cache, bool):
         raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
     g = cfg.generation
@@ -182,7 +187,7 @@ def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch
                  suites: dict[str, Suite]) -> EvalContext:
     """What every suite scores with; each reads its own settings from ctx.settings[<suite>]."""
     return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size,
-                       settings={name: suite.settings for name, suite in suites.items()})
+                       settings={name: suite.settings() for name, suite in suites.items()})
 
 
 def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCache:
@@ -205,7 +210,7 @@ def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], ru
     stage0 = {name: models[name] for name in cache.roles}
     with timed(timings, "eval"):
         for name, suite in suites.items():
-            known, status = cache.results(name, suite.settings, lambda score=suite.evaluate: score(stage0, ctx))
+            known, status = cache.results(name, suite.settings(), lambda score=suite.evaluate: score(stage0, ctx))
             results = {**known, **suite.evaluate(models, ctx, known)}
             for model_name in models:
                 result = results[model_name]

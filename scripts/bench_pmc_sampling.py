@@ -28,10 +28,10 @@ from benchmarks.metrics import paper
 from pmc.methods.base import RunContext
 from pmc.optimisation import TrainingConfig
 from pmc.pipeline import (
-    build_suites,
     eval_context,
     load_benchmark,
     load_stage0,
+    metric_suites,
     prepare_generation,
     prompt_format,
     seed_everything,
@@ -61,7 +61,7 @@ def run_mode(cfg, stage0, benchmark, fmt, rows_at_once: int, mode: str) -> dict:
     start = time.perf_counter()
     unlearn(method, run, training, cfg.seed)
     epoch_s = (time.perf_counter() - start - setup_s[0]) / training.epochs
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, rows_at_once, build_suites(cfg))
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, rows_at_once, metric_suites(cfg))
     scores = paper.score_model(model, ctx, mode).summary
     return {"mode": mode, "device": str(next(model.parameters()).device), "epoch_s": epoch_s,
             "sampled": method.sampled_answers, "score": method.cache.mean_score(),
