@@ -175,6 +175,7 @@ def extraction_likelihood(model, prompts: list[list[int]], continuations: list[l
 
 class ICU(Method):
     name = "icu"
+    uses_retain = False  # its retain-side terms are on each item's fixed neighbour (forget.paired), not retain batches
 
     def __init__(self, unlearn_weight: float = 1.0, learn_weight: float = 0.5, kl_weight: float = 1.0,
                  f1_threshold: float = 0.3, bleu_threshold: float = 0.01, ma_threshold: float = 0.5994,

@@ -419,7 +419,6 @@ class Recording(Method):
     """Records, per epoch, the decoded (question, answer) pairs of every forget and retain batch."""
 
     name = "recording"
-    uses_retain = True
 
     def __init__(self, tokenizer, relabel: bool):
         self.tokenizer, self.relabel = tokenizer, relabel

@@ -56,12 +56,9 @@ class Method:
     """Base class with the default hooks; subclasses override `loss` and whatever else they need."""
 
     name = "method"
-
-    @property
-    def uses_retain(self) -> bool:
-        """Whether `loss` reads its `retain` micro-batch. The trainer pairs forget rows with retain examples (and
-        encodes them) only for methods that do; the others get retain=None."""
-        return False
+    # Whether `loss` reads its `retain` micro-batch: the trainer pairs forget rows with retain examples (and encodes
+    # them) only for methods that do; the others get retain=None. Methods without a retain term say False.
+    uses_retain: bool = True
 
     def setup(self, run: RunContext) -> None:
         """Once before training, with the model as it was before unlearning (e.g. PMC's initial answers)."""
@@ -100,6 +97,7 @@ class ForgetObjective(Method):
 
     forget_term = "forget_loss"  # the name the forget objective is logged under
     needs_reference = False  # True: setup keeps a frozen copy of the model in self.reference
+    uses_retain = False
 
     def __init__(self, forget_weight: float = 1.0):
         self.forget_weight = forget_weight
