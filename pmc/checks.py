@@ -204,6 +204,8 @@ def check_retain_settings(handler: dict) -> None:
         return  # check_target reports it
     target = locate(path, "method.handler._target_")
     parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # takes any keyword
     for key in handler:
         if key.startswith("retain_") and key not in parameters:
             raise ConfigError(f"method.handler.{key}: {getattr(target, '__qualname__', path)} has no retain term, "
