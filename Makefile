@@ -26,7 +26,9 @@ install-smollm2: install
 run: install
 	$(PYTHON) -m pmc.run
 
+# the linter first (pyproject.toml [tool.ruff]; the import-layer rule is tests/test_layers.py), then the fast suite
 test: install-dev
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
 
 test-slow: install-dev install-smollm2

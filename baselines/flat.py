@@ -40,7 +40,7 @@ from baselines.refusals import PMC_REFUSAL, RefusalTargets
 from pmc.core.batches import Batch
 from pmc.core.errors import ConfigError
 from pmc.core.losses import mean_token_probability, token_logprobs
-from pmc.methods.base import RetainRegularised
+from pmc.methods.base import ForgetObjective
 
 # divergence -> (g*: output activation, f*: Fenchel conjugate); official UCSC-REAL/FLAT dataloader.py L806-852
 DIVERGENCES = {
@@ -69,7 +69,7 @@ def batch_mean_probability(model, batch: Batch, positions: int) -> torch.Tensor:
     return torch.where(mask, picked.exp(), 0.0).sum() / (batch.input_ids.shape[0] * positions)
 
 
-class FLAT(RefusalTargets, RetainRegularised):
+class FLAT(RefusalTargets, ForgetObjective):
     name = "flat"
     compare_with_forget_answer = True
 
@@ -83,7 +83,7 @@ class FLAT(RefusalTargets, RetainRegularised):
         if padded_length is not None and (isinstance(padded_length, bool) or not isinstance(padded_length, int)
                                           or padded_length < 2):
             raise ConfigError(f"method.handler.padded_length must be null or an integer >= 2, got {padded_length!r}")
-        super().__init__(forget_weight, retain_weight=0.0)
+        super().__init__(forget_weight)
         self.divergence, self.estimator, self.padded_length = divergence, estimator, padded_length
         self._init_refusals(seed, refusal, refusal_text)
 

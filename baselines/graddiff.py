@@ -1,10 +1,11 @@
-"""Gradient difference (GradDiff): −γ·NLL(forget answers) + α·(retain NLL, or KL to the frozen target on retain)."""
+"""Gradient difference (GradDiff): −γ·NLL(forget answers) + α·(retain NLL, or KL to the frozen target on retain):
+gradient ascent with a retain term."""
 
 from __future__ import annotations
 
 import torch
 
-from pmc.core.losses import answer_nll
+from baselines.gradient_ascent import ascent_loss
 from pmc.methods.base import RetainRegularised
 
 
@@ -12,5 +13,4 @@ class GradDiff(RetainRegularised):
     name = "graddiff"
 
     def forget_loss(self, model, forget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        forget_nll = answer_nll(model, forget)
-        return -forget_nll, {"forget_nll": forget_nll}
+        return ascent_loss(model, forget)

@@ -1,12 +1,22 @@
-"""Gradient ascent (GA): minimise −NLL of the forget answers, with no retain term (GradDiff with α = 0)."""
+"""Gradient ascent (GA): minimise −NLL of the forget answers, with no retain term."""
 
 from __future__ import annotations
 
-from baselines.graddiff import GradDiff
+import torch
+
+from pmc.core.batches import Batch
+from pmc.core.losses import answer_nll
+from pmc.methods.base import ForgetObjective
 
 
-class GradientAscent(GradDiff):
+def ascent_loss(model, forget: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """−NLL of the forget answers, and the NLL itself to log (GradDiff's forget objective too)."""
+    forget_nll = answer_nll(model, forget)
+    return -forget_nll, {"forget_nll": forget_nll}
+
+
+class GradientAscent(ForgetObjective):
     name = "ga"
 
-    def __init__(self, forget_weight: float = 1.0):
-        super().__init__(forget_weight=forget_weight, retain_weight=0.0)
+    def forget_loss(self, model, forget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return ascent_loss(model, forget)

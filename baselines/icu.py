@@ -7,10 +7,11 @@ official code (github.com/himalalps/ICU; `train` below is its train_neo_meanwhil
   keeps its output distribution there close to the original model's (KL, kl_weight = 1);
 - iterative refinement: before the first epoch and after every epoch, every forget item is judged anew. It counts as
   forgotten when the model's continuation of its prefix is unlike the true continuation: BERTScore F1 < 0.3 or
-  BLEU < 0.01. A forgotten item leaves the forget set together with its neighbour; one that comes back re-enters.
-  Training stops when no item is left, or when the forget set's memorisation accuracy MA < 0.5994 and its
-  extraction likelihood EL_10 < 0.0499 (not at the check before the first epoch, whose verdict the official
-  ignores). training.epochs caps the epochs; the official loop has no cap.
+  BLEU < 0.01 (train L187; --f1, --bleu, L582-584). A forgotten item leaves the forget set together with its
+  neighbour; one that comes back re-enters. Training stops when no item is left, or when the forget set's
+  memorisation accuracy MA < 0.5994 and its extraction likelihood EL_10 < 0.0499 (train L122-127; --acc, --el,
+  L586-588, the values of the official scripts for every model size, scripts/train-*.sh), not at the check before
+  the first epoch, whose verdict the official ignores. training.epochs caps the epochs; the official loop has none.
 
 From text sequences to QA. The official items are 200-token texts: the check continues the 50-token prefix (tokens
 100-150) with 50 new tokens from beam search with 2 beams and compares them with tokens 150-200; MA runs over the
@@ -174,6 +175,7 @@ def extraction_likelihood(model, prompts: list[list[int]], continuations: list[l
 
 class ICU(Method):
     name = "icu"
+    uses_retain = False  # its retain-side terms are on each item's fixed neighbour (forget.paired), not retain batches
 
     def __init__(self, unlearn_weight: float = 1.0, learn_weight: float = 0.5, kl_weight: float = 1.0,
                  f1_threshold: float = 0.3, bleu_threshold: float = 0.01, ma_threshold: float = 0.5994,

@@ -1,8 +1,8 @@
 """SimNPO (Fan et al., 2024): NPO without a reference model, with length normalisation and a reward margin.
 
 forget objective: −(2/β)·E[log σ(−(β/|y|)·log π_θ(y|x) − γ)], |y| the number of answer tokens and γ the reward
-margin of the SimNPO paper (`margin`; open-unlearning's δ enters as β·δ, so margin = β·δ), plus the retain term. Defaults follow open-unlearning's TOFU config:
-β = 4.5, margin 0, forget weight 0.125, retain weight 1.
+margin of the SimNPO paper (`margin`; open-unlearning's δ enters as β·δ, so margin = β·δ), plus the retain term.
+Defaults follow open-unlearning's TOFU config: β = 4.5, margin 0, forget weight 0.125, retain weight 1.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pmc.core.errors import ConfigError
 from pmc.core.models import DTYPES, LORA_KEYS, SOURCES
 from pmc.core.prompts import PromptFormat
-from pmc.trainer import TrainingConfig
+from pmc.optimisation import TrainingConfig
 
 TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a string", type(None): "null",
               list: "a list", tuple: "a list", dict: "a mapping"}
@@ -28,7 +28,7 @@ TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a s
 # the run's own keys (the config groups are checked through what they build)
 RUN_KEYS = {
     "experiment_name": str, "seed": int, "device": str, "cache_dir": str, "deterministic": bool,
-    "eval": dict, "save_unlearned": bool,
+    "eval": dict, "save_unlearned": bool, "method.name": str,
     "generation.max_new_tokens": int,
     "stage0.target_path": str | None, "stage0.retain_path": str | None,
 }
@@ -196,8 +196,26 @@ def check_run_config(cfg: DictConfig) -> None:
     check_target(values.get("benchmark") or {}, "benchmark")
 
 
+def check_retain_settings(handler: dict) -> None:
+    """A retain setting (retain_weight, retain_loss, ...) given to a method without a retain term gets an error of
+    its own, rather than the generic unknown-option one."""
+    path = handler.get("_target_")
+    if not isinstance(path, str):
+        return  # check_target reports it
+    target = locate(path, "method.handler._target_")
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # takes any keyword
+    for key in handler:
+        if key.startswith("retain_") and key not in parameters:
+            raise ConfigError(f"method.handler.{key}: {getattr(target, '__qualname__', path)} has no retain term, "
+                              "so it takes no retain setting")
+
+
 def check_unlearning_config(cfg: DictConfig) -> TrainingConfig:
     """The logger and the method (its handler's arguments and its training settings); returns the latter."""
     check_target(plain(cfg.get("logger")), "logger")
-    check_target(plain(OmegaConf.select(cfg, "method.handler")), "method.handler")
+    handler = plain(OmegaConf.select(cfg, "method.handler"))
+    check_retain_settings(handler)
+    check_target(handler, "method.handler")
     return check_training(plain(OmegaConf.select(cfg, "method.training")), "method.training")

@@ -54,7 +54,8 @@ def accelerate_environment(config_file: str | Path) -> dict[str, str]:
     if kind == "FSDP":
         environment = {"ACCELERATE_USE_FSDP": "true"}
         for key, value in config.get("fsdp_config", {}).items():
-            environment[FSDP_ENV_NAMES.get(key, key.upper())] = str(value).lower() if isinstance(value, bool) else str(value)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            environment[FSDP_ENV_NAMES.get(key, key.upper())] = text
         return environment
     raise ConfigError(f"accelerate_config {path}: distributed_type must be MULTI_GPU, FSDP or DEEPSPEED, got {kind!r}")
 

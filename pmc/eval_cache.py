@@ -10,8 +10,8 @@ with the retain model, the analyses' collateral damage with the target).
 An entry is keyed by everything that can change its results (`EvalCache.for_models`): both stage-0 checkpoints
 (cache entry name and its stage0.json, so a rebuilt entry gets new results; or an explicit checkpoint's path, file
 sizes and modification times), the benchmark's records (subset and split included), the prompt format, the
-generation settings, the suite's name, class and every setting, the device type, the package versions that compute scores and
-the harness source itself (any edit to pmc/ or benchmarks/ scores the stage-0 models once more).
+generation settings, the suite's name, class and every setting, the device type, the package versions that compute
+scores and the harness source itself (any edit to pmc/ or benchmarks/ scores the stage-0 models once more).
 
 Like the stage-0 cache, an entry is written under a file lock (concurrent jobs score once; the others wait, then
 read) and appears atomically (a killed writer leaves nothing half-written, and the OS releases its lock).

@@ -4,7 +4,7 @@ The config tree is the run's (benchmark, model and its prompt format, eval suite
 checkpoint saved by `save_unlearned=true` is scored exactly as its run scored it. The target and retain models of
 stage 0 come from the cache (built there if absent, never a manual step) and are scored beside it: the retain
 model is the reference of TOFU's forget quality. Their results come from the eval cache when a run (or an earlier
-evaluation) with the same settings scored them already.
+evaluation) with the same settings scored them already. The steps are pmc.pipeline's, as pmc.run takes them.
 """
 
 from __future__ import annotations
@@ -18,32 +18,30 @@ from pmc.checks import check_value
 from pmc.core.errors import CheckpointError
 from pmc.core.models import device_for, load_checkpoint
 from pmc.failures import cli, report_errors, stage
-from pmc.results import write_json_atomic
-from pmc.run import (
+from pmc.pipeline import (
     CONF_DIR,
-    _instantiate,
     check_config,
+    configure_determinism,
     eval_cache,
     eval_context,
     evaluate_models,
+    load_benchmark,
     load_stage0,
-    metric_suites,
     prepare_generation,
     prompt_format,
     run_record,
-    seed_everything,
-    timed,
 )
+from pmc.results import write_json_atomic
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
+    """Score cfg.checkpoint beside the stage-0 models; writes eval/ and results.json into run_dir."""
     with stage("config"):
-        check_config(cfg)
+        suites = check_config(cfg)
+        configure_determinism(cfg.deterministic)
         check_value("checkpoint", cfg.checkpoint, str)
     timings: dict[str, float] = {}
-    seed_everything(cfg.seed)
-    with timed(timings, "data"):
-        benchmark = _instantiate(cfg.benchmark, "benchmark")
+    benchmark = load_benchmark(cfg, timings)
     fmt = prompt_format(cfg, benchmark)
     with stage("checkpoint"):
         model, tokenizer = load_checkpoint(cfg.checkpoint)
@@ -56,7 +54,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     models = {"target": stage0.target, "retain": stage0.retain, "checkpoint": model.to(device_for(cfg.device))}
     batch_size = prepare_generation(cfg, list(models.values()), tokenizer, fmt, benchmark)
     ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_size)
-    metrics, provenance = evaluate_models(models, ctx, metric_suites(cfg), run_dir, timings,
+    metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings,
                                           eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, checkpoint=str(cfg.checkpoint))

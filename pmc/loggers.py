@@ -69,8 +69,8 @@ class WandbLogger:
             import wandb
 
             settings = dict(self.settings, name=self.settings["name"] or run_name(overrides))
-            settings["tags"] = settings["tags"] + [config["method"]["handler"]["_target_"].rsplit(".", 1)[-1],
-                                                   config["model"]["name"]]
+            # the method as results.json names it (method.name), and the model
+            settings["tags"] = settings["tags"] + [config["method"]["name"], config["model"]["name"]]
             self.run = wandb.init(**settings, config=config, dir=str(run_dir),
                                   settings=wandb.Settings(init_timeout=self.init_timeout_s, silent=True))
         except Exception as e:

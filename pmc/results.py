@@ -68,5 +68,6 @@ def summary_table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
     rows = [[model] + [cell(suites.get(suite, {}).get(key, float("nan"))) for suite, key in columns]
             for model, suites in metrics.items()]
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])

@@ -29,8 +29,9 @@ from pmc.core.models import build_tiny, load_checkpoint, load_pretrained, save_c
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
 from pmc.distributed import world_size
+from pmc.optimisation import TrainingConfig
 from pmc.results import write_json_atomic
-from pmc.trainer import TrainingConfig, finetune
+from pmc.trainer import finetune
 
 log = logging.getLogger("pmc")
 

@@ -11,7 +11,6 @@ several under DDP, FSDP or DeepSpeed ZeRO-3 (an accelerate config: conf/accelera
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sized
@@ -30,6 +29,15 @@ from pmc.core.records import QARecord
 from pmc.core.rng import rng_state, set_rng_state
 from pmc.distributed import world_size
 from pmc.methods.base import ForgetExample, Method, RunContext
+from pmc.optimisation import (
+    OPTIMIZERS,
+    PRECISIONS,
+    LearningRateSchedule,
+    TrainingConfig,
+    decay_parameter_groups,
+    optimizer_steps_per_epoch,
+    warmup_steps,
+)
 
 StepLog = Callable[[dict], None]
 
@@ -43,96 +51,6 @@ class CallerState:
     save: Callable[[], dict]
     restore: Callable[[dict], None]
 
-# training.precision -> accelerate's mixed_precision. Both keep fp32 master weights: "bf16-mixed" runs the forward
-# pass under bf16 autocast (the references: HF Trainer bf16=True through DeepSpeed, fp32 master weights).
-PRECISIONS = {"fp32": "no", "bf16-mixed": "bf16"}
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-SCHEDULES = ("constant", "linear")
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int
-    learning_rate: float
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.01  # on weights only, never on biases or normalisation weights (HF Trainer's rule)
-    warmup_epochs: float = 0.0  # warm-up length in epochs (the references: 1) ...
-    warmup_ratio: float = 0.0  # ... or as a fraction of all steps (HF's warmup_ratio); at most one of the two
-    schedule: str = "constant"  # after warm-up: "constant" or "linear" decay to zero (HF Trainer's default)
-    max_grad_norm: float = 1.0  # 0 = no clipping
-    max_length: int = 256
-    precision: str = "fp32"  # "fp32" or "bf16-mixed"; the model's own dtype is only how it is stored
-    optimizer: str = "adamw"  # "adamw" (decoupled weight decay) or "adam" (weight decay as an L2 term)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_epsilon: float = 1e-8
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same result
-
-    def __post_init__(self):
-        object.__setattr__(self, "adam_betas", tuple(self.adam_betas))  # YAML gives a list
-        if self.epochs < 0 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
-            raise ConfigError(f"training needs epochs >= 0, batch_size >= 1, gradient_accumulation_steps >= 1: {self}")
-        for key, value, allowed in (("schedule", self.schedule, SCHEDULES), ("precision", self.precision, PRECISIONS),
-                                    ("optimizer", self.optimizer, OPTIMIZERS)):
-            if value not in allowed:
-                raise ConfigError(f"training.{key} must be one of {list(allowed)}, got {value!r}")
-        # a negative max_grad_norm would silently flip every gradient (clip_grad_norm_ scales by max_norm / norm)
-        if (self.learning_rate < 0 or self.weight_decay < 0 or self.max_grad_norm < 0 or self.max_length < 1
-                or not 0 <= self.warmup_ratio <= 1 or self.warmup_epochs < 0):
-            raise ConfigError(
-                "training needs learning_rate >= 0, weight_decay >= 0, max_grad_norm >= 0 (0 = no clipping), "
-                f"max_length >= 1, warmup_epochs >= 0 and 0 <= warmup_ratio <= 1: {self}"
-            )
-        if self.warmup_epochs and self.warmup_ratio:
-            raise ConfigError(f"set training.warmup_epochs or training.warmup_ratio, not both: {self}")
-        if (len(self.adam_betas) != 2 or not all(0 <= beta < 1 for beta in self.adam_betas)
-                or not self.adam_epsilon > 0):
-            raise ConfigError(
-                f"training.adam_betas must be two numbers in [0, 1) and adam_epsilon > 0, got {list(self.adam_betas)} "
-                f"and {self.adam_epsilon}"
-            )
-
-
-def optimizer_steps_per_epoch(micro_batches: int, accumulation: int) -> int:
-    """Optimizer steps in an epoch of `micro_batches`: one per `accumulation` micro-batches, and one more for an
-    epoch's last, shorter group, as the official PMC code's HF Trainer does (transformers 4.51.3, trainer.py
-    L2517: do_sync_step at (step + 1) % accumulation == 0 or at the epoch's last micro-batch)."""
-    return math.ceil(micro_batches / accumulation)
-
-
-def warmup_steps(training: TrainingConfig, micro_batches: int, total_steps: int) -> int:
-    """Warm-up length in optimizer steps. warmup_epochs: the references' one epoch is a whole number of full
-    accumulation groups (official PMC unlearning.py L24/L34: len(data) // (batch_size · accumulation);
-    open-unlearning src/trainer/__init__.py L33-42 the same); warmup_ratio: HF's ceil(ratio · total)."""
-    if training.warmup_epochs:
-        return int(training.warmup_epochs * micro_batches / training.gradient_accumulation_steps)
-    return math.ceil(training.warmup_ratio * total_steps)
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """The learning-rate multiplier of optimizer step `step` (0-based): HF's get_linear_schedule_with_warmup and
-    get_constant_schedule_with_warmup (transformers optimization.py): a ramp from 0 over `warmup` steps, then
-    constant, or linear decay reaching 0 at `total`."""
-    if step < warmup:
-        return step / warmup
-    if schedule == "linear":
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return 1.0
-
-
-def decay_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """The trainable parameters in two optimizer groups: with weight decay, and without it for biases and the
-    weights of normalisation layers (HF Trainer's get_decay_parameter_names: transformers 4.51.3 trainer.py
-    L1189-1198, which excludes nn.LayerNorm / LlamaRMSNorm layers and names containing "bias")."""
-    decay, exempt = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            owner = model.get_submodule(name.rpartition(".")[0])
-            is_exempt = "bias" in name.lower() or "norm" in type(owner).__name__.lower()
-            (exempt if is_exempt else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
-
 
 @dataclass
 class TrainingSession:
@@ -143,8 +61,9 @@ class TrainingSession:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    steps_per_epoch: int
-    total_steps: int
+    schedule: LearningRateSchedule  # the scheduler's multiplier, re-sized when an epoch's step count changes
+    steps_per_epoch: int  # of the first epoch
+    total_steps: int  # as first planned: the first epoch's steps times training.epochs
 
 
 def _new_accelerator(training: TrainingConfig, on_cpu: bool) -> Accelerator:
@@ -182,9 +101,10 @@ def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batche
         decay_parameter_groups(model, training.weight_decay), lr=training.learning_rate, betas=training.adam_betas,
         eps=training.adam_epsilon,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, training.schedule))
+    schedule = LearningRateSchedule(training.schedule, warmup, total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    return TrainingSession(accelerator, prepared, optimizer, scheduler, steps_per_epoch, total)
+    return TrainingSession(accelerator, prepared, optimizer, scheduler, schedule, steps_per_epoch, total)
 
 
 def _activation_checkpointing(model: torch.nn.Module, enable: bool) -> None:
@@ -231,8 +151,10 @@ def optimise(
 ) -> None:
     """Run training.epochs epochs. epoch_batches(epoch) gives that epoch's micro-batches as a sized iterable; they
     are taken one at a time (a method may build each with the current weights), and moved to the training device.
-    compute_loss(model, micro_batch) gets the model as accelerate wrapped it. The schedule is sized from the first
-    epoch's micro-batch count; an empty epoch ends training (e.g. ICU has forgotten every item).
+    compute_loss(model, micro_batch) gets the model as accelerate wrapped it. Epochs may differ in length (ICU trains
+    on the items it has not forgotten yet): the learning-rate schedule is sized from the first epoch's optimizer
+    steps and re-sized at the start of an epoch whose step count differs (LearningRateSchedule); an empty epoch ends
+    training (e.g. ICU has forgotten every item).
 
     With `checkpoints`, a checkpoint is written at every epoch boundary and every `checkpoints.every_steps` optimizer
     steps, and training resumes from the newest one: the same micro-batch, weights, optimizer, schedule and RNG
@@ -278,6 +200,10 @@ def optimise(
                     break
                 if not start:
                     accelerator.step = 0  # accumulate()'s micro-batch counter: groups restart with every epoch
+                    # the remaining epochs planned at this one's size (a no-op while every epoch has the same)
+                    session.schedule.resize(step, step + optimizer_steps_per_epoch(count, accumulation)
+                                            * (training.epochs - epoch))
+                    bar.total = session.schedule.total
                 logged: dict[str, float] = {}
                 # resuming mid-epoch: the micro-batches already trained on are skipped without being built
                 remaining = enumerate(micro_batches) if not start else (
@@ -374,7 +300,8 @@ def unlearn(
     method: Method, run: RunContext, training: TrainingConfig, seed: int, log_step: StepLog | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> None:
-    """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain example.
+    """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain
+    example when the method has a retain term (`method.uses_retain`; the others get retain=None and draw none).
 
     The forget order and retain partners of an epoch are drawn from the seeded RNG when the epoch starts; each
     micro-batch is built when the training loop reaches it, its forget rows from `method.forget_batch_examples`.
@@ -394,7 +321,7 @@ def unlearn(
             examples = method.forget_examples(run)
             order = rng.sample(range(len(examples)), len(examples))
             chunks = _chunks(order, training.batch_size)
-            partners = [[rng.randrange(len(retain)) for _ in chunk] for chunk in chunks]
+            partners = [[rng.randrange(len(retain)) for _ in chunk] for chunk in chunks] if method.uses_retain else None
             plan.update(epoch=epoch, examples=[[e.question, e.answer, e.paired] for e in examples], chunks=chunks,
                         partners=partners)
         examples = [ForgetExample(q, a, tuple(paired) if paired else None) for q, a, paired in plan["examples"]]
@@ -405,7 +332,8 @@ def unlearn(
             forget = encode([(e.question, e.answer) for e in rows])
             if rows[0].paired is not None:
                 forget.paired = encode([e.paired for e in rows])
-            return forget, encode([(retain[i].question, retain[i].answer) for i in partners[k]])
+            retain_batch = encode([(retain[i].question, retain[i].answer) for i in partners[k]]) if partners else None
+            return forget, retain_batch
 
         return LazyMicroBatches(len(chunks), build)
 

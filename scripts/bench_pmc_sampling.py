@@ -23,24 +23,30 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from benchmarks.metrics.paper import PaperSuite
-from pmc.core.models import device_for
-from pmc.core.prompts import PromptFormat
 from pmc.methods.base import RunContext
-from pmc.run import eval_context, seed_everything
-from pmc.stage0 import prepare_models
-from pmc.trainer import TrainingConfig, unlearn
+from pmc.optimisation import TrainingConfig
+from pmc.pipeline import (
+    eval_context,
+    load_benchmark,
+    load_stage0,
+    prepare_generation,
+    prompt_format,
+    seed_everything,
+)
+from pmc.run import method_batch_size
+from pmc.trainer import unlearn
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def run_mode(cfg, stage0, benchmark, fmt, mode: str) -> dict:
+def run_mode(cfg, stage0, benchmark, fmt, rows_at_once: int, mode: str) -> dict:
     seed_everything(cfg.seed)
     method = instantiate(cfg.method.handler, sample_every=mode)
     model = copy.deepcopy(stage0.target)
-    run = RunContext(model, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, cfg.generation.batch_size)
+    run = RunContext(model, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
+                     method_batch_size(cfg, rows_at_once, method))
     setup_s = []
     setup = method.setup
 
@@ -54,7 +60,7 @@ def run_mode(cfg, stage0, benchmark, fmt, mode: str) -> dict:
     start = time.perf_counter()
     unlearn(method, run, training, cfg.seed)
     epoch_s = (time.perf_counter() - start - setup_s[0]) / training.epochs
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, cfg.generation.batch_size)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, rows_at_once)
     scores = PaperSuite().score_model(model, ctx, mode).summary
     return {"mode": mode, "device": str(next(model.parameters()).device), "epoch_s": epoch_s,
             "sampled": method.sampled_answers, "score": method.cache.mean_score(),
@@ -70,22 +76,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"method.training.epochs={args.epochs}", *args.overrides])
-    seed_everything(cfg.seed)
-    benchmark = instantiate(cfg.benchmark)
-    fmt = PromptFormat(**cfg.model.prompt)
+        cfg = compose("config", overrides=[f"method.training.epochs={args.epochs}", f"cache_dir={args.cache_dir}",
+                                           *args.overrides])
+    benchmark = load_benchmark(cfg, {})
+    fmt = prompt_format(cfg, benchmark)
     start = time.perf_counter()
-    stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, args.cache_dir, cfg.seed,
-                            device_for(cfg.device))
+    stage0 = load_stage0(cfg, benchmark, fmt, {})
+    rows_at_once = prepare_generation(cfg, [stage0.target], stage0.tokenizer, fmt, benchmark)
     h = cfg.method.handler
     print(f"stage 0: {'built ' + ', '.join(stage0.built) if stage0.built else 'from cache'} in "
           f"{time.perf_counter() - start:.1f} s; {len(benchmark.forget)} forget questions, "
           f"{args.epochs} epochs, micro-batch {cfg.method.training.batch_size}; n={h.num_samples} T={h.temperature} "
           f"top_p={h.top_p} top_k={h.top_k} max_length={h.max_length} max_new_tokens={h.max_new_tokens}")
 
-    rows = [run_mode(cfg, stage0, benchmark, fmt, mode) for mode in args.modes.split(",")]
-    print(f"\n| sample_every | device | s / epoch | sampled answers | final mean selected score | unlearn quality "
-          f"| utility |\n|---|---|---:|---:|---:|---:|---:|")
+    rows = [run_mode(cfg, stage0, benchmark, fmt, rows_at_once, mode) for mode in args.modes.split(",")]
+    print("\n| sample_every | device | s / epoch | sampled answers | final mean selected score | unlearn quality "
+          "| utility |\n|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['mode']} | {r['device']} | {r['epoch_s']:.2f} | {r['sampled']} | {r['score']:.3f} "
               f"| {r['unlearn_quality']:.2f} | {r['utility']:.2f} |")

@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import generate_answers  # noqa: E402
 from pmc.core.losses import answer_nll  # noqa: E402
-from pmc.run import _instantiate, load_stage0, method_batch_size, prepare_generation, prompt_format, run_experiment  # noqa: E402
+from pmc.pipeline import instantiate_node, load_stage0, prepare_generation, prompt_format  # noqa: E402
+from pmc.run import method_batch_size, run_experiment  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 STAGES = ("data", "stage0", "unlearn", "eval")
@@ -94,7 +95,6 @@ def training_throughput(model, tokenizer, fmt, records, batch_size: int, max_len
         step(batch)
     _, seconds = timed(device, lambda: [step(batch) for batch in batches[WARMUP_STEPS:]])
     tokens = sum(int(batch.attention_mask.sum()) for batch in batches[WARMUP_STEPS:])
-    del model, optimiser
     return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "seconds": seconds, "tokens": tokens}
 
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     job = None if args.no_job else job_timings(cfg, args.results, args.eval_cache)
 
-    benchmark = _instantiate(cfg.benchmark, "benchmark")
+    benchmark = instantiate_node(cfg.benchmark, "benchmark")
     fmt = prompt_format(cfg, benchmark)
     stage0 = load_stage0(cfg, benchmark, fmt, {})
     model, tokenizer = stage0.target, stage0.tokenizer

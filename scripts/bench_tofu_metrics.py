@@ -81,13 +81,14 @@ def main(argv: list[str] | None = None) -> dict:
     warm.greedy_answers(model, [question for question, _ in pairs[:8]])
     figures = {}
     for batch_size in (args.batch_size, 1):
-        def suite():  # a fresh context each time, so no greedy answer is reused
+        def suite(batch_size=batch_size):  # a fresh context each time, so no greedy answer is reused
             ctx = EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size)
             return tofu.score_model(model, ctx, args.model)
 
         suite_s = min(timed(suite)[1] for _ in range(args.repeats))
-        logprob_s = min(timed(lambda: scoring.answer_logprob_means(model, tokenizer, fmt, pairs, batch_size,
-                                                                max_length))[1] for _ in range(args.repeats))
+        logprob_s = min(timed(lambda size=batch_size: scoring.answer_logprob_means(model, tokenizer, fmt, pairs, size,
+                                                                                 max_length))[1]
+                        for _ in range(args.repeats))
         figures[batch_size] = (questions / suite_s, len(pairs) / logprob_s)
         print(f"batch size {batch_size:>3}: suite {suite_s:6.2f} s = {questions / suite_s:7.1f} questions/s | "
               f"log-probs alone {logprob_s:6.2f} s = {len(pairs) / logprob_s:7.1f} pairs/s")

@@ -370,7 +370,7 @@ def test_suite_on_stub_models_with_scripted_generation(monkeypatch, tmp_path):
               "unlearned": BigramStub(bigram_table(**UNLEARNED))}
     results = suite.evaluate(models, ctx)
     assert set(results) == set(models)
-    for name, result in results.items():
+    for result in results.values():
         assert set(result.summary) == SUMMARY_KEYS
         assert set(result.examples) == {"collateral_texts", "collateral_distribution", "least_likely", "sampling",
                                         "prefill_fixed", "prefill_answer", "quality", "example_answers"}

@@ -54,8 +54,9 @@ def nothing_slow(monkeypatch):
     ("eval.paper.retain_set=retain90", "eval.paper.retain_set must be one of ['sampled', 'retain_perturbed'], got "
                                        "'retain90'"),
     ("+eval.nope.k=1", "eval.nope: no such metric suite; available: analyses, muse, paper, tofu"),
-    ("+eval_settings.analyses.sampling.k=16", "eval_settings: replaced by each suite's own settings under "
-                                              "eval.<suite> (conf/eval/<suite>.yaml), e.g. eval.analyses.sampling.k=16"),
+    ("+eval_settings.analyses.sampling.k=16",
+     "eval_settings: replaced by each suite's own settings under eval.<suite> (conf/eval/<suite>.yaml), "
+     "e.g. eval.analyses.sampling.k=16"),
     ("device=tpu", "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     ("method.handler._target_=pmc.nowhere.Method", "method.handler._target_: cannot import 'pmc.nowhere.Method'"),
     # values the constructors reject are found as early, since the method is built before stage 0

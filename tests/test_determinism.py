@@ -15,7 +15,8 @@ from conftest import SMALL
 
 import pmc.run
 from pmc.methods.base import Method
-from pmc.run import run_experiment, seed_everything
+from pmc.pipeline import seed_everything
+from pmc.run import run_experiment
 
 # SMALL, cut to the least that still trains stage 0 and unlearns with PMC's sampling
 QUICK = [*SMALL, "model.pretrain.epochs=4", "model.finetune.epochs=6", "method.training.epochs=2",

@@ -77,7 +77,8 @@ def test_a_slurm_task_exports_its_rank(clean_environment):
 # Trains a small network in whatever process group torchrun sets up; writes the weights and logged lrs per rank.
 TRAIN = textwrap.dedent("""
     import json, os, torch
-    from pmc.trainer import TrainingConfig, optimise
+    from pmc.optimisation import TrainingConfig
+    from pmc.trainer import optimise
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 1))
     data = [torch.randn(3, 4, generator=torch.Generator().manual_seed(i)) for i in range(5)]

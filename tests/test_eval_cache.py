@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 from transformers.generation.utils import GenerationMixin
 
-import pmc.run
+import pmc.pipeline
 from benchmarks.metrics.analyses import AnalysesSuite, SamplingSettings
 from benchmarks.metrics.common import EvalContext, SuiteResult
 from benchmarks.synthetic import make_synthetic_tofu
@@ -40,7 +40,7 @@ class Spy:
 
     def __init__(self, monkeypatch):
         self.runs: list[dict] = []
-        prepare, generate = pmc.run.prepare_models, GenerationMixin.generate
+        prepare, generate = pmc.pipeline.prepare_models, GenerationMixin.generate
 
         def prepare_and_watch(*args, **kwargs):
             stage0 = prepare(*args, **kwargs)
@@ -57,7 +57,7 @@ class Spy:
                         self.runs[-1]["counts"][role]["generate"] += 1
             return generate(model, *args, **kwargs)
 
-        monkeypatch.setattr(pmc.run, "prepare_models", prepare_and_watch)
+        monkeypatch.setattr(pmc.pipeline, "prepare_models", prepare_and_watch)
         monkeypatch.setattr(GenerationMixin, "generate", generate_and_count)
 
 

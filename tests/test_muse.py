@@ -28,8 +28,9 @@ from pmc.core.prompts import RAW_TEXT
 from pmc.core.records import DataError, QABenchmark, QARecord
 from pmc.core.rouge import rouge_l_f1
 from pmc.eval_cache import as_stored, from_stored
+from pmc.pipeline import prompt_format
 from pmc.results import summary_table
-from pmc.run import prompt_format, run_experiment
+from pmc.run import run_experiment
 
 # --- synthetic generator ------------------------------------------------------------------------------------------
 
@@ -436,7 +437,8 @@ def test_privleak_reference_source_and_corpus():
      r"^eval\.muse\.privleak_reference must be one of \['retrain', 'published'\], got 'retain'$"),
     ({"privleak_reference": "published"}, r"benchmark 'muse_synthetic' is neither; set eval\.muse\."
                                           r"privleak_corpus"),
-    ({"privleak_corpus": "wiki"}, r"^eval\.muse\.privleak_corpus must be one of \['books', 'news'\] or null, got 'wiki'$"),
+    ({"privleak_corpus": "wiki"},
+     r"^eval\.muse\.privleak_corpus must be one of \['books', 'news'\] or null, got 'wiki'$"),
     ({"privleak_refrence": "published"}, r"^eval\.muse\.privleak_refrence: unknown setting; known: "),
     ({"knowmem_max_new_tokens": 0}, r"^eval\.muse\.knowmem_max_new_tokens must be a positive integer, got 0$"),
 ])
@@ -530,7 +532,7 @@ def test_muse_summary_recomputes_from_the_examples(muse_run):
         return avg([(f > h) + 0.5 * (f == h) for f in forget for h in holdout])
 
     for attack in ("loss", "zlib", "min_k", "min_k_plus_plus"):
-        scores = lambda rows: [r[attack] for r in rows]
+        scores = lambda rows, attack=attack: [r[attack] for r in rows]
         assert summary[f"auc_{attack}"] == pytest.approx(mw(scores(examples["mia_forget"]),
                                                             scores(examples["mia_holdout"])))
     reference = mw([r["min_k"] for r in retain_examples["mia_forget"]],

@@ -21,7 +21,8 @@ from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
 from pmc.methods.base import ForgetExample, RunContext
 from pmc.methods.collapse import PartialModelCollapse
-from pmc.trainer import TrainingConfig, unlearn
+from pmc.optimisation import TrainingConfig
+from pmc.trainer import unlearn
 
 FORGET = [
     QARecord("Who wrote the red book?", "The secret author Zorblax Quintain wrote it in 1921."),
@@ -53,8 +54,8 @@ EPOCH2 = {FORGET[0].question: ["alice", "a dog barked", "paris"]}  # 1/7, 0, 1/7
 
 
 class Scripted:
-    """Stand-ins for pmc.methods.collapse.greedy_answers / generate_answers that record every call. Each sampling call takes,
-    for each question asked, the next candidate list of that question's script (scripts are given per epoch)."""
+    """Stand-ins for pmc.methods.collapse.greedy_answers / generate_answers that record every call. Each sampling call
+    takes, for each question asked, the next candidate list of that question's script (scripts are given per epoch)."""
 
     def __init__(self, epochs: list[dict[str, list[str]]]):
         self.queues: dict[str, list[list[str]]] = {}

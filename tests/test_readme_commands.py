@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from pmc.checks import check_run_config, check_unlearning_config, check_value
-from pmc.run import check_eval_suites
+from pmc.checks import check_unlearning_config, check_value
+from pmc.pipeline import check_config
 
 README = REPO / "README.md"
 ENTRY_POINTS = {"pmc.run": "config", "pmc.evaluate": "evaluate"}
@@ -89,8 +89,7 @@ def dry_run(module: str, args: list[str]) -> int:
                 variants.append([f"{k}={value if k == key else v[0]}" for k, v in choices.items()])
         for variant in variants:
             cfg = compose(config_name, overrides=fixed + variant)
-            check_run_config(cfg)
-            check_eval_suites(cfg)
+            check_config(cfg)
             if module == "pmc.run":
                 check_unlearning_config(cfg)
             else:

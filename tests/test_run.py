@@ -107,7 +107,8 @@ def test_real_tofu_author_subset_runs(make_config, tmp_path):
     """The pipeline on real TOFU files: forget01's last author among 3 authors, a few epochs only."""
     cfg = make_config(
         "experiment=tofu_subset_tiny", f"benchmark.data_dir={TOFU_DIR}", "benchmark.num_authors=3",
-        "model.pretrain.epochs=2", "model.finetune.epochs=3", "method.training.epochs=1", "generation.max_new_tokens=16",
+        "model.pretrain.epochs=2", "model.finetune.epochs=3", "method.training.epochs=1",
+        "generation.max_new_tokens=16",
         base=SMALL_MODEL,
     )
     results = run_experiment(cfg, tmp_path)
@@ -118,7 +119,8 @@ def test_real_tofu_author_subset_runs(make_config, tmp_path):
 
 
 def run_cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "pmc.run", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pmc.run", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_cli_missing_data_dir_is_one_clear_error(tmp_path):
@@ -204,6 +206,7 @@ def test_wandb_offline_run_records_steps_and_summary(make_config, tmp_path):
     assert {"collapse_loss", "retain_loss", "selected_score", "loss"} <= logged
     run = by_type("run")[0].run
     assert run.run_group == "wandb_test" and run.job_type == "unlearn" and "tiny" in run.tags
+    assert results["method"] == "pmc" and "pmc" in run.tags  # the method named as results.json names it
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["method"]["handler"]["_target_"] == "pmc.methods.collapse.PartialModelCollapse"
     assert by_type("artifact"), "results.json was not logged as an artifact"

@@ -109,7 +109,7 @@ def test_collect_table_matches_the_jobs(sweep, tmp_path):
     md_row = next(line for line in (tmp_path / "sweep.md").read_text().splitlines() if "| pmc |" in line)
     cells = [c.strip() for c in md_row.strip("|").split("|")]
     assert cells[:3] == ["(defaults)", "pmc", "2"]
-    for column, (mean, std) in expected.items():
+    for mean, std in expected.values():
         assert f"{mean:.2f} ± {std:.2f}" in cells
     assert (tmp_path / "sweep.tex").read_text().startswith(r"\begin{tabular}")
 

@@ -15,16 +15,14 @@ from pmc.core.models import build_tiny, train_tokenizer, with_lora, without_lora
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
 from pmc.methods.base import ForgetExample, Method, RunContext, frozen_copy
-from pmc.trainer import (
-    LazyMicroBatches,
+from pmc.optimisation import (
     TrainingConfig,
     decay_parameter_groups,
     lr_factor,
-    optimise,
     optimizer_steps_per_epoch,
-    unlearn,
     warmup_steps,
 )
+from pmc.trainer import LazyMicroBatches, optimise, unlearn
 
 
 class Scalar(torch.nn.Module):

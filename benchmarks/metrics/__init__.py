@@ -26,7 +26,8 @@ def table_columns() -> tuple[Column, ...]:
 def trade_offs() -> list[tuple[Column, Column]]:
     """(x, y) column pairs the suites declare for trade-off figures, the first with data is plotted."""
     by_key = {(c.suite, c.key): c for c in table_columns()}
-    return [(by_key[s.COLUMNS[0].suite, s.TRADE_OFF[0]], by_key[s.COLUMNS[0].suite, s.TRADE_OFF[1]]) for s in _DECLARING]
+    return [(by_key[s.COLUMNS[0].suite, s.TRADE_OFF[0]], by_key[s.COLUMNS[0].suite, s.TRADE_OFF[1]])
+            for s in _DECLARING]
 
 
 __all__ = ["AnalysesSuite", "Column", "EvalContext", "MuseSuite", "PaperSuite", "Suite", "SuiteResult", "TofuSuite",

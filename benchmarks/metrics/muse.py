@@ -38,8 +38,8 @@ the retain texts in place of the forget texts: members of every model, so ≈ 0 
 
 Settings: MuseSuite's fields (conf/eval/muse.yaml), e.g. `eval.muse.privleak_reference=published`.
 
-ROUGE is rouge-score's ROUGE-L F1 without stemming, as in muse_bench (pmc.core.rouge.rouge_l_f1). VerbMem and KnowMem are
-reported in [0, 1] (MUSE's tables show them × 100); PrivLeak in percent.
+ROUGE is rouge-score's ROUGE-L F1 without stemming, as in muse_bench (pmc.core.rouge.rouge_l_f1).
+VerbMem and KnowMem are reported in [0, 1] (MUSE's tables show them × 100); PrivLeak in percent.
 
 Examples keep every generated answer with its score and every text's token count and four scores, so each summary
 number can be recomputed.

@@ -56,6 +56,9 @@ class Method:
     """Base class with the default hooks; subclasses override `loss` and whatever else they need."""
 
     name = "method"
+    # Whether `loss` reads its `retain` micro-batch: the trainer pairs forget rows with retain examples (and encodes
+    # them) only for methods that do; the others get retain=None. Methods without a retain term say False.
+    uses_retain: bool = True
 
     def setup(self, run: RunContext) -> None:
         """Once before training, with the model as it was before unlearning (e.g. PMC's initial answers)."""
@@ -75,8 +78,8 @@ class Method:
         as the official code does. Default: those examples as they are."""
         return [examples[i] for i in indices]
 
-    def loss(self, model, forget: Batch, retain: Batch) -> dict[str, torch.Tensor]:
-        """{"loss": the scalar to minimise, plus named terms to log}."""
+    def loss(self, model, forget: Batch, retain: Batch | None) -> dict[str, torch.Tensor]:
+        """{"loss": the scalar to minimise, plus named terms to log}. `retain` is None unless `uses_retain`."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -88,36 +91,58 @@ class Method:
         """Put back what `state_dict` gave, after `setup`, when training resumes from a checkpoint."""
 
 
-class RetainRegularised(Method):
-    """forget_weight · (the method's forget objective) + retain_weight · (retain term), the shape most methods share
-    (open-unlearning's GradDiff family: γ and α). The retain term is the NLL of the retain answers, or
-    (retain_loss="kl") the KL from the frozen pre-unlearning model on them. Subclasses implement `forget_loss`."""
+class ForgetObjective(Method):
+    """forget_weight · (the method's forget objective), for methods with no retain term (GA, FLAT). Subclasses
+    implement `forget_loss`."""
 
     forget_term = "forget_loss"  # the name the forget objective is logged under
     needs_reference = False  # True: setup keeps a frozen copy of the model in self.reference
+    uses_retain = False
 
-    def __init__(self, forget_weight: float = 1.0, retain_weight: float = 1.0, retain_loss: str = "nll"):
-        if retain_loss not in ("nll", "kl"):
-            raise ConfigError(f"method.handler.retain_loss must be 'nll' or 'kl', got {retain_loss!r}")
-        self.forget_weight, self.retain_weight, self.retain_loss = forget_weight, retain_weight, retain_loss
+    def __init__(self, forget_weight: float = 1.0):
+        self.forget_weight = forget_weight
         self.reference: torch.nn.Module | None = None
 
     def setup(self, run: RunContext) -> None:
-        if self.needs_reference or (self.retain_weight and self.retain_loss == "kl"):
+        if self.needs_reference:
             self.reference = frozen_copy(run.model)
 
     def forget_loss(self, model, forget: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(the forget objective to minimise, extra named terms to log)."""
         raise NotImplementedError
 
-    def loss(self, model, forget: Batch, retain: Batch) -> dict[str, torch.Tensor]:
+    def loss(self, model, forget: Batch, retain: Batch | None = None) -> dict[str, torch.Tensor]:
         forget_value, extra = self.forget_loss(model, forget)
-        terms = {self.forget_term: forget_value, **extra}
-        total = self.forget_weight * forget_value
+        return {"loss": self.forget_weight * forget_value, self.forget_term: forget_value, **extra}
+
+
+class RetainRegularised(ForgetObjective):
+    """forget_weight · (the method's forget objective) + retain_weight · (retain term), the shape most methods share
+    (open-unlearning's GradDiff family: γ and α). The retain term is the NLL of the retain answers, or
+    (retain_loss="kl") the KL from the frozen pre-unlearning model on them; retain_weight = 0 drops it (and the
+    retain batches with it)."""
+
+    def __init__(self, forget_weight: float = 1.0, retain_weight: float = 1.0, retain_loss: str = "nll"):
+        if retain_loss not in ("nll", "kl"):
+            raise ConfigError(f"method.handler.retain_loss must be 'nll' or 'kl', got {retain_loss!r}")
+        super().__init__(forget_weight)
+        self.retain_weight, self.retain_loss = retain_weight, retain_loss
+
+    @property
+    def uses_retain(self) -> bool:
+        return bool(self.retain_weight)
+
+    def setup(self, run: RunContext) -> None:
+        super().setup(run)
+        if self.reference is None and self.retain_weight and self.retain_loss == "kl":
+            self.reference = frozen_copy(run.model)
+
+    def loss(self, model, forget: Batch, retain: Batch | None) -> dict[str, torch.Tensor]:
+        terms = super().loss(model, forget)
         if self.retain_weight:
             if self.retain_loss == "nll":
                 terms["retain_loss"] = answer_nll(model, retain)
             else:
                 terms["retain_loss"] = answer_kl(model, self.reference, retain)
-            total = total + self.retain_weight * terms["retain_loss"]
-        return {"loss": total, **terms}
+            terms["loss"] = terms["loss"] + self.retain_weight * terms["retain_loss"]
+        return terms

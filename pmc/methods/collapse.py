@@ -51,7 +51,8 @@ class PartialModelCollapse(RetainRegularised):
     ):
         if num_samples < 1 or temperature <= 0 or not 0 < top_p <= 1:
             raise ConfigError(
-                f"PMC needs num_samples >= 1, temperature > 0, 0 < top_p <= 1; got {num_samples}, {temperature}, {top_p}"
+                "PMC needs num_samples >= 1, temperature > 0, 0 < top_p <= 1; "
+                f"got {num_samples}, {temperature}, {top_p}"
             )
         if not _is_int(top_k) or top_k < 0:
             raise ConfigError(f"method.handler.top_k must be an integer >= 0 (0 = no top-k), got {top_k!r}")

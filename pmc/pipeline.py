@@ -1,0 +1,222 @@
+"""The build steps `pmc.run` and `pmc.evaluate` share, in the order both take them.
+
+check the config (and build the metric suites) -> seed -> benchmark -> prompt format -> stage-0 models -> decoding
+settings -> evaluation context and its cache -> every suite on every model -> the run record (results.json).
+`pmc.run` unlearns between the stage-0 models and the evaluation; `pmc.evaluate` loads a checkpoint instead. Each
+step is a public function here, so the two entry points (and the benchmark scripts) build their runs the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.metrics import EvalContext, Suite, build_suites
+from pmc.checkpoint import CheckpointConfig
+from pmc.checks import check_run_config
+from pmc.core.errors import ConfigError, HarnessError
+from pmc.core.generation import check_generation_options, configure_generation, resolve_batch_size
+from pmc.core.models import device_for
+from pmc.core.prompts import RAW_TEXT, PromptFormat
+from pmc.distributed import world_size
+from pmc.eval_cache import SCORED, EvalCache
+from pmc.failures import stage
+from pmc.results import versions, write_json_atomic
+from pmc.stage0 import prepare_models
+
+log = logging.getLogger("pmc")
+
+# absolute, so the apps find their configs however they are started (python -m, the console scripts, imported)
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+# --- configuration --------------------------------------------------------------------------------------------------
+
+
+def metric_suites(cfg: DictConfig) -> dict[str, Suite]:
+    """The selected metric suites (conf/eval/<name>.yaml, chosen with eval=[...]) built from their settings, each
+    key and type checked (a one-line ConfigError naming eval.<suite>.<key>). The one place that knows how suites
+    are configured."""
+    if "eval_settings" in cfg:
+        raise ConfigError("eval_settings: replaced by each suite's own settings under eval.<suite> "
+                          "(conf/eval/<suite>.yaml), e.g. eval.analyses.sampling.k=16 instead of "
+                          "+eval_settings.analyses.sampling.k=16")
+    return build_suites(OmegaConf.to_container(cfg.eval, resolve=True))
+
+
+def check_config(cfg: DictConfig) -> dict[str, Suite]:
+    """What pmc.run and pmc.evaluate check before reading any data: keys, types, device, model, the evaluation and
+    decoding settings; returns the metric suites."""
+    check_run_config(cfg)
+    suites = metric_suites(cfg)
+    if not isinstance(cfg.eval_cache, bool):
+        raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
+    g = cfg.generation
+    check_generation_options(g.batch_size, g.cache_implementation, g.compile)
+    return suites
+
+
+def configure_determinism(enabled: bool) -> None:
+    """`deterministic=true`: deterministic GPU kernels or an error, never silent run-to-run variation.
+
+    cuBLAS gets a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so this runs before any GPU
+    work), ops with atomic-add kernels (embedding and gather backward, scatter_add, index_add, flash and
+    memory-efficient attention backward) switch to their deterministic versions and ops without one raise, and
+    cuDNN stops autotuning. TF32 (which the trainer turns on for speed) is deterministic on one GPU and stays on.
+    `false` leaves torch's defaults. On a CPU runs are deterministic either way. docs/determinism.md has the details.
+    """
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def checkpoint_config(cfg: DictConfig) -> CheckpointConfig:
+    """`checkpoint:` of the config; checkpoints are written only by single-process runs (a multi-process run's
+    other processes have no run directory to resume from)."""
+    node = cfg.get("checkpoint", {})
+    if not OmegaConf.is_config(node):  # pmc.evaluate: `checkpoint` names the model to score; stage 0 keeps the defaults
+        node = {}
+    try:
+        checkpoint = CheckpointConfig(**node)
+    except TypeError as e:
+        raise ConfigError(f"checkpoint: {e} (keys: enabled, every_steps, keep)") from None
+    if checkpoint.enabled and world_size() > 1:
+        log.warning("checkpoint.enabled: not supported in a multi-process run yet; this run cannot resume")
+        return CheckpointConfig(enabled=False)
+    return checkpoint
+
+
+def instantiate_node(node: DictConfig, what: str):
+    """hydra.utils.instantiate, with our own errors passed through and the rest named after the config group."""
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, HarnessError):
+            raise cause from None
+        raise ConfigError(f"could not build {what}: {cause or e}") from None
+
+
+# --- building the run -----------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def timed(timings: dict, name: str):
+    """Time a stage of the run (timings_s in results.json); an error escaping it is tagged with the stage."""
+    start = time.perf_counter()
+    with stage(name):
+        yield
+    timings[name] = round(time.perf_counter() - start, 3)
+
+
+def load_benchmark(cfg: DictConfig, timings: dict):
+    """The benchmark, built from freshly seeded RNGs (the synthetic one draws its data)."""
+    seed_everything(cfg.seed)
+    with timed(timings, "data"):
+        return instantiate_node(cfg.benchmark, "benchmark")
+
+
+def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
+    """The model's prompt format, or plain-text continuation for a text benchmark (MUSE-style corpora)."""
+    return RAW_TEXT if benchmark.raw_text else PromptFormat(**cfg.model.prompt)
+
+
+def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
+    """Target and retain models for this config, from the stage-0 cache (built there first if absent)."""
+    with timed(timings, "stage0"):
+        stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, cfg.cache_dir,
+                                cfg.seed, device_for(cfg.device), cfg.stage0.target_path, cfg.stage0.retain_path,
+                                checkpoint_config(cfg))
+    log.info("stage 0: %s", "built " + ", ".join(stage0.built) if stage0.built else "all models from cache")
+    return stage0
+
+
+def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> int:
+    """Set the KV-cache and compile options on the models (copies made later inherit them) and return the number of
+    rows decoded at once: generation.batch_size, or with `auto` what fits beside the first model (for the longest
+    prompt of the benchmark plus max_new_tokens, at most the model's context)."""
+    g = cfg.generation
+    for model in models:
+        configure_generation(model, g.cache_implementation, g.compile)
+    sequence_length = g.max_new_tokens
+    if g.batch_size == "auto":
+        questions = {r.question for r in benchmark.forget} | {r.question for records in benchmark.eval_sets.values()
+                                                              for r in records}
+        sequence_length += max(len(fmt.prompt_ids(tokenizer, q)) for q in questions)
+        context = getattr(models[0].config, "max_position_embeddings", None)
+        sequence_length = min(sequence_length, context or sequence_length)
+    return resolve_batch_size(g.batch_size, models[0], sequence_length)
+
+
+# --- evaluation and the record --------------------------------------------------------------------------------------
+
+
+def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch_size: int) -> EvalContext:
+    """What every suite scores with (each suite carries its own settings)."""
+    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size)
+
+
+def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCache:
+    """The eval cache of this run's stage-0 models, in <cache_dir>/eval (None there: eval_cache=false)."""
+    generation = {**OmegaConf.to_container(cfg.generation, resolve=True), "batch_size": ctx.batch_size}
+    return EvalCache.for_models(Path(cfg.cache_dir) / "eval" if cfg.eval_cache else None, cfg.model.name,
+                                stage0.checkpoints, benchmark, ctx, generation, device_for(cfg.device))
+
+
+def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], run_dir: Path, timings: dict,
+                    cache: EvalCache) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Run every selected metric suite on every model; writes eval/<model>/<suite>.json and returns the summaries
+    and where each came from (results.json's "eval_cache").
+
+    Per suite, the stage-0 models (cache.roles) are scored first, through the eval cache (read when another job
+    already scored them); then the other models, with the stage-0 results at hand for the metrics that compare
+    (TOFU's forget quality and MUSE's PrivLeak use the retain model's)."""
+    metrics: dict[str, dict] = {name: {} for name in models}
+    provenance: dict[str, dict] = {name: {} for name in models}
+    stage0 = {name: models[name] for name in cache.roles}
+    with timed(timings, "eval"):
+        for name, suite in suites.items():
+            known, status = cache.results(name, suite.settings(), lambda score=suite.evaluate: score(stage0, ctx))
+            results = {**known, **suite.evaluate(models, ctx, known)}
+            for model_name in models:
+                result = results[model_name]
+                metrics[model_name][name] = result.summary
+                provenance[model_name][name] = status if model_name in known else SCORED
+                write_json_atomic(run_dir / "eval" / model_name / f"{name}.json",
+                                  {"summary": result.summary, "examples": result.examples})
+    return metrics, provenance
+
+
+def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: dict, timings: dict,
+               **extra) -> dict:
+    """What results.json holds, common to training runs and stand-alone evaluations."""
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "seed": cfg.seed,
+        "benchmark": benchmark.name,
+        **extra,
+        "metrics": metrics,
+        "eval_cache": provenance,
+        "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built},
+        "timings_s": timings,
+        "versions": versions(),
+    }
