@@ -116,7 +116,7 @@ def test_every_import_points_down_the_layers():
 
 @pytest.mark.parametrize("module, layer", [
     ("pmc.core.records", CORE), ("pmc.core", CORE), ("pmc.methods.collapse", METHODS), ("baselines.npo", METHODS),
-    ("benchmarks.tofu.data", DATA), ("benchmarks.hub", DATA), ("benchmarks.metrics.paper", METRICS),
+    ("benchmarks.tofu.data", DATA), ("benchmarks.source", DATA), ("benchmarks.metrics.paper", METRICS),
     ("benchmarks.metrics", METRICS), ("pmc.run", APPLICATION), ("pmc.reporting.tables", APPLICATION),
     ("pmc", APPLICATION), ("scripts.collect", SCRIPTS), ("torch.nn", None), ("pmcx", None),
 ])
