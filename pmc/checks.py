@@ -29,7 +29,7 @@ TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a s
 RUN_KEYS = {
     "experiment_name": str, "seed": int, "device": str, "cache_dir": str, "deterministic": bool,
     "eval": dict, "save_unlearned": bool, "method.name": str,
-    "generation.max_new_tokens": int,
+    "generation.max_new_tokens": int, "generation.max_length": int | None,
     "stage0.target_path": str | None, "stage0.retain_path": str | None,
 }
 LORA_TYPES = {"r": int, "alpha": float, "dropout": float, "target_modules": str | list[str]}
@@ -191,6 +191,9 @@ def check_run_config(cfg: DictConfig) -> None:
     # generation.batch_size (an int or "auto") is checked by check_generation_options with the other decoding settings
     if cfg.generation.max_new_tokens < 1:
         raise ConfigError(f"generation.max_new_tokens must be at least 1, got {cfg.generation.max_new_tokens}")
+    if cfg.generation.max_length is not None and cfg.generation.max_length < 2:
+        raise ConfigError(f"generation.max_length (prompt + answer tokens) must be at least 2, got "
+                          f"{cfg.generation.max_length}")
     check_device(cfg.device)
     check_model(values["model"])
     check_target(values.get("benchmark") or {}, "benchmark")

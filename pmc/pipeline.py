@@ -172,7 +172,8 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
 
 def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch_size: int) -> EvalContext:
     """What every suite scores with (each suite carries its own settings)."""
-    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size)
+    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size,
+                       generation_max_length=cfg.generation.max_length)
 
 
 def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCache:

@@ -46,6 +46,8 @@ def nothing_slow(monkeypatch):
     ("benchmark.num_authors=many", "benchmark.num_authors must be an int, got 'many'"),
     ("seed=one", "seed must be an int, got 'one'"),
     ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1, got 0"),
+    ("generation.max_length=1", "generation.max_length (prompt + answer tokens) must be at least 2, got 1"),
+    ("generation.max_length=long", "generation.max_length must be an int or null, got 'long'"),
     ("save_unlearned=yes", "save_unlearned must be true or false, got 'yes'"),
     ("deterministic=1", "deterministic must be true or false, got 1"),
     ("eval.paper.retain_samples=many", "eval.paper.retain_samples must be an integer, got 'many'"),

@@ -34,15 +34,25 @@ class EvalContext:
     max_new_tokens: int
     batch_size: int
     max_length: int | None = None  # token budget of a scored question+answer; None: the model's context size
+    # greedy answers' budget as prompt + answer tokens (the official evaluation's max_length) instead of max_new_tokens
+    generation_max_length: int | None = None
     _answers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def answer_length(self) -> dict:
+        """The length argument of greedy decoding: max_length (prompt included; the official evaluation's) when
+        set, else max_new_tokens."""
+        if self.generation_max_length is not None:
+            return {"max_length": self.generation_max_length}
+        return {"max_new_tokens": self.max_new_tokens}
+
     def greedy_answers(self, model, questions: list[str], desc: str | None = None) -> list[str]:
-        """Greedy answers (max_new_tokens, batch_size rows at a time), decoded once per model and question list."""
+        """Greedy answers (max_new_tokens, or generation_max_length tokens with the prompt; batch_size rows at a
+        time), decoded once per model and question list."""
         key = (id(model), tuple(questions))
         hit = self._answers.get(key)
         if hit is None or hit[0] is not model:  # the model is kept in the entry, so its id cannot be reused
             answers = greedy_answers(model, self.tokenizer, self.prompt_format, list(questions),
-                                     max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, desc=desc)
+                                     batch_size=self.batch_size, desc=desc, **self.answer_length())
             hit = self._answers[key] = (model, answers)
         return list(hit[1])
 
