@@ -16,7 +16,7 @@ from conftest import CONF_DIR, REPO
 from benchmarks.metrics import AnalysesSuite, MuseSuite, PaperSuite, TofuSuite, build_suites
 from benchmarks.metrics.analyses import SamplingSettings
 from pmc.core.errors import ConfigError
-from pmc.run import metric_suites
+from pmc.pipeline import metric_suites
 
 SUITE_CONFIGS = sorted((CONF_DIR / "eval").glob("*.yaml"))
 
