@@ -46,7 +46,7 @@ done
 # axes (the learning rates of the fronts) come from the config. tests/test_claims.py checks that the units cover
 # each sweep config's methods.
 UNITS="
-main     fronts_pmc        experiment=mini_paper_smollm2_fronts method=pmc
+main     fronts_pmc        experiment=mini_paper_smollm2_fronts method=pmc method.handler.max_length=null
 main     fronts_npo        experiment=mini_paper_smollm2_fronts method=npo
 main     fronts_graddiff   experiment=mini_paper_smollm2_fronts method=graddiff
 main     ga                experiment=mini_paper_smollm2 method=ga
@@ -57,7 +57,10 @@ main     flat              experiment=mini_paper_smollm2 method=flat
 samples  samples_n1        experiment=ablation_samples_smollm2 method.handler.num_samples=1
 icu      icu               experiment=mini_paper_smollm2_icu method=icu
 "
-# samples_n1 is PMC with n = 1 at 3e-5; its n = 5 partner is fronts_pmc's 3e-5 job (claims.py pairs them by config)
+# samples_n1 is PMC with n = 1 at 3e-5; its n = 5 partner is fronts_pmc's 3e-5 job (claims.py pairs them by config).
+# PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
+# as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
+# that run to the cap would cost ~2.5x the sampling time, and the answers PMC scores match those evaluated.
 
 mkdir -p "$SWEEP_ROOT"
 [ "$DRY_RUN" = 1 ] || mkdir -p "$STATE"
