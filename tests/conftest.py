@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from pmc.core.models import build_tiny
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 TOFU_DIR = Path(os.environ.get("TOFU_DATA_DIR") or REPO.parent / "shared" / "data" / "tofu")
@@ -51,3 +53,21 @@ def make_config(stage0_cache):
             return compose(config_name, overrides=[*base, f"cache_dir={stage0_cache}", *overrides])
 
     return make
+
+
+def tiny(tokenizer, seed: int):
+    """A 1-layer, d=32 Llama in eval mode: enough for losses and gradients checked against hand-computed cases."""
+    return build_tiny(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                      max_position_embeddings=128, seed=seed).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """The model a loss is computed on; the test module provides its own `tokenizer` fixture."""
+    return tiny(tokenizer, seed=0)
+
+
+@pytest.fixture(scope="module")
+def other(tokenizer):
+    """A different model, standing in for a reference that has drifted from the one being trained."""
+    return tiny(tokenizer, seed=1)

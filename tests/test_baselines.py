@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny
 
 from baselines.flat import DIVERGENCES, FLAT, batch_mean_probability, flat_loss
 from baselines.graddiff import GradDiff
@@ -24,7 +25,7 @@ from baselines.simnpo import SimNPO, simnpo_loss
 from pmc.core.batches import IGNORE_INDEX, Batch, encode_pairs
 from pmc.core.errors import ConfigError
 from pmc.core.losses import answer_kl, answer_nll, mean_token_probability, sequence_logprob, token_logprobs
-from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.models import train_tokenizer
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
 from pmc.methods.base import ForgetExample, RunContext
@@ -305,22 +306,6 @@ def make_benchmark(idk_answers=IDK, forget=FORGET, retain=RETAIN) -> QABenchmark
 def tokenizer():
     texts = [f"Question: {r.question}\nAnswer: {r.answer}" for r in FORGET + RETAIN] + IDK
     return train_tokenizer(texts * 3, vocab_size=300)
-
-
-def tiny(tokenizer, seed):
-    return build_tiny(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                      max_position_embeddings=128, seed=seed).eval()
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return tiny(tokenizer, seed=0)
-
-
-@pytest.fixture(scope="module")
-def other(tokenizer):
-    """A different model, standing in for a reference that has drifted from the one being trained."""
-    return tiny(tokenizer, seed=1)
 
 
 def encode(tokenizer, pairs):
