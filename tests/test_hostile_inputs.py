@@ -104,7 +104,7 @@ MUSE_FIELDS = {("raw", s): ("text",) for s in ("forget", "retain1", "retain2")} 
 }
 
 
-@FEW
+@settings(FEW, max_examples=15)  # each example loads a MUSE directory through datasets (~0.7 s)
 @given(data=st.data(), file=st.sampled_from(sorted(MUSE_FIELDS)))
 def test_damaged_muse_line_is_one_error_naming_file_and_line(data, file):
     config, split = file

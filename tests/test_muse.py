@@ -496,6 +496,7 @@ def muse_run(tmp_path_factory, stage0_cache):
     return run_experiment(cfg, run_dir), run_dir, cfg
 
 
+@pytest.mark.slow  # a whole MUSE run (~50 s): the fast suite tests each MUSE piece on its own
 def test_muse_end_to_end(muse_run):
     results, run_dir, cfg = muse_run
     assert list(cfg.eval) == ["muse"] and results["benchmark"] == "muse_synthetic"
@@ -516,6 +517,7 @@ def test_muse_end_to_end(muse_run):
     assert target["auc_min_k"] < 0.1 and target["auc_min_k_retain"] < 0.1 and retain["auc_min_k_retain"] < 0.1
 
 
+@pytest.mark.slow
 def test_muse_summary_recomputes_from_the_examples(muse_run):
     results, run_dir, _ = muse_run
     load = lambda model: json.loads((run_dir / "eval" / model / "muse.json").read_text())["examples"]
