@@ -69,7 +69,7 @@ def hydra_main(cfg: DictConfig) -> dict:
 
 def main() -> None:
     """`python -m pmc.evaluate` / `pmc-evaluate`: configuration errors are one line and exit status 1."""
-    cli(hydra_main)
+    cli(hydra_main, CONF_DIR)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ A problem the user can fix (a config key, a data file, a checkpoint, a diverged 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
@@ -120,8 +121,20 @@ def failed_jobs(sweep_dir: str | Path) -> list[Path]:
     return sorted(path.parent for path in Path(sweep_dir).rglob(FAILURE_FILE))
 
 
-def cli(hydra_main) -> None:
-    """Run a @hydra.main function so that every configuration error is one line and exit status 1.
+def with_group_options(message: str, conf_dir: str | Path) -> str:
+    """Hydra says "Could not load 'eval/nope'." for an unknown option inside a list (`eval=[paper,nope]`) without
+    the group's options it lists for a single one (`eval=nope`); add them, in the same words."""
+    match = re.search(r"Could not load '([\w/]+)/([^'/]+)'\.?", message)
+    group = Path(conf_dir) / match.group(1) if match else None
+    if group is None or not group.is_dir():
+        return message
+    options = sorted(path.stem for path in group.glob("*.yaml"))
+    return f"{message.rstrip('.')}; Available options in '{match.group(1)}': {', '.join(options)}"
+
+
+def cli(hydra_main, conf_dir: str | Path) -> None:
+    """Run a @hydra.main function (its config tree in conf_dir) so that every configuration error is one line and
+    exit status 1.
 
     HYDRA_FULL_ERROR=1 makes Hydra raise its errors (an unknown config option, an override that does not parse,
     an invalid combination of flags) instead of printing its many-line report, so they are caught here; a sweep
@@ -137,7 +150,7 @@ def cli(hydra_main) -> None:
         sys.exit(1)
     except CompactHydraException as e:
         message = str(e).split("\nConfig search path:")[0]  # where Hydra looked: noise for an unknown option
-        print(f"error: {one_line(message)}", file=sys.stderr)
+        print(f"error: {with_group_options(one_line(message), conf_dir)}", file=sys.stderr)
         sys.exit(1)
     except ValueError as e:
         advice = next((advice for start, advice in HYDRA_USAGE_ERRORS.items() if str(e).startswith(start)), None)

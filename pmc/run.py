@@ -161,7 +161,7 @@ def hydra_main(cfg: DictConfig) -> dict:
 
 def main() -> None:
     """`python -m pmc.run` / `pmc-run`: every configuration error is one line and exit status 1 (pmc.failures.cli)."""
-    cli(hydra_main)
+    cli(hydra_main, CONF_DIR)
 
 
 if __name__ == "__main__":

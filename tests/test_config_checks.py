@@ -138,7 +138,8 @@ OPTIONS = "flat, ga, graddiff, icu, idk, idkdpo, npo, pmc, pmc_llama3b, simnpo"
     (["method.handler.bogus=1"],
      "error: Could not override 'method.handler.bogus'. To append to your config use +method.handler.bogus=1"),
     (["method=pmc,"], None),  # an override that does not parse
-    (["eval=[paper,nope]"], "error: In 'config': Could not load 'eval/nope'."),
+    (["eval=[paper,nope]"], "error: In 'config': Could not load 'eval/nope'; Available options in 'eval': analyses, "
+                            "muse, paper, tofu"),
     (["eval=nope"], "error: In 'config': Could not find 'eval/nope'; Available options in 'eval': analyses, muse, "
                     "paper, tofu"),
     (["eval.analyses.sampling.k=4"], "error: Could not override 'eval.analyses.sampling.k'. To append to your config "

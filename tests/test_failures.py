@@ -15,7 +15,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from pmc.core.errors import CheckpointError, ConfigError, TrainingDiverged, one_line
 from pmc.core.records import DataError
-from pmc.failures import describe, failure_record
+from pmc.failures import describe, failure_record, with_group_options
 from pmc.reporting import jobs, tables
 from pmc.run import run_experiment
 
@@ -57,6 +57,17 @@ def test_every_failure_is_one_line(error, line, user_error):
 def test_one_line_keeps_hydra_option_lists_readable():
     message = "In 'config': Could not find 'method/x'\n\nAvailable options in 'method':\n\tflat\n\tga\n\tpmc"
     assert one_line(message) == "In 'config': Could not find 'method/x'; Available options in 'method': flat, ga, pmc"
+
+
+def test_unknown_option_in_a_list_names_the_group_options(tmp_path):
+    (tmp_path / "eval").mkdir()
+    for name in ("tofu", "paper", "notes.txt"):
+        (tmp_path / "eval" / (name if "." in name else f"{name}.yaml")).write_text("")
+    message = "In 'config': Could not load 'eval/nope'."
+    assert with_group_options(message, tmp_path) == (
+        "In 'config': Could not load 'eval/nope'; Available options in 'eval': paper, tofu")
+    assert with_group_options("In 'config': Could not load 'model/x'.", tmp_path).endswith("'model/x'.")  # no folder
+    assert with_group_options("Could not override 'a.b'", tmp_path) == "Could not override 'a.b'"
 
 
 def test_failure_record_names_stage_error_and_overrides():
