@@ -124,7 +124,7 @@ def failed_jobs(sweep_dir: str | Path) -> list[Path]:
 def with_group_options(message: str, conf_dir: str | Path) -> str:
     """Hydra says "Could not load 'eval/nope'." for an unknown option inside a list (`eval=[paper,nope]`) without
     the group's options it lists for a single one (`eval=nope`); add them, in the same words."""
-    match = re.search(r"Could not load '([\w/]+)/([^'/]+)'\.?", message)
+    match = re.search(r"Could not load '([\w/]+)/[^'/]+'", message)
     group = Path(conf_dir) / match.group(1) if match else None
     if group is None or not group.is_dir():
         return message

@@ -77,19 +77,22 @@ payload_wheels() {  # the wheels of payload.tar put together from its parts and 
     for candidate in /tmp/persist/payload.parts "$DEVICE_DIR"/persist-1/payload.parts; do
         [[ -f "$candidate" ]] && { count_file=$candidate; break; }
     done
-    [[ -n "${count_file:-}" ]] || { say "error: payload part 1 is missing (make call 1 again, docs/gpu.md)" >&2; return 1; }
+    [[ -n "${count_file:-}" ]] \
+        || { say "error: payload part 1 is missing (make call 1 again, docs/gpu.md)" >&2; return 1; }
     for k in $(seq 0 $(($(cat "$count_file") - 1))); do
         part=""
         for candidate in /tmp/persist/payload.tar.part-$k "$DEVICE_DIR"/persist-*/payload.tar.part-$k; do
             [[ -f "$candidate" ]] && { part=$candidate; break; }
         done
-        [[ -n "$part" ]] || { say "error: payload part $((k + 1)) is missing (make call $((k + 1)) again)" >&2; return 1; }
+        [[ -n "$part" ]] \
+            || { say "error: payload part $((k + 1)) is missing (make call $((k + 1)) again)" >&2; return 1; }
         parts+=("$part")
     done
     cat "${parts[@]}" > "$SCRATCH/payload.tar"
     mkdir -p "$SCRATCH/payload"
     (cd "$SCRATCH" && sha256sum -c --quiet "$(dirname "$count_file")/payload.tar.sha256") \
-        && tar -xf "$SCRATCH/payload.tar" -C "$SCRATCH/payload" && (cd "$SCRATCH/payload" && sha256sum -c --quiet SHA256SUMS) \
+        && tar -xf "$SCRATCH/payload.tar" -C "$SCRATCH/payload" \
+        && (cd "$SCRATCH/payload" && sha256sum -c --quiet SHA256SUMS) \
         || { say "error: payload.tar: checksum differs (a part is corrupt: prepare and carry it again)" >&2; return 1; }
     ls "$SCRATCH"/payload/*.whl
 }

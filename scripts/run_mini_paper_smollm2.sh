@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The SmolLM2 mini paper end to end: every sweep one job at a time (or --parallel=N), then its tables, figures, analyses report and
-# claims table under results/. Hours on 2 CPU cores (conf/experiment/mini_paper_smollm2.yaml has the estimate), so
-# run it detached, from the repository root:
+# The SmolLM2 mini paper end to end: every sweep one job at a time (or --parallel=N), then its tables, figures,
+# analyses report and claims table under results/. Hours on 2 CPU cores (conf/experiment/mini_paper_smollm2.yaml has
+# the measured times), so run it detached, from the repository root:
 #
 #   nohup scripts/run_mini_paper_smollm2.sh > /dev/null 2>&1 &
 #   tail -f results/smollm2/run.log                # progress: one line per unit started / finished
 #
-# Options: --with-icu (also ICU), --parallel=N (N units at once, each with OMP_NUM_THREADS = cores / N: on 2 cores
-# --parallel=2 finishes ~1.6x sooner than one unit at a time with 2 threads), --dry-run (print what would run, run
-# nothing), --report-only (only the tables, figures and claims, from the units finished so far).
+# Options: --with-icu (also ICU), --parallel=N (N units at once, each with OMP_NUM_THREADS = cores / N; the committed
+# run used --parallel=2 on 2 cores), --dry-run (print what would run, run nothing), --report-only (only the tables,
+# figures and claims, from the units finished so far).
 # Environment: PYTHON (python), OMP_NUM_THREADS (threads per job; default the cores divided by N),
 # TOFU_DATA_DIR (benchmark.data_dir; default the experiments' ../shared/data/tofu), NAME (smollm2_mini_paper: output
 # file stem), CLAIMS_OUT (results/claims.md).
@@ -40,7 +40,8 @@ for arg in "$@"; do
     --report-only) REPORT_ONLY=1 ;;
     --parallel=*)
       PARALLEL=${arg#--parallel=}
-      [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || { echo "error: --parallel needs a positive integer, got '$PARALLEL'" >&2; exit 2; } ;;
+      [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] \
+        || { echo "error: --parallel needs a positive integer, got '$PARALLEL'" >&2; exit 2; } ;;
     *) echo "error: unknown option $arg (known: --with-icu --parallel=N --dry-run --report-only)" >&2; exit 2 ;;
   esac
 done
@@ -66,7 +67,7 @@ samples  samples_n1        experiment=ablation_samples_smollm2 method.handler.nu
 icu      icu               experiment=mini_paper_smollm2_icu method=icu eval=[paper,tofu]
 "
 # IDK, IdkDPO, FLAT and ICU are scored without the analyses suite: no claim reads it for them (C2 compares NPO and
-# PMC; C3 and C6 the GA family and PMC), and on 2 cores it costs ~10 minutes per model.
+# PMC; C3 and C6 the GA family and PMC), and on 2 cores it costs ~5-9 minutes per model.
 # samples_n1 is PMC with n = 1 at 3e-5; its n = 5 partner is fronts_pmc's 3e-5 job (claims.py pairs them by config).
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
