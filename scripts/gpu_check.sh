@@ -15,7 +15,8 @@
 # come back is packed into $OUT/gpu_check.tar.gz (plus $OUT/summary.txt), or into gpu_check_out/ when OUT is unset.
 #
 # Settings (environment): GPU_CHECK_DRY (0), GPU_CHECK_BUDGET_S (total seconds, default 470), GPU_CHECK_DEVICE_DIR,
-# PYTHON (python3), GPU_CHECK_EXTRA (more Hydra overrides for every job, e.g. generation.cache_implementation=static).
+# PYTHON (python3), GPU_CHECK_EXTRA (more Hydra overrides for every job, e.g. generation.cache_implementation=static),
+# GPU_CHECK_MORE (more jobs after the throughput table, each `name=override[,override...]`, run while the budget lasts).
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -166,10 +167,7 @@ run_job pmc "${JOB_LIMITS[0]}" method=pmc
 run_job graddiff "${JOB_LIMITS[1]}" method=graddiff
 run_job npo "${JOB_LIMITS[2]}" method=npo
 
-# --- tables ------------------------------------------------------------------------------------------------------
-$PYTHON scripts/collect.py "$WORK/runs" --name gpu_check --out "$WORK/tables" > "$WORK/logs/collect.log" 2>&1 \
-    && cat "$WORK/tables/gpu_check.md" | tee -a "$SUMMARY" || say "collect.py failed (logs/collect.log)"
-
+# --- throughput ------------------------------------------------------------------------------------------------
 BENCH_LIMIT=$(( $(left) + ARCHIVE_RESERVE_S - 10 ))
 if (( BENCH_LIMIT >= 40 )); then
     RESULTS=(--no-job)  # per-stage times come from the PMC job, never from a job of its own
@@ -182,4 +180,16 @@ if (( BENCH_LIMIT >= 40 )); then
 else
     say "skipped bench_throughput: ${BENCH_LIMIT}s left"
 fi
+
+# --- more jobs while the budget lasts: GPU_CHECK_MORE="name=override[,override...] ..." --------------------------
+# e.g. the rest of the mini paper at this subset (results/README.md):
+#   GPU_CHECK_MORE="ga=method=ga pmc_lr1e-4=method=pmc,method.training.learning_rate=1e-4"
+for spec in ${GPU_CHECK_MORE:-}; do
+    IFS=, read -ra overrides <<< "${spec#*=}"
+    run_job "${spec%%=*}" "${JOB_LIMITS[1]}" "${overrides[@]}"
+done
+
+# --- tables ------------------------------------------------------------------------------------------------------
+$PYTHON scripts/collect.py "$WORK/runs" --name gpu_check --out "$WORK/tables" > "$WORK/logs/collect.log" 2>&1 \
+    && cat "$WORK/tables/gpu_check.md" | tee -a "$SUMMARY" || say "collect.py failed (logs/collect.log)"
 say "done in $((SECONDS - START))s"
