@@ -1,10 +1,13 @@
 """Resumable training: a run directory keeps a checkpoint of everything the rest of the run depends on.
 
 A checkpoint is written at every epoch boundary and, with `every_steps` > 0, after every `every_steps` optimizer
-steps. It holds what accelerate's `save_state` saves (model weights as safetensors, optimizer, scheduler, the RNG
-states of python, numpy, torch and CUDA) and `trainer_state.json`: the loop position and the caller's own state
-(its RNG, the method's state, the current epoch's micro-batch plan). `load_state` reads accelerate's torch files with
-`weights_only=True` (accelerate.utils.load), so nothing is unpickled as code.
+steps, but no sooner than `min_interval_s` seconds after the previous one (or the start of training; 0: at every
+boundary): SmolLM2-135M with its AdamW state is 1.6 GB, longer to write than an epoch of a small job on a GPU, and a
+preempted job needs only a recent checkpoint. It holds what accelerate's `save_state` saves (model weights as
+safetensors, optimizer, scheduler, the RNG states of python, numpy, torch and CUDA) and `trainer_state.json`: the
+loop position and the caller's own state (its RNG, the method's state, the current epoch's micro-batch plan).
+`load_state` reads accelerate's torch files with `weights_only=True` (accelerate.utils.load), so nothing is
+unpickled as code.
 
 A checkpoint is written into a hidden staging directory and renamed into place only once complete
 (`trainer_state.json` last), so a kill while checkpointing leaves the previous checkpoint usable; leftovers of such
@@ -20,6 +23,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic
 
 import torch
 from accelerate import Accelerator
@@ -41,6 +45,7 @@ class CheckpointConfig:
     enabled: bool = True
     every_steps: int = 0  # 0 = at epoch boundaries only
     keep: bool = False  # keep the checkpoints after the run has written results.json
+    min_interval_s: float = 300.0  # no checkpoint sooner than this after the previous one (0: at every boundary)
 
     def __post_init__(self):
         for key in ("enabled", "keep"):
@@ -50,13 +55,23 @@ class CheckpointConfig:
             raise ConfigError(
                 f"checkpoint.every_steps must be an integer >= 0 (0 = epoch boundaries only), got {self.every_steps!r}"
             )
+        if isinstance(self.min_interval_s, bool) or not isinstance(self.min_interval_s, int | float) \
+                or not self.min_interval_s >= 0:
+            raise ConfigError(
+                f"checkpoint.min_interval_s must be a number of seconds >= 0, got {self.min_interval_s!r}"
+            )
 
 
 class Checkpoints:
     """The checkpoints of one training loop, in `directory` (one `step-<n>` folder each; only the newest is kept)."""
 
-    def __init__(self, directory: str | Path, every_steps: int = 0):
-        self.directory, self.every_steps = Path(directory), every_steps
+    def __init__(self, directory: str | Path, every_steps: int = 0, min_interval_s: float = 0.0):
+        self.directory, self.every_steps, self.min_interval_s = Path(directory), every_steps, min_interval_s
+        self.last_saved = monotonic()  # the start of training counts as a save: nothing to lose before it
+
+    def due(self) -> bool:
+        """Whether a checkpoint boundary reached now should be written (min_interval_s since the previous one)."""
+        return monotonic() - self.last_saved >= self.min_interval_s
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint; incomplete ones (a kill while writing) are logged and removed."""
@@ -94,6 +109,7 @@ class Checkpoints:
         for older in self.directory.glob(f"{PREFIX}*"):
             if older != final:
                 shutil.rmtree(older, ignore_errors=True)
+        self.last_saved = monotonic()
 
     def load(self, accelerator: Accelerator, path: Path) -> dict:
         """Restore model, optimizer, scheduler and RNG states from `path`; returns its trainer_state.json."""
@@ -108,6 +124,7 @@ class Checkpoints:
         saved = accelerate_load(path / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl")
         if not torch.equal(saved["torch_manual_seed"], torch.get_rng_state()):
             raise CheckpointError(f"checkpoint {path}: its RNG states could not be restored")
+        self.last_saved = monotonic()  # what came before is in this checkpoint
         return state
 
     def remove(self) -> None:

@@ -92,7 +92,7 @@ def checkpoint_config(cfg: DictConfig) -> CheckpointConfig:
     try:
         checkpoint = CheckpointConfig(**node)
     except TypeError as e:
-        raise ConfigError(f"checkpoint: {e} (keys: enabled, every_steps, keep)") from None
+        raise ConfigError(f"checkpoint: {e} (keys: enabled, every_steps, min_interval_s, keep)") from None
     if checkpoint.enabled and world_size() > 1:
         log.warning("checkpoint.enabled: not supported in a multi-process run yet; this run cannot resume")
         return CheckpointConfig(enabled=False)

@@ -115,7 +115,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      method_batch_size(cfg, batch_size, method))
     checkpoint = checkpoint_config(cfg)
-    checkpoints = Checkpoints(run_dir / "checkpoints", checkpoint.every_steps) if checkpoint.enabled else None
+    checkpoints = (Checkpoints(run_dir / "checkpoints", checkpoint.every_steps, checkpoint.min_interval_s)
+                   if checkpoint.enabled else None)
     train_log = resume_train_log(run_dir / "train_log.jsonl", checkpoints.resume_step() if checkpoints else 0)
 
     def log_step(record: dict) -> None:

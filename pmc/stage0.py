@@ -139,7 +139,9 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
     root = Path(cache_dir)
 
     def resumable(resume_dir: Path) -> Checkpoints | None:
-        return Checkpoints(resume_dir, checkpoint.every_steps) if checkpoint.enabled else None
+        if not checkpoint.enabled:
+            return None
+        return Checkpoints(resume_dir, checkpoint.every_steps, checkpoint.min_interval_s)
 
     built: list[str] = []
     finetune_cfg = TrainingConfig(**model_cfg["finetune"])

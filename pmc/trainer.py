@@ -157,8 +157,9 @@ def optimise(
     training (e.g. ICU has forgotten every item).
 
     With `checkpoints`, a checkpoint is written at every epoch boundary and every `checkpoints.every_steps` optimizer
-    steps, and training resumes from the newest one: the same micro-batch, weights, optimizer, schedule and RNG
-    states as the interrupted run had there, so the rest of training is the same (pmc.checkpoint)."""
+    steps (none sooner than `checkpoints.min_interval_s` after the previous one), and training resumes from the
+    newest one: the same micro-batch, weights, optimizer, schedule and RNG states as the interrupted run had there,
+    so the rest of training is the same (pmc.checkpoint)."""
     if training.epochs == 0:
         model.eval()
         return
@@ -183,6 +184,8 @@ def optimise(
             micro_batches = epoch_batches(first_epoch)
 
     def save_checkpoint(epoch: int, next_micro_batch: int) -> None:
+        if not checkpoints.due():
+            return
         position = {"epoch": epoch, "micro_batch": next_micro_batch, "step": step,
                     "first_epoch_micro_batches": first_count}
         checkpoints.save(accelerator, position, caller_state.save() if caller_state else {})

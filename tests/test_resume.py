@@ -94,6 +94,38 @@ def test_finetune_resumes_to_the_uninterrupted_weights(tmp_path, tokenizer, init
     assert not torch.equal(weights(resumed)["lm_head.weight"], weights(initial_model)["lm_head.weight"])
 
 
+def test_no_checkpoint_sooner_than_min_interval_after_the_previous_one(tmp_path, tokenizer, initial_model,
+                                                                        monkeypatch):
+    """A clock that moves 100 s per optimizer step, a checkpoint due every step but at most one per 250 s: steps 3
+    and 6 are written (300 s and 600 s), not 1, 2, 4 (the epoch boundary at 400 s), 5; the run resumes from step 6
+    to the uninterrupted weights."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr("pmc.checkpoint.monotonic", lambda: clock["now"])
+
+    def ticking(log_step):
+        def tick(record):
+            clock["now"] += 100.0
+            log_step(record)
+        return tick
+
+    reference = copy.deepcopy(initial_model)
+    run_finetune(reference, tokenizer, None, None)
+    checkpoints = Checkpoints(tmp_path, every_steps=1, min_interval_s=250)
+    written = []
+    original_save = Checkpoints.save
+    monkeypatch.setattr(Checkpoints, "save", lambda self, accelerator, position, caller:
+                        (written.append(position["step"]), original_save(self, accelerator, position, caller)))
+    with pytest.raises(Stop):
+        run_finetune(copy.deepcopy(initial_model), tokenizer, checkpoints, ticking(stop_after(7, [])))
+    assert written == [3, 6]
+    assert checkpoints.resume_step() == 6
+    resumed = copy.deepcopy(initial_model)
+    run_finetune(resumed, tokenizer, checkpoints, ticking(lambda record: None))
+    # resumed at 700 s (step 7's tick came before the kill): 9 at 1000 s, the last boundary 12 at 1300 s
+    assert written == [3, 6, 9, 12]
+    assert_same_weights(weights(resumed), weights(reference))
+
+
 def test_without_checkpoints_a_rerun_starts_afresh(tmp_path, tokenizer, initial_model):
     """The stop leaves nothing behind without checkpoints: the control that the resume above is what matches."""
     logs = []
@@ -218,7 +250,8 @@ def test_unreadable_trainer_state_is_a_checkpoint_error(tmp_path, tokenizer, ini
 
 
 @pytest.mark.parametrize("values", [{"every_steps": -1}, {"every_steps": 1.5}, {"every_steps": True},
-                                    {"keep": "yes"}, {"enabled": 1}])
+                                    {"keep": "yes"}, {"enabled": 1}, {"min_interval_s": -1},
+                                    {"min_interval_s": "5m"}, {"min_interval_s": True}])
 def test_bad_checkpoint_config_is_one_config_error(values):
     with pytest.raises(ConfigError, match="checkpoint\\."):
         CheckpointConfig(**values)

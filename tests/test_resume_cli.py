@@ -15,7 +15,8 @@ from conftest import REPO, SMALL
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 # SMALL: 10 forget questions in micro-batches of 8, 2 optimizer steps an epoch, 10 epochs; a checkpoint every step
-OVERRIDES = [*SMALL, "generation.max_new_tokens=24", "checkpoint.every_steps=1"]
+OVERRIDES = [*SMALL, "generation.max_new_tokens=24", "checkpoint.every_steps=1",
+             "checkpoint.min_interval_s=0"]
 
 
 def command(run_dir, cache_dir) -> list[str]:

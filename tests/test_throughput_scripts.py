@@ -54,15 +54,20 @@ def test_gpu_scripts_parse_and_the_device_folder_is_ignored():
 @pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
 def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     env = dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1",
-               GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"))  # TOFU from ../shared, nothing to install
+               GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"),  # TOFU from ../shared, nothing to install
+               # every job keeps its checkpoints (1.6 GB each for SmolLM2): the archive must leave them out
+               GPU_CHECK_EXTRA="checkpoint.keep=true checkpoint.min_interval_s=0",
+               GPU_CHECK_MORE="ga_lr1e-4=method=ga,method.training.learning_rate=1e-4")
     out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     summary = (tmp_path / "summary.txt").read_text()
-    for job in ("pmc", "graddiff", "npo"):
+    for job in ("graddiff", "npo", "pmc", "ga_lr1e-4"):
         assert f"{job}: exit 0" in summary
-    assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # GradDiff and NPO read the stage-0 scores
+    assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # the jobs after the first read stage-0 scores
+    assert "| method=ga method.training.learning_rate=1e-4 | ga |" in summary  # the extra job is in the table
     with tarfile.open(tmp_path / "gpu_check.tar.gz") as archive:
         names = set(archive.getnames())
-    assert {"./runs/pmc/results.json", "./runs/npo/eval/unlearned/tofu.json", "./tables/gpu_check.md",
-            "./tables/throughput.json", "./logs/bench.log", "./summary.txt"} <= names
+    assert {"./runs/pmc/results.json", "./runs/npo/eval/unlearned/tofu.json", "./runs/ga_lr1e-4/results.json",
+            "./tables/gpu_check.md", "./tables/throughput.json", "./logs/bench.log", "./summary.txt"} <= names
+    assert not [name for name in names if "checkpoints" in name]
