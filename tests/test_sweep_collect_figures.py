@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.image  # noqa: E402
 
 from pmc.reporting import tables  # noqa: E402
+from pmc.reporting.figures import distinguishing  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 SEEDS = (0, 1)
@@ -163,3 +164,14 @@ def test_figures_without_results_is_one_line_error(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: no results.json under {tmp_path}"]
     assert not (tmp_path / "figures").exists()
+
+
+def test_dynamics_legend_keeps_only_what_tells_a_methods_settings_apart():
+    """The SmolLM2 fronts: every PMC setting carries experiment=... and max_length=null; only the rate differs."""
+    fronts = "experiment=mini_paper_smollm2_fronts method=pmc method.handler.max_length=null"
+    settings = [f"method.training.learning_rate=3e-05 {fronts}", f"method.training.learning_rate=0.0001 {fronts}"]
+    assert distinguishing(settings) == {settings[0]: "method.training.learning_rate=3e-05",
+                                        settings[1]: "method.training.learning_rate=0.0001"}
+    # a job at the defaults shares nothing with the others: each keeps all its overrides
+    assert distinguishing(["(defaults)", "seed=1 lr=2"]) == {"(defaults)": "", "seed=1 lr=2": "seed=1 lr=2"}
+    assert distinguishing(["seed=1"]) == {"seed=1": ""}

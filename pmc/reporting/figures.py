@@ -183,6 +183,14 @@ def setting_rest(setting: str, method: str, key: str | None = None) -> str:
                     and not (key and o.lstrip("+~").startswith(f"{key}=")))
 
 
+def distinguishing(settings: list[str]) -> dict[str, str]:
+    """Each setting without the overrides every one of them shares: what tells one method's lines apart (a sweep's
+    experiment=..., method=... and fixed options would fill the legend, wider than its panel)."""
+    overrides = {setting: [] if setting == DEFAULTS else setting.split() for setting in settings}
+    shared = set.intersection(*(set(o) for o in overrides.values())) if settings else set()
+    return {setting: " ".join(o for o in overrides[setting] if o not in shared) for setting in settings}
+
+
 def dynamics_figure(per_job: pd.DataFrame, styles: dict, title: str):
     """One row per method, one panel per loss term, one line (mean ± std band over seeds) per setting."""
     unlearned = per_job[per_job["model"] == "unlearned"]
@@ -204,6 +212,7 @@ def dynamics_figure(per_job: pd.DataFrame, styles: dict, title: str):
     for r, (method, terms, runs) in enumerate(rows):
         several = len(runs) > 1
         seeds = max(len(logs) for logs in runs.values())
+        labels = distinguishing(list(runs))
         palette = plt.get_cmap("viridis")
         for c in range(columns):
             ax = axes[r][c]
@@ -217,7 +226,7 @@ def dynamics_figure(per_job: pd.DataFrame, styles: dict, title: str):
                 if not with_term:
                     continue
                 steps = pd.concat(with_term).groupby("step")[term]
-                label = with_seeds(setting_rest(setting, method) or method, len(with_term))
+                label = with_seeds(setting_rest(labels[setting], method) or method, len(with_term))
                 mean, std = steps.mean(), steps.std().fillna(0)
                 ax.plot(mean.index, mean.values, color=colour, linewidth=1.5, label=label)
                 ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
