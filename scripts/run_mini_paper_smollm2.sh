@@ -60,14 +60,12 @@ main     fronts_npo        experiment=mini_paper_smollm2_fronts method=npo
 main     fronts_graddiff   experiment=mini_paper_smollm2_fronts method=graddiff
 main     ga                experiment=mini_paper_smollm2 method=ga
 main     simnpo            experiment=mini_paper_smollm2 method=simnpo
-main     idk               experiment=mini_paper_smollm2 method=idk eval=[paper,tofu]
-main     idkdpo            experiment=mini_paper_smollm2 method=idkdpo eval=[paper,tofu]
-main     flat              experiment=mini_paper_smollm2 method=flat eval=[paper,tofu]
+main     idk               experiment=mini_paper_smollm2 method=idk
+main     idkdpo            experiment=mini_paper_smollm2 method=idkdpo
+main     flat              experiment=mini_paper_smollm2 method=flat
 samples  samples_n1        experiment=ablation_samples_smollm2 method.handler.num_samples=1
-icu      icu               experiment=mini_paper_smollm2_icu method=icu eval=[paper,tofu]
+icu      icu               experiment=mini_paper_smollm2_icu method=icu
 "
-# IDK, IdkDPO, FLAT and ICU are scored without the analyses suite: no claim reads it for them (C2 compares NPO and
-# PMC; C3 and C6 the GA family and PMC), and on 2 cores it costs ~5-9 minutes per model.
 # samples_n1 is PMC with n = 1 at 3e-5; its n = 5 partner is fronts_pmc's 3e-5 job (claims.py pairs them by config).
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
