@@ -39,7 +39,8 @@ say() { echo "[$((SECONDS - START))s] $*" | tee -a "$SUMMARY"; }
 left() { echo $((BUDGET_S - ARCHIVE_RESERVE_S - (SECONDS - START))); }
 
 pack() {
-    tar -czf "$OUT_DIR/gpu_check.tar.gz" -C "$WORK" --exclude='unlearned_model' --exclude='checkpoints' . && cp "$SUMMARY" "$OUT_DIR/"
+    tar -czf "$OUT_DIR/gpu_check.tar.gz" -C "$WORK" --exclude='unlearned_model' --exclude='checkpoints' . \
+        && cp "$SUMMARY" "$OUT_DIR/"
     echo "packed $(du -h "$OUT_DIR/gpu_check.tar.gz" | cut -f1) into $OUT_DIR/gpu_check.tar.gz"
     rm -rf "$WORK" "$SCRATCH"
 }
@@ -60,7 +61,8 @@ else
     TOFU_DIR=$DEVICE_DIR/tofu
     COMMON=(experiment=tofu_subset_smollm2 benchmark.forget_split=forget10 benchmark.num_authors=40 device=cuda
             generation.batch_size=auto)
-    JOB_LIMITS=(240 90)  # H100, 2026-11-26: stage 0 took ~140 s, GradDiff and NPO ~50 s each once it was cached
+    # H100, 2026-11-26: stage 0 ~140 s; then GradDiff's job 88 s (it scored target and retain too), NPO's 65 s
+    JOB_LIMITS=(240 90)
     BENCH=(--steps 20 --questions 256)
     export PMC_CACHE_DIR=/tmp/pmc_cache
 fi
