@@ -36,6 +36,9 @@ class TrainingConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_epsilon: float = 1e-8
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same result
+    # HF Trainer's group_by_length: each epoch's micro-batches hold rows of similar length (less compute on padding);
+    # off by default, as in the references
+    group_by_length: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "adam_betas", tuple(self.adam_betas))  # YAML gives a list

@@ -22,7 +22,7 @@ from accelerate.utils import DistributedType, send_to_device
 from tqdm.auto import tqdm
 
 from pmc.checkpoint import Checkpoints, read_state
-from pmc.core.batches import encode_pairs
+from pmc.core.batches import encode_pairs, epoch_order, pair_length
 from pmc.core.errors import ConfigError, TrainingDiverged
 from pmc.core.losses import answer_nll
 from pmc.core.records import QARecord
@@ -264,10 +264,11 @@ def finetune(
     pairs = [(r.question, r.answer) for r in records]
     plan: dict = {}  # this epoch's order, kept by checkpoints so a mid-epoch resume trains the same micro-batches
 
+    lengths = [pair_length(tokenizer, fmt, q, a) for q, a in pairs] if training.group_by_length else None
+
     def epoch_batches(epoch):
         if plan.get("epoch") != epoch:
-            # sample() draws positions, so this is the permutation rng.sample(pairs, len(pairs)) gives
-            plan.update(epoch=epoch, order=rng.sample(range(len(pairs)), len(pairs)))
+            plan.update(epoch=epoch, order=epoch_order(rng, len(pairs), training.batch_size, lengths))
         shuffled = [pairs[i] for i in plan["order"]]
         return [encode_pairs(tokenizer, fmt, c, training.max_length) for c in _chunks(shuffled, training.batch_size)]
 
@@ -322,7 +323,10 @@ def unlearn(
         if plan.get("epoch") != epoch:
             method.on_epoch_start(run)
             examples = method.forget_examples(run)
-            order = rng.sample(range(len(examples)), len(examples))
+            # grouped by the lengths the rows have now (PMC: the cached answers; "" before the first sampling)
+            lengths = [pair_length(run.tokenizer, run.prompt_format, e.question, e.answer)
+                       for e in examples] if training.group_by_length else None
+            order = epoch_order(rng, len(examples), training.batch_size, lengths)
             chunks = _chunks(order, training.batch_size)
             partners = [[rng.randrange(len(retain)) for _ in chunk] for chunk in chunks] if method.uses_retain else None
             plan.update(epoch=epoch, examples=[[e.question, e.answer, e.paired] for e in examples], chunks=chunks,

@@ -7,12 +7,14 @@ tokenizer (`pair_ids`): training encodes every record every epoch, and the suite
 
 from __future__ import annotations
 
+import random
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from pmc.core.prompts import PromptFormat
 
@@ -87,6 +89,26 @@ def longest_first(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def pair_length(tokenizer, fmt: PromptFormat, question: str, answer: str) -> int:
+    """Tokens of one pair as training encodes it (prompt and answer with its end-of-sequence token)."""
+    prompt, answer_ids = pair_ids(tokenizer, fmt, question, answer)
+    return len(prompt) + len(answer_ids)
+
+
+def epoch_order(rng: random.Random, count: int, batch_size: int, lengths: Sequence[int] | None = None) -> list[int]:
+    """One epoch's order of `count` rows, drawn from `rng`: a plain shuffle, or given the rows' token `lengths`, HF
+    Trainer's `group_by_length` order (transformers' `get_length_grouped_indices`: shuffled, then sorted by length
+    within mega-batches of up to 50 micro-batches, the longest micro-batch first), so that consecutive `batch_size`
+    rows have similar lengths and little compute goes to padding."""
+    if lengths is None:
+        # sample() draws positions, so this is the permutation rng.sample(rows, len(rows)) gives
+        return rng.sample(range(count), count)
+    if len(lengths) != count:
+        raise ValueError(f"epoch_order: {len(lengths)} lengths for {count} rows")
+    generator = torch.Generator().manual_seed(rng.getrandbits(63))
+    return get_length_grouped_indices(list(lengths), batch_size, generator=generator)
 
 
 @contextmanager
