@@ -46,6 +46,17 @@ def records_digest(records: list[QARecord]) -> str:
     return fingerprint([asdict(r) for r in records])
 
 
+# training options added after stage-0 entries were first cached: left out of the key while at these values (what
+# training did before they existed), so adding an option does not make every cached model stale
+KEY_NEUTRAL_OPTIONS = {"group_by_length": False}
+
+
+def training_key(training: TrainingConfig) -> dict:
+    """The training settings a stage-0 cache key hashes."""
+    return {name: value for name, value in asdict(training).items()
+            if name not in KEY_NEUTRAL_OPTIONS or KEY_NEUTRAL_OPTIONS[name] != value}
+
+
 @dataclass
 class Stage0Models:
     target: object
@@ -175,7 +186,7 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
     def fine_tuned(role: str, records: list[QARecord]):
         if model_cfg.get("replay_pretrain"):
             records = records + benchmark.pretrain
-        key = fingerprint(base_key, role, records_digest(records), asdict(finetune_cfg), asdict(fmt))
+        key = fingerprint(base_key, role, records_digest(records), training_key(finetune_cfg), asdict(fmt))
 
         def build(resume_dir: Path):
             model, tokenizer = base()
