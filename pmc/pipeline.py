@@ -152,18 +152,20 @@ def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
 
 def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> int:
     """Set the KV-cache and compile options on the models (copies made later inherit them) and return the number of
-    rows decoded at once: generation.batch_size, or with `auto` what fits beside the first model (for the longest
-    prompt of the benchmark plus max_new_tokens, at most the model's context)."""
+    rows decoded at once: generation.batch_size, or with `auto` what fits beside the first model. Both the static
+    cache and `auto` are sized for the longest decoding evaluation does: the benchmark's longest prompt plus
+    max_new_tokens (or generation.max_length), at most the model's context."""
     g = cfg.generation
-    for model in models:
-        configure_generation(model, g.cache_implementation, g.compile)
-    sequence_length = g.max_new_tokens
-    if g.batch_size == "auto":
+    sequence_length = None
+    if g.batch_size == "auto" or g.cache_implementation == "static":
         questions = {r.question for r in benchmark.forget} | {r.question for records in benchmark.eval_sets.values()
                                                               for r in records}
-        sequence_length += max(len(fmt.prompt_ids(tokenizer, q)) for q in questions)
+        longest_prompt = max(len(fmt.prompt_ids(tokenizer, q)) for q in questions)
+        sequence_length = g.max_length or longest_prompt + g.max_new_tokens
         context = getattr(models[0].config, "max_position_embeddings", None)
         sequence_length = min(sequence_length, context or sequence_length)
+    for model in models:
+        configure_generation(model, g.cache_implementation, g.compile, sequence_length)
     return resolve_batch_size(g.batch_size, models[0], sequence_length)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from transformers import CompileConfig
 from transformers.generation.utils import GenerationMixin
 
@@ -63,6 +64,42 @@ def test_a_static_kv_cache_decodes_the_same_answers(tiny):
         assert decode() == dynamic
     finally:
         configure_generation(model)
+
+
+# 3 batches of 2 rows whose prompts get wider from batch to batch, as PMC's micro-batches or evaluation's splits may
+WIDENING = ["Who?", "What?", "Where is the cat?", "Who wrote the book?",
+            "Where is the quick brown fox going in the lazy world today?", "Why?"]
+
+
+def compiled_decoding_graphs(model, tokenizer, max_cache_len: int | None) -> int:
+    """How many graphs torch.compile traces for the decoding step while greedy evaluation decodes batches whose
+    prompts have different widths. The compile path runs on this CPU through transformers' opt-in for every device
+    and dynamo's eager backend (tracing and guards as on a GPU, no code generation), so it takes seconds."""
+    torch._dynamo.reset()
+    counters.clear()
+    if hasattr(model, "_previous_max_cache_length"):  # transformers' memory of the longest cache so far
+        del model._previous_max_cache_length
+    configure_generation(model, "static", compile=True, max_cache_len=max_cache_len)
+    config = model.generation_config
+    config.compile_config = CompileConfig(backend="eager", fullgraph=False)
+    config.compile_config._compile_all_devices = True
+    greedy_answers(model, tokenizer, PromptFormat(), WIDENING, max_new_tokens=6, batch_size=2)
+    return counters["stats"]["unique_graphs"]
+
+
+def test_a_static_cache_sized_once_compiles_the_decoding_step_once(tiny):
+    """Sized per call, the cache grows with the longest prompt seen so far and the decoding step is traced again
+    (on a GPU: recompiled and its CUDA graphs recorded again); sized for the longest call up front, every call
+    has a cache of the same shape and one graph serves them all, with the same answers."""
+    model, tokenizer = tiny
+    expected = greedy_answers(model, tokenizer, PromptFormat(), WIDENING, max_new_tokens=6, batch_size=2)
+    try:
+        assert compiled_decoding_graphs(model, tokenizer, max_cache_len=None) > 1
+        assert compiled_decoding_graphs(model, tokenizer, max_cache_len=64) == 1
+        assert greedy_answers(model, tokenizer, PromptFormat(), WIDENING, max_new_tokens=6, batch_size=2) == expected
+    finally:
+        configure_generation(model)
+        torch._dynamo.reset()
 
 
 def test_the_options_as_transformers_reads_them_and_the_defaults_leave_the_config_as_loaded(tiny):
@@ -148,3 +185,27 @@ def test_a_run_with_auto_batches_and_a_static_cache_scores_as_before(make_config
     assert fast["eval_cache"]["target"]["paper"] == "miss"  # other generation settings: scored, not read
     for model in ("target", "retain"):
         assert fast["metrics"][model] == plain["metrics"][model]
+
+
+@pytest.mark.parametrize("generation, expected", [
+    ({"cache_implementation": "static", "max_new_tokens": 10, "max_length": None}, "longest prompt + 10"),
+    ({"cache_implementation": "static", "max_new_tokens": None, "max_length": 90}, 90),
+    ({"cache_implementation": None, "max_new_tokens": 10, "max_length": None}, None),
+])
+def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, generation, expected):
+    from omegaconf import OmegaConf
+
+    from pmc.core.records import QABenchmark, QARecord
+    from pmc.pipeline import prepare_generation
+
+    model, tokenizer = tiny
+    records = [QARecord(q, "An answer.") for q in QUESTIONS]
+    benchmark = QABenchmark(name="widths", forget=records[:1], retain=records[1:], eval_sets={"retain": records[1:]})
+    cfg = OmegaConf.create({"generation": {"batch_size": 4, "compile": False, **generation}})
+    try:
+        assert prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark) == 4
+        if expected == "longest prompt + 10":
+            expected = max(len(PromptFormat().prompt_ids(tokenizer, q)) for q in QUESTIONS) + 10
+        assert model.generation_config.max_cache_len == expected
+    finally:
+        configure_generation(model)

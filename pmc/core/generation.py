@@ -160,18 +160,22 @@ def check_generation_options(batch_size, cache_implementation, compile) -> None:
                           "compiles decoding only with a static KV cache")
 
 
-def configure_generation(model, cache_implementation: str | None = None, compile: bool = False) -> None:
+def configure_generation(model, cache_implementation: str | None = None, compile: bool = False,
+                         max_cache_len: int | None = None) -> None:
     """Make these transformers' generation defaults of `model` (copies made later inherit them).
 
-    static: the KV cache is allocated once for the longest call so far, not grown token by token. compile: with a
-    static cache, transformers compiles the decoding step (torch.compile, CUDA graphs) on CUDA devices only; with a
-    static cache and compile=false its automatic compilation is switched off, so the two can be measured apart.
-    The defaults (null, false) leave the model's generation config as loaded."""
+    static: the KV cache is allocated for the whole call, not grown token by token, `max_cache_len` positions long
+    (prompt and answer tokens of the longest call expected) so that every call has a cache of the same shape;
+    without it transformers sizes each call's cache to the longest call so far, and each growth recompiles the
+    decoding step. compile: with a static cache, transformers compiles the decoding step (torch.compile, CUDA graphs)
+    on CUDA devices only; with a static cache and compile=false its automatic compilation is switched off, so the two
+    can be measured apart. The defaults (null, false) leave the model's generation config as loaded."""
     check_generation_options(1, cache_implementation, compile)
     config = model.generation_config
     config.cache_implementation = cache_implementation
     config.compile_config = CompileConfig() if compile else None
     config.disable_compile = None if cache_implementation is None else not compile
+    config.max_cache_len = max_cache_len if cache_implementation == "static" else None
 
 
 def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
@@ -203,7 +207,7 @@ def auto_batch_size(model, sequence_length: int, free_bytes: int) -> int:
     return min(AUTO_MAX_BATCH_SIZE, 2 ** int(math.log2(rows)))
 
 
-def resolve_batch_size(batch_size, model, sequence_length: int) -> int:
+def resolve_batch_size(batch_size, model, sequence_length: int | None) -> int:
     """generation.batch_size as a number: an int as given; `auto` from the free memory of the model's CUDA device
     (auto_batch_size), CPU_BATCH_SIZE elsewhere."""
     check_generation_options(batch_size, None, False)
