@@ -128,3 +128,19 @@ def test_analyses_report_names_the_settings_a_run_changed_in_both_config_formats
     old = {"eval": ["paper", "analyses"], "eval_settings": {"analyses": {"sampling": {"k": 4}}}}
     assert run_settings(old) == ({"sampling": {"k": 4}}, ["sampling.k=4"])
     assert run_settings({"eval": ["analyses"]})[1] == []
+
+
+def test_analyses_report_names_a_methods_second_setting_by_what_it_changed(tmp_path):
+    """Two NPO jobs of one sweep (a retain weight of 1 and of 0) are told apart by the override that differs, not by
+    their job directories' numbers."""
+    from pmc.reporting.analyses import load
+
+    for number, weight in (("0", 1), ("1", 0)):
+        job = tmp_path / number
+        write_job(job, ["method=npo", f"method.handler.retain_weight={weight}"], {}, method="npo")
+        for model in ("target", "retain", "unlearned"):
+            (job / "eval" / model).mkdir(parents=True)
+            (job / "eval" / model / "analyses.json").write_text(json.dumps({"summary": {}, "examples": {}}))
+    models, _, skipped = load([tmp_path])
+    assert not skipped
+    assert list(models) == ["target", "retain", "npo", "npo [method.handler.retain_weight=0]"]

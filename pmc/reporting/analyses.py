@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.metrics.analyses import AnalysesSuite  # noqa: E402
+from pmc.reporting.figures import setting_rest  # noqa: E402
 from pmc.reporting.jobs import REFERENCES, load_jobs, suite_file  # noqa: E402
 from pmc.reporting.tables import markdown_table  # noqa: E402
 
@@ -36,11 +37,11 @@ def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
             skipped.append(str(job.path))
             continue
         first = first or job.results
-        labels = [(m, m) for m in REFERENCES if m not in models] + [("unlearned", job.results.get("method",
-                                                                                                  "unlearned"))]
+        method = job.results.get("method", "unlearned")
+        labels = [(m, m) for m in REFERENCES if m not in models] + [("unlearned", method)]
         for model, label in labels:
-            if label in models:
-                label = f"{label} [{job.path.name}]"
+            if label in models:  # a method's second setting: named by what it changed (the job's name if nothing)
+                label = f"{label} [{setting_rest(job.setting, method) or job.path.name}]"
             models[label] = {"analyses": suite_file(job.path, model, "analyses"),
                              "paper": suite_file(job.path, model, "paper"), "job": str(job.path)}
     return models, first, skipped
