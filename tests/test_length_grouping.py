@@ -56,6 +56,10 @@ def test_grouped_order_is_seeded_and_changes_between_epochs():
     assert epoch_order(first, 40, 4, lengths) != epoch1
 
 
+def test_an_empty_epoch_has_an_empty_order():
+    assert epoch_order(random.Random(0), 0, 4, []) == [] == epoch_order(random.Random(0), 0, 4)
+
+
 def test_lengths_must_cover_every_row():
     with pytest.raises(ValueError, match="3 lengths for 4 rows"):
         epoch_order(random.Random(0), 4, 2, [1, 2, 3])

@@ -107,6 +107,8 @@ def epoch_order(rng: random.Random, count: int, batch_size: int, lengths: Sequen
         return rng.sample(range(count), count)
     if len(lengths) != count:
         raise ValueError(f"epoch_order: {len(lengths)} lengths for {count} rows")
+    if not count:  # an epoch with nothing left to train on (ICU once every item is forgotten)
+        return []
     generator = torch.Generator().manual_seed(rng.getrandbits(63))
     return get_length_grouped_indices(list(lengths), batch_size, generator=generator)
 
