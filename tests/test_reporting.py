@@ -131,16 +131,17 @@ def test_analyses_report_names_the_settings_a_run_changed_in_both_config_formats
 
 
 def test_analyses_report_names_a_methods_second_setting_by_what_it_changed(tmp_path):
-    """Two NPO jobs of one sweep (a retain weight of 1 and of 0) are told apart by the override that differs, not by
-    their job directories' numbers."""
+    """Two NPO jobs (the default retain weight and 0) and a PMC job are told apart by the override that sets one NPO
+    job apart from the other, not by job directories' numbers; PMC, run once, keeps its plain name."""
     from pmc.reporting.analyses import load
 
-    for number, weight in (("0", 1), ("1", 0)):
+    for number, method, extra in (("0", "npo", []), ("1", "npo", ["method.handler.retain_weight=0"]),
+                                  ("2", "pmc", ["method.handler.retain_weight=0"])):
         job = tmp_path / number
-        write_job(job, ["method=npo", f"method.handler.retain_weight={weight}"], {}, method="npo")
+        write_job(job, [f"method={method}", *extra], {}, method=method)
         for model in ("target", "retain", "unlearned"):
             (job / "eval" / model).mkdir(parents=True)
             (job / "eval" / model / "analyses.json").write_text(json.dumps({"summary": {}, "examples": {}}))
     models, _, skipped = load([tmp_path])
     assert not skipped
-    assert list(models) == ["target", "retain", "npo", "npo [method.handler.retain_weight=0]"]
+    assert list(models) == ["target", "retain", "npo", "npo [method.handler.retain_weight=0]", "pmc"]

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.metrics.analyses import AnalysesSuite  # noqa: E402
-from pmc.reporting.figures import setting_rest  # noqa: E402
+from pmc.reporting.figures import distinguishing  # noqa: E402
 from pmc.reporting.jobs import REFERENCES, load_jobs, suite_file  # noqa: E402
 from pmc.reporting.tables import markdown_table  # noqa: E402
 
@@ -29,19 +29,27 @@ SETTINGS_KEYS = (("sampling", "k"), ("sampling", "temperature"), ("sampling", "t
 
 def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
     """model label -> {"analyses": suite file, "paper": suite file or None, "job": dir}; the first job's
-    results.json; jobs without analyses results."""
+    results.json; jobs without analyses results. A method run in several settings is labelled in each by what sets
+    it apart from the method's other settings (`npo [method.handler.retain_weight=0]`), the job's name if nothing."""
     models: dict[str, dict] = {}
-    first, skipped = None, []
+    first, skipped, jobs = None, [], []
     for job in load_jobs(roots)[0]:
         if suite_file(job.path, "unlearned", "analyses") is None:
             skipped.append(str(job.path))
-            continue
+        else:
+            jobs.append((job, job.results.get("method", "unlearned")))
+    settings: dict[str, list[str]] = {}
+    for job, method in jobs:
+        settings.setdefault(method, []).append(job.setting)
+    apart = {method: distinguishing(s) for method, s in settings.items() if len(s) > 1}
+    for job, method in jobs:
         first = first or job.results
-        method = job.results.get("method", "unlearned")
-        labels = [(m, m) for m in REFERENCES if m not in models] + [("unlearned", method)]
+        own = apart.get(method, {}).get(job.setting, "")
+        labels = [(m, m) for m in REFERENCES if m not in models] + [("unlearned", f"{method} [{own}]" if own
+                                                                     else method)]
         for model, label in labels:
-            if label in models:  # a method's second setting: named by what it changed (the job's name if nothing)
-                label = f"{label} [{setting_rest(job.setting, method) or job.path.name}]"
+            if label in models:
+                label = f"{label} [{job.path.name}]"
             models[label] = {"analyses": suite_file(job.path, model, "analyses"),
                              "paper": suite_file(job.path, model, "paper"), "job": str(job.path)}
     return models, first, skipped
