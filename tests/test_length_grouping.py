@@ -74,6 +74,12 @@ def tokenizer():
     return train_tokenizer([t for r in RECORDS for t in (r.question, r.answer)] + ["Question: \nAnswer:"], 200)
 
 
+def mixed_batches(batches) -> int:
+    """Micro-batches holding short and long rows: real lengths differ by more than the one token a question's
+    number can add."""
+    return sum(int(b.attention_mask.sum(1).max() - b.attention_mask.sum(1).min()) > 1 for b in batches)
+
+
 def captured_epochs(monkeypatch, call) -> list[list]:
     """The micro-batches of the first two epochs that `call` hands to the training loop (which is not run)."""
     captured = []
@@ -96,11 +102,9 @@ def test_finetune_trains_every_pair_once_per_epoch_in_groups_of_similar_length(m
     for batches in epochs:
         assert sum(b.input_ids.shape[0] for b in batches) == len(RECORDS)
         assert sum(int((b.labels != IGNORE_INDEX).sum()) for b in batches) == answer_tokens
-        spreads = [int(b.attention_mask.sum(1).max() - b.attention_mask.sum(1).min()) for b in batches]
-        mixed = sum(spread > 1 for spread in spreads)  # micro-batches holding short and long rows
         # grouped: each mega-batch is sorted, so at most one of its 4 micro-batches (where short meets long) mixes;
         # a shuffle mixes most of the 16
-        assert (mixed <= 4) if grouped else (mixed > 8)
+        assert (mixed_batches(batches) <= 4) if grouped else (mixed_batches(batches) > 8)
 
 
 def test_grouped_finetune_pays_less_than_half_the_padding(monkeypatch, tokenizer):
@@ -128,4 +132,4 @@ def test_unlearning_groups_forget_rows_by_length(monkeypatch, tokenizer):
     for batches in epochs:
         forget = [f for f, _ in batches]
         assert sum(f.input_ids.shape[0] for f in forget) == len(RECORDS)
-        assert sum(int(f.attention_mask.sum(1).max() - f.attention_mask.sum(1).min()) > 1 for f in forget) <= 4
+        assert mixed_batches(forget) <= 4
