@@ -24,7 +24,8 @@ fresh_clone() {  # $1: commit, $2: folder; a clone at that commit with its own v
 timed_make_run() {  # $1: clone, $2: log file; prints the wall time in seconds
     local start end
     start=$(date +%s.%N)
-    make -C "$1" run PYTHON="$1/.venv/bin/python" > "$2" 2>&1 || { echo "make run failed, see $2" >&2; exit 1; }
+    make --no-print-directory -C "$1" run PYTHON="$1/.venv/bin/python" > "$2" 2>&1 \
+        || { echo "make run failed, see $2" >&2; exit 1; }
     end=$(date +%s.%N)
     python -c "print(f'{$end - $start:.1f}')"
 }
