@@ -11,9 +11,11 @@ Everything after the options is a Hydra override of the run config (model, bench
 1. The job (unless --no-job or --results): `pmc.run.run_experiment` once, in a temporary directory, with the eval
    cache off (so `eval` is the full scoring of target, retain and unlearned model); its results.json timings_s give
    data, stage0 (built, or read from the stage-0 cache: the table says which), unlearn and eval.
-2. Training: --steps optimiser steps (AdamW, answer-only NLL as every method's retain term) of a copy of the stage-0
-   target on batches of --train-batch retain records cut to method.training.max_length, after 2 warm-up steps;
-   tokens = non-padding tokens of the batches (prompt and answer), forward + backward + step.
+2. Training: --steps optimiser steps of a copy of the stage-0 target through the harness's own loop
+   (`pmc.trainer.finetune`: accelerate, method.training's precision, TF32 on a GPU, its optimiser, clipping and
+   group_by_length; answer-only NLL, every method's retain term) on batches of --train-batch retain records cut to
+   method.training.max_length, after 2 warm-up steps; tokens = non-padding tokens of the batches (prompt and
+   answer), forward + backward + step.
 3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
    the suites decode (generation.max_new_tokens, generation.batch_size; KV cache and compile options applied).
 4. PMC sampling: the same questions, --samples answers each, with the method's temperature and top-p (PMC's, or
@@ -33,6 +35,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,11 +44,13 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
 
+from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import generate_answers  # noqa: E402
-from pmc.core.losses import answer_nll  # noqa: E402
+from pmc.optimisation import TrainingConfig  # noqa: E402
 from pmc.pipeline import instantiate_node, load_stage0, prepare_generation, prompt_format  # noqa: E402
 from pmc.run import method_batch_size, run_experiment  # noqa: E402
+from pmc.trainer import finetune  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 STAGES = ("data", "stage0", "unlearn", "eval")
@@ -76,25 +81,23 @@ def timed(device: torch.device, fn):
     return out, time.perf_counter() - start
 
 
-def training_throughput(model, tokenizer, fmt, records, batch_size: int, max_length: int, steps: int,
+def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig, steps: int,
                         device: torch.device) -> dict:
-    """Tokens/s and steps/s of plain fine-tuning steps on a copy of `model`."""
-    model = copy.deepcopy(model).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    pairs = [(r.question, r.answer) for r in records]
-    batches = [encode_pairs(tokenizer, fmt, [pairs[(i * batch_size + j) % len(pairs)] for j in range(batch_size)],
-                            max_length) for i in range(WARMUP_STEPS + steps)]
+    """Tokens/s and steps/s of `steps` optimiser steps of `finetune` on a copy of `model` (one epoch over
+    steps x batch_size retain records, taken round the list), after an untimed run of the warm-up steps."""
+    model = copy.deepcopy(model)
+    batch_size = training.batch_size
+    one_epoch = replace(training, epochs=1, gradient_accumulation_steps=1)
 
-    def step(batch):
-        loss = answer_nll(model, batch.to(device))
-        loss.backward()
-        optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
+    def records_for(count: int, offset: int = 0) -> list:
+        return [records[(offset + k) % len(records)] for k in range(count * batch_size)]
 
-    for batch in batches[:WARMUP_STEPS]:
-        step(batch)
-    _, seconds = timed(device, lambda: [step(batch) for batch in batches[WARMUP_STEPS:]])
-    tokens = sum(int(batch.attention_mask.sum()) for batch in batches[WARMUP_STEPS:])
+    finetune(model, tokenizer, fmt, records_for(WARMUP_STEPS), one_epoch, seed=0, desc="warm-up")
+    timed_records = records_for(steps, offset=WARMUP_STEPS * batch_size)
+    _, seconds = timed(device, lambda: finetune(model, tokenizer, fmt, timed_records, one_epoch, seed=0,
+                                                desc="timed"))
+    tokens = sum(int(encode_pairs(tokenizer, fmt, [(r.question, r.answer)], training.max_length).attention_mask.sum())
+                 for r in timed_records)
     return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "seconds": seconds, "tokens": tokens}
 
 
@@ -169,8 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     questions = [r.question for records in benchmark.eval_sets.values() for r in records][: args.questions]
     max_new_tokens = cfg.generation.max_new_tokens
 
-    training = training_throughput(model, tokenizer, fmt, benchmark.retain, cfg.method.training.batch_size,
-                                   cfg.method.training.max_length, args.steps, device)
+    training_cfg = check_training(OmegaConf.to_container(cfg.method.training, resolve=True), "method.training")
+    training = training_throughput(model, tokenizer, fmt, benchmark.retain, training_cfg, args.steps, device)
     greedy = decoding_throughput(model, tokenizer, fmt, questions, device, max_new_tokens=max_new_tokens,
                                  batch_size=rows_at_once)
     pmc_batch = method_batch_size(cfg, rows_at_once, sampler)
@@ -187,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
     rows = [
         ("training", f"{training['tokens_per_s']:.0f}", "tokens/s",
-         f"batch {cfg.method.training.batch_size}, max_length {cfg.method.training.max_length}, {args.steps} steps"),
+         f"batch {training_cfg.batch_size}, max_length {training_cfg.max_length}, {training_cfg.precision}"
+         f"{', grouped by length' if training_cfg.group_by_length else ''}, {args.steps} steps"),
         ("training", f"{training['steps_per_s']:.2f}", "steps/s", "forward + backward + AdamW step"),
         ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s", f"{gen}, batch {rows_at_once}"),
         ("PMC sampling", f"{sampled['tokens_per_s']:.0f}", "tokens/s",
@@ -204,7 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(("job: total", f"{sum(timings.values()):.1f}", "s", job["source"]))
     print(table(rows))
     numbers = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-               "dtype": dtype, "model": cfg.model.name, "benchmark": benchmark.name, "training": training,
+               "dtype": dtype, "model": cfg.model.name, "benchmark": benchmark.name,
+               "training": {**training, "batch_size": training_cfg.batch_size, "precision": training_cfg.precision,
+                            "group_by_length": training_cfg.group_by_length},
                "greedy": {**greedy, "batch_size": rows_at_once}, "sampling": {**sampled, "num_samples": samples,
                                                                              "questions_per_call": pmc_batch},
                "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job}

@@ -16,9 +16,12 @@
 #
 # Settings (environment): GPU_CHECK_DRY (0), GPU_CHECK_BUDGET_S (total seconds, default 470), GPU_CHECK_DEVICE_DIR,
 # PYTHON (python3), GPU_CHECK_EXTRA (more Hydra overrides for every job, e.g. generation.cache_implementation=static),
-# GPU_CHECK_MORE (more jobs after the throughput table, each `name=override[,override...]`, run while the budget lasts),
+# GPU_CHECK_MORE (more jobs after NPO and PMC, each `name=override[,override...]`, run while the budget lasts),
 # GPU_CHECK_PMC (the PMC job's overrides; default "method=pmc method.handler.sample_every=epoch", "method=pmc" for the
-# official schedule of sampling inside every micro-batch).
+# official schedule of sampling inside every micro-batch), GPU_CHECK_PARALLEL (1: the jobs after GradDiff, this many
+# at once), GPU_CHECK_RUNS (a folder for the run directories that outlives the call: jobs that finished there are
+# skipped), GPU_CHECK_BENCH (1; 0: no throughput table), GPU_CHECK_BENCH_ARGS (more options and overrides for
+# bench_throughput.py, e.g. "--train-batch 64 method.training.precision=bf16-mixed").
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,21 +31,32 @@ BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
 DEVICE_DIR=${GPU_CHECK_DEVICE_DIR:-$REPO/.device}
 PYTHON=${PYTHON:-python3}
 OUT_DIR=${OUT:-$REPO/gpu_check_out}
+PARALLEL=${GPU_CHECK_PARALLEL:-1}
+[[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || { echo "error: GPU_CHECK_PARALLEL: a positive integer, not '$PARALLEL'" >&2; exit 2; }
+# jobs side by side share the cores: torch processes with every core's threads each slow each other down
+(( PARALLEL > 1 )) && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / PARALLEL > 0 ? $(nproc) / PARALLEL : 1 ))}
 WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)        # what comes back: logs, run directories, tables
 SCRATCH=$(mktemp -d /tmp/gpu_check_scratch.XXXXXX)  # what does not: assembled wheel, dry-run installs and caches
 SUMMARY=$WORK/summary.txt
 ARCHIVE_RESERVE_S=20  # kept for collect.py and packing up
+BENCH_RESERVE_S=45    # kept for the throughput table, after the jobs
+[[ "${GPU_CHECK_BENCH:-1}" == 0 ]] && BENCH_RESERVE_S=0
 START=$SECONDS
-mkdir -p "$OUT_DIR" "$WORK/logs" "$WORK/runs" "$WORK/tables"
+mkdir -p "$OUT_DIR" "$WORK/logs" "$WORK/tables"
+# the jobs' run directories: in the work folder, or in GPU_CHECK_RUNS, kept by the machine while it stays warm, so
+# the same command made again skips the jobs that finished (and resumes one that was cut off from its checkpoint)
+RUNS=${GPU_CHECK_RUNS:-$WORK/runs}
+mkdir -p "$RUNS"
+[[ "$RUNS" == "$WORK/runs" ]] || ln -s "$RUNS" "$WORK/runs"
 
 say() { echo "[$((SECONDS - START))s] $*" | tee -a "$SUMMARY"; }
 left() { echo $((BUDGET_S - ARCHIVE_RESERVE_S - (SECONDS - START))); }
 
 pack() {
-    tar -czf "$OUT_DIR/gpu_check.tar.gz" -C "$WORK" --exclude='unlearned_model' --exclude='checkpoints' . \
+    tar -czhf "$OUT_DIR/gpu_check.tar.gz" -C "$WORK" --exclude='unlearned_model' --exclude='checkpoints' . \
         && cp "$SUMMARY" "$OUT_DIR/"
     echo "packed $(du -h "$OUT_DIR/gpu_check.tar.gz" | cut -f1) into $OUT_DIR/gpu_check.tar.gz"
-    rm -rf "$WORK" "$SCRATCH"
+    rm -rf "$WORK" "$SCRATCH"  # not GPU_CHECK_RUNS: only the link to it
 }
 trap pack EXIT
 
@@ -61,8 +75,10 @@ else
     TOFU_DIR=$DEVICE_DIR/tofu
     COMMON=(experiment=tofu_subset_smollm2 benchmark.forget_split=forget10 benchmark.num_authors=40 device=cuda
             generation.batch_size=auto)
-    # H100, 2026-11-26: stage 0 ~140 s; then GradDiff's job 88 s (it scored target and retain too), NPO's 65 s
-    JOB_LIMITS=(240 90)
+    # H100, 2026-11-26: stage 0 140-170 s, GradDiff's unlearning 27 s, scoring three models 40 s with the paper and
+    # TOFU suites (with analyses too, a first job limited to 240 s was cut while scoring the target); NPO's job 65 s
+    # with stage 0 and its scores cached
+    JOB_LIMITS=(360 90)
     BENCH=(--steps 20 --questions 256)
     export PMC_CACHE_DIR=/tmp/pmc_cache
 fi
@@ -140,18 +156,12 @@ if [[ "$DRY" == 1 ]]; then export PYTHONPATH=$REPO; else export PYTHONPATH=$SITE
 say "$(head -1 "$WORK/logs/env.log")"
 
 # --- the jobs ----------------------------------------------------------------------------------------------------
-run_job() {  # name, limit (s), overrides...
-    local name=$1 limit=$2; shift 2
-    local remaining; remaining=$(left)
-    if (( remaining < 30 )); then say "skipped $name: ${remaining}s left in the budget"; return; fi
-    (( limit > remaining )) && limit=$remaining
-    local t0=$SECONDS
-    timeout --kill-after=10 "$limit" $PYTHON -m pmc.run "${COMMON[@]}" "$@" hydra.run.dir="$WORK/runs/$name" \
-        > "$WORK/logs/$name.log" 2>&1
-    local rc=$?
-    say "$name: exit $rc after $((SECONDS - t0))s (limit ${limit}s)$( ((rc == 124)) && echo ', TIMED OUT')"
-    if [[ -f "$WORK/runs/$name/results.json" ]]; then
-        $PYTHON - "$WORK/runs/$name/results.json" <<'EOF' | tee -a "$SUMMARY"
+# A job's summary block is written in one piece, so jobs running side by side (GPU_CHECK_PARALLEL) do not interleave.
+job_report() {  # name, exit status, seconds, limit
+    local name=$1 rc=$2 seconds=$3 limit=$4
+    echo "[$((SECONDS - START))s] $name: exit $rc after ${seconds}s (limit ${limit}s)$( ((rc == 124)) && echo ', TIMED OUT')"
+    if [[ -f "$RUNS/$name/results.json" ]]; then
+        $PYTHON - "$RUNS/$name/results.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 m = r["metrics"]
@@ -162,47 +172,71 @@ for model in m:
                                         if k in ("unlearn_quality", "utility", "forget_quality", "model_utility")))
 EOF
     else
-        tr '\r' '\n' < "$WORK/logs/$name.log" | grep -v 'it/s' | grep -v '^\s*$' | tail -5 | sed 's/^/   /' \
-            | tee -a "$SUMMARY"
+        tr '\r' '\n' < "$WORK/logs/$name.log" | grep -v 'it/s' | grep -v '^\s*$' | tail -5 | sed 's/^/   /'
     fi
 }
+run_job() {  # name, limit (s), overrides...
+    local name=$1 limit=$2; shift 2
+    if [[ -f "$RUNS/$name/results.json" ]]; then say "$name: done in an earlier call ($RUNS/$name)"; return; fi
+    local remaining; remaining=$(( $(left) - BENCH_RESERVE_S ))
+    if (( remaining < 30 )); then say "skipped $name: ${remaining}s left in the budget"; return; fi
+    (( limit > remaining )) && limit=$remaining
+    local t0=$SECONDS
+    # an interrupted job's run directory is reused: the run resumes from its last checkpoint, if it wrote one
+    timeout --kill-after=10 "$limit" $PYTHON -m pmc.run "${COMMON[@]}" "$@" hydra.run.dir="$RUNS/$name" \
+        > "$WORK/logs/$name.log" 2>&1
+    local rc=$? report
+    report=$(job_report "$name" "$rc" $((SECONDS - t0)) "$limit")
+    printf '%s\n' "$report" | tee -a "$SUMMARY"
+}
+run_later() {  # as run_job, up to PARALLEL at once
+    while (( $(jobs -rp | wc -l) >= PARALLEL )); do wait -n; done
+    run_job "$@" &
+}
 
-# GradDiff first: it builds stage 0 and fills the eval cache in little more time than stage 0 alone, so a slow
-# PMC job can only cost PMC's own result; PMC gets what is left but BENCH_RESERVE_S, kept for the throughput table.
+# GradDiff first and alone: it builds stage 0 and fills the eval cache in little more time than stage 0 alone, so a
+# slow PMC job can only cost PMC's own result. Then NPO, PMC and the GPU_CHECK_MORE jobs, PARALLEL at a time: on a
+# GPU a 135M model is bound by kernel launches, so jobs side by side fill the time one job leaves it idle (their
+# timings_s then measure jobs sharing the GPU, not one job alone). Each job's limit: JOB_LIMITS (PMC and, side by
+# side, every job: what is left), never past the time kept for the throughput table (BENCH_RESERVE_S).
 # PMC samples once per epoch here (GPU_CHECK_PMC): on the H100 the official schedule, 40 answers decoded inside
 # every micro-batch, took 1.91 s per optimiser step, 190 s for the 100 steps, more than the budget leaves it.
-BENCH_RESERVE_S=45
+# GPU_CHECK_MORE="name=override[,override...] ...", e.g. the rest of the mini paper at this subset (docs/gpu.md):
+#   GPU_CHECK_MORE="ga=method=ga pmc_lr1e-4=method=pmc,method.training.learning_rate=1e-4"
 # shellcheck disable=SC2206  # GPU_CHECK_PMC is a list of overrides separated by spaces
 PMC_OVERRIDES=(${GPU_CHECK_PMC:-method=pmc method.handler.sample_every=epoch})
+LATER_LIMIT=${JOB_LIMITS[1]}
+(( PARALLEL > 1 )) && LATER_LIMIT=$BUDGET_S
 run_job graddiff "${JOB_LIMITS[0]}" method=graddiff
-run_job npo "${JOB_LIMITS[1]}" method=npo
-run_job pmc $(( $(left) - BENCH_RESERVE_S )) "${PMC_OVERRIDES[@]}"
+run_later npo "$LATER_LIMIT" method=npo
+run_later pmc "$BUDGET_S" "${PMC_OVERRIDES[@]}"
+for spec in ${GPU_CHECK_MORE:-}; do
+    IFS=, read -ra overrides <<< "${spec#*=}"
+    run_later "${spec%%=*}" "$LATER_LIMIT" "${overrides[@]}"
+done
+wait
 
-# --- throughput ------------------------------------------------------------------------------------------------
+# --- throughput: alone on the device, after the jobs -------------------------------------------------------------
 BENCH_LIMIT=$(( $(left) + ARCHIVE_RESERVE_S - 10 ))
-if (( BENCH_LIMIT >= 40 )); then
+if (( BENCH_RESERVE_S == 0 )); then
+    say "no throughput table (GPU_CHECK_BENCH=0)"
+elif (( BENCH_LIMIT >= 40 )); then
     RESULTS=(--no-job)  # per-stage times come from the PMC job (else GradDiff's), never from a job of its own
     for name in pmc graddiff; do
-        [[ -f "$WORK/runs/$name/results.json" ]] && { RESULTS=(--results "$WORK/runs/$name/results.json"); break; }
+        [[ -f "$RUNS/$name/results.json" ]] && { RESULTS=(--results "$RUNS/$name/results.json"); break; }
     done
     (( BENCH_LIMIT > 120 )) && BENCH_LIMIT=120
+    # shellcheck disable=SC2086  # GPU_CHECK_BENCH_ARGS is a list of options and overrides separated by spaces
     timeout --kill-after=10 "$BENCH_LIMIT" $PYTHON scripts/bench_throughput.py "${BENCH[@]}" "${RESULTS[@]}" \
-        --json "$WORK/tables/throughput.json" "${COMMON[@]}" method=pmc > "$WORK/logs/bench.log" 2>&1
+        --json "$WORK/tables/throughput.json" "${COMMON[@]}" method=pmc ${GPU_CHECK_BENCH_ARGS:-} \
+        > "$WORK/logs/bench.log" 2>&1
     say "bench_throughput: exit $?"
     grep -E '^(device:|\|)' "$WORK/logs/bench.log" | tee -a "$SUMMARY"
 else
     say "skipped bench_throughput: ${BENCH_LIMIT}s left"
 fi
 
-# --- more jobs while the budget lasts: GPU_CHECK_MORE="name=override[,override...] ..." --------------------------
-# e.g. the rest of the mini paper at this subset (results/README.md):
-#   GPU_CHECK_MORE="ga=method=ga pmc_lr1e-4=method=pmc,method.training.learning_rate=1e-4"
-for spec in ${GPU_CHECK_MORE:-}; do
-    IFS=, read -ra overrides <<< "${spec#*=}"
-    run_job "${spec%%=*}" "${JOB_LIMITS[1]}" "${overrides[@]}"
-done
-
 # --- tables ------------------------------------------------------------------------------------------------------
-$PYTHON scripts/collect.py "$WORK/runs" --name gpu_check --out "$WORK/tables" > "$WORK/logs/collect.log" 2>&1 \
+$PYTHON scripts/collect.py "$RUNS" --name gpu_check --out "$WORK/tables" > "$WORK/logs/collect.log" 2>&1 \
     && cat "$WORK/tables/gpu_check.md" | tee -a "$SUMMARY" || say "collect.py failed (logs/collect.log)"
 say "done in $((SECONDS - START))s"

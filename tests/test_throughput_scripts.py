@@ -32,6 +32,9 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, caps
     for measure in ("training", "greedy decoding", "PMC sampling"):
         assert f"| {measure} " in printed
     assert numbers["training"]["tokens"] > 0 and numbers["training"]["tokens_per_s"] > 0
+    # through the harness's own loop, with the run config's precision: the row says which
+    assert numbers["training"]["precision"] == "fp32" and "| batch 2, max_length" not in printed
+    assert any(line.startswith("| training ") and ", fp32, 2 steps" in line for line in printed.splitlines())
     assert numbers["greedy"]["answers"] == 6 and numbers["greedy"]["batch_size"] == 4
     assert numbers["sampling"]["answers"] == 6 * 3 and numbers["sampling"]["questions_per_call"] == 4
     job_rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in printed.splitlines()
@@ -40,6 +43,13 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, caps
                         "job: total": "49.8"}
     assert "built: target, retain" in printed
     assert json.loads((tmp_path / "bench.json").read_text())["job"]["timings_s"]["eval"] == 7.0
+
+
+def test_gpu_check_refuses_a_bad_parallel_setting_before_doing_anything():
+    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, capture_output=True, text=True,
+                         env=dict(os.environ, GPU_CHECK_DRY="1", GPU_CHECK_PARALLEL="two"), timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: GPU_CHECK_PARALLEL: a positive integer, not 'two'"
 
 
 def test_gpu_scripts_parse_and_the_device_folder_is_ignored():
@@ -53,17 +63,22 @@ def test_gpu_scripts_parse_and_the_device_folder_is_ignored():
 @pytest.mark.slow
 @pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
 def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
+    runs = tmp_path / "runs-kept-between-calls"
     env = dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1",
                GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"),  # TOFU from ../shared, nothing to install
                # every job keeps its checkpoints (1.6 GB each for SmolLM2): the archive must leave them out
                GPU_CHECK_EXTRA="checkpoint.keep=true checkpoint.min_interval_s=0",
-               GPU_CHECK_MORE="ga_lr1e-4=method=ga,method.training.learning_rate=1e-4")
+               GPU_CHECK_MORE="ga_lr1e-4=method=ga,method.training.learning_rate=1e-4",
+               GPU_CHECK_PARALLEL="2", GPU_CHECK_RUNS=str(runs))
     out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     summary = (tmp_path / "summary.txt").read_text()
     for job in ("graddiff", "npo", "pmc", "ga_lr1e-4"):
         assert f"{job}: exit 0" in summary
+    # side by side, each job's block stays whole: its exit line is followed by its own timings
+    blocks = summary.split("\n[")
+    assert all("timings_s" in block.splitlines()[1] for block in blocks if ": exit 0 after" in block)
     assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # the jobs after the first read stage-0 scores
     assert "| method=ga method.training.learning_rate=1e-4 | ga |" in summary  # the extra job is in the table
     with tarfile.open(tmp_path / "gpu_check.tar.gz") as archive:
@@ -71,3 +86,14 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     assert {"./runs/pmc/results.json", "./runs/npo/eval/unlearned/tofu.json", "./runs/ga_lr1e-4/results.json",
             "./tables/gpu_check.md", "./tables/throughput.json", "./logs/bench.log", "./summary.txt"} <= names
     assert not [name for name in names if "checkpoints" in name]
+
+    # the same command again, as on a machine still warm: the finished jobs are skipped, a new one runs
+    env.update(GPU_CHECK_BENCH="0", GPU_CHECK_MORE=env["GPU_CHECK_MORE"] + " idk=method=idk")
+    again = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = (tmp_path / "summary.txt").read_text()
+    for job in ("graddiff", "npo", "pmc", "ga_lr1e-4"):
+        assert f"{job}: done in an earlier call ({runs / job})" in summary
+    assert "idk: exit 0" in summary and "no throughput table (GPU_CHECK_BENCH=0)" in summary
+    assert "| method=idk | idk |" in summary and "| method=npo | npo |" in summary  # the table has every job
