@@ -15,7 +15,8 @@ Everything after the options is a Hydra override of the run config (model, bench
    (`pmc.trainer.finetune`: accelerate, method.training's precision, TF32 on a GPU, its optimiser, clipping and
    group_by_length; answer-only NLL, every method's retain term) on batches of --train-batch retain records cut to
    method.training.max_length, after 2 warm-up steps; tokens = non-padding tokens of the batches (prompt and
-   answer), forward + backward + step.
+   answer), forward + backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping,
+   schedule or logging): the ratio of the two is what the harness's own per-step work costs on this device.
 3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
    the suites decode (generation.max_new_tokens, generation.batch_size; KV cache and compile options applied).
 4. PMC sampling: the same questions, --samples answers each, with the method's temperature and top-p (PMC's, or
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import generate_answers  # noqa: E402
+from pmc.core.losses import answer_nll  # noqa: E402
 from pmc.optimisation import TrainingConfig  # noqa: E402
 from pmc.pipeline import instantiate_node, load_stage0, prepare_generation, prompt_format  # noqa: E402
 from pmc.run import method_batch_size, run_experiment  # noqa: E402
@@ -83,22 +85,39 @@ def timed(device: torch.device, fn):
 
 def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig, steps: int,
                         device: torch.device) -> dict:
-    """Tokens/s and steps/s of `steps` optimiser steps of `finetune` on a copy of `model` (one epoch over
-    steps x batch_size retain records, taken round the list), after an untimed run of the warm-up steps."""
-    model = copy.deepcopy(model)
+    """Tokens/s and steps/s of `steps` optimiser steps on a copy of `model`, on steps x batch_size retain records
+    (taken round the list), after an untimed run of the warm-up steps, twice: through the harness's loop
+    (`finetune`, one epoch) and through a plain torch loop on the same records (answer NLL, backward, AdamW step; no
+    accelerate, precision, clipping, schedule or logging), the floor the harness's own per-step work adds to."""
     batch_size = training.batch_size
     one_epoch = replace(training, epochs=1, gradient_accumulation_steps=1)
 
     def records_for(count: int, offset: int = 0) -> list:
         return [records[(offset + k) % len(records)] for k in range(count * batch_size)]
 
-    finetune(model, tokenizer, fmt, records_for(WARMUP_STEPS), one_epoch, seed=0, desc="warm-up")
-    timed_records = records_for(steps, offset=WARMUP_STEPS * batch_size)
-    _, seconds = timed(device, lambda: finetune(model, tokenizer, fmt, timed_records, one_epoch, seed=0,
-                                                desc="timed"))
+    warm_up, timed_records = records_for(WARMUP_STEPS), records_for(steps, offset=WARMUP_STEPS * batch_size)
     tokens = sum(int(encode_pairs(tokenizer, fmt, [(r.question, r.answer)], training.max_length).attention_mask.sum())
                  for r in timed_records)
-    return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "seconds": seconds, "tokens": tokens}
+    harness_model = copy.deepcopy(model)
+    finetune(harness_model, tokenizer, fmt, warm_up, one_epoch, seed=0, desc="warm-up")
+    _, seconds = timed(device, lambda: finetune(harness_model, tokenizer, fmt, timed_records, one_epoch, seed=0,
+                                                desc="timed"))
+
+    plain_model = copy.deepcopy(model).train()
+    optimiser = torch.optim.AdamW(plain_model.parameters(), lr=training.learning_rate)
+
+    def plain_steps(chosen: list) -> None:
+        for k in range(0, len(chosen), batch_size):
+            pairs = [(r.question, r.answer) for r in chosen[k : k + batch_size]]
+            answer_nll(plain_model, encode_pairs(tokenizer, fmt, pairs, training.max_length).to(device)).backward()
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+
+    plain_steps(warm_up)
+    _, plain_seconds = timed(device, lambda: plain_steps(timed_records))
+    return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "seconds": seconds, "tokens": tokens,
+            "plain_loop": {"tokens_per_s": tokens / plain_seconds, "steps_per_s": steps / plain_seconds,
+                           "seconds": plain_seconds}}
 
 
 def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: torch.device, **kwargs) -> dict:
@@ -192,7 +211,11 @@ def main(argv: list[str] | None = None) -> dict:
         ("training", f"{training['tokens_per_s']:.0f}", "tokens/s",
          f"batch {training_cfg.batch_size}, max_length {training_cfg.max_length}, {training_cfg.precision}"
          f"{', grouped by length' if training_cfg.group_by_length else ''}, {args.steps} steps"),
-        ("training", f"{training['steps_per_s']:.2f}", "steps/s", "forward + backward + AdamW step"),
+        ("training", f"{training['steps_per_s']:.2f}", "steps/s", "the harness's loop (accelerate, as a run trains)"),
+        ("training, plain loop", f"{training['plain_loop']['tokens_per_s']:.0f}", "tokens/s",
+         "the same records: forward + backward + AdamW step in plain torch, fp32"),
+        ("training, plain loop", f"{training['plain_loop']['steps_per_s']:.2f}", "steps/s",
+         f"harness / plain: {training['steps_per_s'] / training['plain_loop']['steps_per_s']:.2f}"),
         ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s", f"{gen}, batch {rows_at_once}"),
         ("PMC sampling", f"{sampled['tokens_per_s']:.0f}", "tokens/s",
          f"{gen}, n = {samples}, {pmc_batch} questions x {samples} per call"),

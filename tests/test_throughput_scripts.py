@@ -35,6 +35,10 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, caps
     # through the harness's own loop, with the run config's precision: the row says which
     assert numbers["training"]["precision"] == "fp32" and "| batch 2, max_length" not in printed
     assert any(line.startswith("| training ") and ", fp32, 2 steps" in line for line in printed.splitlines())
+    plain = numbers["training"]["plain_loop"]  # the same steps without the harness: the row gives the ratio
+    assert plain["tokens_per_s"] > 0 and plain["steps_per_s"] == pytest.approx(2 / plain["seconds"])
+    ratio = numbers["training"]["steps_per_s"] / plain["steps_per_s"]
+    assert f"harness / plain: {ratio:.2f}" in printed
     assert numbers["greedy"]["answers"] == 6 and numbers["greedy"]["batch_size"] == 4
     assert numbers["sampling"]["answers"] == 6 * 3 and numbers["sampling"]["questions_per_call"] == 4
     job_rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in printed.splitlines()
