@@ -14,9 +14,10 @@ Everything after the options is a Hydra override of the run config (model, bench
 2. Training: --steps optimiser steps of a copy of the stage-0 target through the harness's own loop
    (`pmc.trainer.finetune`: accelerate, method.training's precision, TF32 on a GPU, its optimiser, clipping and
    group_by_length; answer-only NLL, every method's retain term) on batches of --train-batch retain records cut to
-   method.training.max_length, after 2 warm-up steps; tokens = non-padding tokens of the batches (prompt and
-   answer), forward + backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping,
-   schedule or logging): the ratio of the two is what the harness's own per-step work costs on this device.
+   method.training.max_length, timed after 2 warm-up steps of the same run (steady state: the session's setup is
+   left out); tokens = non-padding tokens (prompt and answer), forward + backward + step. Then the same steps in a
+   plain fp32 torch loop (no accelerate, clipping, schedule or logging): the ratio of the two is what the
+   harness's own per-step work costs on this device.
 3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
    the suites decode (generation.max_new_tokens, generation.batch_size; KV cache and compile options applied).
 4. PMC sampling: the same questions, --samples answers each, with the method's temperature and top-p (PMC's, or
@@ -85,36 +86,42 @@ def timed(device: torch.device, fn):
 
 def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig, steps: int,
                         device: torch.device) -> dict:
-    """Tokens/s and steps/s of `steps` optimiser steps on a copy of `model`, on steps x batch_size retain records
-    (taken round the list), after an untimed run of the warm-up steps, twice: through the harness's loop
-    (`finetune`, one epoch) and through a plain torch loop on the same records (answer NLL, backward, AdamW step; no
-    accelerate, precision, clipping, schedule or logging), the floor the harness's own per-step work adds to."""
+    """Steady-state tokens/s and steps/s of a copy of `model` trained on (warm-up + `steps`) x batch_size retain
+    records (taken round the list), twice: through the harness's loop (`finetune`, one epoch; timed from the end of
+    the warm-up steps to the end, so the session's setup and the optimiser's first allocation stay out) and through
+    a plain torch loop on the same records (answer NLL, backward, AdamW step; no accelerate, precision, clipping,
+    schedule or logging), the floor the harness's own per-step work adds to. Tokens per step: the records'
+    non-padding tokens over all the steps (the harness shuffles them), the same for both loops."""
     batch_size = training.batch_size
     one_epoch = replace(training, epochs=1, gradient_accumulation_steps=1)
+    chosen = [records[k % len(records)] for k in range((WARMUP_STEPS + steps) * batch_size)]
+    tokens = steps / (WARMUP_STEPS + steps) * sum(
+        int(encode_pairs(tokenizer, fmt, [(r.question, r.answer)], training.max_length).attention_mask.sum())
+        for r in chosen)
 
-    def records_for(count: int, offset: int = 0) -> list:
-        return [records[(offset + k) % len(records)] for k in range(count * batch_size)]
+    started = {}
 
-    warm_up, timed_records = records_for(WARMUP_STEPS), records_for(steps, offset=WARMUP_STEPS * batch_size)
-    tokens = sum(int(encode_pairs(tokenizer, fmt, [(r.question, r.answer)], training.max_length).attention_mask.sum())
-                 for r in timed_records)
-    harness_model = copy.deepcopy(model)
-    finetune(harness_model, tokenizer, fmt, warm_up, one_epoch, seed=0, desc="warm-up")
-    _, seconds = timed(device, lambda: finetune(harness_model, tokenizer, fmt, timed_records, one_epoch, seed=0,
-                                                desc="timed"))
+    def mark_warm(entry: dict) -> None:
+        if entry["step"] == WARMUP_STEPS:
+            synchronise(device)
+            started["at"] = time.perf_counter()
+
+    finetune(copy.deepcopy(model), tokenizer, fmt, chosen, one_epoch, seed=0, log_step=mark_warm, desc="harness loop")
+    synchronise(device)
+    seconds = time.perf_counter() - started["at"]
 
     plain_model = copy.deepcopy(model).train()
     optimiser = torch.optim.AdamW(plain_model.parameters(), lr=training.learning_rate)
 
-    def plain_steps(chosen: list) -> None:
-        for k in range(0, len(chosen), batch_size):
-            pairs = [(r.question, r.answer) for r in chosen[k : k + batch_size]]
+    def plain_steps(first: int, count: int) -> None:
+        for k in range(first, first + count):
+            pairs = [(r.question, r.answer) for r in chosen[k * batch_size : (k + 1) * batch_size]]
             answer_nll(plain_model, encode_pairs(tokenizer, fmt, pairs, training.max_length).to(device)).backward()
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
 
-    plain_steps(warm_up)
-    _, plain_seconds = timed(device, lambda: plain_steps(timed_records))
+    plain_steps(0, WARMUP_STEPS)
+    _, plain_seconds = timed(device, lambda: plain_steps(WARMUP_STEPS, steps))
     return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "seconds": seconds, "tokens": tokens,
             "plain_loop": {"tokens_per_s": tokens / plain_seconds, "steps_per_s": steps / plain_seconds,
                            "seconds": plain_seconds}}
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. model=smollm2_135m")
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps: at least 1 timed training step, got {args.steps}")
 
     overrides = list(args.overrides)
     if args.device:

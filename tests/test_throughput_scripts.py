@@ -49,6 +49,12 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, caps
     assert json.loads((tmp_path / "bench.json").read_text())["job"]["timings_s"]["eval"] == 7.0
 
 
+def test_bench_throughput_refuses_zero_training_steps(capsys):
+    with pytest.raises(SystemExit):
+        bench().main(["--steps", "0", "--no-job"])
+    assert "--steps: at least 1 timed training step, got 0" in capsys.readouterr().err
+
+
 def test_gpu_check_refuses_a_bad_parallel_setting_before_doing_anything():
     out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, capture_output=True, text=True,
                          env=dict(os.environ, GPU_CHECK_DRY="1", GPU_CHECK_PARALLEL="two"), timeout=60)
