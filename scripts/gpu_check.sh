@@ -32,9 +32,11 @@ DEVICE_DIR=${GPU_CHECK_DEVICE_DIR:-$REPO/.device}
 PYTHON=${PYTHON:-python3}
 OUT_DIR=${OUT:-$REPO/gpu_check_out}
 PARALLEL=${GPU_CHECK_PARALLEL:-1}
-[[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || { echo "error: GPU_CHECK_PARALLEL: a positive integer, not '$PARALLEL'" >&2; exit 2; }
+[[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] \
+    || { echo "error: GPU_CHECK_PARALLEL: a positive integer, not '$PARALLEL'" >&2; exit 2; }
 # jobs side by side share the cores: torch processes with every core's threads each slow each other down
-(( PARALLEL > 1 )) && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / PARALLEL > 0 ? $(nproc) / PARALLEL : 1 ))}
+THREADS_PER_JOB=$(( $(nproc) / PARALLEL > 0 ? $(nproc) / PARALLEL : 1 ))
+(( PARALLEL > 1 )) && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS_PER_JOB}
 WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)        # what comes back: logs, run directories, tables
 SCRATCH=$(mktemp -d /tmp/gpu_check_scratch.XXXXXX)  # what does not: assembled wheel, dry-run installs and caches
 SUMMARY=$WORK/summary.txt
@@ -159,7 +161,8 @@ say "$(head -1 "$WORK/logs/env.log")"
 # A job's summary block is written in one piece, so jobs running side by side (GPU_CHECK_PARALLEL) do not interleave.
 job_report() {  # name, exit status, seconds, limit
     local name=$1 rc=$2 seconds=$3 limit=$4
-    echo "[$((SECONDS - START))s] $name: exit $rc after ${seconds}s (limit ${limit}s)$( ((rc == 124)) && echo ', TIMED OUT')"
+    local timed_out=""; ((rc == 124)) && timed_out=", TIMED OUT"
+    echo "[$((SECONDS - START))s] $name: exit $rc after ${seconds}s (limit ${limit}s)$timed_out"
     if [[ -f "$RUNS/$name/results.json" ]]; then
         $PYTHON - "$RUNS/$name/results.json" <<'EOF'
 import json, sys

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import tarfile
 
@@ -107,3 +108,18 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
         assert f"{job}: done in an earlier call ({runs / job})" in summary
     assert "idk: exit 0" in summary and "no throughput table (GPU_CHECK_BENCH=0)" in summary
     assert "| method=idk | idk |" in summary and "| method=npo | npo |" in summary  # the table has every job
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
+def test_gpu_check_reports_a_job_cut_by_its_limit_as_timed_out(tmp_path):
+    # 2000 epochs cannot finish in what a 66 s budget leaves the first job: timeout's status must reach the summary
+    env = dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1", GPU_CHECK_BENCH="0",
+               GPU_CHECK_BUDGET_S="66", GPU_CHECK_EXTRA="method.training.epochs=2000",
+               GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"))
+    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = (tmp_path / "summary.txt").read_text()
+    assert re.search(r"graddiff: exit 124 after \d+s \(limit \d+s\), TIMED OUT", summary), summary
+    assert "graddiff: exit 0" not in summary
