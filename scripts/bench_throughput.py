@@ -26,6 +26,12 @@ Everything after the options is a Hydra override of the run config (model, bench
    produced, not the padded positions. Both after one untimed warm-up call (a compiled model compiles there).
 Stage 0 comes from the stage-0 cache (`cache_dir`), built there if absent (the job builds it first).
 --json PATH also writes the table's numbers as JSON.
+--profile DIR: where each step's time goes, from torch.profiler: 3 training steps of the harness's loop (after the
+warm-up steps and one more), one greedy decoding call and one PMC sampling call (after the timed ones), each as wall
+time, time the device was busy (its kernels), kernel launches and synchronisations per training step or per model
+forward (a decoding step; prefill included), printed as a second table; DIR/profile.json holds the numbers and
+DIR/profile_<phase>.txt the 25 operators that took the most time. A device busy for a small share of the wall time
+is waiting for the host: launch overhead and synchronisations, not arithmetic, set the speed.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from torch.profiler import ProfilerActivity, profile, schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
 
@@ -150,12 +157,108 @@ def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
             "eval_cache": results.get("eval_cache"), "source": results_path or "a job run by this script"}
 
 
-def table(rows: list[tuple[str, str, str, str]]) -> str:
-    header = ("measure", "value", "unit", "settings")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    line = lambda cells: "| " + " | ".join(c.rjust(w) if i == 1 else c.ljust(w)
+PROFILED_STEPS = 3
+KERNEL_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+SYNCHRONISATIONS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+MODEL_FORWARD = "aten::embedding"  # once per forward of the model: one per decoding step (and the prefill)
+
+
+def activities(device: torch.device) -> list:
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+
+
+def profiled_call(fn, device: torch.device):
+    """(operator statistics, wall seconds) of one call of fn under torch.profiler; the wall time is that of a second
+    call without the profiler's overhead, from the same RNG state (a sampling call draws the same answers)."""
+    torch.manual_seed(0)
+    with profile(activities=activities(device)) as prof:
+        timed(device, fn)
+    torch.manual_seed(0)
+    _, seconds = timed(device, fn)
+    return prof.key_averages(), seconds
+
+
+def profiled_training(model, tokenizer, fmt, records, training: TrainingConfig, device: torch.device):
+    """Operator statistics of PROFILED_STEPS optimiser steps of the harness's loop, after the warm-up steps and one
+    more (the profiler's own warm-up), the steps counted through the loop's step log."""
+    chosen = [records[k % len(records)]
+              for k in range((WARMUP_STEPS + 1 + PROFILED_STEPS) * training.batch_size)]
+    kept = {}
+    with profile(activities=activities(device), schedule=schedule(wait=WARMUP_STEPS, warmup=1,
+                                                                   active=PROFILED_STEPS, repeat=1),
+                 on_trace_ready=lambda prof: kept.update(events=prof.key_averages())) as prof:
+        one_epoch = replace(training, epochs=1, gradient_accumulation_steps=1)
+        finetune(copy.deepcopy(model), tokenizer, fmt, chosen, one_epoch, seed=0, log_step=lambda _: prof.step(),
+                 desc="profiled")
+    return kept["events"]
+
+
+def profile_phases(directory: Path, model, tokenizer, fmt, records, training_cfg: TrainingConfig, training: dict,
+                   questions: list[str], decoding: dict, sampling: dict, device: torch.device) -> dict:
+    """Profile the three phases (training steps, one greedy decoding call, one sampling call, each call on the first
+    questions that fill one batch) and write them into `directory`; returns their summaries."""
+    training_events = profiled_training(model, tokenizer, fmt, records, training_cfg, device)
+    greedy_events, greedy_seconds = profiled_call(
+        lambda: generate_answers(model, tokenizer, fmt, questions[: decoding["batch_size"]], **decoding), device)
+    sampling_events, sampling_seconds = profiled_call(
+        lambda: generate_answers(model, tokenizer, fmt, questions[: sampling["batch_size"]], **sampling), device)
+    return write_profiles(directory, {
+        # wall time per step: the steady-state steps timed before, without the profiler
+        "training": (training_events, PROFILED_STEPS / training["steps_per_s"], PROFILED_STEPS, "training step"),
+        "greedy": (greedy_events, greedy_seconds, forwards(greedy_events), "model forward"),
+        "sampling": (sampling_events, sampling_seconds, forwards(sampling_events), "model forward"),
+    }, device)
+
+
+def profile_summary(events, seconds: float, units: int, unit: str, device: torch.device) -> dict:
+    """Per unit (a training step, a model forward): wall milliseconds (`seconds`: the same work without the
+    profiler), and on a GPU its busy milliseconds (the kernels' time), kernel launches and synchronisations."""
+    summary = {"unit": unit, "units": units, "wall_ms": 1000 * seconds / units}
+    if device.type == "cuda":
+        count = lambda names: sum(e.count for e in events if e.key in names)
+        device_ms = sum(e.self_device_time_total for e in events) / 1000
+        summary.update(device_busy_ms=device_ms / units, device_busy_share=device_ms / (1000 * seconds),
+                       kernel_launches=count(KERNEL_LAUNCHES) / units, synchronisations=count(SYNCHRONISATIONS) / units)
+    return summary
+
+
+def write_profiles(directory: Path, phases: dict, device: torch.device) -> dict:
+    """profile_<phase>.txt (the 25 costliest operators) and profile.json; returns the summaries."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    summaries = {}
+    for phase, (events, seconds, units, unit) in phases.items():
+        (directory / f"profile_{phase}.txt").write_text(events.table(sort_by=sort_by, row_limit=25))
+        summaries[phase] = profile_summary(events, seconds, units, unit, device)
+    (directory / "profile.json").write_text(json.dumps(summaries, indent=2))
+    return summaries
+
+
+def forwards(events) -> int:
+    return max(1, sum(e.count for e in events if e.key == MODEL_FORWARD))
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A markdown table, its first column left-aligned and the others right-aligned, unless they hold words."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    words = {i for i in range(len(header)) if i == 0 or any(not r[i][:1].isdigit() for r in rows)}
+    line = lambda cells: "| " + " | ".join(c.ljust(w) if i in words else c.rjust(w)
                                            for i, (c, w) in enumerate(zip(cells, widths))) + " |"
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def profile_table(profiles: dict) -> str:
+    """The profiled phases, one row each, per training step or per model forward."""
+    def cells(p: dict) -> tuple[str, ...]:
+        if "device_busy_ms" not in p:  # a CPU run: the operators' table in profile_<phase>.txt says the rest
+            return ("-",) * 4
+        return (f"{p['device_busy_ms']:.2f}", f"{p['device_busy_share']:.0%}", f"{p['kernel_launches']:.0f}",
+                f"{p['synchronisations']:.1f}")
+
+    return table(("phase (per unit, units)", "wall ms", "device busy ms", "busy share", "kernel launches",
+                  "synchronisations"),
+                 [(f"{phase} (per {p['unit']}, {p['units']})", f"{p['wall_ms']:.2f}", *cells(p))
+                  for phase, p in profiles.items()])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -171,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", default=None, help="per-stage times from this results.json instead of a job")
     parser.add_argument("--eval-cache", action="store_true", help="let the job read stage-0 scores from the cache")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--profile", default=None, type=Path,
+                        help="also profile a few steps of each phase with torch.profiler into this folder")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. model=smollm2_135m")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -238,14 +343,23 @@ def main(argv: list[str] | None = None) -> dict:
         rows += [(f"job: {stage}", f"{timings[stage]:.1f}", "s", notes.get(stage, "")) for stage in STAGES
                  if stage in timings]
         rows.append(("job: total", f"{sum(timings.values()):.1f}", "s", job["source"]))
-    print(table(rows))
+    print(table(("measure", "value", "unit", "settings"), rows), flush=True)
+    profiles = None
+    if args.profile:
+        decoding = {"max_new_tokens": max_new_tokens, "batch_size": rows_at_once}
+        sampling = {"max_new_tokens": max_new_tokens, "batch_size": pmc_batch, "num_samples": samples,
+                    "temperature": float(method.get("temperature", 1.25)), "top_p": float(method.get("top_p", 0.95))}
+        profiles = profile_phases(args.profile, model, tokenizer, fmt, benchmark.retain, training_cfg, training,
+                                  questions, decoding, sampling, device)
+        print(profile_table(profiles))
     numbers = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
                "dtype": dtype, "model": cfg.model.name, "benchmark": benchmark.name,
                "training": {**training, "batch_size": training_cfg.batch_size, "precision": training_cfg.precision,
                             "group_by_length": training_cfg.group_by_length},
                "greedy": {**greedy, "batch_size": rows_at_once}, "sampling": {**sampled, "num_samples": samples,
                                                                              "questions_per_call": pmc_batch},
-               "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job}
+               "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job,
+               "profile": profiles}
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))
     return numbers

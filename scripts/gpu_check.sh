@@ -2,7 +2,8 @@
 # The GPU path end to end, as one prepared command for a lent GPU machine (docs/gpu.md): within 8 minutes on one GPU,
 # SmolLM2-135M-Instruct on TOFU forget10 within a 40-author subset: stage 0 (target and retain), then GradDiff, NPO
 # and PMC, each scored with the paper and TOFU suites (the stage-0 scores once, through the eval cache), the results
-# table (scripts/collect.py) and the throughput table (scripts/bench_throughput.py).
+# table (scripts/collect.py) and the throughput table (scripts/bench_throughput.py, with its profile of where each
+# training step's and decoding step's time goes).
 #
 #   bash scripts/gpu_check.sh                 # on the GPU machine, after scripts/prepare_device.sh here
 #   GPU_CHECK_DRY=1 bash scripts/gpu_check.sh # the same pipeline on this CPU with the tiny model (~2 minutes)
@@ -41,7 +42,7 @@ WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)        # what comes back: logs, run dire
 SCRATCH=$(mktemp -d /tmp/gpu_check_scratch.XXXXXX)  # what does not: assembled wheel, dry-run installs and caches
 SUMMARY=$WORK/summary.txt
 ARCHIVE_RESERVE_S=20  # kept for collect.py and packing up
-BENCH_RESERVE_S=45    # kept for the throughput table, after the jobs
+BENCH_RESERVE_S=60    # kept for the throughput table and its profile, after the jobs
 [[ "${GPU_CHECK_BENCH:-1}" == 0 ]] && BENCH_RESERVE_S=0
 START=$SECONDS
 mkdir -p "$OUT_DIR" "$WORK/logs" "$WORK/tables"
@@ -231,10 +232,12 @@ elif (( BENCH_LIMIT >= 40 )); then
     (( BENCH_LIMIT > 120 )) && BENCH_LIMIT=120
     # shellcheck disable=SC2086  # GPU_CHECK_BENCH_ARGS is a list of options and overrides separated by spaces
     timeout --kill-after=10 "$BENCH_LIMIT" $PYTHON scripts/bench_throughput.py "${BENCH[@]}" "${RESULTS[@]}" \
-        --json "$WORK/tables/throughput.json" "${COMMON[@]}" method=pmc ${GPU_CHECK_BENCH_ARGS:-} \
+        --json "$WORK/tables/throughput.json" --profile "$WORK/tables/profile" "${COMMON[@]}" method=pmc \
+        ${GPU_CHECK_BENCH_ARGS:-} \
         > "$WORK/logs/bench.log" 2>&1
     say "bench_throughput: exit $?"
-    grep -E '^(device:|\|)' "$WORK/logs/bench.log" | tee -a "$SUMMARY"
+    # progress bars end with a carriage return, not a new line: the device line may share a line with one
+    tr '\r' '\n' < "$WORK/logs/bench.log" | grep -E '^(device:|\|)' | tee -a "$SUMMARY"
 else
     say "skipped bench_throughput: ${BENCH_LIMIT}s left"
 fi

@@ -11,6 +11,7 @@ import subprocess
 import tarfile
 
 import pytest
+import torch
 from conftest import REPO, SMALL, TOFU_DIR
 
 
@@ -26,8 +27,8 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, caps
     results.write_text(json.dumps({"timings_s": {"data": 0.5, "stage0": 12.0, "unlearn": 30.25, "eval": 7.0},
                                    "stage0": {"built_in_this_run": ["tiny-target-0123", "tiny-retain-4567"]}}))
     numbers = bench().main(["--results", str(results), "--steps", "2", "--questions", "6", "--samples", "3",
-                            "--gen-batch", "4", "--json", str(tmp_path / "bench.json"), *SMALL,
-                            f"cache_dir={stage0_cache}"])
+                            "--gen-batch", "4", "--json", str(tmp_path / "bench.json"), "--profile",
+                            str(tmp_path / "profile"), *SMALL, f"cache_dir={stage0_cache}"])
     printed = capsys.readouterr().out
     assert printed.startswith("device: ") and "torch " in printed and "float32" in printed
     for measure in ("training", "greedy decoding", "PMC sampling"):
@@ -48,6 +49,27 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, caps
                         "job: total": "49.8"}
     assert "built: target, retain" in printed
     assert json.loads((tmp_path / "bench.json").read_text())["job"]["timings_s"]["eval"] == 7.0
+    # --profile: one row per phase, per training step or model forward; on a CPU no device columns
+    profile = numbers["profile"]
+    assert profile["training"]["units"] == 3 and profile["training"]["wall_ms"] == pytest.approx(
+        1000 / numbers["training"]["steps_per_s"])
+    assert profile["greedy"]["unit"] == "model forward" and profile["greedy"]["units"] >= 2  # prefill + a step
+    assert "device_busy_ms" not in profile["sampling"]
+    assert "| training (per training step, 3) " in printed and "| greedy (per model forward, " in printed
+    assert json.loads((tmp_path / "profile" / "profile.json").read_text()) == profile
+    for phase in ("training", "greedy", "sampling"):
+        assert "aten::mm" in (tmp_path / "profile" / f"profile_{phase}.txt").read_text()
+
+
+def test_profile_summary_per_unit_on_a_gpu_from_operator_statistics():
+    event = lambda key, count, device_us: type("Event", (), {"key": key, "count": count,
+                                                           "self_device_time_total": device_us})()
+    events = [event("cudaLaunchKernel", 6, 0), event("aten::mm", 3, 1500.0), event("cudaStreamSynchronize", 2, 0),
+              event("aten::embedding", 3, 0)]
+    summary = bench().profile_summary(events, 0.010, 3, "model forward", torch.device("cuda"))
+    assert summary == pytest.approx({"unit": "model forward", "units": 3, "wall_ms": 10 / 3, "device_busy_ms": 0.5,
+                                     "device_busy_share": 0.15, "kernel_launches": 2.0, "synchronisations": 2 / 3})
+    assert bench().forwards(events) == 3
 
 
 def test_bench_throughput_refuses_zero_training_steps(capsys):
@@ -92,10 +114,12 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     assert all("timings_s" in block.splitlines()[1] for block in blocks if ": exit 0 after" in block)
     assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # the jobs after the first read stage-0 scores
     assert "| method=ga method.training.learning_rate=1e-4 | ga |" in summary  # the extra job is in the table
+    assert "\ndevice: " in summary and "| greedy (per model forward, " in summary  # the throughput table and profile
     with tarfile.open(tmp_path / "gpu_check.tar.gz") as archive:
         names = set(archive.getnames())
     assert {"./runs/pmc/results.json", "./runs/npo/eval/unlearned/tofu.json", "./runs/ga_lr1e-4/results.json",
-            "./tables/gpu_check.md", "./tables/throughput.json", "./logs/bench.log", "./summary.txt"} <= names
+            "./tables/gpu_check.md", "./tables/throughput.json", "./logs/bench.log", "./summary.txt",
+            "./tables/profile/profile.json", "./tables/profile/profile_greedy.txt"} <= names
     assert not [name for name in names if "checkpoints" in name]
 
     # the same command again, as on a machine still warm: the finished jobs are skipped, a new one runs
