@@ -11,6 +11,7 @@ several under DDP, FSDP or DeepSpeed ZeRO-3 (an accelerate config: conf/accelera
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sized
@@ -219,16 +220,16 @@ def optimise(
                     with accelerator.accumulate(prepared):
                         with accelerator.autocast():
                             terms = compute_loss(prepared, send_to_device(micro_batch, accelerator.device))
-                        loss = terms["loss"]
-                        if not torch.isfinite(loss):
+                        values = host_values(terms)
+                        if not math.isfinite(values["loss"]):
                             raise TrainingDiverged(
-                                f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                f"{desc}: loss became {values['loss']} at epoch {epoch + 1}, step {step + 1}; "
                                 "lower the learning rate or check the data"
                             )
                         # divided by `accumulation` even in a short group: HF Trainer's (and DeepSpeed's) weighting
-                        accelerator.backward(loss)
-                        for name, value in terms.items():
-                            logged[name] = logged.get(name, 0.0) + float(value.detach()) / group_size
+                        accelerator.backward(terms["loss"])
+                        for name, value in values.items():
+                            logged[name] = logged.get(name, 0.0) + value / group_size
                         if accelerator.sync_gradients:
                             if training.max_grad_norm:
                                 accelerator.clip_grad_norm_(prepared.parameters(), training.max_grad_norm)
@@ -249,6 +250,19 @@ def optimise(
                     save_checkpoint(epoch + 1, 0)
     finally:
         _finish_session(session, model, training, storage_dtypes)
+
+
+def host_values(terms: dict) -> dict[str, float]:
+    """Every named loss term as a float, those on the loss's device copied to the host together: one wait for the
+    device per micro-batch, not one per term (a GPU that waits for the host between its kernels idles)."""
+    device = terms["loss"].device
+    together = [name for name, value in terms.items() if torch.is_tensor(value) and value.device == device]
+    values = {name: float(value) for name, value in terms.items() if name not in together}  # host tensors, numbers
+    if together:  # in float64 (exact for every narrower float, as float() reads it) where the device has it
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        stacked = torch.stack([terms[name].detach().to(wide).reshape(()) for name in together])
+        values.update(zip(together, stacked.tolist()))
+    return {name: values[name] for name in terms}
 
 
 def _chunks(items: list, size: int) -> list[list]:

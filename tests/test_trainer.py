@@ -22,7 +22,7 @@ from pmc.optimisation import (
     optimizer_steps_per_epoch,
     warmup_steps,
 )
-from pmc.trainer import LazyMicroBatches, optimise, unlearn
+from pmc.trainer import LazyMicroBatches, host_values, optimise, unlearn
 
 
 class Scalar(torch.nn.Module):
@@ -62,6 +62,16 @@ def test_nan_on_first_step_leaves_parameters_untouched():
 
 
 # --- accumulation, logging, clipping ---------------------------------------------------------------------------
+
+
+def test_host_values_copies_the_loss_device_terms_together_and_keeps_the_order():
+    w = torch.tensor(2.0, requires_grad=True)
+    third = torch.tensor(1 / 3, dtype=torch.float64)  # not rounded to float32 on the way
+    terms = {"aux": torch.tensor([0.25]), "loss": w * 3, "count": 7, "third": third}
+    values = host_values(terms)
+    assert values == {"aux": 0.25, "loss": 6.0, "count": 7.0, "third": 1 / 3}
+    assert list(values) == list(terms) and all(type(v) is float for v in values.values())
+    assert math.isnan(host_values({"loss": torch.tensor(float("nan"))})["loss"])  # the loop's divergence check reads it
 
 
 def run_recorded(training: TrainingConfig, coefficients: list[float]):
