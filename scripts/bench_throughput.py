@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
@@ -216,7 +217,9 @@ def profile_summary(events, seconds: float, units: int, unit: str, device: torch
     summary = {"unit": unit, "units": units, "wall_ms": 1000 * seconds / units}
     if device.type == "cuda":
         count = lambda names: sum(e.count for e in events if e.key in names)
-        device_ms = sum(e.self_device_time_total for e in events) / 1000
+        # the kernels' own events: an operator's self device time counts its kernels again (as torch's table sums)
+        device_ms = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA
+                        and not getattr(e, "is_user_annotation", False)) / 1000
         summary.update(device_busy_ms=device_ms / units, device_busy_share=device_ms / (1000 * seconds),
                        kernel_launches=count(KERNEL_LAUNCHES) / units, synchronisations=count(SYNCHRONISATIONS) / units)
     return summary

@@ -13,6 +13,7 @@ import tarfile
 import pytest
 import torch
 from conftest import REPO, SMALL, TOFU_DIR
+from torch.autograd import DeviceType
 
 
 def bench():
@@ -62,10 +63,13 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, caps
 
 
 def test_profile_summary_per_unit_on_a_gpu_from_operator_statistics():
-    event = lambda key, count, device_us: type("Event", (), {"key": key, "count": count,
-                                                           "self_device_time_total": device_us})()
+    def event(key, count, device_us, on=DeviceType.CPU):
+        return type("Event", (), {"key": key, "count": count, "self_device_time_total": device_us,
+                                  "device_type": on, "is_user_annotation": False})()
+
+    # aten::mm's self device time is its kernel's, which has an event of its own: counted once
     events = [event("cudaLaunchKernel", 6, 0), event("aten::mm", 3, 1500.0), event("cudaStreamSynchronize", 2, 0),
-              event("aten::embedding", 3, 0)]
+              event("aten::embedding", 3, 0), event("sm90_xmma_gemm_f32f32", 3, 1500.0, DeviceType.CUDA)]
     summary = bench().profile_summary(events, 0.010, 3, "model forward", torch.device("cuda"))
     assert summary == pytest.approx({"unit": "model forward", "units": 3, "wall_ms": 10 / 3, "device_busy_ms": 0.5,
                                      "device_busy_share": 0.15, "kernel_launches": 2.0, "synchronisations": 2 / 3})
