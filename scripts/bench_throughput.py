@@ -92,6 +92,18 @@ def timed(device: torch.device, fn):
     return out, time.perf_counter() - start
 
 
+def round_the_list(records: list, steps: int, batch_size: int) -> list:
+    """steps x batch_size records, taken round the list."""
+    return [records[k % len(records)] for k in range(steps * batch_size)]
+
+
+def harness_steps(model, tokenizer, fmt, chosen: list, training: TrainingConfig, log_step, desc: str) -> None:
+    """The harness's loop (`finetune`: one epoch, no accumulation) on a copy of `model`, one step per batch_size of
+    `chosen`; log_step is called after each optimiser step."""
+    finetune(copy.deepcopy(model), tokenizer, fmt, chosen, replace(training, epochs=1, gradient_accumulation_steps=1),
+             seed=0, log_step=log_step, desc=desc)
+
+
 def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig, steps: int,
                         device: torch.device) -> dict:
     """Steady-state tokens/s and steps/s of a copy of `model` trained on (warm-up + `steps`) x batch_size retain
@@ -101,8 +113,7 @@ def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig
     schedule or logging), the floor the harness's own per-step work adds to. Tokens per step: the records'
     non-padding tokens over all the steps (the harness shuffles them), the same for both loops."""
     batch_size = training.batch_size
-    one_epoch = replace(training, epochs=1, gradient_accumulation_steps=1)
-    chosen = [records[k % len(records)] for k in range((WARMUP_STEPS + steps) * batch_size)]
+    chosen = round_the_list(records, WARMUP_STEPS + steps, batch_size)
     tokens = steps / (WARMUP_STEPS + steps) * sum(
         int(encode_pairs(tokenizer, fmt, [(r.question, r.answer)], training.max_length).attention_mask.sum())
         for r in chosen)
@@ -114,7 +125,7 @@ def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig
             synchronise(device)
             started["at"] = time.perf_counter()
 
-    finetune(copy.deepcopy(model), tokenizer, fmt, chosen, one_epoch, seed=0, log_step=mark_warm, desc="harness loop")
+    harness_steps(model, tokenizer, fmt, chosen, training, mark_warm, "harness loop")
     synchronise(device)
     seconds = time.perf_counter() - started["at"]
 
@@ -182,15 +193,12 @@ def profiled_call(fn, device: torch.device):
 def profiled_training(model, tokenizer, fmt, records, training: TrainingConfig, device: torch.device):
     """Operator statistics of PROFILED_STEPS optimiser steps of the harness's loop, after the warm-up steps and one
     more (the profiler's own warm-up), the steps counted through the loop's step log."""
-    chosen = [records[k % len(records)]
-              for k in range((WARMUP_STEPS + 1 + PROFILED_STEPS) * training.batch_size)]
+    chosen = round_the_list(records, WARMUP_STEPS + 1 + PROFILED_STEPS, training.batch_size)
     kept = {}
     with profile(activities=activities(device), schedule=schedule(wait=WARMUP_STEPS, warmup=1,
                                                                    active=PROFILED_STEPS, repeat=1),
                  on_trace_ready=lambda prof: kept.update(events=prof.key_averages())) as prof:
-        one_epoch = replace(training, epochs=1, gradient_accumulation_steps=1)
-        finetune(copy.deepcopy(model), tokenizer, fmt, chosen, one_epoch, seed=0, log_step=lambda _: prof.step(),
-                 desc="profiled")
+        harness_steps(model, tokenizer, fmt, chosen, training, lambda _: prof.step(), "profiled")
     return kept["events"]
 
 
