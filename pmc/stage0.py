@@ -3,7 +3,9 @@
 Both are cached on disk as safetensors under a key that hashes everything that determines them (model config,
 prompt format, training records, training settings, seed), so later runs and every job of a sweep reuse them.
 A cache entry appears atomically (written to a temporary directory, then renamed) under a file lock: concurrent
-jobs build it once, and nobody reads a half-written checkpoint. The OS releases the lock if its holder dies. Each
+jobs build it once, and nobody reads a half-written checkpoint. The OS releases the lock if its holder dies. A job
+builds first the entries no other job is building and waits for the others after, so two jobs started together
+build target and retain side by side. Each
 entry's manifest (stage0.json, written last) holds every file's size and sha256: an entry that no longer matches it
 is rebuilt, never loaded.
 """
@@ -21,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from pmc.checkpoint import CheckpointConfig, Checkpoints
 from pmc.core.errors import ConfigError
@@ -105,8 +107,11 @@ def _remove(directory: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def cached(root: Path, name: str, build: Callable[[Path], tuple], on_build: Callable[[str], None]) -> tuple:
+def cached(root: Path, name: str, build: Callable[[Path], tuple], on_build: Callable[[str], None],
+           wait: bool = True) -> tuple | None:
     """(model, tokenizer) from root/name, building and saving it first if absent or corrupt (once, under a lock).
+    wait=False: None at once when another process holds the entry's lock (it is building the entry), so the caller
+    can build another entry meanwhile.
 
     build(resume_dir) may keep training checkpoints in resume_dir (beside the entry, named after it): a build killed
     part-way resumes from there in the next run that needs the entry; it is removed once the entry is in place.
@@ -116,7 +121,11 @@ def cached(root: Path, name: str, build: Callable[[Path], tuple], on_build: Call
     """
     final = root / name
     root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final) + ".lock"):
+    try:
+        lock = FileLock(str(final) + ".lock").acquire(blocking=wait)
+    except Timeout:
+        return None
+    with lock:
         for leftover in root.glob(f".{name}.*-*"):  # staging or removal directories of jobs killed under this lock
             shutil.rmtree(leftover, ignore_errors=True)
         problem = entry_problem(final) if final.exists() else None
@@ -183,7 +192,7 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
                      desc="stage0: pretrain tiny on utility sets", checkpoints=resumable(resume_dir))
         return model, tokenizer
 
-    def fine_tuned(role: str, records: list[QARecord]):
+    def fine_tuned(role: str, records: list[QARecord], wait: bool):
         if model_cfg.get("replay_pretrain"):
             records = records + benchmark.pretrain
         key = fingerprint(base_key, role, records_digest(records), training_key(finetune_cfg), asdict(fmt))
@@ -196,14 +205,22 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
             return model, tokenizer
 
         name = f"{model_cfg['name']}-{role}-{key[:16]}"
-        return cached(root, name, build, built.append), str(root / name)
+        model = cached(root, name, build, built.append, wait)
+        return None if model is None else (model, str(root / name))
 
     checkpoints = {}
     models = {}
+    to_build = []
     for role, records, explicit in (("target", benchmark.full, target_path), ("retain", benchmark.retain, retain_path)):
         if explicit:
             models[role], checkpoints[role] = load_checkpoint(explicit), str(explicit)
         else:
-            models[role], checkpoints[role] = fine_tuned(role, records)
+            to_build.append((role, records))
+    # first the entries no other job is building, then wait for the rest: jobs of a sweep started together build
+    # target and retain side by side (a small model leaves a GPU mostly idle), not one after the other
+    for wait in (False, True):
+        for role, records in to_build:
+            if role not in models and (found := fine_tuned(role, records, wait)) is not None:
+                models[role], checkpoints[role] = found
     (target, tokenizer), (retain, _) = models["target"], models["retain"]
     return Stage0Models(target.to(device), retain.to(device), tokenizer, checkpoints, built)

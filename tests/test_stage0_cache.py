@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,41 @@ def test_two_concurrent_jobs_train_stage0_once(tmp_path):
     assert sorted(built) == sorted(set(built)), "a cache entry was trained twice"
     assert len(built) == 3 and {name.split("-")[1] for name in built} == {"base", "target", "retain"}
     assert not list(tmp_path.glob(".*tmp*")), "a temporary build directory was left behind"
+
+
+def hold_lock(path):
+    """A process holding the file lock at `path` (as a job building that entry would) until a line on its stdin."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from filelock import FileLock
+        with FileLock({str(path)!r}):
+            print("locked", flush=True)
+            sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_job_builds_the_entry_no_other_job_is_building_first(tmp_path):
+    """While another job holds the target's lock, a job builds the retain model instead of waiting, then waits for
+    the target: two jobs started together build the two side by side."""
+    names = {role: Path(path).name for role, path in finish(start_builder(tmp_path / "first"))["checkpoints"].items()}
+    cache = tmp_path / "second"
+    cache.mkdir()
+    holder = hold_lock(cache / f"{names['target']}.lock")
+    builder = start_builder(cache)
+    try:
+        for _ in range(600):  # the retain model appears while the target's lock is still held
+            if (cache / names["retain"] / "stage0.json").is_file() or builder.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert (cache / names["retain"] / "stage0.json").is_file(), "the retain model was not built meanwhile"
+        assert builder.poll() is None, "the job did not wait for the target model held by the other job"
+        assert not (cache / names["target"]).exists()
+    finally:
+        holder.communicate("release\n", timeout=30)
+    built = [name.split("-")[1] for name in finish(builder)["built"]]
+    assert built == ["base", "retain", "target"]  # the other job stopped without building it: this one did
 
 
 def test_a_killed_builder_does_not_block_the_cache(tmp_path):
