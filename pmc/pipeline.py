@@ -190,6 +190,9 @@ def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], ru
     """Run every selected metric suite on every model; writes eval/<model>/<suite>.json and returns the summaries
     and where each came from (results.json's "eval_cache").
 
+    The greedy answers every suite will ask for are planned first, so that each model's are decoded in one call
+    (EvalContext.greedy_answers), at its first request.
+
     Per suite, the stage-0 models (cache.roles) are scored first, through the eval cache (read when another job
     already scored them); then the other models, with the stage-0 results at hand for the metrics that compare
     (TOFU's forget quality and MUSE's PrivLeak use the retain model's)."""
@@ -197,6 +200,8 @@ def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], ru
     provenance: dict[str, dict] = {name: {} for name in models}
     stage0 = {name: models[name] for name in cache.roles}
     with timed(timings, "eval"):
+        ctx.plan_greedy_answers(q for suite in suites.values() for split in suite.greedy_questions(ctx).values()
+                                for q in split)
         for name, suite in suites.items():
             known, status = cache.results(name, suite.settings(), lambda score=suite.evaluate: score(stage0, ctx))
             results = {**known, **suite.evaluate(models, ctx, known)}

@@ -24,6 +24,10 @@ Everything after the options is a Hydra override of the run config (model, bench
    T = 1.25, top-p 0.95), questions per call as a PMC run gets them.
    Generated tokens = the answers re-tokenised (without special tokens) + 1 end-of-sequence each: what the model
    produced, not the padded positions. Both after one untimed warm-up call (a compiled model compiles there).
+5. Evaluation's greedy answers of one model (the selected suites' splits, eval=[...]): split by split (one call per
+   distinct question list, as the suites ask for them) and planned (every distinct question in one call, longest
+   prompt first, as a run decodes them: EvalContext.greedy_answers), both timed here, with decoding calls and the
+   ratio of the two times.
 Stage 0 comes from the stage-0 cache (`cache_dir`), built there if absent (the job builds it first).
 --json PATH also writes the table's numbers as JSON.
 --profile DIR: where each step's time goes, from torch.profiler: 3 training steps of the harness's loop (after the
@@ -56,10 +60,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
-from pmc.core.generation import generate_answers  # noqa: E402
+from pmc.core.generation import generate_answers, greedy_answers  # noqa: E402
 from pmc.core.losses import answer_nll  # noqa: E402
 from pmc.optimisation import TrainingConfig  # noqa: E402
-from pmc.pipeline import instantiate_node, load_stage0, prepare_generation, prompt_format  # noqa: E402
+from pmc.pipeline import (  # noqa: E402
+    eval_context,
+    instantiate_node,
+    load_stage0,
+    metric_suites,
+    prepare_generation,
+    prompt_format,
+)
 from pmc.run import method_batch_size, run_experiment  # noqa: E402
 from pmc.trainer import finetune  # noqa: E402
 
@@ -153,6 +164,31 @@ def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: tor
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for row in answers for a in row)
     return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens, "answers": len(answers[0]) *
             len(answers)}
+
+
+def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, device: torch.device) -> dict:
+    """One model's evaluation greedy answers, decoded split by split and planned (point 5 of the docstring)."""
+    ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_size)
+    splits = list(dict.fromkeys(tuple(questions) for suite in metric_suites(cfg).values()
+                                for questions in suite.greedy_questions(ctx).values()))
+    distinct = list(dict.fromkeys(q for questions in splits for q in questions))
+
+    def split_by_split():
+        for questions in splits:
+            greedy_answers(model, tokenizer, fmt, list(questions), batch_size=batch_size, **ctx.answer_length())
+
+    def planned():
+        fresh = eval_context(cfg, tokenizer, fmt, benchmark, batch_size)
+        fresh.plan_greedy_answers(distinct)
+        fresh.greedy_answers(model, list(splits[0]))
+
+    _, split_seconds = timed(device, split_by_split)
+    _, planned_seconds = timed(device, planned)
+    calls = lambda n: -(-n // batch_size)
+    return {"splits": len(splits), "answers": sum(map(len, splits)), "distinct": len(distinct),
+            "batch_size": batch_size,
+            "split_by_split": {"seconds": split_seconds, "calls": sum(calls(len(q)) for q in splits)},
+            "planned": {"seconds": planned_seconds, "calls": calls(len(distinct))}}
 
 
 def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
@@ -325,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
                                   batch_size=pmc_batch, num_samples=samples,
                                   temperature=float(method.get("temperature", 1.25)),
                                   top_p=float(method.get("top_p", 0.95)))
+    evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, rows_at_once, device)
 
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     print(f"device: {device_name(device)} [{device.type}]; torch {torch.__version__}; model {cfg.model.name} "
@@ -344,6 +381,12 @@ def main(argv: list[str] | None = None) -> dict:
         ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s", f"{gen}, batch {rows_at_once}"),
         ("PMC sampling", f"{sampled['tokens_per_s']:.0f}", "tokens/s",
          f"{gen}, n = {samples}, {pmc_batch} questions x {samples} per call"),
+        ("evaluation decoding, split by split", f"{evaluation['split_by_split']['seconds']:.2f}", "s",
+         f"one model, eval=[{','.join(cfg.eval)}]: {evaluation['splits']} splits, {evaluation['answers']} answers, "
+         f"{evaluation['split_by_split']['calls']} calls of up to {rows_at_once} rows"),
+        ("evaluation decoding, planned", f"{evaluation['planned']['seconds']:.2f}", "s",
+         f"{evaluation['distinct']} distinct questions, {evaluation['planned']['calls']} calls; split by split / "
+         f"planned: {evaluation['split_by_split']['seconds'] / evaluation['planned']['seconds']:.2f}"),
     ]
     if job is not None:
         built = ("built: " + ", ".join(name.split("-")[1] for name in job["stage0_built"])
@@ -369,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "group_by_length": training_cfg.group_by_length},
                "greedy": {**greedy, "batch_size": rows_at_once}, "sampling": {**sampled, "num_samples": samples,
                                                                              "questions_per_call": pmc_batch},
+               "evaluation_decoding": evaluation,
                "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job,
                "profile": profiles}
     if args.json:

@@ -198,11 +198,13 @@ run_later() {  # as run_job, up to PARALLEL at once
     run_job "$@" &
 }
 
-# GradDiff first and alone: it builds stage 0 and fills the eval cache in little more time than stage 0 alone, so a
-# slow PMC job can only cost PMC's own result. Then NPO, PMC and the GPU_CHECK_MORE jobs, PARALLEL at a time: on a
-# GPU a 135M model is bound by kernel launches, so jobs side by side fill the time one job leaves it idle (their
-# timings_s then measure jobs sharing the GPU, not one job alone). Each job's limit: JOB_LIMITS (PMC and, side by
-# side, every job: what is left), never past the time kept for the throughput table (BENCH_RESERVE_S).
+# GradDiff first: it builds stage 0 and fills the eval cache in little more time than stage 0 alone, so a slow PMC
+# job can only cost PMC's own result. With PARALLEL > 1, NPO starts beside it: each job builds first the stage-0
+# model the other is not building (pmc/stage0.py), so the two build target and retain side by side. Then PMC and
+# the GPU_CHECK_MORE jobs, PARALLEL at a time: on a GPU a 135M model is bound by kernel launches, so jobs side by
+# side fill the time one job leaves it idle (their timings_s then measure jobs sharing the GPU, not one job alone).
+# Each job's limit: JOB_LIMITS (PMC and, side by side, every job after the first two: what is left), never past
+# the time kept for the throughput table (BENCH_RESERVE_S).
 # PMC samples once per epoch here (GPU_CHECK_PMC): on the H100 the official schedule, 40 answers decoded inside
 # every micro-batch, took 1.91 s per optimiser step, 190 s for the 100 steps, more than the budget leaves it.
 # GPU_CHECK_MORE="name=override[,override...] ...", e.g. the rest of the mini paper at this subset (docs/gpu.md):
@@ -211,8 +213,14 @@ run_later() {  # as run_job, up to PARALLEL at once
 PMC_OVERRIDES=(${GPU_CHECK_PMC:-method=pmc method.handler.sample_every=epoch})
 LATER_LIMIT=${JOB_LIMITS[1]}
 (( PARALLEL > 1 )) && LATER_LIMIT=$BUDGET_S
-run_job graddiff "${JOB_LIMITS[0]}" method=graddiff
-run_later npo "$LATER_LIMIT" method=npo
+if (( PARALLEL > 1 )); then
+    run_job graddiff "${JOB_LIMITS[0]}" method=graddiff &
+    run_job npo "${JOB_LIMITS[0]}" method=npo &
+    wait
+else
+    run_job graddiff "${JOB_LIMITS[0]}" method=graddiff
+    run_later npo "$LATER_LIMIT" method=npo
+fi
 run_later pmc "$BUDGET_S" "${PMC_OVERRIDES[@]}"
 for spec in ${GPU_CHECK_MORE:-}; do
     IFS=, read -ra overrides <<< "${spec#*=}"

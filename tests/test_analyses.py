@@ -283,8 +283,9 @@ def test_prefill_continues_the_prefilled_answer(monkeypatch):
     monkeypatch.setattr(leak, "generate_answers", scripted)
     summary, fixed, answer = leak.prefill(None, ctx_for(records), records, leak.PrefillSettings(), 9, "m")
     question_prompt = PromptFormat().prompt_ids(tok, "sky")
+    assert len(seen) == 1 and len(seen[0]) == 3  # both prefills in one call: 2 fixed, 1 answer prefix
     assert seen[0][0] == question_prompt + [ID["The"], ID["answer"], ID["is:"]]  # trailing space dropped
-    assert seen[1] == [question_prompt + [ID["the"]]]
+    assert seen[0][2] == question_prompt + [ID["the"]]
     assert [r["rouge"] for r in fixed] == pytest.approx([3 / 5, 0.0])  # "sky is blue" in "the sky is blue today"
     assert answer == [{"question": "sky", "prefix": "the", "reference": "sky is blue today",
                        "continuation": "sky is red", "rouge": pytest.approx(0.5)}]

@@ -209,3 +209,63 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
         assert model.generation_config.max_cache_len == expected
     finally:
         configure_generation(model)
+
+
+# --- evaluation decodes every suite's greedy questions of a model together --------------------------------------------
+
+
+def rows_per_generate_call(monkeypatch) -> list[list[int]]:
+    """Per model.generate call from now on, each row's prompt length (its unpadded tokens)."""
+    calls: list[list[int]] = []
+    generate = GenerationMixin.generate
+
+    def record(model, *args, **kwargs):
+        calls.append(kwargs["attention_mask"].sum(-1).tolist())
+        return generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", record)
+    return calls
+
+
+def test_planned_questions_are_decoded_together_longest_first_each_once(tiny, monkeypatch):
+    """The suites' question lists (overlapping, one with a repeat) cost full batches of distinct questions in one
+    call at the first request, longest prompt first; every list still gets the answers of decoding each of its
+    questions alone."""
+    from benchmarks.metrics.common import EvalContext
+
+    model, tokenizer = tiny
+    fmt = PromptFormat()
+    splits = [QUESTIONS[:2], WIDENING, QUESTIONS[1:] + QUESTIONS[1:3]]
+    distinct = list(dict.fromkeys(q for split in splits for q in split))
+    assert len(distinct) == 6
+    alone = {q: greedy_answers(model, tokenizer, fmt, [q], max_new_tokens=12, batch_size=1)[0] for q in distinct}
+    calls = rows_per_generate_call(monkeypatch)
+    ctx = EvalContext(tokenizer, fmt, benchmark=None, max_new_tokens=12, batch_size=4)
+    ctx.plan_greedy_answers(q for split in splits for q in split)
+    for split in splits:
+        assert ctx.greedy_answers(model, split) == [alone[q] for q in split]
+    prompt_lengths = sorted((len(fmt.prompt_ids(tokenizer, q)) for q in distinct), reverse=True)
+    assert calls == [prompt_lengths[:4], prompt_lengths[4:]]  # 6 distinct questions, 4 rows a call (not 5 calls)
+
+    unplanned = greedy_answers(model, tokenizer, fmt, ["Why not?"], max_new_tokens=12, batch_size=1)[0]
+    calls.clear()  # a question nobody planned: decoded alone, at its request; the planned ones are not decoded again
+    assert ctx.greedy_answers(model, ["Why not?", "Who?"]) == [unplanned, alone["Who?"]]
+    assert calls == [[len(fmt.prompt_ids(tokenizer, "Why not?"))]]
+
+
+def test_a_run_decodes_each_models_distinct_questions_in_full_batches(make_config, tmp_path, monkeypatch):
+    """In a run with the paper and TOFU suites, each model's greedy answers cost ceil(distinct / batch_size)
+    decoding calls over the questions of both suites, not one call or more per split."""
+    from hydra.utils import instantiate
+
+    cfg = make_config("method=graddiff", "method.training.epochs=1", "eval=[paper,tofu]",
+                      "generation.batch_size=16", "eval_cache=false")
+    calls = rows_per_generate_call(monkeypatch)
+    run_experiment(cfg, tmp_path)
+    benchmark = instantiate(cfg.benchmark)
+    sets = benchmark.eval_sets  # the paper's retain term: the whole retain split (fewer than 400 records)
+    distinct = {r.question for split in ("forget", "retain", "world_facts", "real_authors") for r in sets[split]}
+    distinct |= {r.paraphrased_question for r in sets["forget"]} | {r.question for r in benchmark.retain}
+    full, rest = divmod(len(distinct), 16)
+    assert full >= 2
+    assert [len(rows) for rows in calls] == ([16] * full + [rest] * (rest > 0)) * 3  # target, retain, unlearned

@@ -13,6 +13,7 @@ import tarfile
 import pytest
 import torch
 from conftest import REPO, SMALL, TOFU_DIR
+from hydra.utils import instantiate
 from torch.autograd import DeviceType
 
 
@@ -23,7 +24,7 @@ def bench():
     return module
 
 
-def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, capsys):
+def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, tmp_path, capsys):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"timings_s": {"data": 0.5, "stage0": 12.0, "unlearn": 30.25, "eval": 7.0},
                                    "stage0": {"built_in_this_run": ["tiny-target-0123", "tiny-retain-4567"]}}))
@@ -44,6 +45,20 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, tmp_path, caps
     assert f"harness / plain: {ratio:.2f}" in printed
     assert numbers["greedy"]["answers"] == 6 and numbers["greedy"]["batch_size"] == 4
     assert numbers["sampling"]["answers"] == 6 * 3 and numbers["sampling"]["questions_per_call"] == 4
+    # one model's evaluation answers (eval=[paper] by default): its 5 splits, then their distinct questions at once
+    evaluation = numbers["evaluation_decoding"]
+    benchmark = instantiate(make_config().benchmark)
+    sets = benchmark.eval_sets
+    splits = [[r.question for r in sets["forget"]], [r.question for r in benchmark.retain],
+              [r.question for r in sets["world_facts"]], [r.question for r in sets["real_authors"]],
+              [r.paraphrased_question for r in sets["forget"]]]
+    distinct = {q for split in splits for q in split}
+    assert (evaluation["splits"], evaluation["answers"], evaluation["distinct"]) == (
+        5, sum(map(len, splits)), len(distinct))
+    assert evaluation["split_by_split"]["calls"] == sum(-(-len(split) // 4) for split in splits)
+    assert evaluation["planned"]["calls"] == -(-len(distinct) // 4)
+    times = evaluation["split_by_split"]["seconds"] / evaluation["planned"]["seconds"]
+    assert "| evaluation decoding, planned " in printed and f"split by split / planned: {times:.2f}" in printed
     job_rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in printed.splitlines()
                 if line.startswith("| job: ")}
     assert job_rows == {"job: data": "0.5", "job: stage0": "12.0", "job: unlearn": "30.2", "job: eval": "7.0",

@@ -10,7 +10,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import ClassVar, Mapping
+from typing import ClassVar, Iterable, Mapping
 
 from pmc.core.errors import ConfigError
 from pmc.core.generation import greedy_answers
@@ -21,9 +21,10 @@ from pmc.core.records import QABenchmark
 class EvalContext:
     """What every suite needs besides the models.
 
-    One context scores one fixed set of models: greedy answers are remembered per (model, questions), so suites
-    asking the same questions (paper and tofu both score the plain forget/retain/utility questions) decode once.
-    Build a fresh context if a model's weights change.
+    One context scores one fixed set of models: greedy answers are remembered per model and question, so suites
+    asking the same questions (paper and tofu both score the plain forget/retain/utility questions) decode once,
+    and the questions every selected suite will ask (`plan_greedy_answers`) are decoded together, in one call per
+    model (`greedy_answers`). Build a fresh context if a model's weights change.
 
     A suite's own settings are the fields of its Suite object, not part of the context.
     """
@@ -36,7 +37,8 @@ class EvalContext:
     max_length: int | None = None  # token budget of a scored question+answer; None: the model's context size
     # greedy answers' budget as prompt + answer tokens (the official evaluation's max_length) instead of max_new_tokens
     generation_max_length: int | None = None
-    _answers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _planned: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    _answers: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # id -> (model, {q: answer})
 
     def answer_length(self) -> dict:
         """The length argument of greedy decoding: max_length (prompt included; the official evaluation's) when
@@ -45,16 +47,35 @@ class EvalContext:
             return {"max_length": self.generation_max_length}
         return {"max_new_tokens": self.max_new_tokens}
 
+    def plan_greedy_answers(self, questions: Iterable[str]) -> None:
+        """The questions the selected suites will ask every model for greedy answers (Suite.greedy_questions): the
+        first request for a model decodes them all."""
+        self._planned = tuple(dict.fromkeys(questions))
+
     def greedy_answers(self, model, questions: list[str], desc: str | None = None) -> list[str]:
         """Greedy answers (max_new_tokens, or generation_max_length tokens with the prompt; batch_size rows at a
-        time), decoded once per model and question list."""
-        key = (id(model), tuple(questions))
-        hit = self._answers.get(key)
-        if hit is None or hit[0] is not model:  # the model is kept in the entry, so its id cannot be reused
-            answers = greedy_answers(model, self.tokenizer, self.prompt_format, list(questions),
-                                     batch_size=self.batch_size, desc=desc, **self.answer_length())
-            hit = self._answers[key] = (model, answers)
-        return list(hit[1])
+        time), each question decoded once per model.
+
+        A request with questions not decoded yet decodes them together with every planned question not decoded
+        yet, in one call, longest prompt first. A decoding pass costs a small model on a GPU about the same for 8
+        rows as for 512, so the suites' splits (6 of them, from 20 to 400 questions) go through a few full batches
+        instead of one part-filled batch each, and a question asked twice (the paper's retain draws with
+        replacement) is decoded once. Rows of similar prompt length share a batch, so little goes to padding."""
+        entry = self._answers.get(id(model))
+        if entry is None or entry[0] is not model:  # the model is kept in the entry, so its id cannot be reused
+            entry = self._answers[id(model)] = (model, {})
+        known = entry[1]
+        missing = [q for q in dict.fromkeys(questions) if q not in known]
+        if missing:
+            pool = list(dict.fromkeys([*missing, *(q for q in self._planned if q not in known)]))
+            length = {q: len(self.prompt_format.prompt_ids(self.tokenizer, q)) for q in pool}
+            pool.sort(key=length.__getitem__, reverse=True)
+            if desc and len(pool) > len(missing):
+                desc = f"{desc} + {len(pool) - len(missing)} planned questions"
+            known.update(zip(pool, greedy_answers(model, self.tokenizer, self.prompt_format, pool,
+                                                  batch_size=self.batch_size, desc=desc, **self.answer_length()),
+                             strict=True))
+        return [known[q] for q in questions]
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,11 @@ class Suite:
     def evaluate(self, models: dict, ctx: EvalContext,
                  known: Mapping[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
         raise NotImplementedError
+
+    def greedy_questions(self, ctx: EvalContext) -> dict[str, list[str]]:
+        """Per split, the questions this suite asks every model for greedy answers through `ctx.greedy_answers`;
+        the pipeline plans them all (EvalContext.plan_greedy_answers) so that they are decoded together."""
+        return {}
 
     def settings(self) -> dict:
         """The suite as its config node: `_target_` and every setting (defaults included, nested ones as dicts), what

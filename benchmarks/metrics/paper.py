@@ -114,6 +114,9 @@ class PaperSuite(Suite):
             if getattr(self, key) < low:
                 raise self.invalid(key, getattr(self, key), f"an integer >= {low}")
 
+    def greedy_questions(self, ctx: EvalContext) -> dict[str, list[str]]:
+        return {split: [q for q, _, _ in triples] for split, triples in _splits(ctx, self).items()}
+
     def score_model(self, model, ctx: EvalContext, label: str = "") -> SuiteResult:
         examples, recall = {}, {}
         for split, triples in _splits(ctx, self).items():

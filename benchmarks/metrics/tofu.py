@@ -192,6 +192,9 @@ class TofuSuite(Suite):
 
     name = "tofu"
 
+    def greedy_questions(self, ctx: EvalContext) -> dict[str, list[str]]:
+        return {set_name: [r.question for r in records] for set_name, records in eval_sets(ctx).items()}
+
     def evaluate(self, models: dict, ctx: EvalContext,
                  known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
         """Scores the models without a result in `known`; the retain model's forget-set truth ratios come from its

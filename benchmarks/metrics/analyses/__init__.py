@@ -109,6 +109,9 @@ class AnalysesSuite(Suite):
         if self.examples < 0:
             raise self.invalid("examples", self.examples, "a non-negative integer")
 
+    def greedy_questions(self, ctx: EvalContext) -> dict[str, list[str]]:
+        return {"forget": [r.question for r in forget_records(ctx, self.max_questions)]}  # response quality's
+
     def evaluate(self, models: dict, ctx: EvalContext,
                  known: dict[str, SuiteResult] | None = None) -> dict[str, SuiteResult]:
         """Scores the models without a result in `known`. The references are needed as models even when their own
