@@ -15,8 +15,8 @@ from pmc.pipeline import eval_context
 
 
 def _context(**lengths) -> EvalContext:
-    return EvalContext(tokenizer=None, prompt_format=PromptFormat(), benchmark=None,
-                       batch_size=4, **lengths)
+    words = lambda text: {"input_ids": text.split()}  # the context orders questions by their prompts' length
+    return EvalContext(tokenizer=words, prompt_format=PromptFormat(), benchmark=None, batch_size=4, **lengths)
 
 
 @pytest.mark.parametrize(("lengths", "expected"), [
