@@ -132,6 +132,11 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     blocks = summary.split("\n[")
     assert all("timings_s" in block.splitlines()[1] for block in blocks if ": exit 0 after" in block)
     assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # the jobs after the first read stage-0 scores
+    # GradDiff and NPO started together and built stage 0 between them: one the target, the other the retain model
+    built = {job: set(re.findall(r"'tiny-(\w+)-", re.search(rf"\] {job}: exit 0.*\n.*stage 0 built: (.*)",
+                                                              summary).group(1))) for job in ("graddiff", "npo")}
+    assert built["graddiff"] and built["npo"] and not built["graddiff"] & built["npo"], built
+    assert {"target", "retain"} <= built["graddiff"] | built["npo"], built
     assert "| method=ga method.training.learning_rate=1e-4 | ga |" in summary  # the extra job is in the table
     assert "\ndevice: " in summary and "| greedy (per model forward, " in summary  # the throughput table and profile
     with tarfile.open(tmp_path / "gpu_check.tar.gz") as archive:
