@@ -50,7 +50,7 @@ def records_digest(records: list[QARecord]) -> str:
 
 # training options added after stage-0 entries were first cached: left out of the key while at these values (what
 # training did before they existed), so adding an option does not make every cached model stale
-KEY_NEUTRAL_OPTIONS = {"group_by_length": False}
+KEY_NEUTRAL_OPTIONS = {"group_by_length": False, "compile": False}
 
 
 def training_key(training: TrainingConfig) -> dict:

@@ -12,12 +12,12 @@ Everything after the options is a Hydra override of the run config (model, bench
    cache off (so `eval` is the full scoring of target, retain and unlearned model); its results.json timings_s give
    data, stage0 (built, or read from the stage-0 cache: the table says which), unlearn and eval.
 2. Training: --steps optimiser steps of a copy of the stage-0 target through the harness's own loop
-   (`pmc.trainer.finetune`: accelerate, method.training's precision, TF32 on a GPU, its optimiser, clipping and
-   group_by_length; answer-only NLL, every method's retain term) on batches of --train-batch retain records cut to
-   method.training.max_length, timed after 2 warm-up steps of the same run (steady state: the session's setup is
-   left out); tokens = non-padding tokens (prompt and answer), forward + backward + step. Then the same steps in a
-   plain fp32 torch loop (no accelerate, clipping, schedule or logging): the ratio of the two is what the
-   harness's own per-step work costs on this device.
+   (`pmc.trainer.finetune`: accelerate, method.training's precision, TF32 on a GPU, its optimiser, clipping,
+   group_by_length and compile; answer-only NLL, every method's retain term) on batches of --train-batch retain
+   records cut to method.training.max_length, timed after 2 warm-up steps of the same run (steady state: the
+   session's setup and a compile are left out); tokens = non-padding tokens (prompt and answer), forward +
+   backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping, schedule, logging or
+   compile): the ratio of the two is what the harness's own per-step work costs, or with compile gains, here.
 3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
    the suites decode (generation.max_new_tokens, generation.batch_size; KV cache and compile options applied).
 4. PMC sampling: the same questions, --samples answers each, with the method's temperature and top-p (PMC's, or
@@ -62,7 +62,7 @@ from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import generate_answers, greedy_answers  # noqa: E402
 from pmc.core.losses import answer_nll  # noqa: E402
-from pmc.optimisation import TrainingConfig  # noqa: E402
+from pmc.optimisation import COMPILE_BACKENDS, TrainingConfig  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     eval_context,
     instantiate_node,
@@ -369,10 +369,13 @@ def main(argv: list[str] | None = None) -> dict:
           f"{benchmark.name}; generation: cache {cfg.generation.cache_implementation or 'dynamic'}, compile "
           f"{cfg.generation.compile}")
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
+    backend = COMPILE_BACKENDS[0] if training_cfg.compile is True else training_cfg.compile
+    compiled = f", compiled ({backend})" if training_cfg.compile else ""
     rows = [
         ("training", f"{training['tokens_per_s']:.0f}", "tokens/s",
          f"batch {training_cfg.batch_size}, max_length {training_cfg.max_length}, {training_cfg.precision}"
-         f"{', grouped by length' if training_cfg.group_by_length else ''}, {args.steps} steps"),
+         f"{', grouped by length' if training_cfg.group_by_length else ''}"
+         f"{compiled}, {args.steps} steps"),
         ("training", f"{training['steps_per_s']:.2f}", "steps/s", "the harness's loop (accelerate, as a run trains)"),
         ("training, plain loop", f"{training['plain_loop']['tokens_per_s']:.0f}", "tokens/s",
          "the same records: forward + backward + AdamW step in plain torch, fp32"),
@@ -409,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
     numbers = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
                "dtype": dtype, "model": cfg.model.name, "benchmark": benchmark.name,
                "training": {**training, "batch_size": training_cfg.batch_size, "precision": training_cfg.precision,
-                            "group_by_length": training_cfg.group_by_length},
+                            "group_by_length": training_cfg.group_by_length, "compile": training_cfg.compile},
                "greedy": {**greedy, "batch_size": rows_at_once}, "sampling": {**sampled, "num_samples": samples,
                                                                              "questions_per_call": pmc_batch},
                "evaluation_decoding": evaluation,

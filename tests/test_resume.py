@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
@@ -66,29 +67,31 @@ def assert_same_weights(a, b):
 # --- stage-0 fine-tuning -----------------------------------------------------------------------------------------
 
 
-def run_finetune(model, tokenizer, checkpoints, log_step):
+def run_finetune(model, tokenizer, checkpoints, log_step, training=TRAINING):
     torch.manual_seed(1)  # what the process would have drawn before: a resumed run restores its own
-    finetune(model, tokenizer, PromptFormat(), RECORDS, TRAINING, seed=3, log_step=log_step, checkpoints=checkpoints)
+    finetune(model, tokenizer, PromptFormat(), RECORDS, training, seed=3, log_step=log_step, checkpoints=checkpoints)
 
 
-@pytest.mark.parametrize("every_steps, stop_at, resumed_from", [
-    (3, 7, 6),  # mid-epoch: step 6 is the second micro-batch of epoch 2
-    (0, 6, 4),  # epoch boundaries only: the end of epoch 1
+@pytest.mark.parametrize("every_steps, stop_at, resumed_from, compile", [
+    (3, 7, 6, False),  # mid-epoch: step 6 is the second micro-batch of epoch 2
+    (0, 6, 4, False),  # epoch boundaries only: the end of epoch 1
+    (3, 7, 6, "eager"),  # compiled decoder layers (traced by dynamo): the checkpoint holds the same weights
 ])
 def test_finetune_resumes_to_the_uninterrupted_weights(tmp_path, tokenizer, initial_model, every_steps, stop_at,
-                                                       resumed_from):
+                                                       resumed_from, compile):
+    training = replace(TRAINING, compile=compile)
     reference, reference_logs = copy.deepcopy(initial_model), []
-    run_finetune(reference, tokenizer, Checkpoints(tmp_path / "a", every_steps), reference_logs.append)
+    run_finetune(reference, tokenizer, Checkpoints(tmp_path / "a", every_steps), reference_logs.append, training)
     assert [r["step"] for r in reference_logs] == list(range(1, 13))
 
     checkpoints = Checkpoints(tmp_path / "b", every_steps)
     first_logs = []
     with pytest.raises(Stop):
-        run_finetune(copy.deepcopy(initial_model), tokenizer, checkpoints, stop_after(stop_at, first_logs))
+        run_finetune(copy.deepcopy(initial_model), tokenizer, checkpoints, stop_after(stop_at, first_logs), training)
     assert checkpoints.resume_step() == resumed_from
 
     resumed, resumed_logs = copy.deepcopy(initial_model), []
-    run_finetune(resumed, tokenizer, checkpoints, resumed_logs.append)
+    run_finetune(resumed, tokenizer, checkpoints, resumed_logs.append, training)
     assert resumed_logs == reference_logs[resumed_from:]  # loss, lr and step of every step after the checkpoint
     assert_same_weights(weights(resumed), weights(reference))
     assert not torch.equal(weights(resumed)["lm_head.weight"], weights(initial_model)["lm_head.weight"])

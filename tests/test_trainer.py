@@ -237,6 +237,8 @@ def test_lr_factor(step, total, warmup, schedule, expected):
         {"adam_betas": (0.9,)},
         {"adam_betas": (0.9, 1.0)},
         {"adam_epsilon": 0.0},
+        {"compile": "fast"},
+        {"compile": "no"},
     ],
 )
 def test_training_config_rejects_bad_values(kwargs):
@@ -246,6 +248,44 @@ def test_training_config_rejects_bad_values(kwargs):
 
 def test_training_config_accepts_edge_values():
     TrainingConfig(epochs=0, learning_rate=0.0, warmup_ratio=1.0, max_grad_norm=0.0, weight_decay=0.0, max_length=1)
+
+
+# --- compiled training ---------------------------------------------------------------------------------------------
+
+
+def test_compiled_decoder_layers_train_to_the_same_weights_and_leave_the_model_eager():
+    """training.compile: the prepared model's decoder layers go through torch.compile (the eager backend traces
+    them with dynamo and runs the traced graphs, so the arithmetic is the same), with dynamic shapes: micro-batches
+    of new widths reuse the graphs. The model the caller holds is not compiled, before or after, and ends with the
+    same weights as without compiling."""
+    from torch._dynamo.utils import counters
+
+    from pmc.trainer import finetune
+
+    records = [QARecord(f"Who wrote book {i}?", "Jane wrote it" + " again" * (2 * i)) for i in range(24)]
+    tokenizer = train_tokenizer([f"{r.question} {r.answer}" for r in records] + ["Question: \nAnswer:"],
+                                vocab_size=300)
+
+    def train(compile, epochs: int):
+        model = build_tiny(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                           max_position_embeddings=256, seed=0)
+        widths = set()
+        model.register_forward_pre_hook(lambda m, args, kwargs: widths.add(kwargs["input_ids"].shape[1]),
+                                        with_kwargs=True)
+        torch._dynamo.reset()
+        counters.clear()
+        finetune(model, tokenizer, PromptFormat(), records, TrainingConfig(epochs=epochs, learning_rate=1e-3,
+                                                                           batch_size=8, compile=compile), seed=0)
+        assert all(type(layer).__name__ == "LlamaDecoderLayer" for layer in model.model.layers)
+        return model, counters["stats"]["unique_graphs"], len(widths)
+
+    eager, untraced, _ = train(False, 3)
+    compiled, graphs, widths = train("eager", 3)
+    _, first_epoch_graphs, first_epoch_widths = train("eager", 1)
+    assert untraced == 0 and graphs > 0
+    assert widths > first_epoch_widths and graphs == first_epoch_graphs  # new widths, no new graphs
+    for (name, expected), actual in zip(eager.named_parameters(), compiled.parameters()):
+        assert torch.equal(expected, actual), name
 
 
 # --- precision ---------------------------------------------------------------------------------------------------
