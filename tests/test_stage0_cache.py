@@ -216,15 +216,17 @@ def test_leftovers_of_a_killed_build_are_cleared(built_cache, tmp_path):
     assert not stale.exists()
 
 
-def test_a_training_option_added_later_keeps_existing_cache_keys_at_its_default():
-    """A stage-0 key hashes the training settings; an option added since (group_by_length) is left out at its
-    default, so entries cached before it existed (hours of GPU time for Phi or Llama) are still found."""
+@pytest.mark.parametrize("option, value", [("group_by_length", True), ("compile", "inductor")])
+def test_a_training_option_added_later_keeps_existing_cache_keys_at_its_default(option, value):
+    """A stage-0 key hashes the training settings; options added since (group_by_length, compile) are left out at
+    their defaults, so entries cached before they existed (hours of GPU time for Phi or Llama) are still found."""
     from dataclasses import asdict
 
     from pmc.optimisation import TrainingConfig
     from pmc.stage0 import training_key
 
-    before = {k: v for k, v in asdict(TrainingConfig(epochs=5, learning_rate=2e-5)).items() if k != "group_by_length"}
+    added = ("group_by_length", "compile")
+    before = {k: v for k, v in asdict(TrainingConfig(epochs=5, learning_rate=2e-5)).items() if k not in added}
     assert training_key(TrainingConfig(epochs=5, learning_rate=2e-5)) == before
-    grouped = training_key(TrainingConfig(epochs=5, learning_rate=2e-5, group_by_length=True))
-    assert grouped == {**before, "group_by_length": True}  # switched on, it is part of the key
+    switched = training_key(TrainingConfig(epochs=5, learning_rate=2e-5, **{option: value}))
+    assert switched == {**before, option: value}  # switched on, it is part of the key
