@@ -62,7 +62,7 @@ def check_config(cfg: DictConfig) -> dict[str, Suite]:
     if not isinstance(cfg.eval_cache, bool):
         raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
     g = cfg.generation
-    check_generation_options(g.batch_size, g.cache_implementation, g.compile)
+    check_generation_options(g.batch_size, g.cache_implementation, g.compile, g.continuous_batching)
     return suites
 
 
@@ -165,7 +165,7 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
         context = getattr(models[0].config, "max_position_embeddings", None)
         sequence_length = min(sequence_length, context or sequence_length)
     for model in models:
-        configure_generation(model, g.cache_implementation, g.compile, sequence_length)
+        configure_generation(model, g.cache_implementation, g.compile, sequence_length, g.continuous_batching)
     return resolve_batch_size(g.batch_size, models[0], sequence_length)
 
 

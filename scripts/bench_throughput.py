@@ -30,6 +30,8 @@ Everything after the options is a Hydra override of the run config (model, bench
    ratio of the two times.
 Stage 0 comes from the stage-0 cache (`cache_dir`), built there if absent (the job builds it first).
 --json PATH also writes the table's numbers as JSON.
+--continuous-batching: the greedy row's questions again through transformers' continuous batching
+(generation.continuous_batching), with the ratio of the two.
 --profile DIR: where each step's time goes, from torch.profiler: 3 training steps of the harness's loop (after the
 warm-up steps and one more), one greedy decoding call and one PMC sampling call (after the timed ones), each as wall
 time, time the device was busy (its kernels), kernel launches and synchronisations per training step or per model
@@ -60,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
-from pmc.core.generation import generate_answers, greedy_answers  # noqa: E402
+from pmc.core.generation import configure_generation, generate_answers, greedy_answers  # noqa: E402
 from pmc.core.losses import answer_nll  # noqa: E402
 from pmc.optimisation import COMPILE_BACKENDS, TrainingConfig  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
@@ -318,6 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--questions", type=int, default=64, help="evaluation questions decoded")
     parser.add_argument("--no-job", action="store_true", help="skip the job (no per-stage times)")
+    parser.add_argument("--continuous-batching", action="store_true",
+                        help="also time the greedy questions through transformers' continuous batching")
     parser.add_argument("--results", default=None, help="per-stage times from this results.json instead of a job")
     parser.add_argument("--eval-cache", action="store_true", help="let the job read stage-0 scores from the cache")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
@@ -362,6 +366,14 @@ def main(argv: list[str] | None = None) -> dict:
                                   temperature=float(method.get("temperature", 1.25)),
                                   top_p=float(method.get("top_p", 0.95)))
     evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, rows_at_once, device)
+    continuous = None
+    if args.continuous_batching:  # the greedy row's questions again, through generate_batch
+        g = cfg.generation
+        cache_len = model.generation_config.max_cache_len
+        configure_generation(model, g.cache_implementation, g.compile, cache_len, continuous_batching=True)
+        continuous = decoding_throughput(model, tokenizer, fmt, questions, device, max_new_tokens=max_new_tokens,
+                                         batch_size=rows_at_once)
+        configure_generation(model, g.cache_implementation, g.compile, cache_len, g.continuous_batching)
 
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     print(f"device: {device_name(device)} [{device.type}]; torch {torch.__version__}; model {cfg.model.name} "
@@ -391,6 +403,10 @@ def main(argv: list[str] | None = None) -> dict:
          f"{evaluation['distinct']} distinct questions, {evaluation['planned']['calls']} calls; split by split / "
          f"planned: {evaluation['split_by_split']['seconds'] / evaluation['planned']['seconds']:.2f}"),
     ]
+    if continuous is not None:
+        rows.append(("greedy decoding, continuous batching", f"{continuous['tokens_per_s']:.0f}", "tokens/s",
+                     f"the same questions through generate_batch; / fixed batches: "
+                     f"{continuous['tokens_per_s'] / greedy['tokens_per_s']:.2f}"))
     if job is not None:
         built = ("built: " + ", ".join(name.split("-")[1] for name in job["stage0_built"])
                  if job["stage0_built"] else "from the stage-0 cache")
@@ -415,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "group_by_length": training_cfg.group_by_length, "compile": training_cfg.compile},
                "greedy": {**greedy, "batch_size": rows_at_once}, "sampling": {**sampled, "num_samples": samples,
                                                                              "questions_per_call": pmc_batch},
-               "evaluation_decoding": evaluation,
+               "evaluation_decoding": evaluation, "continuous_batching": continuous,
                "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job,
                "profile": profiles}
     if args.json:

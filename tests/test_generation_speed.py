@@ -269,3 +269,50 @@ def test_a_run_decodes_each_models_distinct_questions_in_full_batches(make_confi
     full, rest = divmod(len(distinct), 16)
     assert full >= 2
     assert [len(rows) for rows in calls] == ([16] * full + [rest] * (rest > 0)) * 3  # target, retain, unlearned
+
+
+# --- continuous batching ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [{"max_new_tokens": 24}, {"max_length": 64}])
+def test_continuous_batching_decodes_the_same_greedy_answers(tiny, monkeypatch, length):
+    """generation.continuous_batching: greedy answers through transformers' generate_batch, each row held to its own
+    budget (max_length counts its own prompt), equal to the fixed batches' answers; sampling keeps fixed batches."""
+    model, tokenizer = tiny
+    fixed = greedy_answers(model, tokenizer, PromptFormat(), WIDENING, batch_size=2, **length)
+    calls = {"generate": 0, "generate_batch": 0}
+    for name in calls:
+        original = getattr(GenerationMixin, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(GenerationMixin, name, counted)
+    loaded = model.generation_config.to_diff_dict()
+    try:
+        configure_generation(model, continuous_batching=True)
+        assert greedy_answers(model, tokenizer, PromptFormat(), WIDENING, batch_size=2, **length) == fixed
+        assert calls == {"generate": 0, "generate_batch": 1}  # one call for all questions, whatever batch_size
+        torch.manual_seed(0)
+        generate_answers(model, tokenizer, PromptFormat(), WIDENING[:2], max_new_tokens=4, batch_size=2,
+                         num_samples=2, temperature=1.0, top_p=0.9)
+        assert calls == {"generate": 1, "generate_batch": 1}
+    finally:
+        configure_generation(model)
+    assert model.generation_config.to_diff_dict() == loaded
+
+
+def test_continuous_batching_must_be_true_or_false():
+    with pytest.raises(ConfigError, match="generation.continuous_batching must be true or false, got 'yes'"):
+        check_generation_options(8, None, False, "yes")
+
+
+@pytest.mark.slow  # ~60 s: continuous batching's scheduler costs seconds per call on a CPU
+def test_a_run_with_continuous_batching_scores_as_before(make_config, tmp_path):
+    (tmp_path / "fixed").mkdir(), (tmp_path / "continuous").mkdir()
+    fixed = run_experiment(make_config("method=graddiff", "method.training.epochs=1"), tmp_path / "fixed")
+    continuous = run_experiment(make_config("method=graddiff", "method.training.epochs=1",
+                                            "generation.continuous_batching=true"), tmp_path / "continuous")
+    assert continuous["eval_cache"]["target"]["paper"] == "miss"  # other generation settings: scored, not read
+    assert continuous["metrics"] == fixed["metrics"]

@@ -77,6 +77,17 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
         assert "aten::mm" in (tmp_path / "profile" / f"profile_{phase}.txt").read_text()
 
 
+@pytest.mark.slow  # continuous batching's scheduler costs seconds per call on a CPU
+def test_bench_throughput_times_continuous_batching_beside_fixed_batches(stage0_cache, tmp_path, capsys):
+    numbers = bench().main(["--no-job", "--steps", "1", "--questions", "6", "--gen-batch", "4",
+                            "--continuous-batching", *SMALL, f"cache_dir={stage0_cache}"])
+    printed = capsys.readouterr().out
+    continuous, fixed = numbers["continuous_batching"], numbers["greedy"]
+    assert continuous["answers"] == fixed["answers"] == 6 and continuous["tokens"] == fixed["tokens"]  # same answers
+    ratio = continuous["tokens_per_s"] / fixed["tokens_per_s"]
+    assert "| greedy decoding, continuous batching " in printed and f"/ fixed batches: {ratio:.2f}" in printed
+
+
 def test_profile_summary_per_unit_on_a_gpu_from_operator_statistics():
     def event(key, count, device_us, on=DeviceType.CPU):
         return type("Event", (), {"key": key, "count": count, "self_device_time_total": device_us,

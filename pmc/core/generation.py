@@ -7,16 +7,20 @@ what ROUGE scores.
 
 Speed settings (the run config's `generation:` block): `batch_size` (an int, or `auto`: see `auto_batch_size`),
 `cache_implementation` and `compile`, set once per model as transformers' generation defaults
-(`configure_generation`), so every decoding call (evaluation, PMC's samples, ICU's checks) uses them.
+(`configure_generation`), so every decoding call (evaluation, PMC's samples, ICU's checks) uses them; and
+`continuous_batching`: greedy answers through transformers' continuous batching (`generate_batch`: a finished row's
+place goes to the next question at once, paged KV cache, CUDA graphs on a GPU) instead of fixed batches.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
+import transformers
 from tqdm.auto import tqdm
-from transformers import CompileConfig
+from transformers import CompileConfig, GenerationMixin
 
 from pmc.core.batches import eval_mode, longest_first, pad_left
 from pmc.core.errors import ConfigError
@@ -62,18 +66,26 @@ def generate_answers(
     answer_tag = getattr(fmt, "answer_tag", "")  # stand-in formats (analyses' prefilled continuations) carry none
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
+
+    def budgets_of(prompts: list[list[int]]) -> list[int]:
+        if max_length is None:
+            return [max_new_tokens] * len(prompts)
+        budgets = [max_length - len(p) for p in prompts]
+        if min(budgets) < 1:
+            raise ConfigError(f"generation max_length={max_length} leaves no room for an answer after a "
+                              f"{max(len(p) for p in prompts)}-token prompt; raise it")
+        return budgets
+
+    if not sampling and num_beams == 1 and continuous_batching(model) and questions:
+        prompts = [fmt.prompt_ids(tokenizer, q) for q in questions]
+        rows = _continuous_greedy(model, tokenizer, prompts, budgets_of(prompts), desc)
+        return [[text] for text in _answer_texts(tokenizer, rows, answer_tag)]
     answers: list[list[str]] = []
     starts = range(0, len(questions), batch_size)
     with eval_mode(model):
         for start in tqdm(starts, desc=desc or "generate", leave=False, disable=desc is None):
             prompts = [fmt.prompt_ids(tokenizer, q) for q in questions[start : start + batch_size]]
-            if max_length is None:
-                budgets = [max_new_tokens] * len(prompts)
-            else:
-                budgets = [max_length - len(p) for p in prompts]
-                if min(budgets) < 1:
-                    raise ConfigError(f"generation max_length={max_length} leaves no room for an answer after a "
-                                      f"{max(len(p) for p in prompts)}-token prompt; raise it")
+            budgets = budgets_of(prompts)
             input_ids, attention_mask = pad_left(prompts, pad_id)
             width = input_ids.shape[1]
             out = model.generate(
@@ -91,13 +103,39 @@ def generate_answers(
             )
             # row r is sample r % num_samples of question r // num_samples; each keeps its own budget of tokens
             rows = [row[: budgets[r // num_samples]].tolist() for r, row in enumerate(out[:, width:])]
-            # the tag is removed only when present: the official evaluation rule (unlearning/inference.py L42-47); the
-            # official sampler slices len(tag) characters off unconditionally (unlearning/pmc.py L212-215), which
-            # would cut real text from a generation without the tag
-            texts = [t.removeprefix(answer_tag).strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+            texts = _answer_texts(tokenizer, rows, answer_tag)
             for i in range(len(prompts)):
                 answers.append(texts[i * num_samples : (i + 1) * num_samples])
     return answers
+
+
+def _answer_texts(tokenizer, rows: list[list[int]], answer_tag: str) -> list[str]:
+    """Decoded answers. The tag is removed only when present: the official evaluation rule (unlearning/inference.py
+    L42-47); the official sampler slices len(tag) characters off unconditionally (unlearning/pmc.py L212-215), which
+    would cut real text from a generation without the tag."""
+    return [t.removeprefix(answer_tag).strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+
+def continuous_batching(model) -> bool:
+    """Whether `configure_generation` switched the model's greedy decoding to continuous batching."""
+    return bool(getattr(model.generation_config, CONTINUOUS_BATCHING, False))
+
+
+def _continuous_greedy(model, tokenizer, prompts: list[list[int]], budgets: list[int], desc: str | None):
+    """Greedy answer tokens per prompt through transformers' `generate_batch`, each cut to its own budget (the call
+    decodes up to the largest, as a fixed batch does). Requests are named req_<i> in input order."""
+    config = copy.deepcopy(model.generation_config)
+    config.update(max_new_tokens=max(budgets), do_sample=False, num_beams=1, temperature=None, top_p=None,
+                  top_k=None, num_return_sequences=1, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=tokenizer.eos_token_id)
+    with eval_mode(model):
+        outputs = model.generate_batch(inputs=prompts, generation_config=config, progress_bar=desc is not None)
+    missing = [i for i in range(len(prompts)) if f"req_{i}" not in outputs]
+    if missing:
+        raise ConfigError(f"generation.continuous_batching: transformers' generate_batch returned no answer for "
+                          f"request req_{missing[0]} ({len(missing)} of {len(prompts)} missing); this transformers "
+                          "version names or drops requests differently; set generation.continuous_batching=false")
+    return [list(outputs[f"req_{i}"].generated_tokens)[:budget] for i, budget in enumerate(budgets)]
 
 
 def greedy_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], **kwargs) -> list[str]:
@@ -145,10 +183,16 @@ AUTO_MAX_BATCH_SIZE = 512  # a decoding step of a small model costs the same up 
 AUTO_MEMORY_FRACTION = 0.5  # share of the free memory (after the training reserve) decoding may fill
 TRAINING_RESERVE_COPIES = 5  # fp32 parameter copies kept free: unlearned copy, reference, gradients, AdamW's 2 moments
 CACHE_IMPLEMENTATIONS = (None, "static")
+CONTINUOUS_BATCHING = "pmc_continuous_batching"  # the generation-config attribute that switches it on
 
 
-def check_generation_options(batch_size, cache_implementation, compile) -> None:
+def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False) -> None:
     """One ConfigError naming the `generation.*` key, before anything is built."""
+    if not isinstance(continuous_batching, bool):
+        raise ConfigError(f"generation.continuous_batching must be true or false, got {continuous_batching!r}")
+    if continuous_batching and not hasattr(GenerationMixin, "generate_batch"):
+        raise ConfigError("generation.continuous_batching=true needs transformers' generate_batch, which this "
+                          f"transformers ({transformers.__version__}) lacks")
     if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"generation.batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if cache_implementation not in CACHE_IMPLEMENTATIONS:
@@ -161,7 +205,7 @@ def check_generation_options(batch_size, cache_implementation, compile) -> None:
 
 
 def configure_generation(model, cache_implementation: str | None = None, compile: bool = False,
-                         max_cache_len: int | None = None) -> None:
+                         max_cache_len: int | None = None, continuous_batching: bool = False) -> None:
     """Make these transformers' generation defaults of `model` (copies made later inherit them).
 
     static: the KV cache is allocated for the whole call, not grown token by token, `max_cache_len` positions long
@@ -169,13 +213,18 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     without it transformers sizes each call's cache to the longest call so far, and each growth recompiles the
     decoding step. compile: with a static cache, transformers compiles the decoding step (torch.compile, CUDA graphs)
     on CUDA devices only; with a static cache and compile=false its automatic compilation is switched off, so the two
-    can be measured apart. The defaults (null, false) leave the model's generation config as loaded."""
-    check_generation_options(1, cache_implementation, compile)
+    can be measured apart. continuous_batching: greedy decoding goes through `generate_batch` (sampling and beam
+    search keep fixed batches). The defaults (null, false) leave the model's generation config as loaded."""
+    check_generation_options(1, cache_implementation, compile, continuous_batching)
     config = model.generation_config
     config.cache_implementation = cache_implementation
     config.compile_config = CompileConfig() if compile else None
     config.disable_compile = None if cache_implementation is None else not compile
     config.max_cache_len = max_cache_len if cache_implementation == "static" else None
+    if continuous_batching:
+        setattr(config, CONTINUOUS_BATCHING, True)
+    elif hasattr(config, CONTINUOUS_BATCHING):
+        delattr(config, CONTINUOUS_BATCHING)
 
 
 def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
