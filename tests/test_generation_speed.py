@@ -201,7 +201,8 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
     model, tokenizer = tiny
     records = [QARecord(q, "An answer.") for q in QUESTIONS]
     benchmark = QABenchmark(name="widths", forget=records[:1], retain=records[1:], eval_sets={"retain": records[1:]})
-    cfg = OmegaConf.create({"generation": {"batch_size": 4, "compile": False, **generation}})
+    cfg = OmegaConf.create({"generation": {"batch_size": 4, "compile": False, "continuous_batching": False,
+                                           **generation}})
     try:
         assert prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark) == 4
         if expected == "longest prompt + 10":
@@ -274,7 +275,8 @@ def test_a_run_decodes_each_models_distinct_questions_in_full_batches(make_confi
 # --- continuous batching ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("length", [{"max_new_tokens": 24}, {"max_length": 64}])
+@pytest.mark.parametrize("length", [pytest.param({"max_new_tokens": 24}, marks=pytest.mark.slow),
+                                    {"max_length": 64}])  # each call costs seconds of scheduling on a CPU
 def test_continuous_batching_decodes_the_same_greedy_answers(tiny, monkeypatch, length):
     """generation.continuous_batching: greedy answers through transformers' generate_batch, each row held to its own
     budget (max_length counts its own prompt), equal to the fixed batches' answers; sampling keeps fixed batches."""

@@ -118,7 +118,7 @@ def _answer_texts(tokenizer, rows: list[list[int]], answer_tag: str) -> list[str
 
 def continuous_batching(model) -> bool:
     """Whether `configure_generation` switched the model's greedy decoding to continuous batching."""
-    return bool(getattr(model.generation_config, CONTINUOUS_BATCHING, False))
+    return bool(getattr(getattr(model, "generation_config", None), CONTINUOUS_BATCHING, False))
 
 
 def _continuous_greedy(model, tokenizer, prompts: list[list[int]], budgets: list[int], desc: str | None):
@@ -129,7 +129,9 @@ def _continuous_greedy(model, tokenizer, prompts: list[list[int]], budgets: list
                   top_k=None, num_return_sequences=1, pad_token_id=tokenizer.pad_token_id,
                   eos_token_id=tokenizer.eos_token_id)
     with eval_mode(model):
-        outputs = model.generate_batch(inputs=prompts, generation_config=config, progress_bar=desc is not None)
+        # its warm-up captures CUDA graphs: on another device it would only cost time
+        outputs = model.generate_batch(inputs=prompts, generation_config=config, progress_bar=desc is not None,
+                                       warmup=next(model.parameters()).device.type == "cuda")
     missing = [i for i in range(len(prompts)) if f"req_{i}" not in outputs]
     if missing:
         raise ConfigError(f"generation.continuous_batching: transformers' generate_batch returned no answer for "
