@@ -275,8 +275,8 @@ def test_a_run_decodes_each_models_distinct_questions_in_full_batches(make_confi
 # --- continuous batching ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("length", [pytest.param({"max_new_tokens": 24}, marks=pytest.mark.slow),
-                                    {"max_length": 64}])  # each call costs seconds of scheduling on a CPU
+@pytest.mark.slow  # each call costs seconds of continuous batching's scheduling on a CPU
+@pytest.mark.parametrize("length", [{"max_new_tokens": 24}, {"max_length": 64}])
 def test_continuous_batching_decodes_the_same_greedy_answers(tiny, monkeypatch, length):
     """generation.continuous_batching: greedy answers through transformers' generate_batch, each row held to its own
     budget (max_length counts its own prompt), equal to the fixed batches' answers; sampling keeps fixed batches."""

@@ -72,10 +72,10 @@ def hold_lock(path):
     return holder
 
 
-def test_a_job_builds_the_entry_no_other_job_is_building_first(tmp_path):
+def test_a_job_builds_the_entry_no_other_job_is_building_first(tmp_path, built_cache):
     """While another job holds the target's lock, a job builds the retain model instead of waiting, then waits for
     the target: two jobs started together build the two side by side."""
-    names = {role: Path(path).name for role, path in finish(start_builder(tmp_path / "first"))["checkpoints"].items()}
+    names = {role: Path(path).name for role, path in built_cache[1].checkpoints.items()}  # the same config's entries
     cache = tmp_path / "second"
     cache.mkdir()
     holder = hold_lock(cache / f"{names['target']}.lock")
