@@ -358,21 +358,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     training_cfg = check_training(OmegaConf.to_container(cfg.method.training, resolve=True), "method.training")
     training = training_throughput(model, tokenizer, fmt, benchmark.retain, training_cfg, args.steps, device)
-    greedy = decoding_throughput(model, tokenizer, fmt, questions, device, max_new_tokens=max_new_tokens,
-                                 batch_size=rows_at_once)
+    # the decoding calls' settings, shared by the timed calls and the profiled ones
+    decoding = {"max_new_tokens": max_new_tokens, "batch_size": rows_at_once}
     pmc_batch = method_batch_size(cfg, rows_at_once, sampler)
-    sampled = decoding_throughput(model, tokenizer, fmt, questions, device, max_new_tokens=max_new_tokens,
-                                  batch_size=pmc_batch, num_samples=samples,
-                                  temperature=float(method.get("temperature", 1.25)),
-                                  top_p=float(method.get("top_p", 0.95)))
+    sampling = {"max_new_tokens": max_new_tokens, "batch_size": pmc_batch, "num_samples": samples,
+                "temperature": float(method.get("temperature", 1.25)), "top_p": float(method.get("top_p", 0.95))}
+    greedy = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
+    sampled = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling)
     evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, rows_at_once, device)
     continuous = None
     if args.continuous_batching:  # the greedy row's questions again, through generate_batch
         g = cfg.generation
         cache_len = model.generation_config.max_cache_len
         configure_generation(model, g.cache_implementation, g.compile, cache_len, continuous_batching=True)
-        continuous = decoding_throughput(model, tokenizer, fmt, questions, device, max_new_tokens=max_new_tokens,
-                                         batch_size=rows_at_once)
+        continuous = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
         configure_generation(model, g.cache_implementation, g.compile, cache_len, g.continuous_batching)
 
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
@@ -419,9 +418,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(("measure", "value", "unit", "settings"), rows), flush=True)
     profiles = None
     if args.profile:
-        decoding = {"max_new_tokens": max_new_tokens, "batch_size": rows_at_once}
-        sampling = {"max_new_tokens": max_new_tokens, "batch_size": pmc_batch, "num_samples": samples,
-                    "temperature": float(method.get("temperature", 1.25)), "top_p": float(method.get("top_p", 0.95))}
         profiles = profile_phases(args.profile, model, tokenizer, fmt, benchmark.retain, training_cfg, training,
                                   questions, decoding, sampling, device)
         print(profile_table(profiles))
