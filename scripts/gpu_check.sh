@@ -20,9 +20,10 @@
 # GPU_CHECK_MORE (more jobs after NPO and PMC, each `name=override[,override...]`, run while the budget lasts),
 # GPU_CHECK_PMC (the PMC job's overrides; default "method=pmc method.handler.sample_every=epoch", "method=pmc" for the
 # official schedule of sampling inside every micro-batch), GPU_CHECK_PARALLEL (1; more: GradDiff and NPO start
-# together, building target and retain side by side, then the other jobs run this many at once), GPU_CHECK_RUNS (a folder for the run directories that outlives the call: jobs that finished there are
-# skipped), GPU_CHECK_BENCH (1; 0: no throughput table), GPU_CHECK_BENCH_ARGS (more options and overrides for
-# bench_throughput.py, e.g. "--train-batch 64 method.training.precision=bf16-mixed").
+# together, building target and retain side by side, then the other jobs run this many at once), GPU_CHECK_RUNS (a
+# folder for the run directories that outlives the call: jobs that finished there are skipped), GPU_CHECK_BENCH
+# (1; 0: no throughput table), GPU_CHECK_BENCH_ARGS (more options and overrides for bench_throughput.py, e.g.
+# "--train-batch 64 method.training.precision=bf16-mixed").
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
