@@ -95,13 +95,26 @@ def test_trade_off_axes_are_the_first_declared_pair_with_data():
         figures.trade_off(pd.DataFrame({"privacy leak": [1.0]}))
 
 
-def test_reporting_imports_no_training_code():
+def test_reporting_imports_no_training_code_and_no_torch():
+    """Nothing of the training code, nor torch, transformers or the ROUGE toolkit: collecting a sweep takes a second
+    or two where it took ten (the suites' columns come from benchmarks.metrics.columns, the suites stay unloaded)."""
     code = ("import sys; import pmc.reporting.tables, pmc.reporting.figures, pmc.reporting.analyses, "
             "pmc.reporting.claims; print(sorted(m for m in sys.modules if m.startswith(('pmc.run', 'pmc.trainer', "
-            "'pmc.stage0', 'pmc.methods', 'pmc.evaluate', 'baselines'))))")
+            "'pmc.stage0', 'pmc.methods', 'pmc.evaluate', 'baselines', 'torch', 'transformers', 'rouge_score', "
+            "'benchmarks.metrics.common'))))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_package_names_its_suites_on_first_use():
+    from benchmarks import metrics
+    from benchmarks.metrics.paper import PaperSuite
+
+    assert metrics.PaperSuite is PaperSuite
+    assert metrics.table_columns()[0].suite == "paper"
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchSuite'"):
+        metrics.NoSuchSuite  # noqa: B018
 
 
 def test_nothing_below_the_application_imports_reporting():

@@ -3,31 +3,35 @@
 Each suite is a `Suite` dataclass (benchmarks.metrics.common) whose fields are its settings; `build_suites` turns
 the run config's `eval` node into Suite objects, checking every key and type. Suites share the scoring toolkit
 (benchmarks.metrics.scoring) and pmc.core; no suite imports another.
+
+What the suites report in tables and figures (`Column`, `table_columns`, `trade_offs`: benchmarks.metrics.columns)
+is imported with the package; the suites and their toolkit (torch, transformers) only when first named, so that
+reporting never pays for them.
 """
 
 from __future__ import annotations
 
-from benchmarks.metrics import paper, tofu
-from benchmarks.metrics.analyses import AnalysesSuite
-from benchmarks.metrics.common import Column, EvalContext, Suite, SuiteResult, build_suites
-from benchmarks.metrics.muse import MuseSuite
-from benchmarks.metrics.paper import PaperSuite
-from benchmarks.metrics.tofu import TofuSuite
+import importlib
 
-# suites in the order their columns appear in tables and their trade-offs in figures
-_DECLARING = (paper, tofu)
+from benchmarks.metrics.columns import Column, table_columns, trade_offs
+
+# name -> the module defining it, imported on first use (PEP 562)
+_SUITE_NAMES = {
+    "AnalysesSuite": "benchmarks.metrics.analyses",
+    "EvalContext": "benchmarks.metrics.common",
+    "MuseSuite": "benchmarks.metrics.muse",
+    "PaperSuite": "benchmarks.metrics.paper",
+    "Suite": "benchmarks.metrics.common",
+    "SuiteResult": "benchmarks.metrics.common",
+    "TofuSuite": "benchmarks.metrics.tofu",
+    "build_suites": "benchmarks.metrics.common",
+}
 
 
-def table_columns() -> tuple[Column, ...]:
-    """Every summary metric the suites declare for tables, in table order."""
-    return tuple(column for suite in _DECLARING for column in suite.COLUMNS)
-
-
-def trade_offs() -> list[tuple[Column, Column]]:
-    """(x, y) column pairs the suites declare for trade-off figures, the first with data is plotted."""
-    by_key = {(c.suite, c.key): c for c in table_columns()}
-    return [(by_key[s.COLUMNS[0].suite, s.TRADE_OFF[0]], by_key[s.COLUMNS[0].suite, s.TRADE_OFF[1]])
-            for s in _DECLARING]
+def __getattr__(name: str):
+    if name in _SUITE_NAMES:
+        return getattr(importlib.import_module(_SUITE_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["AnalysesSuite", "Column", "EvalContext", "MuseSuite", "PaperSuite", "Suite", "SuiteResult", "TofuSuite",

@@ -78,19 +78,6 @@ class EvalContext:
         return [known[q] for q in questions]
 
 
-@dataclass(frozen=True)
-class Column:
-    """A summary metric a suite declares for result tables and figures (pmc.reporting reads these, not its own
-    lists): results.json's metrics[model][suite][key], shown under `title`, plotted with `axis_label`."""
-
-    suite: str
-    key: str
-    title: str
-    axis_label: str
-    digits: int = 2
-    log_scale: bool = False  # symlog axes: e.g. a KS-test p-value can be exactly 0
-
-
 @dataclass
 class SuiteResult:
     summary: dict[str, float]

@@ -29,18 +29,12 @@ from statistics import mean
 
 import numpy as np
 
-from benchmarks.metrics.common import Column, EvalContext, Suite, SuiteResult, to_score
+from benchmarks.metrics.common import EvalContext, Suite, SuiteResult, to_score
 from pmc.core.records import DataError, QARecord
 from pmc.core.rouge import rouge_l_recall
 
 RETAIN_SETS = ("sampled", "retain_perturbed")
-
-# the summary metrics result tables show, and the pair a trade-off figure plots (x, y)
-COLUMNS = (
-    Column("paper", "unlearn_quality", "unlearn quality", "unlearn quality (%)"),
-    Column("paper", "utility", "utility", "utility (%)"),
-)
-TRADE_OFF = ("unlearn_quality", "utility")
+# the suite's table columns and trade-off pair: PAPER_COLUMNS, PAPER_TRADE_OFF in benchmarks/metrics/columns.py
 
 
 def unlearn_quality(r_forget: float, r_forget_paraphrased: float) -> float:

@@ -31,7 +31,7 @@ from typing import Sequence
 
 from scipy.stats import ks_2samp
 
-from benchmarks.metrics.common import Column, EvalContext, Suite, SuiteResult, to_score
+from benchmarks.metrics.common import EvalContext, Suite, SuiteResult, to_score
 from benchmarks.metrics.scoring import answer_logprob_means, max_length_for, require_models
 from pmc.core.records import DataError, QARecord
 from pmc.core.rouge import rouge_l_recall
@@ -40,15 +40,7 @@ SETS = ("forget", "retain", "real_authors", "world_facts")
 PARAPHRASED_SETS = ("forget", "retain")  # truth ratio against the paraphrased answer; the others use the answer
 UTILITY_SETS = ("retain", "real_authors", "world_facts")
 UTILITY_METRICS = ("prob", "rouge", "truth_ratio")
-
-# the summary metrics result tables show, and the pair a trade-off figure plots (x, y)
-COLUMNS = (
-    Column("tofu", "forget_quality", "forget quality",
-           "forget quality (KS-test p-value; log scale, linear below 1e-4)", digits=3, log_scale=True),
-    Column("tofu", "model_utility", "model utility", "model utility (harmonic mean, 0-1)", digits=3),
-)
-TRADE_OFF = ("forget_quality", "model_utility")
-
+# the suite's table columns and trade-off pair: TOFU_COLUMNS, TOFU_TRADE_OFF in benchmarks/metrics/columns.py
 
 # --- formulas: pure functions of plain numbers ----------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ def pair_ids(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[
         memo[key] = (tuple(fmt.prompt_ids(tokenizer, question)), tuple(fmt.answer_ids(tokenizer, answer)))
     prompt, answer_ids = memo[key]
     return list(prompt), list(answer_ids)
+
+
 def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows as left-padded input ids [B, T] and their attention mask, so every row ends at the last column
     and generation continues all of them at the same position."""

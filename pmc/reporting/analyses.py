@@ -16,7 +16,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.metrics.analyses import AnalysesSuite  # noqa: E402
 from pmc.reporting.figures import distinguishing  # noqa: E402
 from pmc.reporting.jobs import REFERENCES, load_jobs, suite_file  # noqa: E402
 from pmc.reporting.tables import markdown_table  # noqa: E402
@@ -92,6 +91,9 @@ def run_settings(config: dict) -> tuple[dict, list[str]]:
     A run records every setting under eval.analyses (conf/eval/); runs made before the suites became a config group
     recorded only the user's overrides, under eval_settings.analyses."""
     if isinstance(config.get("eval"), dict):
+        # here, not at the top: the suite's module brings torch, which the rest of reporting does without
+        from benchmarks.metrics.analyses import AnalysesSuite
+
         settings = config["eval"].get("analyses") or {}
         defaults = AnalysesSuite().settings()
     else:
