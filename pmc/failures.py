@@ -16,7 +16,6 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
@@ -49,6 +48,8 @@ def stage(name: str):
 
 def describe(error: BaseException) -> tuple[str, bool]:
     """(one line saying what went wrong, whether the user can fix it without touching the code)."""
+    import torch  # here, not at the top: the command lines import this module before they need torch (pmc.run)
+
     if isinstance(error, (HarnessError, DataError)):
         return one_line(str(error)), True
     if isinstance(error, MissingMandatoryValue):

@@ -36,9 +36,6 @@ from pmc.stage0 import prepare_models
 
 log = logging.getLogger("pmc")
 
-# absolute, so the apps find their configs however they are started (python -m, the console scripts, imported)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
 
 # --- configuration --------------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from benchmarks.metrics.paper import PaperSuite
+from pmc.experiment import method_batch_size
 from pmc.methods.base import RunContext
 from pmc.optimisation import TrainingConfig
 from pmc.pipeline import (
@@ -35,7 +36,6 @@ from pmc.pipeline import (
     prompt_format,
     seed_everything,
 )
-from pmc.run import method_batch_size
 from pmc.trainer import unlearn
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

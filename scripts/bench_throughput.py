@@ -8,7 +8,7 @@ PMC-style sampling of n answers per question) and the wall time per stage of one
 
 Everything after the options is a Hydra override of the run config (model, benchmark, method, generation...).
 
-1. The job (unless --no-job or --results): `pmc.run.run_experiment` once, in a temporary directory, with the eval
+1. The job (unless --no-job or --results): `pmc.experiment.run_experiment` once, in a temporary directory, with the eval
    cache off (so `eval` is the full scoring of target, retain and unlearned model); its results.json timings_s give
    data, stage0 (built, or read from the stage-0 cache: the table says which), unlearn and eval.
 2. Training: --steps optimiser steps of a copy of the stage-0 target through the harness's own loop
@@ -64,6 +64,7 @@ from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import configure_generation, generate_answers, greedy_answers  # noqa: E402
 from pmc.core.losses import answer_nll  # noqa: E402
+from pmc.experiment import method_batch_size, run_experiment  # noqa: E402
 from pmc.optimisation import COMPILE_BACKENDS, TrainingConfig  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     eval_context,
@@ -73,7 +74,6 @@ from pmc.pipeline import (  # noqa: E402
     prepare_generation,
     prompt_format,
 )
-from pmc.run import method_batch_size, run_experiment  # noqa: E402
 from pmc.trainer import finetune  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -23,7 +23,7 @@ from pmc.core.errors import ConfigError
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import DataError, QABenchmark, QARecord
 from pmc.eval_cache import as_stored, from_stored
-from pmc.run import run_experiment
+from pmc.experiment import run_experiment
 
 SUMMARY_KEYS = {
     "collateral_mean_shift_all", "collateral_mean_shift_forget_tokens", "least_likely_attack_rate",

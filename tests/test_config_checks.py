@@ -10,9 +10,10 @@ import sys
 import pytest
 from conftest import REPO, SMALL_MODEL
 
+import pmc.experiment
 import pmc.run
 from pmc.core.errors import ConfigError
-from pmc.run import run_experiment
+from pmc.experiment import run_experiment
 
 
 @pytest.fixture
@@ -21,8 +22,8 @@ def nothing_slow(monkeypatch):
     def too_late(*args, **kwargs):
         raise AssertionError("the config error was found only after the config checks")
 
-    monkeypatch.setattr(pmc.run, "load_stage0", too_late)
-    monkeypatch.setattr(pmc.run, "prompt_format", too_late)
+    monkeypatch.setattr(pmc.experiment, "load_stage0", too_late)
+    monkeypatch.setattr(pmc.experiment, "prompt_format", too_late)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -180,3 +181,15 @@ def test_cli_unknown_option_of_evaluate_is_one_line():
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: In 'config': Could not find 'method/doesnotexist'; Available options in 'method': {OPTIONS}"]
+
+
+def test_the_command_lines_import_no_torch_until_hydra_composed_a_job():
+    """pmc.run and pmc.evaluate are Hydra apps over pmc.experiment: importing them (what `python -m pmc.run` does
+    before Hydra parses the command line) loads neither torch nor transformers, so Hydra's own answers are fast."""
+    code = ("import sys, pmc.run, pmc.evaluate; "
+            "print(sorted(m for m in ('torch', 'transformers', 'pmc.experiment') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+    config = run_cli("pmc.run", "--cfg", "job", "method=npo")
+    assert config.returncode == 0 and "_target_: baselines.npo.NPO" in config.stdout

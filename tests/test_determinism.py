@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import SMALL
 
-import pmc.run
+import pmc.experiment
+from pmc.experiment import run_experiment
 from pmc.methods.base import Method
 from pmc.pipeline import seed_everything
-from pmc.run import run_experiment
 
 # SMALL, cut to the least that still trains stage 0 and unlearns with PMC's sampling
 QUICK = [*SMALL, "model.pretrain.epochs=4", "model.finetune.epochs=6", "method.training.epochs=2",
@@ -91,7 +91,7 @@ def test_deterministic_switch_is_applied_before_stage0(make_config, tmp_path, mo
                     cublas=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
         raise StopBeforeStage0
 
-    monkeypatch.setattr(pmc.run, "load_stage0", record_flags)
+    monkeypatch.setattr(pmc.experiment, "load_stage0", record_flags)
     with pytest.raises(StopBeforeStage0):
         run_experiment(make_config("deterministic=true"), tmp_path)
     assert seen == {"algorithms": True, "cudnn": (True, False), "cublas": ":4096:8"}
@@ -105,7 +105,7 @@ def test_deterministic_false_leaves_torch_alone(make_config, tmp_path, monkeypat
     def stop(*args, **kwargs):
         raise StopBeforeStage0
 
-    monkeypatch.setattr(pmc.run, "load_stage0", stop)
+    monkeypatch.setattr(pmc.experiment, "load_stage0", stop)
     with pytest.raises(StopBeforeStage0):
         run_experiment(make_config(), tmp_path)  # deterministic: false is the default
     assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
@@ -145,9 +145,9 @@ def test_unlearning_sees_the_freshly_seeded_rng(make_config, tmp_path, monkeypat
         seen.append(draws())
         raise StopAtUnlearning
 
-    monkeypatch.setattr(pmc.run, "load_stage0", lambda *args, **kwargs: FakeStage0())
-    monkeypatch.setattr(pmc.run, "unlearn", fake_unlearn)
-    monkeypatch.setattr(pmc.run, "prepare_generation", lambda *args, **kwargs: 8)  # the fake models do not decode
+    monkeypatch.setattr(pmc.experiment, "load_stage0", lambda *args, **kwargs: FakeStage0())
+    monkeypatch.setattr(pmc.experiment, "unlearn", fake_unlearn)
+    monkeypatch.setattr(pmc.experiment, "prepare_generation", lambda *args, **kwargs: 8)  # fakes do not decode
     overrides = [f"method.handler._target_={handler}"] if handler else []
     with pytest.raises(StopAtUnlearning):
         run_experiment(make_config(*overrides), tmp_path)

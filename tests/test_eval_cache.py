@@ -24,7 +24,7 @@ from benchmarks.synthetic import make_synthetic_tofu
 from pmc.core.errors import CheckpointError
 from pmc.core.prompts import PromptFormat
 from pmc.eval_cache import HIT, MISS, OFF, SCORED, EvalCache
-from pmc.run import run_experiment
+from pmc.experiment import run_experiment
 
 MODELS = ("target", "retain", "unlearned")
 SUITES = ("paper", "tofu")

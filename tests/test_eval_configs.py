@@ -110,3 +110,22 @@ def test_cli_bad_setting_is_one_line_before_stage0(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == ["error: eval.analyses.sampling.k must be an integer, got 'abc'"]
     assert not list(cache.iterdir()), "stage 0 was started"
+
+
+def test_settings_of_an_unselected_suite_are_skipped_in_a_fresh_process():
+    """The package loads its suites on first use: a setting for a shipped suite the run does not select (an
+    experiment's `eval.analyses...` with eval=[paper]) is still known, in a process that imported only the paper
+    suite, and a name no suite has is still an error listing all four."""
+    code = ("from benchmarks.metrics.common import build_suites\n"
+            "from pmc.core.errors import ConfigError\n"
+            "suites = build_suites({'paper': {'_target_': 'benchmarks.metrics.paper.PaperSuite'},"
+            " 'analyses': {'sampling': {'k': 4}}})\n"
+            "print(sorted(suites))\n"
+            "try:\n"
+            "    build_suites({'nope': {'k': 1}})\n"
+            "except ConfigError as e:\n"
+            "    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=True)
+    assert done.stdout.splitlines() == ["['paper']",
+                                        "eval.nope: no such metric suite; available: analyses, muse, paper, tofu"]

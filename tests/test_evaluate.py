@@ -7,8 +7,7 @@ import json
 import pytest
 
 from pmc.core.errors import CheckpointError
-from pmc.evaluate import evaluate_checkpoint
-from pmc.run import run_experiment
+from pmc.experiment import evaluate_checkpoint, run_experiment
 
 
 def test_saved_unlearned_model_scores_as_in_its_run(make_config, tmp_path):

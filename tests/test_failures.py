@@ -15,9 +15,9 @@ from omegaconf.errors import MissingMandatoryValue
 
 from pmc.core.errors import CheckpointError, ConfigError, TrainingDiverged, one_line
 from pmc.core.records import DataError
+from pmc.experiment import run_experiment
 from pmc.failures import describe, failure_record, with_group_options
 from pmc.reporting import jobs, tables
-from pmc.run import run_experiment
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 # the smallest run that trains, unlearns and scores: a 1-layer model on 3 synthetic authors, 1 epoch of GA

@@ -23,7 +23,7 @@ from pmc.core.generation import (
 )
 from pmc.core.models import build_tiny, train_tokenizer
 from pmc.core.prompts import PromptFormat
-from pmc.run import method_batch_size, run_experiment
+from pmc.experiment import method_batch_size, run_experiment
 
 TEXTS = ["Question: Who wrote the book?\nAnswer: Jane wrote it.", "the quick brown fox jumps over the lazy dog",
          "Question: Where is the cat?\nAnswer: The cat sat on the mat near the door."] * 4

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pmc.core.models import load_checkpoint
-from pmc.run import run_experiment
+from pmc.experiment import run_experiment
 
 # the terms each method must log per step, besides "loss"
 LOGGED_TERMS = {

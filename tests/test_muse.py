@@ -28,9 +28,9 @@ from pmc.core.prompts import RAW_TEXT
 from pmc.core.records import DataError, QABenchmark, QARecord
 from pmc.core.rouge import rouge_l_f1
 from pmc.eval_cache import as_stored, from_stored
+from pmc.experiment import run_experiment
 from pmc.pipeline import prompt_format
 from pmc.results import summary_table
-from pmc.run import run_experiment
 
 # --- synthetic generator ------------------------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from pmc.core.losses import answer_nll
 from pmc.core.models import build_tiny, train_tokenizer
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
+from pmc.experiment import resume_train_log
 from pmc.methods.base import ForgetExample, Method, RunContext
 from pmc.optimisation import TrainingConfig
-from pmc.run import resume_train_log
 from pmc.trainer import finetune, unlearn
 
 RECORDS = [QARecord(f"Question number {i}?", f"Answer number {i}.") for i in range(8)]

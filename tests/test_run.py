@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO, SMALL_MODEL, TOFU_DIR
 from hydra.errors import MissingConfigException
 
+from pmc.experiment import run_experiment
 from pmc.results import current_umask
-from pmc.run import run_experiment
 
 
 def read_jsonl(path):

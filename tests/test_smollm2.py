@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import TOFU_DIR
 
-from pmc.run import run_experiment
+from pmc.experiment import run_experiment
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,7 +16,7 @@ from pmc.core.models import build_tiny, train_tokenizer
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
 from pmc.eval_cache import as_stored, from_stored
-from pmc.run import run_experiment
+from pmc.experiment import run_experiment
 
 # --- formulas -----------------------------------------------------------------------------------------------------
 

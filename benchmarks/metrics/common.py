@@ -128,12 +128,25 @@ class Suite:
         return ConfigError(f"eval.{self.name}.{key} must be {what}, got {value!r}")
 
 
-def _suite_classes(base: type = Suite) -> dict[str, type]:
+# the suites this package ships; the package imports them on first use (benchmarks.metrics), so they are imported
+# here before the suites are listed by name
+SHIPPED_SUITE_MODULES = ("benchmarks.metrics.paper", "benchmarks.metrics.tofu", "benchmarks.metrics.muse",
+                         "benchmarks.metrics.analyses")
+
+
+def _suite_classes() -> dict[str, type]:
+    """Every suite class that names itself, by name: the shipped ones, and any other whose module is imported."""
+    for module in SHIPPED_SUITE_MODULES:
+        importlib.import_module(module)
+    return _named_subclasses(Suite)
+
+
+def _named_subclasses(base: type) -> dict[str, type]:
     found = {}
     for cls in base.__subclasses__():
         if "name" in vars(cls):
             found[cls.name] = cls
-        found.update(_suite_classes(cls))
+        found.update(_named_subclasses(cls))
     return found
 
 
