@@ -119,6 +119,21 @@ class CountingTokenizer:
         return self.inner(text, **kwargs)
 
 
+def test_a_prompt_is_tokenised_once_per_tokenizer_and_format(tokenizer):
+    """Evaluation sorts and decodes the same questions for every model, PMC samples the same forget questions at
+    every step: each prompt is tokenised once per tokenizer and format, and every caller gets its own list."""
+    counting = CountingTokenizer(tokenizer)
+    question, text = PAIRS[0][0], f"Question: {PAIRS[0][0]}\nAnswer:"
+    first = PromptFormat().prompt_ids(counting, question)
+    first.append(-1)  # the caller's list: changing it changes nothing remembered
+    assert PromptFormat().prompt_ids(counting, question) == tokenizer(text)["input_ids"]
+    assert counting.texts == [text]
+    PromptFormat(question_template="Q: {question}\nA:").prompt_ids(counting, question)
+    other = CountingTokenizer(tokenizer)
+    PromptFormat().prompt_ids(other, question)
+    assert counting.texts == [text, f"Q: {question}\nA:"] and other.texts == [text]
+
+
 def test_each_pair_is_tokenised_once_per_tokenizer_and_format(tokenizer):
     counting = CountingTokenizer(tokenizer)
     expected = encode_pairs(tokenizer, PromptFormat(), PAIRS, max_length=256)

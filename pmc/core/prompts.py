@@ -6,10 +6,14 @@ masks every prompt token, and generation starts right where the answer would.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from pmc.core.errors import ConfigError
+
+# tokenizer -> {(prompt format, question): prompt ids}; an entry goes with its tokenizer
+_PROMPT_IDS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,16 @@ class PromptFormat:
         return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in values))
 
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
+        """The question's prompt ids, tokenised on first use and then remembered for this tokenizer (a tokenizer is
+        never changed after it is built): evaluation sorts and decodes the same questions for every model, and PMC
+        samples answers to the same forget questions at every step."""
+        memo = _PROMPT_IDS.setdefault(tokenizer, {})
+        key = (self, question)
+        if key not in memo:
+            memo[key] = tuple(self._tokenise_prompt(tokenizer, question))
+        return list(memo[key])
+
+    def _tokenise_prompt(self, tokenizer, question: str) -> list[int]:
         if self.style == "raw":
             return tokenizer(question)["input_ids"]
         if self.style == "plain":
