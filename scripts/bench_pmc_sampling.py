@@ -19,12 +19,12 @@ import argparse
 import copy
 import sys
 import time
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from benchmarks.metrics.paper import PaperSuite
+from pmc import CONF_DIR
 from pmc.experiment import method_batch_size
 from pmc.methods.base import RunContext
 from pmc.optimisation import TrainingConfig
@@ -37,8 +37,6 @@ from pmc.pipeline import (
     seed_everything,
 )
 from pmc.trainer import unlearn
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def run_mode(cfg, stage0, benchmark, fmt, rows_at_once: int, mode: str) -> dict:
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. device=cuda")
     args = parser.parse_args(argv)
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"method.training.epochs={args.epochs}", f"cache_dir={args.cache_dir}",
                                            *args.overrides])
     benchmark = load_benchmark(cfg, {})

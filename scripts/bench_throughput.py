@@ -60,6 +60,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
 
+from pmc import CONF_DIR  # noqa: E402
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import configure_generation, generate_answers, greedy_answers  # noqa: E402
@@ -76,7 +77,6 @@ from pmc.pipeline import (  # noqa: E402
 )
 from pmc.trainer import finetune  # noqa: E402
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 STAGES = ("data", "stage0", "unlearn", "eval")
 WARMUP_STEPS = 2
 
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
         overrides.append(f"generation.batch_size={args.gen_batch if args.gen_batch == 'auto' else int(args.gen_batch)}")
     if args.train_batch:
         overrides.append(f"method.training.batch_size={args.train_batch}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
 
     job = None if args.no_job else job_timings(cfg, args.results, args.eval_cache)

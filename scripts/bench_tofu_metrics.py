@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -27,11 +26,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from benchmarks.metrics import EvalContext, scoring, tofu
+from pmc import CONF_DIR
 from pmc.core.models import device_for
 from pmc.core.prompts import PromptFormat
 from pmc.stage0 import prepare_models
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SMALL = [  # the test suite's tiny model, on a benchmark with a few more evaluation questions
     "model.architecture.vocab_size=512", "model.architecture.hidden_size=128", "model.architecture.num_layers=2",
     "model.architecture.intermediate_size=512", "model.pretrain.epochs=30", "model.pretrain.learning_rate=3e-3",
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. device=cuda")
     args = parser.parse_args(argv)
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[*([] if args.full else SMALL), *args.overrides])
     benchmark = instantiate(cfg.benchmark)
     fmt = PromptFormat(**cfg.model.prompt)
