@@ -1,4 +1,4 @@
-"""Experiment loggers selected by `logger=<name>`; every run also writes train_log.jsonl itself (see pmc.run).
+"""Experiment loggers selected by `logger=<name>`; every run also writes train_log.jsonl itself (see pmc.experiment).
 
 A logger is told when the run starts (resolved config, run directory, the command-line overrides), gets every
 training step, and at the end the results. Tracking is a convenience: a logger that cannot reach its service

@@ -1,9 +1,10 @@
-"""The build steps `pmc.run` and `pmc.evaluate` share, in the order both take them.
+"""The build steps the two jobs share (pmc.experiment: `run_experiment` behind `pmc.run`, `evaluate_checkpoint` behind
+`pmc.evaluate`), in the order both take them.
 
 check the config (and build the metric suites) -> seed -> benchmark -> prompt format -> stage-0 models -> decoding
 settings -> evaluation context and its cache -> every suite on every model -> the run record (results.json).
-`pmc.run` unlearns between the stage-0 models and the evaluation; `pmc.evaluate` loads a checkpoint instead. Each
-step is a public function here, so the two entry points (and the benchmark scripts) build their runs the same way.
+A run unlearns between the stage-0 models and the evaluation; an evaluation loads a checkpoint instead. Each step is
+a public function here, so the two jobs (and the benchmark scripts) build their runs the same way.
 """
 
 from __future__ import annotations

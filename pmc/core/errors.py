@@ -1,4 +1,4 @@
-"""Errors the harness reports as one clear line instead of a traceback (see pmc.run)."""
+"""Errors the harness reports as one clear line instead of a traceback (see pmc.failures)."""
 
 
 class HarnessError(Exception):
