@@ -1,4 +1,5 @@
-"""Config checks that run before anything slow: a wrong key or a wrongly-typed value fails in a second, naming the key.
+"""Config checks that run before anything slow: a wrong key or a wrongly-typed value fails before any data or model
+is loaded (the ~10 s of importing torch and transformers on a laptop, not stage 0), naming the key.
 
 Values meant for a constructor (`method.handler`, `logger`, `benchmark`: whatever their `_target_` builds) are
 checked against that constructor's signature and type annotations, and `method.training` / `model.finetune` /
