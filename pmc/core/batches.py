@@ -1,14 +1,14 @@
 """QA pairs -> padded tensors with answer-only labels: the one place training data is tokenised.
 
 Every method trains through `encode_pairs`, so the masking rule (loss on answer tokens only, never on the prompt
-or on padding) holds for PMC and every baseline alike. Each (prompt format, question, answer) is tokenised once per
-tokenizer (`pair_ids`): training encodes every record every epoch, and the suites score the same pairs per model.
+or on padding) holds for PMC and every baseline alike. Each prompt and answer is tokenised once per tokenizer and
+prompt format (`PromptFormat.prompt_ids`, `answer_ids`): training encodes every record every epoch, and the suites
+score the same pairs per model.
 """
 
 from __future__ import annotations
 
 import random
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
@@ -44,21 +44,6 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return input_ids, attention_mask
 
 
-# tokenizer -> {(prompt format, question, answer): (prompt ids, answer ids)}; an entry goes with its tokenizer
-_PAIR_IDS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
-
-
-def pair_ids(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids ending in end-of-sequence) of one pair, tokenised on first use and then remembered
-    for this tokenizer object (a tokenizer is never changed after it is built, so its ids cannot go stale)."""
-    memo = _PAIR_IDS.setdefault(tokenizer, {})
-    key = (fmt, question, answer)
-    if key not in memo:
-        memo[key] = (tuple(fmt.prompt_ids(tokenizer, question)), tuple(fmt.answer_ids(tokenizer, answer)))
-    prompt, answer_ids = memo[key]
-    return list(prompt), list(answer_ids)
-
-
 def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows as left-padded input ids [B, T] and their attention mask, so every row ends at the last column
     and generation continues all of them at the same position."""
@@ -75,7 +60,7 @@ def encode_pairs(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], max
     """Tokenise (question, answer) pairs; an answer is cut at the end (never the prompt) to fit max_length."""
     rows = []
     for question, answer in pairs:
-        prompt, answer_ids = pair_ids(tokenizer, fmt, question, answer)
+        prompt, answer_ids = fmt.prompt_ids(tokenizer, question), fmt.answer_ids(tokenizer, answer)
         rows.append((prompt, answer_ids[: max(1, max_length - len(prompt))]))
     input_ids, attention_mask = pad_right([p + a for p, a in rows], tokenizer.pad_token_id)
     labels = torch.full_like(input_ids, IGNORE_INDEX)
@@ -95,8 +80,7 @@ def longest_first(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 def pair_length(tokenizer, fmt: PromptFormat, question: str, answer: str) -> int:
     """Tokens of one pair as training encodes it (prompt and answer with its end-of-sequence token)."""
-    prompt, answer_ids = pair_ids(tokenizer, fmt, question, answer)
-    return len(prompt) + len(answer_ids)
+    return len(fmt.prompt_ids(tokenizer, question)) + len(fmt.answer_ids(tokenizer, answer))
 
 
 def epoch_order(rng: random.Random, count: int, batch_size: int, lengths: Sequence[int] | None = None) -> list[int]:

@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 from pmc.core.errors import ConfigError
 
-# tokenizer -> {(prompt format, question): prompt ids}; an entry goes with its tokenizer
-_PROMPT_IDS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+# tokenizer -> {(prompt format, "prompt" or "answer", text): token ids}; an entry goes with its tokenizer
+_TOKEN_IDS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,22 @@ class PromptFormat:
         return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in values))
 
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
-        """The question's prompt ids, tokenised on first use and then remembered for this tokenizer (a tokenizer is
-        never changed after it is built): evaluation sorts and decodes the same questions for every model, and PMC
-        samples answers to the same forget questions at every step."""
-        memo = _PROMPT_IDS.setdefault(tokenizer, {})
-        key = (self, question)
+        """The question's prompt ids (remembered: `_remembered`)."""
+        return self._remembered(tokenizer, "prompt", question, self._tokenise_prompt)
+
+    def answer_ids(self, tokenizer, answer: str) -> list[int]:
+        """Answer tokens followed by end-of-sequence, so a trained model learns to stop (remembered: `_remembered`)."""
+        return self._remembered(tokenizer, "answer", answer, self._tokenise_answer)
+
+    def _remembered(self, tokenizer, kind: str, text: str, tokenise) -> list[int]:
+        """tokenise(tokenizer, text) on first use, then remembered for this tokenizer object (a tokenizer is never
+        changed after it is built, so the ids cannot go stale): training encodes every record every epoch, the
+        suites score and decode the same pairs and questions for every model, PMC samples answers to the same forget
+        questions at every step. Each caller gets its own list."""
+        memo = _TOKEN_IDS.setdefault(tokenizer, {})
+        key = (self, kind, text)
         if key not in memo:
-            memo[key] = tuple(self._tokenise_prompt(tokenizer, question))
+            memo[key] = tuple(tokenise(tokenizer, text))
         return list(memo[key])
 
     def _tokenise_prompt(self, tokenizer, question: str) -> list[int]:
@@ -75,8 +84,7 @@ class PromptFormat:
                                              **self.chat_template_kwargs)  # official: unlearning/encoding.py L126-132
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def answer_ids(self, tokenizer, answer: str) -> list[int]:
-        """Answer tokens followed by end-of-sequence, so a trained model learns to stop."""
+    def _tokenise_answer(self, tokenizer, answer: str) -> list[int]:
         ids = tokenizer(self.answer_prefix + answer, add_special_tokens=False)["input_ids"]
         return ids + [tokenizer.eos_token_id]
 
