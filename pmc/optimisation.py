@@ -45,6 +45,13 @@ class TrainingConfig:
     # per layer class, dynamic shapes): false, true (inductor) or a backend of COMPILE_BACKENDS
     compile: bool | str = False
 
+    @property
+    def compile_backend(self) -> str | None:
+        """The torch.compile backend `compile` names (true = the first of COMPILE_BACKENDS, inductor); None: off."""
+        if not self.compile:
+            return None
+        return COMPILE_BACKENDS[0] if self.compile is True else self.compile
+
     def __post_init__(self):
         object.__setattr__(self, "adam_betas", tuple(self.adam_betas))  # YAML gives a list
         if self.epochs < 0 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:

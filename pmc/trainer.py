@@ -76,18 +76,17 @@ def _new_accelerator(training: TrainingConfig, on_cpu: bool) -> Accelerator:
     # as if each process saw 1/num_processes of the data (every process sees every micro-batch here).
     return Accelerator(mixed_precision=PRECISIONS[training.precision], cpu=on_cpu,
                        gradient_accumulation_steps=training.gradient_accumulation_steps,
-                       step_scheduler_with_optimizer=False, dynamo_plugin=_compilation(training.compile))
+                       step_scheduler_with_optimizer=False, dynamo_plugin=_compilation(training.compile_backend))
 
 
-def _compilation(compile: bool | str) -> TorchDynamoPlugin:
-    """training.compile as accelerate's torch.compile settings. A small model on a GPU waits for the host to launch
-    its kernels; compiled, each decoder layer runs as a few fused kernels. Regional compilation compiles the repeated
-    decoder layer once (seconds), not the whole model; dynamic shapes, because every micro-batch is padded to its own
-    longest row. The prepared model is compiled, the model itself stays eager (PMC samples with it)."""
-    if not compile:
+def _compilation(backend: str | None) -> TorchDynamoPlugin:
+    """training.compile's backend as accelerate's torch.compile settings. A small model on a GPU waits for the host
+    to launch its kernels; compiled, each decoder layer runs as a few fused kernels. Regional compilation compiles the
+    repeated decoder layer once (seconds), not the whole model; dynamic shapes, because every micro-batch is padded to
+    its own longest row. The prepared model is compiled, the model itself stays eager (PMC samples with it)."""
+    if backend is None:
         return TorchDynamoPlugin(backend="no")
-    return TorchDynamoPlugin(backend="inductor" if compile is True else compile, use_regional_compilation=True,
-                             dynamic=True)
+    return TorchDynamoPlugin(backend=backend, use_regional_compilation=True, dynamic=True)
 
 
 def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batches_per_epoch: int) -> TrainingSession:

@@ -66,7 +66,7 @@ from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import configure_generation, generate_answers, greedy_answers  # noqa: E402
 from pmc.core.losses import answer_nll  # noqa: E402
 from pmc.experiment import method_batch_size, run_experiment  # noqa: E402
-from pmc.optimisation import COMPILE_BACKENDS, TrainingConfig  # noqa: E402
+from pmc.optimisation import TrainingConfig  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     eval_context,
     instantiate_node,
@@ -380,8 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{benchmark.name}; generation: cache {cfg.generation.cache_implementation or 'dynamic'}, compile "
           f"{cfg.generation.compile}")
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
-    backend = COMPILE_BACKENDS[0] if training_cfg.compile is True else training_cfg.compile
-    compiled = f", compiled ({backend})" if training_cfg.compile else ""
+    compiled = f", compiled ({training_cfg.compile_backend})" if training_cfg.compile_backend else ""
     rows = [
         ("training", f"{training['tokens_per_s']:.0f}", "tokens/s",
          f"batch {training_cfg.batch_size}, max_length {training_cfg.max_length}, {training_cfg.precision}"

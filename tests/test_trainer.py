@@ -253,6 +253,11 @@ def test_training_config_accepts_edge_values():
 # --- compiled training ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("compile, backend", [(False, None), (True, "inductor"), ("cudagraphs", "cudagraphs")])
+def test_training_compile_names_its_backend(compile, backend):
+    assert TrainingConfig(epochs=1, learning_rate=1e-3, compile=compile).compile_backend == backend
+
+
 def test_compiled_decoder_layers_train_to_the_same_weights_and_leave_the_model_eager():
     """training.compile: the prepared model's decoder layers go through torch.compile (the eager backend traces
     them with dynamo and runs the traced graphs, so the arithmetic is the same), with dynamic shapes: micro-batches
