@@ -15,22 +15,21 @@ import importlib
 
 from benchmarks.metrics.columns import Column, table_columns, trade_offs
 
-# name -> the module defining it, imported on first use (PEP 562)
-_SUITE_NAMES = {
+# the suites this package ships, class name -> its module; build_suites lists them by name (common.py)
+SHIPPED_SUITES = {
     "AnalysesSuite": "benchmarks.metrics.analyses",
-    "EvalContext": "benchmarks.metrics.common",
     "MuseSuite": "benchmarks.metrics.muse",
     "PaperSuite": "benchmarks.metrics.paper",
-    "Suite": "benchmarks.metrics.common",
-    "SuiteResult": "benchmarks.metrics.common",
     "TofuSuite": "benchmarks.metrics.tofu",
-    "build_suites": "benchmarks.metrics.common",
 }
+# name -> the module defining it, imported on first use (PEP 562)
+_LAZY = {**SHIPPED_SUITES, **{name: "benchmarks.metrics.common"
+                              for name in ("EvalContext", "Suite", "SuiteResult", "build_suites")}}
 
 
 def __getattr__(name: str):
-    if name in _SUITE_NAMES:
-        return getattr(importlib.import_module(_SUITE_NAMES[name]), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -128,15 +128,12 @@ class Suite:
         return ConfigError(f"eval.{self.name}.{key} must be {what}, got {value!r}")
 
 
-# the suites this package ships; the package imports them on first use (benchmarks.metrics), so they are imported
-# here before the suites are listed by name
-SHIPPED_SUITE_MODULES = ("benchmarks.metrics.paper", "benchmarks.metrics.tofu", "benchmarks.metrics.muse",
-                         "benchmarks.metrics.analyses")
-
-
 def _suite_classes() -> dict[str, type]:
-    """Every suite class that names itself, by name: the shipped ones, and any other whose module is imported."""
-    for module in SHIPPED_SUITE_MODULES:
+    """Every suite class that names itself, by name: the shipped ones (imported here: the package loads them on
+    first use, benchmarks.metrics.SHIPPED_SUITES), and any other whose module is imported."""
+    from benchmarks.metrics import SHIPPED_SUITES
+
+    for module in SHIPPED_SUITES.values():
         importlib.import_module(module)
     return _named_subclasses(Suite)
 
