@@ -50,8 +50,8 @@ cores=$(nproc)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / PARALLEL > 0 ? cores / PARALLEL : 1 ))}
 export MKL_NUM_THREADS=$OMP_NUM_THREADS
 
-# The units, most important first: group (main: the mini paper's table and claims; samples: ablation C4; icu:
-# optional), unit name, Hydra overrides. A sweep config's methods are split into one unit each; its other sweep
+# The units, most important first: group (main: the mini paper's table and claims; samples, epochs, retain_weight,
+# temperature: the ablations of claim C4; icu: optional), unit name, Hydra overrides. A sweep config's methods are split into one unit each; its other sweep
 # axes (the learning rates of the fronts) come from the config. tests/test_claims.py checks that the units cover
 # each sweep config's methods.
 UNITS="
@@ -64,9 +64,16 @@ main     idk               experiment=mini_paper_smollm2 method=idk
 main     idkdpo            experiment=mini_paper_smollm2 method=idkdpo
 main     flat              experiment=mini_paper_smollm2 method=flat
 samples  samples_n1        experiment=ablation_samples_smollm2 method.handler.num_samples=1
+epochs   epochs_5          experiment=ablation_smollm2 method.training.epochs=5
+retain_weight retain_weight_0_5 experiment=ablation_smollm2 method.handler.retain_weight=0.5
+retain_weight retain_weight_3   experiment=ablation_smollm2 method.handler.retain_weight=3.0
+temperature temperature_0_9 experiment=ablation_smollm2 method.handler.temperature=0.9
+temperature temperature_2   experiment=ablation_smollm2 method.handler.temperature=2.0
 icu      icu               experiment=mini_paper_smollm2_icu method=icu
 "
-# samples_n1 is PMC with n = 1 at 3e-5; its n = 5 partner is fronts_pmc's 3e-5 job (claims.py pairs them by config).
+# The ablation units (claim C4; group = the ablation's name in scripts/claims.py) are PMC at 3e-5 with one setting
+# changed, one job each; their partner is fronts_pmc's 3e-5 job (n = 5, 10 epochs, λ = 1.5, T = 1.25; claims.py
+# pairs jobs by config): n = 1; 5 epochs; λ = 0.5 and 3; T = 0.9 and 2.
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
 # that run to the cap would cost ~2.5x the sampling time, and the answers PMC scores match those evaluated.
@@ -99,6 +106,7 @@ CLAIMS=$(mktemp -d)  # a unit is taken by the worker that creates CLAIMS/<unit>;
 workers=()
 stop() {  # the jobs first (a worker's subshell does not pass the signal on), then the workers
   trap - TERM INT HUP
+  set +f  # a unit runs with globbing off (its overrides are words); the pid files are found by a pattern
   log "interrupted: $(cd "$CLAIMS" && ls -- *.pid 2> /dev/null | sed 's/\.pid$//' | tr '\n' ' ')"
   for pid_file in "$CLAIMS"/*.pid; do [ -f "$pid_file" ] && kill "$(cat "$pid_file")" 2> /dev/null; done
   [ "${#workers[@]}" = 0 ] || kill "${workers[@]}" 2> /dev/null
@@ -163,14 +171,15 @@ rm -rf "$CLAIMS"
 [ "$DRY_RUN" = 1 ] && exit 0
 
 # --- tables, figures, analyses report, claims: from every finished unit --------------------------------------------
-main_dirs=() samples_dirs=()
+main_dirs=()
+declare -A ablation_dirs  # ablation name -> its finished units' sweep directories
 while read -r group unit _; do
   [ -z "$group" ] && continue
   dir=$(finished_dir "$unit")
   [ -z "$dir" ] && continue
   case $group in
     main|icu) main_dirs+=("$dir") ;;
-    samples) samples_dirs+=("$dir") ;;
+    *) ablation_dirs[$group]+="$dir " ;;
   esac
 done <<< "$UNITS"
 if [ "${#main_dirs[@]}" = 0 ]; then
@@ -178,9 +187,9 @@ if [ "${#main_dirs[@]}" = 0 ]; then
   exit 1
 fi
 ablation_args=()
-if [ "${#samples_dirs[@]}" -gt 0 ]; then
-  for dir in "${samples_dirs[@]}" $(finished_dir fronts_pmc); do ablation_args+=(--ablation "samples=$dir"); done
-fi
+for name in "${!ablation_dirs[@]}"; do  # each ablation's jobs with their partner, fronts_pmc's 3e-5 job
+  for dir in ${ablation_dirs[$name]} $(finished_dir fronts_pmc); do ablation_args+=(--ablation "$name=$dir"); done
+done
 
 failed=0
 step() {  # description, command...
@@ -191,9 +200,10 @@ step "results/tables/$NAME.*" "$PYTHON" scripts/collect.py "${main_dirs[@]}" --n
 step "results/figures/${NAME}_*" "$PYTHON" scripts/figures.py "${main_dirs[@]}" --name "$NAME" \
   --ablation method.training.learning_rate
 step "results/analyses/$NAME.md" "$PYTHON" scripts/analyses_report.py "${main_dirs[@]}" --name "$NAME"
-if [ "${#samples_dirs[@]}" -gt 0 ]; then
-  step "results/tables/${NAME}_ablation_samples.*" "$PYTHON" scripts/collect.py "${samples_dirs[@]}" \
-    $(finished_dir fronts_pmc) --name "${NAME}_ablation_samples"
-fi
+for name in "${!ablation_dirs[@]}"; do
+  # shellcheck disable=SC2086  # the directories are words
+  step "results/tables/${NAME}_ablation_$name.*" "$PYTHON" scripts/collect.py ${ablation_dirs[$name]} \
+    $(finished_dir fronts_pmc) --name "${NAME}_ablation_$name"
+done
 step "$CLAIMS_OUT" "$PYTHON" scripts/claims.py "${main_dirs[@]}" "${ablation_args[@]}" --out "$CLAIMS_OUT"
 exit "$failed"

@@ -12,6 +12,8 @@ import json
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -148,8 +150,9 @@ def test_every_claim_holds_on_the_hand_built_mini_paper(tmp_path):
                                               "1.200, recovers")
     # ablations not given: not testable, naming the config that would test them
     assert found["C4 samples"].verdict.startswith("not testable: not run (conf/experiment/ablation_samples_smollm2")
-    assert found["C4 retain_weight"].verdict == ("not testable: not run (conf/experiment/ablation_retain_weight.yaml;"
-                                                 " then --ablation retain_weight=DIR)")
+    assert found["C4 retain_weight"].verdict == ("not testable: not run (conf/experiment/ablation_smollm2.yaml "
+                                                 "(SmolLM2, the ablated key on the command line) or "
+                                                 "ablation_retain_weight.yaml; then --ablation retain_weight=DIR)")
 
 
 def test_a_dominating_baseline_breaks_c1_and_is_named(tmp_path):
@@ -268,6 +271,28 @@ def test_samples_ablation_pairs_jobs_across_sweeps_by_config(tmp_path):
                                            "method.handler.num_samples")
 
 
+def test_an_ablation_pairs_with_an_older_job_that_lacks_the_options_added_since(tmp_path):
+    dirs = main_sweep(tmp_path / "main")  # written without group_by_length, compile, continuous_batching: older jobs
+    newer = tmp_path / "ablation_retain_weight"
+    for job, (weight, paper, grouped) in enumerate([(0.5, (75.0, 70.0), False), (3.0, (65.0, 78.5), False),
+                                                    (0.5, (90.0, 60.0), True)]):
+        cfg = config(3e-5, retain_weight=weight)
+        cfg["method"]["training"].update(group_by_length=grouped, compile=False)
+        cfg["generation"]["continuous_batching"] = False
+        write_job(newer / str(job), "pmc", ["method=pmc", f"method.handler.retain_weight={weight}"], paper, cfg=cfg)
+    main_pmc = dirs[0] / "0"  # PMC at 3e-5: 70 / 79, its retain weight set to the default 1.5 here
+    older = json.loads((main_pmc / "results.json").read_text())
+    older["config"]["method"]["handler"]["retain_weight"] = 1.5
+    (main_pmc / "results.json").write_text(json.dumps(older))
+
+    found = verdicts(dirs, {"retain_weight": [newer, dirs[0]]})
+    # one line of three λ (the job with group_by_length on is a line of its own, one point: no line)
+    assert found["C4 retain_weight"].measured == ["retain_weight=0.5: 75.00 / 70.00, retain_weight=1.5: 70.00 / "
+                                                  "79.00, retain_weight=3.0: 65.00 / 78.50 (unlearn quality / "
+                                                  "utility): holds"]
+    assert found["C4 retain_weight"].verdict == "holds"  # 78.5 >= 70 - 1
+
+
 def test_epochs_ablation_averages_seeds_and_fails_when_quality_does_not_rise(tmp_path):
     ablation = tmp_path / "ablation_epochs"
     ablation_job(ablation / "0", "method.training.epochs", 5, (60.0, 78.0))
@@ -305,7 +330,8 @@ def test_cli_writes_the_table(tmp_path):
     assert list(rows) == ["C1", "C2", "C3", "C4 epochs", "C4 samples", "C4 retain_weight", "C4 temperature", "C5",
                           "C6"]
     assert rows["C1"].endswith("| **holds** |") and rows["C4 samples"].endswith("| **holds** |")
-    assert rows["C4 epochs"].endswith("| **not testable: not run (conf/experiment/ablation_epochs.yaml; then "
+    assert rows["C4 epochs"].endswith("| **not testable: not run (conf/experiment/ablation_smollm2.yaml (SmolLM2, "
+                                      "the ablated key on the command line) or ablation_epochs.yaml; then "
                                       "--ablation epochs=DIR)** |")
     assert "### C1" in text and "### C6" in text
 
@@ -343,6 +369,10 @@ def test_smollm2_mini_paper_gives_every_method_the_same_budget_and_suites():
         ablation = compose("config", overrides=["experiment=ablation_samples_smollm2"], return_hydra_config=True)
         assert dict(ablation.hydra.sweeper.params) == {"method": "pmc", "method.training.learning_rate": "3e-5",
                                                        "method.handler.num_samples": "1,5"}
+        assert list(ablation.eval) == ["paper", "analyses"]  # analyses: settings only, not selected
+        one_setting = compose("config", overrides=["experiment=ablation_smollm2"], return_hydra_config=True)
+        assert dict(one_setting.hydra.sweeper.params) == {"method": "pmc", "method.training.learning_rate": "3e-5"}
+        assert one_setting.method.handler.max_length is None
     assert budgets == {(10, 8, 1, 256)}
 
 
@@ -356,6 +386,10 @@ def test_run_script_parses_and_covers_every_sweep():
         covered.setdefault(args["experiment"], []).append(args.get("method"))
     assert {e: sorted(m) for e, m in covered.items() if e in SWEEPS} == {e: sorted(m) for e, m in SWEEPS.items()}
     assert covered["ablation_samples_smollm2"] == [None]
+    ablated = [dict(o.split("=", 1) for o in overrides.split()) for _, _, overrides in units
+               if "experiment=ablation_smollm2" in overrides]
+    assert sorted(key for args in ablated for key in args if key != "experiment") == \
+        ["method.handler.retain_weight"] * 2 + ["method.handler.temperature"] * 2 + ["method.training.epochs"]
 
 
 def test_c5_a_retain_loss_that_never_rises_has_nothing_to_recover(tmp_path):
@@ -364,3 +398,41 @@ def test_c5_a_retain_loss_that_never_rises_has_nothing_to_recover(tmp_path):
     assert found["C5"].verdict == "holds"  # 0.1 <= 0.3; 1.0 <= 2.0 + 0.5 * 0
     assert found["C5"].measured[0].endswith("selected 0.600 → 0.100 (epoch 3) → 0.100 (epoch 3), drops; retain loss "
                                             "2.000 → peak 2.000 (epoch 1) → 1.000, never rose above its first epoch")
+
+
+def test_interrupting_the_run_script_stops_the_job_it_runs(tmp_path):
+    """TERM to scripts/run_mini_paper_smollm2.sh kills the unit's job too (a session that ends must not leave a job
+    running on), logs the unit as interrupted and leaves it unfinished, to rerun next time. The script runs in a
+    copy of the layout it expects, with a stand-in python whose job records its pid and sleeps."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "run_mini_paper_smollm2.sh"
+    script.write_text((REPO / "scripts" / "run_mini_paper_smollm2.sh").read_text())
+    (tmp_path / "tofu").mkdir()
+    (tmp_path / "tofu" / "full.json").write_text("{}\n")
+    fake = tmp_path / "python"
+    fake.write_text('#!/usr/bin/env bash\n'
+                    'if [ "$1 $2" = "-m pmc.run" ]; then echo $$ > "$JOB_PID"; exec sleep 60; fi\n')
+    fake.chmod(0o755)
+    job_pid = tmp_path / "job.pid"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "TOFU_DATA_DIR": str(tmp_path / "tofu"),
+           "JOB_PID": str(job_pid)}
+    runner = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not job_pid.exists() or not job_pid.read_text().strip():
+            assert time.monotonic() < deadline and runner.poll() is None, "the script never started its first job"
+            time.sleep(0.1)
+        job = int(job_pid.read_text())
+        runner.terminate()
+        assert runner.wait(timeout=30) == 143
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{job}").exists() and "zombie" not in Path(f"/proc/{job}/status").read_text().lower():
+            assert time.monotonic() < deadline, "the unit's job outlived the script"
+            time.sleep(0.1)
+    finally:
+        runner.kill()
+        if job_pid.exists() and job_pid.read_text().strip():
+            subprocess.run(["kill", job_pid.read_text().strip()], capture_output=True)
+    log = (tmp_path / "results" / "smollm2" / "run.log").read_text()
+    assert "interrupted: fronts_pmc" in log
+    assert "finished" not in (tmp_path / "results" / "smollm2" / "sweeps.txt").read_text()

@@ -22,29 +22,37 @@ class Ablation:
     config: str  # the experiment config that runs it
 
 
+SMOLLM2_ABLATION = "conf/experiment/ablation_smollm2.yaml (SmolLM2, the ablated key on the command line)"
 ABLATIONS = {
     "epochs": Ablation("method.training.epochs", "more unlearning epochs raise unlearn quality",
                        f"on every line, unlearn quality at the most epochs > at the fewest + {ABLATION_MARGIN:g} "
-                       "point", "conf/experiment/ablation_epochs.yaml"),
+                       "point", SMOLLM2_ABLATION + " or ablation_epochs.yaml"),
     "samples": Ablation("method.handler.num_samples", "more sampled answers per question (n) raise unlearn quality",
                         f"on every line, unlearn quality at the largest n > at the smallest n + {ABLATION_MARGIN:g} "
                         "point", "conf/experiment/ablation_samples_smollm2.yaml (SmolLM2) or ablation_samples.yaml"),
     "retain_weight": Ablation("method.handler.retain_weight", "a larger retain weight λ keeps utility",
                               f"on every line, utility at the largest λ ≥ utility at the smallest λ − "
-                              f"{ABLATION_MARGIN:g} point", "conf/experiment/ablation_retain_weight.yaml"),
+                              f"{ABLATION_MARGIN:g} point", SMOLLM2_ABLATION + " or ablation_retain_weight.yaml"),
     "temperature": Ablation("method.handler.temperature", "a higher sampling temperature T helps until utility falls",
                             f"on every line, unlearn quality at some T above the smallest > at the smallest T + "
                             f"{ABLATION_MARGIN:g} point, and utility at the largest T < the best utility over T − "
-                            f"{ABLATION_MARGIN:g} point", "conf/experiment/ablation_temperature.yaml"),
+                            f"{ABLATION_MARGIN:g} point", SMOLLM2_ABLATION + " or ablation_temperature.yaml"),
 }
 # config parts that shape the unlearned model: C4 pairs jobs whose parts are equal but for the ablated key
 MODEL_SHAPING = ("model", "benchmark", "stage0", "generation", "method")
+# options added after jobs were run and committed: an older results.json lacks them, which means these values (the
+# stage-0 cache key leaves the training ones out at the same values, pmc.stage0.KEY_NEUTRAL_OPTIONS)
+ADDED_OPTIONS = {"method.training.group_by_length": False, "method.training.compile": False,
+                 "generation.continuous_batching": False}
 
 
 def shaping_identity(config: dict, key: str) -> str:
-    """What shapes the unlearned model, without `key` and the seed: equal strings, one ablation line."""
+    """What shapes the unlearned model, without `key`, the seed, and the options added later while at the value an
+    older job ran with (ADDED_OPTIONS): equal strings, one ablation line."""
     parts = {name: copy.deepcopy(config.get(name)) for name in MODEL_SHAPING}
-    for path in (key, "method.handler.seed"):
+    dropped = [key, "method.handler.seed", *(path for path, value in ADDED_OPTIONS.items()
+                                             if nested(parts, path) == value)]
+    for path in dropped:
         *parents, last = path.split(".")
         node = parts
         for part in parents:
