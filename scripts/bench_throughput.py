@@ -34,8 +34,10 @@ Stage 0 comes from the stage-0 cache (`cache_dir`), built there if absent (the j
 (generation.continuous_batching), with the ratio of the two.
 --profile DIR: where each step's time goes, from torch.profiler: 3 training steps of the harness's loop (after the
 warm-up steps and one more), one greedy decoding call and one PMC sampling call (after the timed ones), each as wall
-time, time the device was busy (its kernels), kernel launches and synchronisations per training step or per model
-forward (a decoding step; prefill included), printed as a second table; DIR/profile.json holds the numbers and
+time, eager operators that run a kernel (OperatorCount, in a separate untimed pass: on any device about the kernels a
+GPU launches for the work in eager mode; none for a compiled phase), time the device was busy (its kernels), kernel
+launches and synchronisations per training step or per model forward (a decoding step; prefill included), printed as
+a second table; DIR/profile.json holds the numbers and
 DIR/profile_<phase>.txt the 25 operators that took the most time. A device busy for a small share of the wall time
 is waiting for the host: launch overhead and synchronisations, not arithmetic, set the speed.
 """
@@ -57,6 +59,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
 
@@ -208,6 +211,48 @@ def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
 
 
 PROFILED_STEPS = 3
+# operators that run no kernel: besides views (an operator's schema says so), these re-describe or allocate memory
+NO_KERNEL_OPERATORS = frozenset({"_unsafe_view", "lift_fresh", "empty", "empty_like", "empty_strided"})
+
+
+class OperatorCount(TorchDispatchMode):
+    """Counts the operators dispatched below autograd (composite operators already split, e.g. linear into t and
+    addmm) that run a kernel, and the model forwards among them. In eager mode this is about the kernels a GPU
+    launches for the same work, on any device: a 135M model on a GPU is launch-bound (docs/gpu.md), so on a CPU the
+    count says how a change would move a GPU step's time. Counting costs time, so counted work is never timed."""
+
+    def __init__(self):
+        super().__init__()
+        self.counting, self.operators, self.forwards = False, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if self.counting and not func.is_view and name not in NO_KERNEL_OPERATORS:
+            self.operators += 1
+            self.forwards += name == MODEL_FORWARD.removeprefix("aten::")
+        return func(*args, **(kwargs or {}))
+
+
+def counted_training(model, tokenizer, fmt, records, training: TrainingConfig) -> float:
+    """Operators per optimiser step of the harness's loop, over PROFILED_STEPS steps after the warm-up steps."""
+    chosen = round_the_list(records, WARMUP_STEPS + PROFILED_STEPS, training.batch_size)
+    count = OperatorCount()
+
+    def switch(entry: dict) -> None:
+        count.counting = WARMUP_STEPS <= entry["step"] < WARMUP_STEPS + PROFILED_STEPS
+
+    with count:
+        harness_steps(model, tokenizer, fmt, chosen, training, switch, "counted")
+    return count.operators / PROFILED_STEPS
+
+
+def counted_call(fn) -> float:
+    """Operators per model forward of one call of fn."""
+    count = OperatorCount()
+    count.counting = True
+    with count:
+        fn()
+    return count.operators / max(1, count.forwards)
 KERNEL_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
 SYNCHRONISATIONS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 MODEL_FORWARD = "aten::embedding"  # once per forward of the model: one per decoding step (and the prefill)
@@ -244,23 +289,31 @@ def profile_phases(directory: Path, model, tokenizer, fmt, records, training_cfg
                    questions: list[str], decoding: dict, sampling: dict, device: torch.device) -> dict:
     """Profile the three phases (training steps, one greedy decoding call, one sampling call, each call on the first
     questions that fill one batch) and write them into `directory`; returns their summaries."""
+    greedy = lambda: generate_answers(model, tokenizer, fmt, questions[: decoding["batch_size"]], **decoding)
+    sampled = lambda: generate_answers(model, tokenizer, fmt, questions[: sampling["batch_size"]], **sampling)
     training_events = profiled_training(model, tokenizer, fmt, records, training_cfg, device)
-    greedy_events, greedy_seconds = profiled_call(
-        lambda: generate_answers(model, tokenizer, fmt, questions[: decoding["batch_size"]], **decoding), device)
-    sampling_events, sampling_seconds = profiled_call(
-        lambda: generate_answers(model, tokenizer, fmt, questions[: sampling["batch_size"]], **sampling), device)
+    greedy_events, greedy_seconds = profiled_call(greedy, device)
+    sampling_events, sampling_seconds = profiled_call(sampled, device)
+    # eager operator counts; a compiled phase's operators are not dispatched one by one, so it has none
+    compiled_decoding = model.generation_config.compile_config is not None
+    operators = {"training": None if training_cfg.compile_backend else
+                 counted_training(model, tokenizer, fmt, records, training_cfg),
+                 "greedy": None if compiled_decoding else counted_call(greedy),
+                 "sampling": None if compiled_decoding else counted_call(sampled)}
     return write_profiles(directory, {
         # wall time per step: the steady-state steps timed before, without the profiler
         "training": (training_events, PROFILED_STEPS / training["steps_per_s"], PROFILED_STEPS, "training step"),
         "greedy": (greedy_events, greedy_seconds, forwards(greedy_events), "model forward"),
         "sampling": (sampling_events, sampling_seconds, forwards(sampling_events), "model forward"),
-    }, device)
+    }, operators, device)
 
 
-def profile_summary(events, seconds: float, units: int, unit: str, device: torch.device) -> dict:
+def profile_summary(events, seconds: float, units: int, unit: str, device: torch.device,
+                    operators: float | None = None) -> dict:
     """Per unit (a training step, a model forward): wall milliseconds (`seconds`: the same work without the
-    profiler), and on a GPU its busy milliseconds (the kernels' time), kernel launches and synchronisations."""
-    summary = {"unit": unit, "units": units, "wall_ms": 1000 * seconds / units}
+    profiler), the eager operators that run a kernel (OperatorCount, counted apart; None when compiled), and on a
+    GPU its busy milliseconds (the kernels' time), kernel launches and synchronisations."""
+    summary = {"unit": unit, "units": units, "wall_ms": 1000 * seconds / units, "operators": operators}
     if device.type == "cuda":
         count = lambda names: sum(e.count for e in events if e.key in names)
         # the kernels' own events: an operator's self device time counts its kernels again (as torch's table sums)
@@ -271,14 +324,14 @@ def profile_summary(events, seconds: float, units: int, unit: str, device: torch
     return summary
 
 
-def write_profiles(directory: Path, phases: dict, device: torch.device) -> dict:
+def write_profiles(directory: Path, phases: dict, operators: dict, device: torch.device) -> dict:
     """profile_<phase>.txt (the 25 costliest operators) and profile.json; returns the summaries."""
     directory.mkdir(parents=True, exist_ok=True)
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     summaries = {}
     for phase, (events, seconds, units, unit) in phases.items():
         (directory / f"profile_{phase}.txt").write_text(events.table(sort_by=sort_by, row_limit=25))
-        summaries[phase] = profile_summary(events, seconds, units, unit, device)
+        summaries[phase] = profile_summary(events, seconds, units, unit, device, operators[phase])
     (directory / "profile.json").write_text(json.dumps(summaries, indent=2))
     return summaries
 
@@ -299,13 +352,14 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 def profile_table(profiles: dict) -> str:
     """The profiled phases, one row each, per training step or per model forward."""
     def cells(p: dict) -> tuple[str, ...]:
+        operators = "-" if p["operators"] is None else f"{p['operators']:.0f}"
         if "device_busy_ms" not in p:  # a CPU run: the operators' table in profile_<phase>.txt says the rest
-            return ("-",) * 4
-        return (f"{p['device_busy_ms']:.2f}", f"{p['device_busy_share']:.0%}", f"{p['kernel_launches']:.0f}",
-                f"{p['synchronisations']:.1f}")
+            return (operators, *("-",) * 4)
+        return (operators, f"{p['device_busy_ms']:.2f}", f"{p['device_busy_share']:.0%}",
+                f"{p['kernel_launches']:.0f}", f"{p['synchronisations']:.1f}")
 
-    return table(("phase (per unit, units)", "wall ms", "device busy ms", "busy share", "kernel launches",
-                  "synchronisations"),
+    return table(("phase (per unit, units)", "wall ms", "eager operators", "device busy ms", "busy share",
+                  "kernel launches", "synchronisations"),
                  [(f"{phase} (per {p['unit']}, {p['units']})", f"{p['wall_ms']:.2f}", *cells(p))
                   for phase, p in profiles.items()])
 

@@ -71,6 +71,11 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
         1000 / numbers["training"]["steps_per_s"])
     assert profile["greedy"]["unit"] == "model forward" and profile["greedy"]["units"] >= 2  # prefill + a step
     assert "device_busy_ms" not in profile["sampling"]
+    # eager operators, counted apart: a training step (forward, backward, clipping, optimiser) runs more than a
+    # decoding step's forward
+    assert profile["training"]["operators"] > profile["greedy"]["operators"] > 0
+    greedy_row = next(line for line in printed.splitlines() if line.startswith("| greedy (per model forward, "))
+    assert greedy_row.split("|")[3].strip() == f"{profile['greedy']['operators']:.0f}"
     assert "| training (per training step, 3) " in printed and "| greedy (per model forward, " in printed
     assert json.loads((tmp_path / "profile" / "profile.json").read_text()) == profile
     for phase in ("training", "greedy", "sampling"):
@@ -96,10 +101,27 @@ def test_profile_summary_per_unit_on_a_gpu_from_operator_statistics():
     # aten::mm's self device time is its kernel's, which has an event of its own: counted once
     events = [event("cudaLaunchKernel", 6, 0), event("aten::mm", 3, 1500.0), event("cudaStreamSynchronize", 2, 0),
               event("aten::embedding", 3, 0), event("sm90_xmma_gemm_f32f32", 3, 1500.0, DeviceType.CUDA)]
-    summary = bench().profile_summary(events, 0.010, 3, "model forward", torch.device("cuda"))
-    assert summary == pytest.approx({"unit": "model forward", "units": 3, "wall_ms": 10 / 3, "device_busy_ms": 0.5,
-                                     "device_busy_share": 0.15, "kernel_launches": 2.0, "synchronisations": 2 / 3})
+    summary = bench().profile_summary(events, 0.010, 3, "model forward", torch.device("cuda"), operators=300.0)
+    assert summary == pytest.approx({"unit": "model forward", "units": 3, "wall_ms": 10 / 3, "operators": 300.0,
+                                     "device_busy_ms": 0.5, "device_busy_share": 0.15, "kernel_launches": 2.0,
+                                     "synchronisations": 2 / 3})
     assert bench().forwards(events) == 3
+
+
+def test_operator_count_counts_what_runs_a_kernel_and_the_model_forwards():
+    count = bench().OperatorCount()
+    x, w = torch.ones(2, 4), torch.ones(3, 4)
+    with count:
+        x.t()  # a view: not counted, and nothing counts while counting is off
+        count.counting = True
+        y = torch.nn.functional.linear(x, w)  # composite: t (a view) and mm (a kernel)
+        y.view(6).reshape(3, 2).unsqueeze(0)  # views and a reshape that is a view
+        torch.empty(5)  # an allocation
+        (y + 1).sum()  # two kernels
+        torch.nn.functional.embedding(torch.tensor([0, 1]), w)  # a model forward starts with its embedding
+        count.counting = False
+        y * 2
+    assert (count.operators, count.forwards) == (4, 1)
 
 
 def test_bench_throughput_refuses_zero_training_steps(capsys):
