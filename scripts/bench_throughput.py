@@ -211,6 +211,9 @@ def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
 
 
 PROFILED_STEPS = 3
+KERNEL_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+SYNCHRONISATIONS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+MODEL_FORWARD = "aten::embedding"  # once per forward of the model: one per decoding step (and the prefill)
 # operators that run no kernel: besides views (an operator's schema says so), these re-describe or allocate memory
 NO_KERNEL_OPERATORS = frozenset({"_unsafe_view", "lift_fresh", "empty", "empty_like", "empty_strided"})
 
@@ -253,9 +256,6 @@ def counted_call(fn) -> float:
     with count:
         fn()
     return count.operators / max(1, count.forwards)
-KERNEL_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
-SYNCHRONISATIONS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
-MODEL_FORWARD = "aten::embedding"  # once per forward of the model: one per decoding step (and the prefill)
 
 
 def activities(device: torch.device) -> list:
