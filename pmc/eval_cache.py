@@ -11,7 +11,8 @@ An entry is keyed by everything that can change its results (`EvalCache.for_mode
 (cache entry name and its stage0.json, so a rebuilt entry gets new results; or an explicit checkpoint's path, file
 sizes and modification times), the benchmark's records (subset and split included), the prompt format, the
 generation settings, the suite's name, class and every setting, the device type, the package versions that compute
-scores and the harness source itself (any edit to pmc/ or benchmarks/ scores the stage-0 models once more).
+scores and the harness source itself (any edit to pmc/ or benchmarks/ but the reporting code, NEVER_SCORES, scores
+the stage-0 models once more).
 
 Like the stage-0 cache, an entry is written under a file lock (concurrent jobs score once; the others wait, then
 read) and appears atomically (a killed writer leaves nothing half-written, and the OS releases its lock).
@@ -38,6 +39,10 @@ from pmc.stage0 import fingerprint, records_digest
 
 EVAL_CACHE_FORMAT = 1  # bump when an entry's layout changes
 SCORING_PACKAGES = ("torch", "transformers", "rouge-score", "scipy", "numpy")
+# Harness code that reads finished results and never scores a model (pmc.reporting imports no torch:
+# tests/test_reporting.py): editing a table or a claim during a sweep must not make its jobs score target and retain
+# again (~8 minutes per sweep for SmolLM2 on 2 CPU cores).
+NEVER_SCORES = ("pmc/reporting",)
 # where a model's result of a suite came from, as results.json reports it ("eval_cache")
 HIT, MISS, OFF, SCORED = "hit", "miss", "off", "scored"
 
@@ -58,12 +63,22 @@ def checkpoint_identity(path: str | Path) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def harness_digest() -> str:
-    """sha256 over the harness source (every .py file of the pmc and benchmarks packages)."""
+    """sha256 over the harness source that can change a score: every .py file of the pmc and benchmarks packages
+    but those of NEVER_SCORES."""
+    return sources_digest({package.__name__: Path(package.__file__).parent for package in (pmc, benchmarks)},
+                          NEVER_SCORES)
+
+
+def sources_digest(packages: dict[str, Path], skipped: tuple[str, ...] = ()) -> str:
+    """sha256 over the .py files under each package's root (package name -> folder), by path and content; a file
+    under a `skipped` folder ("package/sub/folder") is left out."""
     digest = hashlib.sha256()
-    for package in (pmc, benchmarks):
-        root = Path(package.__file__).parent
+    for name, root in packages.items():
         for source in sorted(root.rglob("*.py")):
-            digest.update(f"{package.__name__}/{source.relative_to(root).as_posix()}\0".encode())
+            relative = f"{name}/{source.relative_to(root).as_posix()}"
+            if any(relative.startswith(f"{folder}/") for folder in skipped):
+                continue
+            digest.update(f"{relative}\0".encode())
             digest.update(source.read_bytes())
     return digest.hexdigest()
 

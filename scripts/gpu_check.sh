@@ -25,6 +25,9 @@
 # (1; 0: no throughput table), GPU_CHECK_BENCH_ARGS (more options and overrides for bench_throughput.py, e.g.
 # "--train-batch 64 method.training.precision=bf16-mixed").
 set -uo pipefail
+# bash reads a script while it runs it: inside these braces it reads all of it first, so editing this file while
+# a run is under way (minutes) cannot change that run (tests/test_claims.py)
+{
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -255,3 +258,4 @@ fi
 $PYTHON scripts/collect.py "$RUNS" --name gpu_check --out "$WORK/tables" > "$WORK/logs/collect.log" 2>&1 \
     && cat "$WORK/tables/gpu_check.md" | tee -a "$SUMMARY" || say "collect.py failed (logs/collect.log)"
 say "done in $((SECONDS - START))s"
+}

@@ -20,6 +20,9 @@
 # with status 0, or 1 when some job failed (that job has no results.json; collect.py lists it). To rerun a finished
 # unit, delete its lines from sweeps.txt. Each unit's full output is <sweep dir>/sweep.log.
 set -euo pipefail
+# bash reads a script while it runs it: inside these braces it reads all of it first, so editing this file while
+# a run is under way (hours) cannot change that run (tests/test_claims.py)
+{
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python}
@@ -207,3 +210,4 @@ for name in "${!ablation_dirs[@]}"; do
 done
 step "$CLAIMS_OUT" "$PYTHON" scripts/claims.py "${main_dirs[@]}" "${ablation_args[@]}" --out "$CLAIMS_OUT"
 exit "$failed"
+}

@@ -400,10 +400,10 @@ def test_c5_a_retain_loss_that_never_rises_has_nothing_to_recover(tmp_path):
                                             "2.000 → peak 2.000 (epoch 1) → 1.000, never rose above its first epoch")
 
 
-def test_interrupting_the_run_script_stops_the_job_it_runs(tmp_path):
-    """TERM to scripts/run_mini_paper_smollm2.sh kills the unit's job too (a session that ends must not leave a job
-    running on), logs the unit as interrupted and leaves it unfinished, to rerun next time. The script runs in a
-    copy of the layout it expects, with a stand-in python whose job records its pid and sleeps."""
+def run_script_copy(tmp_path: Path, job: str) -> tuple[Path, dict, Path]:
+    """scripts/run_mini_paper_smollm2.sh in a copy of the layout it expects, with a stand-in python: its job
+    (`python -m pmc.run ...`) records its pid in the returned file, then runs the bash line `job`; every other
+    command (the report's scripts) succeeds at once. Returns the script, its environment and the pid file."""
     (tmp_path / "scripts").mkdir()
     script = tmp_path / "scripts" / "run_mini_paper_smollm2.sh"
     script.write_text((REPO / "scripts" / "run_mini_paper_smollm2.sh").read_text())
@@ -411,18 +411,31 @@ def test_interrupting_the_run_script_stops_the_job_it_runs(tmp_path):
     (tmp_path / "tofu" / "full.json").write_text("{}\n")
     fake = tmp_path / "python"
     fake.write_text('#!/usr/bin/env bash\n'
-                    'if [ "$1 $2" = "-m pmc.run" ]; then echo $$ > "$JOB_PID"; exec sleep 60; fi\n')
+                    f'if [ "$1 $2" = "-m pmc.run" ]; then echo $$ > "$JOB_PID"; {job}; fi\n')
     fake.chmod(0o755)
     job_pid = tmp_path / "job.pid"
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "TOFU_DATA_DIR": str(tmp_path / "tofu"),
            "JOB_PID": str(job_pid)}
+    return script, env, job_pid
+
+
+def first_job(runner: subprocess.Popen, job_pid: Path) -> int:
+    """The pid of the first job the script started (waits up to 30 s for it)."""
+    deadline = time.monotonic() + 30
+    while not job_pid.exists() or not job_pid.read_text().strip():
+        assert time.monotonic() < deadline and runner.poll() is None, "the script never started its first job"
+        time.sleep(0.1)
+    return int(job_pid.read_text())
+
+
+def test_interrupting_the_run_script_stops_the_job_it_runs(tmp_path):
+    """TERM to scripts/run_mini_paper_smollm2.sh kills the unit's job too (a session that ends must not leave a job
+    running on), logs the unit as interrupted and leaves it unfinished, to rerun next time. The script runs in a
+    copy of the layout it expects, with a stand-in python whose job records its pid and sleeps."""
+    script, env, job_pid = run_script_copy(tmp_path, job="exec sleep 60")
     runner = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while not job_pid.exists() or not job_pid.read_text().strip():
-            assert time.monotonic() < deadline and runner.poll() is None, "the script never started its first job"
-            time.sleep(0.1)
-        job = int(job_pid.read_text())
+        job = first_job(runner, job_pid)
         runner.terminate()
         assert runner.wait(timeout=30) == 143
         deadline = time.monotonic() + 10
@@ -436,3 +449,29 @@ def test_interrupting_the_run_script_stops_the_job_it_runs(tmp_path):
     log = (tmp_path / "results" / "smollm2" / "run.log").read_text()
     assert "interrupted: fronts_pmc" in log
     assert "finished" not in (tmp_path / "results" / "smollm2" / "sweeps.txt").read_text()
+
+
+def test_editing_the_run_script_while_it_runs_does_not_change_the_run(tmp_path):
+    """bash reads a script as it goes: an edit saved in place during an hours-long run used to be read from the
+    middle of a line and broke the run's report step. The script is read whole before it starts: here it is
+    overwritten with other commands while its first job runs, and the run still finishes every unit and its report."""
+    script, env, job_pid = run_script_copy(tmp_path, job='while [ ! -e "$RELEASE" ]; do sleep 0.1; done')
+    release, edited = tmp_path / "release", tmp_path / "edited"
+    env.update(RELEASE=str(release), EDITED=str(edited))
+    original = script.read_text()
+    runner = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        first_job(runner, job_pid)
+        with script.open("r+") as source:  # in place, as an editor saves: same file, new text
+            source.write('touch "$EDITED"; exit 9\n' * (len(original) // 20))
+        release.touch()
+        _, stderr = runner.communicate(timeout=120)
+    finally:
+        runner.kill()
+    assert runner.returncode == 0, stderr.decode()
+    assert not edited.exists()
+    units = re.findall(r"^\s*(?!icu)\w+\s+(\w+)\s+experiment=", original, re.MULTILINE)
+    finished = re.findall(r"^(\w+) finished ", (tmp_path / "results" / "smollm2" / "sweeps.txt").read_text(),
+                          re.MULTILINE)
+    assert finished == units and len(units) > 10
+    assert "wrote results/claims.md" in (tmp_path / "results" / "smollm2" / "run.log").read_text()

@@ -23,7 +23,7 @@ from benchmarks.metrics.common import EvalContext, SuiteResult
 from benchmarks.synthetic import make_synthetic_tofu
 from pmc.core.errors import CheckpointError
 from pmc.core.prompts import PromptFormat
-from pmc.eval_cache import HIT, MISS, OFF, SCORED, EvalCache
+from pmc.eval_cache import HIT, MISS, NEVER_SCORES, OFF, SCORED, EvalCache, harness_digest, sources_digest
 from pmc.experiment import run_experiment
 
 MODELS = ("target", "retain", "unlearned")
@@ -153,6 +153,25 @@ def test_the_key_changes_with_everything_that_changes_the_scores(tmp_path):
     weights.write_bytes(b"other weights")
     variants["explicit checkpoint rewritten"] = keyed(tmp_path, checkpoints=explicit)
     assert len({base, before, *variants.values()}) == len(variants) + 2, variants
+
+
+def test_the_harness_digest_follows_scoring_code_and_not_reporting_code(tmp_path):
+    """An edit to code that scores (pmc/, benchmarks/) changes the key's harness digest; an edit to the reporting code
+    (tables, figures, claims), which never scores, does not, so a sweep's later jobs still read the stage-0 scores.
+    Checked on a copy of the two packages, whose digest is the installed harness's."""
+    copies = {name: tmp_path / name for name in ("pmc", "benchmarks")}
+    for name, copy in copies.items():
+        shutil.copytree(REPO / name, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert sources_digest(copies, NEVER_SCORES) == harness_digest()
+
+    with (copies["pmc"] / "reporting" / "tables.py").open("a") as source:
+        source.write("# a reporting edit\n")
+    assert sources_digest(copies, NEVER_SCORES) == harness_digest()
+    for scoring in (copies["pmc"] / "core" / "rouge.py", copies["benchmarks"] / "metrics" / "paper.py"):
+        before = sources_digest(copies, NEVER_SCORES)
+        with scoring.open("a") as source:
+            source.write("# a scoring edit\n")
+        assert sources_digest(copies, NEVER_SCORES) != before, scoring
 
 
 def test_an_unreadable_entry_is_one_clear_error(tmp_path):
