@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import random
 import time
 from contextlib import contextmanager
@@ -225,4 +226,27 @@ def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: di
         "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built},
         "timings_s": timings,
         "versions": versions(),
+        "machine": machine(device_for(cfg.device)),
     }
+
+
+def machine(device: torch.device) -> dict:
+    """What the run ran on, beside the package versions: results are reproducible bit for bit only on the same
+    kernels (docs/determinism.md), and torch picks CPU kernels by instruction set (`cpu_capability`): the tiny
+    quickstart's table differed by tens of points between two of this project's 2-core machines (README)."""
+    found = {"platform": platform.platform(), "processor": cpu_model(),
+             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
+             "device": device.type}
+    if device.type == "cuda":
+        found["gpu"] = torch.cuda.get_device_name(device)
+    return found
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"

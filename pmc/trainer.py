@@ -110,7 +110,7 @@ def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batche
     warmup = warmup_steps(training, micro_batches_per_epoch, total)
     optimizer = OPTIMIZERS[training.optimizer](
         decay_parameter_groups(model, training.weight_decay), lr=training.learning_rate, betas=training.adam_betas,
-        eps=training.adam_epsilon,
+        eps=training.adam_epsilon, fused=training.fused_optimizer,
     )
     schedule = LearningRateSchedule(training.schedule, warmup, total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

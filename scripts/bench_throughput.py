@@ -18,6 +18,8 @@ Everything after the options is a Hydra override of the run config (model, bench
    session's setup and a compile are left out); tokens = non-padding tokens (prompt and answer), forward +
    backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping, schedule, logging or
    compile): the ratio of the two is what the harness's own per-step work costs, or with compile gains, here.
+   Last, the optimizer step alone over the model's parameters, with torch's fused kernel and without
+   (training.fused_optimizer; unfused is torch's default: a loop per tensor on a CPU, foreach kernels on a GPU).
 3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
    the suites decode (generation.max_new_tokens, generation.batch_size; KV cache and compile options applied).
 4. PMC sampling: the same questions, --samples answers each, with the method's temperature and top-p (PMC's, or
@@ -30,6 +32,8 @@ Everything after the options is a Hydra override of the run config (model, bench
    ratio of the two times.
 Stage 0 comes from the stage-0 cache (`cache_dir`), built there if absent (the job builds it first).
 --json PATH also writes the table's numbers as JSON.
+--training-only: only point 2 (no job, no decoding), e.g. an A/B of a training option on a CPU: `--training-only
+--steps 8 experiment=tofu_subset_smollm2 model.finetune.epochs=0 method.training.fused_optimizer=false`.
 --continuous-batching: the greedy row's questions again through transformers' continuous batching
 (generation.continuous_batching), with the ratio of the two.
 --profile DIR: where each step's time goes, from torch.profiler: 3 training steps of the harness's loop (after the
@@ -69,7 +73,7 @@ from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import configure_generation, generate_answers, greedy_answers  # noqa: E402
 from pmc.core.losses import answer_nll  # noqa: E402
 from pmc.experiment import method_batch_size, run_experiment  # noqa: E402
-from pmc.optimisation import TrainingConfig  # noqa: E402
+from pmc.optimisation import OPTIMIZERS, TrainingConfig, decay_parameter_groups  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     eval_context,
     instantiate_node,
@@ -125,9 +129,10 @@ def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig
     """Steady-state tokens/s and steps/s of a copy of `model` trained on (warm-up + `steps`) x batch_size retain
     records (taken round the list), twice: through the harness's loop (`finetune`, one epoch; timed from the end of
     the warm-up steps to the end, so the session's setup and the optimiser's first allocation stay out) and through
-    a plain torch loop on the same records (answer NLL, backward, AdamW step; no accelerate, precision, clipping,
-    schedule or logging), the floor the harness's own per-step work adds to. Tokens per step: the records'
-    non-padding tokens over all the steps (the harness shuffles them), the same for both loops."""
+    a plain torch loop on the same records (answer NLL, backward, AdamW step, fused as the run's; no accelerate,
+    precision, clipping, schedule or logging), the floor the harness's own per-step work adds to. Tokens per step:
+    the records' non-padding tokens over all the steps (the harness shuffles them), the same for both loops. Then
+    the optimizer step alone, fused and unfused, on the plain loop's copy."""
     batch_size = training.batch_size
     chosen = round_the_list(records, WARMUP_STEPS + steps, batch_size)
     tokens = steps / (WARMUP_STEPS + steps) * sum(
@@ -146,7 +151,7 @@ def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig
     seconds = time.perf_counter() - started["at"]
 
     plain_model = copy.deepcopy(model).train()
-    optimiser = torch.optim.AdamW(plain_model.parameters(), lr=training.learning_rate)
+    optimiser = torch.optim.AdamW(plain_model.parameters(), lr=training.learning_rate, fused=training.fused_optimizer)
 
     def plain_steps(first: int, count: int) -> None:
         for k in range(first, first + count):
@@ -159,7 +164,24 @@ def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig
     _, plain_seconds = timed(device, lambda: plain_steps(WARMUP_STEPS, steps))
     return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "seconds": seconds, "tokens": tokens,
             "plain_loop": {"tokens_per_s": tokens / plain_seconds, "steps_per_s": steps / plain_seconds,
-                           "seconds": plain_seconds}}
+                           "seconds": plain_seconds},
+            "optimizer_step_s": optimizer_step_seconds(plain_model, training, device)}
+
+
+def optimizer_step_seconds(model, training: TrainingConfig, device: torch.device, steps: int = 3) -> dict:
+    """Seconds per optimizer step over the model's parameter groups (random gradients; the model is a throw-away
+    copy), with torch's fused kernel and without it (torch's default then: a loop per tensor on a CPU, grouped
+    `foreach` kernels on a GPU): what `training.fused_optimizer` changes, apart from the rest of a step."""
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter) * 1e-3
+    found = {}
+    for name, fused in (("fused", True), ("unfused", False)):
+        optimizer = OPTIMIZERS[training.optimizer](decay_parameter_groups(model, training.weight_decay),
+                                                   lr=training.learning_rate, fused=fused)
+        optimizer.step()  # allocates the moments
+        _, seconds = timed(device, lambda step=optimizer.step: [step() for _ in range(steps)])
+        found[name] = seconds / steps
+    return found
 
 
 def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: torch.device, **kwargs) -> dict:
@@ -374,6 +396,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--questions", type=int, default=64, help="evaluation questions decoded")
     parser.add_argument("--no-job", action="store_true", help="skip the job (no per-stage times)")
+    parser.add_argument("--training-only", action="store_true",
+                        help="only the training rows (no job, no decoding): a training change measured in minutes "
+                             "on a CPU")
     parser.add_argument("--continuous-batching", action="store_true",
                         help="also time the greedy questions through transformers' continuous batching")
     parser.add_argument("--results", default=None, help="per-stage times from this results.json instead of a job")
@@ -385,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps: at least 1 timed training step, got {args.steps}")
+    if args.training_only and (args.profile or args.results or args.continuous_batching):
+        parser.error("--training-only times training alone: no --profile, --results or --continuous-batching")
 
     overrides = list(args.overrides)
     if args.device:
@@ -396,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
 
-    job = None if args.no_job else job_timings(cfg, args.results, args.eval_cache)
+    job = None if args.no_job or args.training_only else job_timings(cfg, args.results, args.eval_cache)
 
     benchmark = instantiate_node(cfg.benchmark, "benchmark")
     fmt = prompt_format(cfg, benchmark)
@@ -412,6 +439,38 @@ def main(argv: list[str] | None = None) -> dict:
 
     training_cfg = check_training(OmegaConf.to_container(cfg.method.training, resolve=True), "method.training")
     training = training_throughput(model, tokenizer, fmt, benchmark.retain, training_cfg, args.steps, device)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    header_line = (f"device: {device_name(device)} [{device.type}]; torch {torch.__version__}; model "
+                   f"{cfg.model.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, {dtype}); "
+                   f"benchmark {benchmark.name}; generation: cache {cfg.generation.cache_implementation or 'dynamic'}, "
+                   f"compile {cfg.generation.compile}")
+    optimizer = training["optimizer_step_s"]
+    compiled = f", compiled ({training_cfg.compile_backend})" if training_cfg.compile_backend else ""
+    training_rows = [
+        ("training", f"{training['tokens_per_s']:.0f}", "tokens/s",
+         f"batch {training_cfg.batch_size}, max_length {training_cfg.max_length}, {training_cfg.precision}"
+         f"{', grouped by length' if training_cfg.group_by_length else ''}"
+         f"{compiled}, {args.steps} steps"),
+        ("training", f"{training['steps_per_s']:.2f}", "steps/s", "the harness's loop (accelerate, as a run trains)"),
+        ("training, plain loop", f"{training['plain_loop']['tokens_per_s']:.0f}", "tokens/s",
+         "the same records: forward + backward + AdamW step in plain torch, fp32"),
+        ("training, plain loop", f"{training['plain_loop']['steps_per_s']:.2f}", "steps/s",
+         f"harness / plain: {training['steps_per_s'] / training['plain_loop']['steps_per_s']:.2f}"),
+        ("optimizer step, fused", f"{1000 * optimizer['fused']:.1f}", "ms",
+         f"{training_cfg.optimizer} over the model's parameters; the run uses "
+         f"{'fused' if training_cfg.fused_optimizer else 'unfused'} (training.fused_optimizer)"),
+        ("optimizer step, unfused", f"{1000 * optimizer['unfused']:.1f}", "ms",
+         f"torch's default kernels; unfused / fused: {optimizer['unfused'] / optimizer['fused']:.2f}"),
+    ]
+    numbers = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+               "dtype": dtype, "model": cfg.model.name, "benchmark": benchmark.name,
+               "training": {**training, "batch_size": training_cfg.batch_size, "precision": training_cfg.precision,
+                            "group_by_length": training_cfg.group_by_length, "compile": training_cfg.compile,
+                            "fused_optimizer": training_cfg.fused_optimizer}}
+    if args.training_only:
+        print(header_line + "\n" + table(("measure", "value", "unit", "settings"), training_rows), flush=True)
+        return write_numbers(args.json, numbers)
+
     # the decoding calls' settings, shared by the timed calls and the profiled ones
     decoding = {"max_new_tokens": max_new_tokens, "batch_size": rows_at_once}
     pmc_batch = method_batch_size(cfg, rows_at_once, sampler)
@@ -428,23 +487,8 @@ def main(argv: list[str] | None = None) -> dict:
         continuous = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
         configure_generation(model, g.cache_implementation, g.compile, cache_len, g.continuous_batching)
 
-    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    print(f"device: {device_name(device)} [{device.type}]; torch {torch.__version__}; model {cfg.model.name} "
-          f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, {dtype}); benchmark "
-          f"{benchmark.name}; generation: cache {cfg.generation.cache_implementation or 'dynamic'}, compile "
-          f"{cfg.generation.compile}")
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
-    compiled = f", compiled ({training_cfg.compile_backend})" if training_cfg.compile_backend else ""
-    rows = [
-        ("training", f"{training['tokens_per_s']:.0f}", "tokens/s",
-         f"batch {training_cfg.batch_size}, max_length {training_cfg.max_length}, {training_cfg.precision}"
-         f"{', grouped by length' if training_cfg.group_by_length else ''}"
-         f"{compiled}, {args.steps} steps"),
-        ("training", f"{training['steps_per_s']:.2f}", "steps/s", "the harness's loop (accelerate, as a run trains)"),
-        ("training, plain loop", f"{training['plain_loop']['tokens_per_s']:.0f}", "tokens/s",
-         "the same records: forward + backward + AdamW step in plain torch, fp32"),
-        ("training, plain loop", f"{training['plain_loop']['steps_per_s']:.2f}", "steps/s",
-         f"harness / plain: {training['steps_per_s'] / training['plain_loop']['steps_per_s']:.2f}"),
+    rows = training_rows + [
         ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s", f"{gen}, batch {rows_at_once}"),
         ("PMC sampling", f"{sampled['tokens_per_s']:.0f}", "tokens/s",
          f"{gen}, n = {samples}, {pmc_batch} questions x {samples} per call"),
@@ -468,23 +512,24 @@ def main(argv: list[str] | None = None) -> dict:
         rows += [(f"job: {stage}", f"{timings[stage]:.1f}", "s", notes.get(stage, "")) for stage in STAGES
                  if stage in timings]
         rows.append(("job: total", f"{sum(timings.values()):.1f}", "s", job["source"]))
-    print(table(("measure", "value", "unit", "settings"), rows), flush=True)
+    print(header_line + "\n" + table(("measure", "value", "unit", "settings"), rows), flush=True)
     profiles = None
     if args.profile:
         profiles = profile_phases(args.profile, model, tokenizer, fmt, benchmark.retain, training_cfg, training,
                                   questions, decoding, sampling, device)
         print(profile_table(profiles))
-    numbers = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-               "dtype": dtype, "model": cfg.model.name, "benchmark": benchmark.name,
-               "training": {**training, "batch_size": training_cfg.batch_size, "precision": training_cfg.precision,
-                            "group_by_length": training_cfg.group_by_length, "compile": training_cfg.compile},
-               "greedy": {**greedy, "batch_size": rows_at_once}, "sampling": {**sampled, "num_samples": samples,
-                                                                             "questions_per_call": pmc_batch},
-               "evaluation_decoding": evaluation, "continuous_batching": continuous,
-               "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job,
-               "profile": profiles}
-    if args.json:
-        Path(args.json).write_text(json.dumps(numbers, indent=2))
+    numbers.update({"greedy": {**greedy, "batch_size": rows_at_once},
+                    "sampling": {**sampled, "num_samples": samples, "questions_per_call": pmc_batch},
+                    "evaluation_decoding": evaluation, "continuous_batching": continuous,
+                    "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job,
+                    "profile": profiles})
+    return write_numbers(args.json, numbers)
+
+
+def write_numbers(path: str | None, numbers: dict) -> dict:
+    """The table's numbers, also written as JSON to `path` when given."""
+    if path:
+        Path(path).write_text(json.dumps(numbers, indent=2))
     return numbers
 
 

@@ -272,12 +272,13 @@ def test_samples_ablation_pairs_jobs_across_sweeps_by_config(tmp_path):
 
 
 def test_an_ablation_pairs_with_an_older_job_that_lacks_the_options_added_since(tmp_path):
-    dirs = main_sweep(tmp_path / "main")  # written without group_by_length, compile, continuous_batching: older jobs
+    # the main sweep is written without group_by_length, compile, fused_optimizer, continuous_batching: older jobs
+    dirs = main_sweep(tmp_path / "main")
     newer = tmp_path / "ablation_retain_weight"
     for job, (weight, paper, grouped) in enumerate([(0.5, (75.0, 70.0), False), (3.0, (65.0, 78.5), False),
                                                     (0.5, (90.0, 60.0), True)]):
         cfg = config(3e-5, retain_weight=weight)
-        cfg["method"]["training"].update(group_by_length=grouped, compile=False)
+        cfg["method"]["training"].update(group_by_length=grouped, compile=False, fused_optimizer=False)
         cfg["generation"]["continuous_batching"] = False
         write_job(newer / str(job), "pmc", ["method=pmc", f"method.handler.retain_weight={weight}"], paper, cfg=cfg)
     main_pmc = dirs[0] / "0"  # PMC at 3e-5: 70 / 79, its retain weight set to the default 1.5 here

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import REPO, SMALL_MODEL, TOFU_DIR
 from hydra.errors import MissingConfigException
 
@@ -53,6 +54,10 @@ def test_run_leaves_its_files(pmc_run):
     assert on_disk["eval_cache"]["unlearned"] == {"paper": "scored"}
     assert on_disk["eval_cache"]["target"]["paper"] in ("hit", "miss")  # another test may have scored it first
     assert on_disk["versions"]["torch"] and on_disk["config"]["method"]["handler"]["num_samples"] == 5
+    # the machine it ran on: CPU results repeat bit for bit only with the same kernels, picked by instruction set
+    machine = on_disk["machine"]
+    assert machine["device"] == "cpu" and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["processor"] and machine["torch_threads"] == torch.get_num_threads()
     assert set(on_disk["stage0"]["checkpoints"]) == {"target", "retain"}
     for model in ("target", "retain", "unlearned"):
         per_example = json.loads((run_dir / "eval" / model / "paper.json").read_text())

@@ -24,6 +24,21 @@ def bench():
     return module
 
 
+def test_bench_throughput_training_only_times_training_alone(stage0_cache, tmp_path, capsys):
+    """--training-only: the training rows (the harness's loop, the plain loop, the optimizer step fused and not)
+    and nothing that decodes; an option that needs decoding or a job is refused."""
+    numbers = bench().main(["--training-only", "--steps", "2", *SMALL, f"cache_dir={stage0_cache}",
+                            "method.training.fused_optimizer=false"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("device: ") and "| optimizer step, unfused " in printed
+    assert "the run uses unfused (training.fused_optimizer)" in printed and "decoding" not in printed
+    assert set(numbers) == {"device", "device_type", "torch", "dtype", "model", "benchmark", "training"}
+    assert numbers["training"]["fused_optimizer"] is False and numbers["training"]["steps_per_s"] > 0
+    with pytest.raises(SystemExit):
+        bench().main(["--training-only", "--profile", str(tmp_path / "profile"), *SMALL])
+    assert "--training-only times training alone" in capsys.readouterr().err
+
+
 def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, tmp_path, capsys):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"timings_s": {"data": 0.5, "stage0": 12.0, "unlearn": 30.25, "eval": 7.0},
@@ -43,6 +58,9 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
     assert plain["tokens_per_s"] > 0 and plain["steps_per_s"] == pytest.approx(2 / plain["seconds"])
     ratio = numbers["training"]["steps_per_s"] / plain["steps_per_s"]
     assert f"harness / plain: {ratio:.2f}" in printed
+    optimizer = numbers["training"]["optimizer_step_s"]  # the optimizer step alone, fused and not, with the ratio
+    assert optimizer["fused"] > 0 and f"unfused / fused: {optimizer['unfused'] / optimizer['fused']:.2f}" in printed
+    assert "| optimizer step, fused " in printed and "the run uses fused (training.fused_optimizer)" in printed
     assert numbers["greedy"]["answers"] == 6 and numbers["greedy"]["batch_size"] == 4
     assert numbers["sampling"]["answers"] == 6 * 3 and numbers["sampling"]["questions_per_call"] == 4
     # one model's evaluation answers (eval=[paper] by default): its 5 splits, then their distinct questions at once

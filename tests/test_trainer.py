@@ -364,6 +364,42 @@ def test_adam_and_adamw_with_their_betas_and_epsilon():
     assert adamw.param_groups[0]["betas"] == (0.9, 0.999) and adamw.param_groups[0]["eps"] == 1e-8
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_one_adamw_step_is_the_hand_computed_update_fused_or_not(fused):
+    """AdamW's first step: the bias-corrected moments are g and g², so every weight moves by lr·g/(|g| + eps), plus
+    the decoupled decay lr·wd·w on weights (not biases). Here g = 1 everywhere (the loss is the parameters' sum), lr
+    0.1, wd 0.2: w 0.5 → 0.5·0.98 − 0.1 = 0.39, w −2 → −2.06, bias 1 → 0.9. torch's fused kernel (the default) and
+    its per-tensor loop (`fused_optimizer=false`) both take exactly this step."""
+    layer = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5, -2.0]]))
+        layer.bias.fill_(1.0)
+    training = TrainingConfig(epochs=1, learning_rate=0.1, weight_decay=0.2, max_grad_norm=0.0, fused_optimizer=fused)
+    optimizer = optimizer_seen(training, layer)
+    assert optimizer.defaults["fused"] is fused
+    torch.testing.assert_close(layer.weight.detach(), torch.tensor([[0.39, -2.06]]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer.bias.detach(), torch.tensor([0.9]), rtol=0, atol=1e-6)
+
+
+def test_the_fused_optimizer_trains_to_the_weights_of_the_per_tensor_loop(pairing_tokenizer):
+    """Fused or not is the same AdamW rounded differently: ten steps of a tiny Llama end within float32 rounding."""
+    def tiny():
+        return build_tiny(pairing_tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                          max_position_embeddings=64, seed=0)
+
+    def flat(model):
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    trained = {}
+    for fused in (True, False):
+        model = tiny()
+        optimise(model, TrainingConfig(epochs=10, learning_rate=1e-2, fused_optimizer=fused), lambda e: [1.0],
+                 lambda m, c: {"loss": sum((p ** 2).sum() for p in m.parameters())})
+        trained[fused] = flat(model)
+    assert (trained[True] - flat(tiny())).abs().max() > 0.05  # ten steps of lr 1e-2 moved the weights
+    torch.testing.assert_close(trained[True], trained[False], rtol=1e-5, atol=1e-6)
+
+
 def test_weight_decay_on_weights_only(pairing_tokenizer):
     model = build_tiny(pairing_tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                        max_position_embeddings=64, seed=0)

@@ -43,7 +43,7 @@ MODEL_SHAPING = ("model", "benchmark", "stage0", "generation", "method")
 # options added after jobs were run and committed: an older results.json lacks them, which means these values (the
 # stage-0 cache key leaves the training ones out at the same values, pmc.stage0.KEY_NEUTRAL_OPTIONS)
 ADDED_OPTIONS = {"method.training.group_by_length": False, "method.training.compile": False,
-                 "generation.continuous_batching": False}
+                 "method.training.fused_optimizer": False, "generation.continuous_batching": False}
 
 
 def shaping_identity(config: dict, key: str) -> str:
