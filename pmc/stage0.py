@@ -153,6 +153,17 @@ def cached(root: Path, name: str, build: Callable[[Path], tuple], on_build: Call
     return load_checkpoint(final)
 
 
+def model_base_key(model_cfg: dict, seed: int, benchmark: QABenchmark) -> str:
+    """What every stage-0 key of this model starts from: the model config (LoRA applies to unlearning only, and the
+    fine-tuning settings enter each entry's own key) and, for a tiny model, its pre-training: the settings as
+    TrainingConfig reads them (its defaults included, so a changed default builds a new base, not a stale one) and
+    the records."""
+    parts = {k: v for k, v in model_cfg.items() if k not in ("finetune", "lora")}
+    if parts.get("pretrain") is not None:
+        parts["pretrain"] = training_key(TrainingConfig(**parts["pretrain"]))
+    return fingerprint(CACHE_FORMAT, parts, seed, records_digest(benchmark.pretrain))
+
+
 def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, cache_dir: str | Path, seed: int,
                    device: str = "cpu", target_path: str | None = None, retain_path: str | None = None,
                    checkpoint: CheckpointConfig = CheckpointConfig()) -> Stage0Models:
@@ -166,9 +177,7 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
 
     built: list[str] = []
     finetune_cfg = TrainingConfig(**model_cfg["finetune"])
-    # LoRA applies to unlearning only, so it is no part of what stage 0 builds
-    base_key = fingerprint(CACHE_FORMAT, {k: v for k, v in model_cfg.items() if k not in ("finetune", "lora")}, seed,
-                           records_digest(benchmark.pretrain))
+    base_key = model_base_key(model_cfg, seed, benchmark)
     base_memo: list = []
 
     def base():

@@ -234,3 +234,28 @@ def test_a_training_option_added_later_keeps_existing_cache_keys_at_its_old_beha
     switched = training_key(TrainingConfig(epochs=5, learning_rate=2e-5, **{**old_behaviour, option: value}))
     assert switched == {**before, option: value}  # switched on, it is part of the key
     assert training_key(TrainingConfig(epochs=5, learning_rate=2e-5)) == {**before, "fused_optimizer": True}
+
+
+def test_the_tiny_models_base_key_reads_the_pretraining_settings_as_training_does():
+    """The tiny model's pre-trained base was keyed by its pretraining settings as the YAML writes them, so a changed
+    TrainingConfig default reused a base built the old way (2026-11-27: a quickstart fine-tuned with the fused
+    optimizer on a base pre-trained with the per-tensor loop, other numbers than a clean build). The key now reads
+    the settings as training does: stating a default changes nothing, another value is another base."""
+    from benchmarks.synthetic import make_synthetic_tofu
+    from pmc.stage0 import CACHE_FORMAT, fingerprint, model_base_key, records_digest
+
+    benchmark = make_synthetic_tofu(num_authors=4, forget_authors=1, retain_eval_authors=1)
+    tiny = {"name": "tiny", "source": "tiny", "architecture": {"hidden_size": 16},
+            "pretrain": {"epochs": 2, "learning_rate": 1e-3}, "finetune": {"epochs": 3, "learning_rate": 1e-3}}
+    key = model_base_key(tiny, 0, benchmark)
+    assert model_base_key({**tiny, "pretrain": {**tiny["pretrain"], "fused_optimizer": True}}, 0, benchmark) == key
+    assert model_base_key({**tiny, "pretrain": {**tiny["pretrain"], "fused_optimizer": False}}, 0, benchmark) != key
+    assert model_base_key({**tiny, "pretrain": {**tiny["pretrain"], "epochs": 3}}, 0, benchmark) != key
+    # fine-tuning settings and LoRA enter each entry's own key, not the base's
+    assert model_base_key({**tiny, "finetune": {"epochs": 9, "learning_rate": 1.0}, "lora": {"r": 8}}, 0,
+                          benchmark) == key
+    # a pretrained model has no pretraining settings: its key is the one it always had (cached hub models stay found)
+    hub = {"name": "smollm2_135m", "source": "gguf", "dtype": "float32", "finetune": {"epochs": 5}}
+    assert model_base_key(hub, 0, benchmark) == fingerprint(
+        CACHE_FORMAT, {"name": "smollm2_135m", "source": "gguf", "dtype": "float32"}, 0,
+        records_digest(benchmark.pretrain))
