@@ -206,10 +206,10 @@ JOB = textwrap.dedent("""
     from pmc.eval_cache import EvalCache
     directory, seconds = Path(sys.argv[1]), float(sys.argv[2])
 
-    def score():
-        print("scoring", flush=True)
+    def score():  # the mark first: the test kills a job as soon as it reads "scoring"
         (directory / "marks").mkdir(parents=True, exist_ok=True)
         (directory / "marks" / str(os.getpid())).touch()
+        print("scoring", flush=True)
         time.sleep(seconds)
         return {"target": SuiteResult({"x": 1.0}, {"rows": [{"v": 0.5}]}), "retain": SuiteResult({"x": 2.0})}
 
