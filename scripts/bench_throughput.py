@@ -17,7 +17,9 @@ Everything after the options is a Hydra override of the run config (model, bench
    records cut to method.training.max_length, timed after 2 warm-up steps of the same run (steady state: the
    session's setup and a compile are left out); tokens = non-padding tokens (prompt and answer), forward +
    backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping, schedule, logging or
-   compile): the ratio of the two is what the harness's own per-step work costs, or with compile gains, here.
+   compile): the ratio of the two is what the harness's own per-step work costs, or with compile gains, here. Each
+   loop runs twice (harness, plain, plain, harness) and its times are averaged, so a process's own speed-up over
+   its first minutes cancels out of the ratio.
    Last, the optimizer step alone over the model's parameters, with torch's fused kernel and without
    (training.fused_optimizer; unfused is torch's default: a loop per tensor on a CPU, foreach kernels on a GPU).
 3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
@@ -127,44 +129,58 @@ def harness_steps(model, tokenizer, fmt, chosen: list, training: TrainingConfig,
 def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig, steps: int,
                         device: torch.device) -> dict:
     """Steady-state tokens/s and steps/s of a copy of `model` trained on (warm-up + `steps`) x batch_size retain
-    records (taken round the list), twice: through the harness's loop (`finetune`, one epoch; timed from the end of
-    the warm-up steps to the end, so the session's setup and the optimiser's first allocation stay out) and through
-    a plain torch loop on the same records (answer NLL, backward, AdamW step, fused as the run's; no accelerate,
-    precision, clipping, schedule or logging), the floor the harness's own per-step work adds to. Tokens per step:
-    the records' non-padding tokens over all the steps (the harness shuffles them), the same for both loops. Then
-    the optimizer step alone, fused and unfused, on the plain loop's copy."""
+    records (taken round the list) through the harness's loop (`finetune`, one epoch; timed from the end of the
+    warm-up steps to the end, so the session's setup and the optimiser's first allocation stay out) and through a
+    plain torch loop on the same records (answer NLL, backward, AdamW step, fused as the run's; no accelerate,
+    precision, clipping, schedule or logging), the floor the harness's own per-step work adds to. Each loop runs
+    twice, in the order harness, plain, plain, harness, and its two times are averaged: a process runs faster over
+    its first minutes (SmolLM2 on 2 CPU cores: the harness's loop 4.2 s per step first, 3.8 s right after; the
+    plain loop 3.7 s first, 3.2 s after), so one pass each in a fixed order put that drift into the ratio. Tokens
+    per step: the records' non-padding tokens over all the steps (the harness shuffles them), the same for both
+    loops. Then the optimizer step alone, fused and unfused, on the plain loop's copy."""
     batch_size = training.batch_size
     chosen = round_the_list(records, WARMUP_STEPS + steps, batch_size)
     tokens = steps / (WARMUP_STEPS + steps) * sum(
         int(encode_pairs(tokenizer, fmt, [(r.question, r.answer)], training.max_length).attention_mask.sum())
         for r in chosen)
 
-    started = {}
+    def harness_seconds() -> float:
+        started = {}
 
-    def mark_warm(entry: dict) -> None:
-        if entry["step"] == WARMUP_STEPS:
-            synchronise(device)
-            started["at"] = time.perf_counter()
+        def mark_warm(entry: dict) -> None:
+            if entry["step"] == WARMUP_STEPS:
+                synchronise(device)
+                started["at"] = time.perf_counter()
 
-    harness_steps(model, tokenizer, fmt, chosen, training, mark_warm, "harness loop")
-    synchronise(device)
-    seconds = time.perf_counter() - started["at"]
+        harness_steps(model, tokenizer, fmt, chosen, training, mark_warm, "harness loop")
+        synchronise(device)
+        return time.perf_counter() - started["at"]
 
-    plain_model = copy.deepcopy(model).train()
-    optimiser = torch.optim.AdamW(plain_model.parameters(), lr=training.learning_rate, fused=training.fused_optimizer)
+    def plain_seconds() -> tuple[float, torch.nn.Module]:
+        plain_model = copy.deepcopy(model).train()
+        optimiser = torch.optim.AdamW(plain_model.parameters(), lr=training.learning_rate,
+                                      fused=training.fused_optimizer)
 
-    def plain_steps(first: int, count: int) -> None:
-        for k in range(first, first + count):
-            pairs = [(r.question, r.answer) for r in chosen[k * batch_size : (k + 1) * batch_size]]
-            answer_nll(plain_model, encode_pairs(tokenizer, fmt, pairs, training.max_length).to(device)).backward()
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
+        def plain_steps(first: int, count: int) -> None:
+            for k in range(first, first + count):
+                pairs = [(r.question, r.answer) for r in chosen[k * batch_size : (k + 1) * batch_size]]
+                answer_nll(plain_model, encode_pairs(tokenizer, fmt, pairs, training.max_length).to(device)).backward()
+                optimiser.step()
+                optimiser.zero_grad(set_to_none=True)
 
-    plain_steps(0, WARMUP_STEPS)
-    _, plain_seconds = timed(device, lambda: plain_steps(WARMUP_STEPS, steps))
+        plain_steps(0, WARMUP_STEPS)
+        _, seconds = timed(device, lambda: plain_steps(WARMUP_STEPS, steps))
+        return seconds, plain_model
+
+    first_harness = harness_seconds()
+    first_plain, _ = plain_seconds()
+    second_plain, plain_model = plain_seconds()
+    second_harness = harness_seconds()
+    seconds, plain = (first_harness + second_harness) / 2, (first_plain + second_plain) / 2
     return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "seconds": seconds, "tokens": tokens,
-            "plain_loop": {"tokens_per_s": tokens / plain_seconds, "steps_per_s": steps / plain_seconds,
-                           "seconds": plain_seconds},
+            "passes_s": [first_harness, second_harness],
+            "plain_loop": {"tokens_per_s": tokens / plain, "steps_per_s": steps / plain, "seconds": plain,
+                           "passes_s": [first_plain, second_plain]},
             "optimizer_step_s": optimizer_step_seconds(plain_model, training, device)}
 
 

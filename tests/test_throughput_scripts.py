@@ -56,6 +56,10 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
     assert any(line.startswith("| training ") and ", fp32, 2 steps" in line for line in printed.splitlines())
     plain = numbers["training"]["plain_loop"]  # the same steps without the harness: the row gives the ratio
     assert plain["tokens_per_s"] > 0 and plain["steps_per_s"] == pytest.approx(2 / plain["seconds"])
+    # each loop timed twice (harness, plain, plain, harness), its time the mean: the process's drift cancels
+    for timed_loop in (numbers["training"], plain):
+        assert len(timed_loop["passes_s"]) == 2 and timed_loop["seconds"] == pytest.approx(
+            sum(timed_loop["passes_s"]) / 2)
     ratio = numbers["training"]["steps_per_s"] / plain["steps_per_s"]
     assert f"harness / plain: {ratio:.2f}" in printed
     optimizer = numbers["training"]["optimizer_step_s"]  # the optimizer step alone, fused and not, with the ratio
