@@ -8,7 +8,8 @@
 #
 # Options: --with-icu (also ICU), --parallel=N (N units at once, each with OMP_NUM_THREADS = cores / N; the committed
 # run used --parallel=2 on 2 cores), --dry-run (print what would run, run nothing), --report-only (only the tables,
-# figures and claims, from the units finished so far).
+# figures and claims, from the units finished so far). The report step also copies each finished unit's jobs,
+# without checkpoints or models, into results/smollm2/runs/<unit>/ (commit them: every report regenerates from them).
 # Environment: PYTHON (python), OMP_NUM_THREADS (threads per job; default the cores divided by N),
 # TOFU_DATA_DIR (benchmark.data_dir; default the experiments' ../shared/data/tofu), NAME (smollm2_mini_paper: output
 # file stem), CLAIMS_OUT (results/claims.md).
@@ -199,6 +200,13 @@ step() {  # description, command...
   local what=$1; shift
   if "$@" >> "$LOG" 2>&1; then log "wrote $what"; else log "FAILED: $what ($*)"; failed=1; fi
 }
+archive() {  # unit: its jobs' reported files (results, eval, train logs, configs) into $STATE/runs/<unit>, so the
+  # tables and claims regenerate from a clone (scripts/archive_runs.py); replaced as a whole on every report
+  rm -rf "${STATE:?}/runs/$1" && "$PYTHON" scripts/archive_runs.py "$(finished_dir "$1")" --out "$STATE/runs/$1"
+}
+while read -r group unit _; do
+  [ -z "$group" ] || [ -z "$(finished_dir "$unit")" ] || step "$STATE/runs/$unit" archive "$unit"
+done <<< "$UNITS"
 step "results/tables/$NAME.*" "$PYTHON" scripts/collect.py "${main_dirs[@]}" --name "$NAME"
 step "results/figures/${NAME}_*" "$PYTHON" scripts/figures.py "${main_dirs[@]}" --name "$NAME" \
   --ablation method.training.learning_rate

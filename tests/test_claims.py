@@ -475,4 +475,34 @@ def test_editing_the_run_script_while_it_runs_does_not_change_the_run(tmp_path):
     finished = re.findall(r"^(\w+) finished ", (tmp_path / "results" / "smollm2" / "sweeps.txt").read_text(),
                           re.MULTILINE)
     assert finished == units and len(units) > 10
-    assert "wrote results/claims.md" in (tmp_path / "results" / "smollm2" / "run.log").read_text()
+    log = (tmp_path / "results" / "smollm2" / "run.log").read_text()
+    assert "wrote results/claims.md" in log
+    assert all(f"wrote results/smollm2/runs/{unit}" in log for unit in units)  # every finished unit archived
+
+
+def test_an_archive_of_the_sweeps_regenerates_the_same_claims_without_the_heavy_files(tmp_path):
+    """scripts/archive_runs.py copies the files the reports read, and nothing else (checkpoints, saved models,
+    logs): the claims computed from the archive are those of the sweeps, so they regenerate from a clone."""
+    from pmc.reporting.archive import archive_jobs
+
+    dirs = main_sweep(tmp_path / "runs")
+    job = dirs[0] / "0"
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config(3e-5)))
+    (job / "unlearned_model").mkdir()
+    (job / "unlearned_model" / "model.safetensors").write_bytes(b"\0" * 1000)
+    (job / "checkpoints" / "step-3").mkdir(parents=True)
+    (job / "run.log").write_text("log\n")
+    sys.path.insert(0, str(REPO / "scripts"))
+    import archive_runs
+
+    assert archive_runs.main([*map(str, dirs), "--out", str(tmp_path / "archive")]) == 0
+    kept = {p.relative_to(tmp_path / "archive" / "fronts" / "0").as_posix()
+            for p in (tmp_path / "archive" / "fronts" / "0").rglob("*") if p.is_file()}
+    assert kept == {"results.json", "train_log.jsonl", ".hydra/overrides.yaml", ".hydra/config.yaml",
+                    "eval/unlearned/analyses.json", "eval/target/analyses.json", "eval/retain/analyses.json"}
+    archived = verdicts([tmp_path / "archive" / "fronts", tmp_path / "archive" / "single"])
+    original = verdicts(dirs)
+    assert {c: (v.verdict, v.measured) for c, v in archived.items()} == \
+        {c: (v.verdict, v.measured) for c, v in original.items()}
+    with pytest.raises(SystemExit, match="not an empty directory"):  # an archive never mixes two runs' jobs
+        archive_jobs(dirs, tmp_path / "archive")

@@ -99,9 +99,9 @@ def test_reporting_imports_no_training_code_and_no_torch():
     """Nothing of the training code, nor torch, transformers or the ROUGE toolkit: collecting a sweep takes a second
     or two where it took ten (the suites' columns come from benchmarks.metrics.columns, the suites stay unloaded)."""
     code = ("import sys; import pmc.reporting.tables, pmc.reporting.figures, pmc.reporting.analyses, "
-            "pmc.reporting.claims; print(sorted(m for m in sys.modules if m.startswith(('pmc.run', 'pmc.trainer', "
-            "'pmc.stage0', 'pmc.methods', 'pmc.experiment', 'baselines', 'torch', 'transformers', 'rouge_score', "
-            "'benchmarks.metrics.common'))))")
+            "pmc.reporting.claims, pmc.reporting.archive; print(sorted(m for m in sys.modules if m.startswith(("
+            "'pmc.run', 'pmc.trainer', 'pmc.stage0', 'pmc.methods', 'pmc.experiment', 'baselines', 'torch', "
+            "'transformers', 'rouge_score', 'benchmarks.metrics.common'))))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           check=True)
     assert done.stdout.strip() == "[]"

@@ -13,6 +13,9 @@ import pandas as pd
 import yaml
 
 REFERENCES = ("target", "retain")  # the stage-0 models every job scores beside its unlearned one
+# every file of a job the reports read (patterns under the job's directory): what an archive of a sweep keeps
+REPORTED_FILES = ("results.json", "failure.json", "train_log.jsonl", ".hydra/config.yaml", ".hydra/overrides.yaml",
+                  "eval/*/*.json")
 DEFAULTS = "(defaults)"  # the setting of a job whose overrides are all shared with the other jobs
 
 

@@ -1,0 +1,36 @@
+"""A sweep's jobs as the reports read them, copied where they can be committed: the files of REPORTED_FILES
+(results.json, eval/<model>/<suite>.json, train_log.jsonl, .hydra/ config and overrides, failure.json), without
+checkpoints, saved models or logs. Tables, figures, the analyses report and the claims table then regenerate from a
+clone (`scripts/claims.py results/smollm2/runs/...`) instead of from sweep directories that live on one machine.
+Files that are equal across jobs (the stage-0 models' eval files, read from the eval cache) cost git one blob.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pmc.reporting.jobs import REPORTED_FILES, job_dirs
+
+
+def archive_jobs(roots: list[Path], out: Path) -> list[Path]:
+    """Copy every job under the roots into `out` (one root: its layout under out; several: under out/<root name>),
+    its reported files only; returns the files written. `out` must be new or empty, so an archive never mixes two
+    runs' jobs."""
+    names = [root.name for root in roots]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"error: sweep directories with the same name cannot share one archive: {names}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SystemExit(f"error: {out} exists and is not an empty directory; archive into a new one")
+    written = []
+    for root in roots:
+        base = out if len(roots) == 1 else out / root.name
+        for job in job_dirs([root]):
+            for pattern in REPORTED_FILES:
+                for source in sorted(job.glob(pattern)):
+                    if source.is_file() and not source.is_symlink():
+                        target = base / job.relative_to(root) / source.relative_to(job)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(source, target)
+                        written.append(target)
+    return written
