@@ -39,7 +39,7 @@ class TrainingConfig:
     adam_epsilon: float = 1e-8
     # torch's fused Adam/AdamW kernel (HF Trainer's default optimizer, adamw_torch_fused, since torch 2.8): the same
     # update in one pass over all parameters rather than ~8 operations per parameter tensor. SmolLM2-135M on 2 CPU
-    # cores: 0.12 s per optimizer step instead of 0.69 s; on a GPU a few kernel launches instead of dozens. It rounds
+    # cores: 0.10-0.12 s per optimizer step instead of 0.46-0.76 s; on a GPU a few launches instead of dozens. It rounds
     # differently from the per-tensor loop: false reproduces runs made before it was the default (2026-11-27).
     fused_optimizer: bool = True
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same result
