@@ -176,11 +176,13 @@ rm -rf "$CLAIMS"
 
 # --- tables, figures, analyses report, claims: from every finished unit --------------------------------------------
 main_dirs=()
+finished_units=()  # every finished unit, in the order of UNITS: each is archived
 declare -A ablation_dirs  # ablation name -> its finished units' sweep directories
 while read -r group unit _; do
   [ -z "$group" ] && continue
   dir=$(finished_dir "$unit")
   [ -z "$dir" ] && continue
+  finished_units+=("$unit")
   case $group in
     main|icu) main_dirs+=("$dir") ;;
     *) ablation_dirs[$group]+="$dir " ;;
@@ -204,9 +206,7 @@ archive() {  # unit: its jobs' reported files (results, eval, train logs, config
   # tables and claims regenerate from a clone (scripts/archive_runs.py); replaced as a whole on every report
   rm -rf "${STATE:?}/runs/$1" && "$PYTHON" scripts/archive_runs.py "$(finished_dir "$1")" --out "$STATE/runs/$1"
 }
-while read -r group unit _; do
-  [ -z "$group" ] || [ -z "$(finished_dir "$unit")" ] || step "$STATE/runs/$unit" archive "$unit"
-done <<< "$UNITS"
+for unit in "${finished_units[@]}"; do step "$STATE/runs/$unit" archive "$unit"; done
 step "results/tables/$NAME.*" "$PYTHON" scripts/collect.py "${main_dirs[@]}" --name "$NAME"
 step "results/figures/${NAME}_*" "$PYTHON" scripts/figures.py "${main_dirs[@]}" --name "$NAME" \
   --ablation method.training.learning_rate
