@@ -8,18 +8,21 @@
 #
 # Options: --with-icu (also ICU), --parallel=N (N units at once, each with OMP_NUM_THREADS = cores / N; the committed
 # run used --parallel=2 on 2 cores), --dry-run (print what would run, run nothing), --report-only (only the tables,
-# figures and claims, from the units finished so far). The report step also copies each finished unit's jobs,
-# without checkpoints or models, into results/smollm2/runs/<unit>/ (commit them: every report regenerates from them).
+# figures and claims, from the archives of the units finished so far: runs on a clone, without the sweeps).
 # Environment: PYTHON (python), OMP_NUM_THREADS (threads per job; default the cores divided by N),
 # TOFU_DATA_DIR (benchmark.data_dir; default the experiments' ../shared/data/tofu), NAME (smollm2_mini_paper: output
 # file stem), CLAIMS_OUT (results/claims.md).
 #
-# Resumable by unit: each unit (one Hydra multirun: one method of a sweep config) gets its own sweep directory, and
-# results/smollm2/sweeps.txt records "<unit> started|finished <sweep dir> <exit status> <UTC time>". A unit with a
-# "finished" line is skipped on the next call, so a session that ends midway loses at most the unit it was in; its
-# half-done directory is left behind and never collected. A unit finishes when its Hydra process exits by itself,
-# with status 0, or 1 when some job failed (that job has no results.json; collect.py lists it). To rerun a finished
-# unit, delete its lines from sweeps.txt. Each unit's full output is <sweep dir>/sweep.log.
+# Resumable by unit, across machines: each unit (one Hydra multirun: one method of a sweep config) gets its own sweep
+# directory, and when its Hydra process exits by itself (status 0, or 1 when some job failed: that job has no
+# results.json; collect.py lists it) the unit's jobs are archived, without checkpoints, models or logs, into
+# results/smollm2/runs/<unit>/ (scripts/archive_runs.py). That archive is the unit's record: a unit with one is done
+# and skipped on the next call, and the report step reads the archives, not the sweep directories, so units finished
+# on another machine (committed archives) and units finished here make one report, and `--report-only` regenerates
+# every table, figure and the claims table from a clone. A session that ends midway loses at most the units it was
+# in (their half-done sweep directories are left behind and never read). To rerun a unit, delete its archive.
+# results/smollm2/sweeps.txt logs "<unit> started|finished <sweep dir> <exit status> <UTC time>" (history only);
+# each unit's full output is <sweep dir>/sweep.log.
 set -euo pipefail
 # bash reads a script while it runs it: inside these braces it reads all of it first, so editing this file while
 # a run is under way (hours) cannot change that run (tests/test_claims.py)
@@ -85,9 +88,9 @@ icu      icu               experiment=mini_paper_smollm2_icu method=icu
 mkdir -p "$SWEEP_ROOT"
 [ "$DRY_RUN" = 1 ] || mkdir -p "$STATE"
 log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$LOG"; }
-finished_dir() {  # the sweep directory of the unit's last "finished" line, empty if none
-  [ -f "$MANIFEST" ] || return 0
-  awk -v unit="$1" '$1 == unit && $2 == "finished" { dir = $3 } END { print dir }' "$MANIFEST"
+RUNS=$STATE/runs
+finished_dir() {  # the unit's archive if it has one (a finished unit), else empty
+  if [ -d "$RUNS/$1" ]; then echo "$RUNS/$1"; fi
 }
 
 exec 9> "$SWEEP_ROOT/.lock"
@@ -130,6 +133,7 @@ run_unit() {  # unit, overrides...
     return
   fi
   mkdir -p "$dir"
+  rm -rf "$RUNS/.$unit.partial"  # an archive a killed run left half-written
   echo "$unit started $dir - $(date -u +%FT%TZ)" >> "$MANIFEST"
   log "start $unit: $* -> $dir"
   local rc=0
@@ -142,8 +146,14 @@ run_unit() {  # unit, overrides...
     log "killed $unit (exit $rc); it reruns on the next call"
     exit "$rc"
   fi
+  # archived whole or not at all: written aside, then renamed, so a half-written archive never counts as finished
+  if ! "$PYTHON" scripts/archive_runs.py "$dir" --out "$RUNS/.$unit.partial" >> "$LOG" 2>&1 \
+      || ! mv -T "$RUNS/.$unit.partial" "$RUNS/$unit"; then
+    log "FAILED: archiving $unit ($dir); it reruns on the next call"
+    return
+  fi
   echo "$unit finished $dir $rc $(date -u +%FT%TZ)" >> "$MANIFEST"
-  log "finished $unit (exit $rc$([ "$rc" = 0 ] || echo ': some job failed, see '"$dir"'/sweep.log'))"
+  log "finished $unit (exit $rc$([ "$rc" = 0 ] || echo ': some job failed, see '"$dir"'/sweep.log')) -> $RUNS/$unit"
 }
 
 worker() {  # takes the units in order, each one not finished and not taken by another worker
@@ -174,15 +184,13 @@ fi
 rm -rf "$CLAIMS"
 [ "$DRY_RUN" = 1 ] && exit 0
 
-# --- tables, figures, analyses report, claims: from every finished unit --------------------------------------------
+# --- tables, figures, analyses report, claims: from every finished unit's archive --------------------------------------------
 main_dirs=()
-finished_units=()  # every finished unit, in the order of UNITS: each is archived
 declare -A ablation_dirs  # ablation name -> its finished units' sweep directories
 while read -r group unit _; do
   [ -z "$group" ] && continue
   dir=$(finished_dir "$unit")
   [ -z "$dir" ] && continue
-  finished_units+=("$unit")
   case $group in
     main|icu) main_dirs+=("$dir") ;;
     *) ablation_dirs[$group]+="$dir " ;;
@@ -202,11 +210,6 @@ step() {  # description, command...
   local what=$1; shift
   if "$@" >> "$LOG" 2>&1; then log "wrote $what"; else log "FAILED: $what ($*)"; failed=1; fi
 }
-archive() {  # unit: its jobs' reported files (results, eval, train logs, configs) into $STATE/runs/<unit>, so the
-  # tables and claims regenerate from a clone (scripts/archive_runs.py); replaced as a whole on every report
-  rm -rf "${STATE:?}/runs/$1" && "$PYTHON" scripts/archive_runs.py "$(finished_dir "$1")" --out "$STATE/runs/$1"
-}
-for unit in "${finished_units[@]}"; do step "$STATE/runs/$unit" archive "$unit"; done
 step "results/tables/$NAME.*" "$PYTHON" scripts/collect.py "${main_dirs[@]}" --name "$NAME"
 step "results/figures/${NAME}_*" "$PYTHON" scripts/figures.py "${main_dirs[@]}" --name "$NAME" \
   --ablation method.training.learning_rate

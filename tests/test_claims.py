@@ -403,8 +403,10 @@ def test_c5_a_retain_loss_that_never_rises_has_nothing_to_recover(tmp_path):
 
 def run_script_copy(tmp_path: Path, job: str) -> tuple[Path, dict, Path]:
     """scripts/run_mini_paper_smollm2.sh in a copy of the layout it expects, with a stand-in python: its job
-    (`python -m pmc.run ...`) records its pid in the returned file, then runs the bash line `job`; every other
-    command (the report's scripts) succeeds at once. Returns the script, its environment and the pid file."""
+    (`python -m pmc.run ... hydra.sweep.dir=D`) records its pid in the returned file, runs the bash line `job`, then
+    leaves one job with a results.json in D; `scripts/archive_runs.py` is the real one; every other command (the
+    report's scripts) succeeds at once and is logged, one line of arguments each, to the file $CALLS. Returns the
+    script, its environment and the pid file."""
     (tmp_path / "scripts").mkdir()
     script = tmp_path / "scripts" / "run_mini_paper_smollm2.sh"
     script.write_text((REPO / "scripts" / "run_mini_paper_smollm2.sh").read_text())
@@ -412,12 +414,23 @@ def run_script_copy(tmp_path: Path, job: str) -> tuple[Path, dict, Path]:
     (tmp_path / "tofu" / "full.json").write_text("{}\n")
     fake = tmp_path / "python"
     fake.write_text('#!/usr/bin/env bash\n'
-                    f'if [ "$1 $2" = "-m pmc.run" ]; then echo $$ > "$JOB_PID"; {job}; fi\n')
+                    'if [ "$1 $2" = "-m pmc.run" ]; then\n'
+                    f'  echo $$ > "$JOB_PID"; {job}\n'
+                    '  dir=$(printf "%s\\n" "$@" | sed -n "s/^hydra.sweep.dir=//p")\n'
+                    '  mkdir -p "$dir/0" && echo "{}" > "$dir/0/results.json"\n'
+                    'elif [ "$1" = scripts/archive_runs.py ]; then\n'
+                    f'  shift; exec {sys.executable} {REPO}/scripts/archive_runs.py "$@"\n'
+                    'else echo "$@" >> "$CALLS"; fi\n')
     fake.chmod(0o755)
     job_pid = tmp_path / "job.pid"
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "TOFU_DATA_DIR": str(tmp_path / "tofu"),
-           "JOB_PID": str(job_pid)}
+           "JOB_PID": str(job_pid), "CALLS": str(tmp_path / "calls.txt")}
     return script, env, job_pid
+
+
+def script_units(text: str) -> list[str]:
+    """The run script's units in order, ICU left out (it runs only with --with-icu)."""
+    return re.findall(r"^\s*(?!icu)\w+\s+(\w+)\s+experiment=", text, re.MULTILINE)
 
 
 def first_job(runner: subprocess.Popen, job_pid: Path) -> int:
@@ -471,13 +484,42 @@ def test_editing_the_run_script_while_it_runs_does_not_change_the_run(tmp_path):
         runner.kill()
     assert runner.returncode == 0, stderr.decode()
     assert not edited.exists()
-    units = re.findall(r"^\s*(?!icu)\w+\s+(\w+)\s+experiment=", original, re.MULTILINE)
+    units = script_units(original)
     finished = re.findall(r"^(\w+) finished ", (tmp_path / "results" / "smollm2" / "sweeps.txt").read_text(),
                           re.MULTILINE)
     assert finished == units and len(units) > 10
+    assert "wrote results/claims.md" in (tmp_path / "results" / "smollm2" / "run.log").read_text()
+
+
+def test_units_finished_on_another_machine_are_kept_and_reported_from_their_archives(tmp_path):
+    """A unit's archive (results/smollm2/runs/<unit>) is its record, so a mini paper spread over sessions on
+    different machines makes one report: a committed archive is skipped although its sweep directory is gone, a
+    "finished" line without an archive (a run from before archives, or on a lost machine) runs again, a half-written
+    archive is never counted, and the report's scripts read the archives, not the sweep directories."""
+    script, env, _ = run_script_copy(tmp_path, job="true")
+    units = script_units(script.read_text())
+    runs = tmp_path / "results" / "smollm2" / "runs"
+    (runs / "fronts_pmc" / "0").mkdir(parents=True)  # finished elsewhere: its sweep directory is not here
+    (runs / "fronts_pmc" / "0" / "results.json").write_text('{"from": "another machine"}')
+    (runs / ".ga.partial" / "0").mkdir(parents=True)  # an archive a killed run left half-written
+    (tmp_path / "results" / "smollm2" / "sweeps.txt").write_text(
+        "".join(f"{unit} finished multirun/gone/{unit} 0 2026-11-26T10:00:00Z\n" for unit in units))
+    run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
     log = (tmp_path / "results" / "smollm2" / "run.log").read_text()
-    assert "wrote results/claims.md" in log
-    assert all(f"wrote results/smollm2/runs/{unit}" in log for unit in units)  # every finished unit archived
+    assert "start fronts_pmc" not in log
+    assert re.findall(r" start (\w+):", log) == units[1:]  # every other unit ran again, in order
+    assert sorted(p.name for p in runs.iterdir()) == sorted(units)  # no .partial left
+    assert json.loads((runs / "fronts_pmc" / "0" / "results.json").read_text()) == {"from": "another machine"}
+    assert all((runs / unit / "0" / "results.json").read_text() == "{}\n" for unit in units[1:])
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    collect = next(call.split() for call in calls if call.startswith("scripts/collect.py") and "ablation" not in call)
+    main_units = re.findall(r"^\s*main\s+(\w+)\s", script.read_text(), re.MULTILINE)
+    assert collect[1:1 + len(main_units)] == [f"results/smollm2/runs/{unit}" for unit in main_units]
+    claims_call = next(call for call in calls if call.startswith("scripts/claims.py"))
+    assert "--ablation samples=results/smollm2/runs/samples_n1" in claims_call
+    assert "--ablation samples=results/smollm2/runs/fronts_pmc" in claims_call
+    assert "multirun" not in " ".join(calls)
 
 
 def test_an_archive_of_the_sweeps_regenerates_the_same_claims_without_the_heavy_files(tmp_path):
@@ -506,3 +548,25 @@ def test_an_archive_of_the_sweeps_regenerates_the_same_claims_without_the_heavy_
         {c: (v.verdict, v.measured) for c, v in original.items()}
     with pytest.raises(SystemExit, match="not an empty directory"):  # an archive never mixes two runs' jobs
         archive_jobs(dirs, tmp_path / "archive")
+
+
+def test_an_archive_keeps_whichever_of_a_jobs_results_and_failure_counts(tmp_path):
+    """A job directory that holds both a results.json and a failure.json (a rerun in place) counts by the newer
+    file; a copy or a git checkout loses that order, so the archive keeps only the file that counts."""
+    import os
+
+    from pmc.reporting.archive import archive_jobs
+    from pmc.reporting.jobs import job_problem
+
+    sweep = tmp_path / "sweep"
+    for job, newer in (("rerun_ok", "results.json"), ("rerun_failed", "failure.json")):
+        (sweep / job).mkdir(parents=True)
+        (sweep / job / "results.json").write_text("{}")
+        (sweep / job / "failure.json").write_text('{"stage": "unlearning", "error": "boom"}')
+        older = "failure.json" if newer == "results.json" else "results.json"
+        os.utime(sweep / job / older, (1_000_000, 1_000_000))
+    archive_jobs([sweep], tmp_path / "archive")
+    assert sorted(p.name for p in (tmp_path / "archive" / "rerun_ok").iterdir()) == ["results.json"]
+    assert sorted(p.name for p in (tmp_path / "archive" / "rerun_failed").iterdir()) == ["failure.json"]
+    assert job_problem(tmp_path / "archive" / "rerun_ok") is None
+    assert job_problem(tmp_path / "archive" / "rerun_failed") == ("failed", "in unlearning: boom")

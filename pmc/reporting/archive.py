@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pmc.reporting.jobs import REPORTED_FILES, job_dirs
+from pmc.reporting.jobs import REPORTED_FILES, job_dirs, job_problem
 
 
 def archive_jobs(roots: list[Path], out: Path) -> list[Path]:
@@ -22,13 +22,18 @@ def archive_jobs(roots: list[Path], out: Path) -> list[Path]:
         raise SystemExit(f"error: sweep directories with the same name cannot share one archive: {names}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SystemExit(f"error: {out} exists and is not an empty directory; archive into a new one")
+    out.mkdir(parents=True, exist_ok=True)  # even for roots without jobs: the folder says they were archived
     written = []
     for root in roots:
         base = out if len(roots) == 1 else out / root.name
         for job in job_dirs([root]):
+            # with both results.json and failure.json the newer counts (job_problem); neither a copy nor a git
+            # checkout keeps their order, so the archive leaves out the one that does not count
+            problem = job_problem(job)
+            stale = "results.json" if problem and problem[0] == "failed" else "failure.json"
             for pattern in REPORTED_FILES:
                 for source in sorted(job.glob(pattern)):
-                    if source.is_file() and not source.is_symlink():
+                    if source.is_file() and not source.is_symlink() and source.relative_to(job).as_posix() != stale:
                         target = base / job.relative_to(root) / source.relative_to(job)
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(source, target)
