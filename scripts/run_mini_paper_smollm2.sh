@@ -58,13 +58,16 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / PARALLEL > 0 ? cores / PAR
 export MKL_NUM_THREADS=$OMP_NUM_THREADS
 
 # The units, most important first: group (main: the mini paper's table and claims; samples, epochs, retain_weight,
-# temperature: the ablations of claim C4; icu: optional), unit name, Hydra overrides. A sweep config's methods are split into one unit each; its other sweep
-# axes (the learning rates of the fronts) come from the config. tests/test_claims.py checks that the units cover
-# each sweep config's methods.
+# temperature: the ablations of claim C4; icu: optional), unit name, Hydra overrides. One job per unit (a sweep
+# config's methods and learning rates split, each unit overriding the config's sweep), so a session that ends midway
+# loses at most one job per worker; tests/test_claims.py checks that the units cover each sweep config's settings.
 UNITS="
-main     fronts_pmc        experiment=mini_paper_smollm2_fronts method=pmc method.handler.max_length=null
-main     fronts_npo        experiment=mini_paper_smollm2_fronts method=npo
-main     fronts_graddiff   experiment=mini_paper_smollm2_fronts method=graddiff
+main     pmc_lr3e-5        experiment=mini_paper_smollm2_fronts method=pmc method.training.learning_rate=3e-5 method.handler.max_length=null
+main     pmc_lr1e-4        experiment=mini_paper_smollm2_fronts method=pmc method.training.learning_rate=1e-4 method.handler.max_length=null
+main     npo_lr3e-5        experiment=mini_paper_smollm2_fronts method=npo method.training.learning_rate=3e-5
+main     npo_lr1e-4        experiment=mini_paper_smollm2_fronts method=npo method.training.learning_rate=1e-4
+main     graddiff_lr3e-5   experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=3e-5
+main     graddiff_lr1e-4   experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=1e-4
 main     ga                experiment=mini_paper_smollm2 method=ga
 main     simnpo            experiment=mini_paper_smollm2 method=simnpo
 main     idk               experiment=mini_paper_smollm2 method=idk
@@ -79,7 +82,7 @@ temperature temperature_2   experiment=ablation_smollm2 method.handler.temperatu
 icu      icu               experiment=mini_paper_smollm2_icu method=icu
 "
 # The ablation units (claim C4; group = the ablation's name in scripts/claims.py) are PMC at 3e-5 with one setting
-# changed, one job each; their partner is fronts_pmc's 3e-5 job (n = 5, 10 epochs, λ = 1.5, T = 1.25; claims.py
+# changed, one job each; their partner is unit pmc_lr3e-5 (n = 5, 10 epochs, λ = 1.5, T = 1.25; claims.py
 # pairs jobs by config): n = 1; 5 epochs; λ = 0.5 and 3; T = 0.9 and 2.
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
@@ -201,8 +204,8 @@ if [ "${#main_dirs[@]}" = 0 ]; then
   exit 1
 fi
 ablation_args=()
-for name in "${!ablation_dirs[@]}"; do  # each ablation's jobs with their partner, fronts_pmc's 3e-5 job
-  for dir in ${ablation_dirs[$name]} $(finished_dir fronts_pmc); do ablation_args+=(--ablation "$name=$dir"); done
+for name in "${!ablation_dirs[@]}"; do  # each ablation's jobs with their partner, PMC at 3e-5
+  for dir in ${ablation_dirs[$name]} $(finished_dir pmc_lr3e-5); do ablation_args+=(--ablation "$name=$dir"); done
 done
 
 failed=0
@@ -217,7 +220,7 @@ step "results/analyses/$NAME.md" "$PYTHON" scripts/analyses_report.py "${main_di
 for name in "${!ablation_dirs[@]}"; do
   # shellcheck disable=SC2086  # the directories are words
   step "results/tables/${NAME}_ablation_$name.*" "$PYTHON" scripts/collect.py ${ablation_dirs[$name]} \
-    $(finished_dir fronts_pmc) --name "${NAME}_ablation_$name"
+    $(finished_dir pmc_lr3e-5) --name "${NAME}_ablation_$name"
 done
 step "$CLAIMS_OUT" "$PYTHON" scripts/claims.py "${main_dirs[@]}" "${ablation_args[@]}" --out "$CLAIMS_OUT"
 exit "$failed"

@@ -377,16 +377,26 @@ def test_smollm2_mini_paper_gives_every_method_the_same_budget_and_suites():
     assert budgets == {(10, 8, 1, 256)}
 
 
-def test_run_script_parses_and_covers_every_sweep():
+def test_run_script_parses_and_runs_each_sweep_setting_as_one_unit():
+    """The units cover every setting of the mini paper's sweep configs (method x learning rate), and each unit is
+    one job: it overrides every axis its experiment sweeps, so a session that ends loses at most one job per worker."""
     script = REPO / "scripts" / "run_mini_paper_smollm2.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    units = re.findall(r"^\s*(\w+)\s+(\w+)\s+(experiment=\S+.*)$", script.read_text(), re.MULTILINE)
-    covered = {}
-    for _, _, overrides in units:
-        args = dict(o.split("=", 1) for o in overrides.split())
-        covered.setdefault(args["experiment"], []).append(args.get("method"))
-    assert {e: sorted(m) for e, m in covered.items() if e in SWEEPS} == {e: sorted(m) for e, m in SWEEPS.items()}
-    assert covered["ablation_samples_smollm2"] == [None]
+    units = re.findall(r"^\s*(\w+)\s+([\w-]+)\s+(experiment=\S+.*)$", script.read_text(), re.MULTILINE)
+    covered: dict[str, list] = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for _, unit, overrides in units:
+            args = dict(o.split("=", 1) for o in overrides.split())
+            swept = compose("config", overrides=[f"experiment={args['experiment']}"],
+                            return_hydra_config=True).hydra.sweeper.params
+            assert not [axis for axis, values in swept.items() if "," in str(values) and axis not in args], unit
+            covered.setdefault(args["experiment"], []).append(
+                (args.get("method"), args.get("method.training.learning_rate")))
+    fronts = [(method, lr) for method in SWEEPS["mini_paper_smollm2_fronts"] for lr in ("3e-5", "1e-4")]
+    assert sorted(covered.pop("mini_paper_smollm2_fronts")) == sorted(fronts)
+    assert {e: sorted(m for m, _ in settings) for e, settings in covered.items() if e in SWEEPS} == \
+        {e: sorted(m) for e, m in SWEEPS.items() if e != "mini_paper_smollm2_fronts"}
+    assert covered["ablation_samples_smollm2"] == [(None, None)]
     ablated = [dict(o.split("=", 1) for o in overrides.split()) for _, _, overrides in units
                if "experiment=ablation_smollm2" in overrides]
     assert sorted(key for args in ablated for key in args if key != "experiment") == \
@@ -430,7 +440,7 @@ def run_script_copy(tmp_path: Path, job: str) -> tuple[Path, dict, Path]:
 
 def script_units(text: str) -> list[str]:
     """The run script's units in order, ICU left out (it runs only with --with-icu)."""
-    return re.findall(r"^\s*(?!icu)\w+\s+(\w+)\s+experiment=", text, re.MULTILINE)
+    return re.findall(r"^\s*(?!icu)\w+\s+([\w-]+)\s+experiment=", text, re.MULTILINE)
 
 
 def first_job(runner: subprocess.Popen, job_pid: Path) -> int:
@@ -461,7 +471,7 @@ def test_interrupting_the_run_script_stops_the_job_it_runs(tmp_path):
         if job_pid.exists() and job_pid.read_text().strip():
             subprocess.run(["kill", job_pid.read_text().strip()], capture_output=True)
     log = (tmp_path / "results" / "smollm2" / "run.log").read_text()
-    assert "interrupted: fronts_pmc" in log
+    assert "interrupted: pmc_lr3e-5" in log
     assert "finished" not in (tmp_path / "results" / "smollm2" / "sweeps.txt").read_text()
 
 
@@ -485,7 +495,7 @@ def test_editing_the_run_script_while_it_runs_does_not_change_the_run(tmp_path):
     assert runner.returncode == 0, stderr.decode()
     assert not edited.exists()
     units = script_units(original)
-    finished = re.findall(r"^(\w+) finished ", (tmp_path / "results" / "smollm2" / "sweeps.txt").read_text(),
+    finished = re.findall(r"^([\w-]+) finished ", (tmp_path / "results" / "smollm2" / "sweeps.txt").read_text(),
                           re.MULTILINE)
     assert finished == units and len(units) > 10
     assert "wrote results/claims.md" in (tmp_path / "results" / "smollm2" / "run.log").read_text()
@@ -499,26 +509,26 @@ def test_units_finished_on_another_machine_are_kept_and_reported_from_their_arch
     script, env, _ = run_script_copy(tmp_path, job="true")
     units = script_units(script.read_text())
     runs = tmp_path / "results" / "smollm2" / "runs"
-    (runs / "fronts_pmc" / "0").mkdir(parents=True)  # finished elsewhere: its sweep directory is not here
-    (runs / "fronts_pmc" / "0" / "results.json").write_text('{"from": "another machine"}')
+    (runs / "pmc_lr3e-5" / "0").mkdir(parents=True)  # finished elsewhere: its sweep directory is not here
+    (runs / "pmc_lr3e-5" / "0" / "results.json").write_text('{"from": "another machine"}')
     (runs / ".ga.partial" / "0").mkdir(parents=True)  # an archive a killed run left half-written
     (tmp_path / "results" / "smollm2" / "sweeps.txt").write_text(
         "".join(f"{unit} finished multirun/gone/{unit} 0 2026-11-26T10:00:00Z\n" for unit in units))
     run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     log = (tmp_path / "results" / "smollm2" / "run.log").read_text()
-    assert "start fronts_pmc" not in log
-    assert re.findall(r" start (\w+):", log) == units[1:]  # every other unit ran again, in order
+    assert "start pmc_lr3e-5" not in log
+    assert re.findall(r" start ([\w-]+):", log) == units[1:]  # every other unit ran again, in order
     assert sorted(p.name for p in runs.iterdir()) == sorted(units)  # no .partial left
-    assert json.loads((runs / "fronts_pmc" / "0" / "results.json").read_text()) == {"from": "another machine"}
+    assert json.loads((runs / "pmc_lr3e-5" / "0" / "results.json").read_text()) == {"from": "another machine"}
     assert all((runs / unit / "0" / "results.json").read_text() == "{}\n" for unit in units[1:])
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     collect = next(call.split() for call in calls if call.startswith("scripts/collect.py") and "ablation" not in call)
-    main_units = re.findall(r"^\s*main\s+(\w+)\s", script.read_text(), re.MULTILINE)
+    main_units = re.findall(r"^\s*main\s+([\w-]+)\s", script.read_text(), re.MULTILINE)
     assert collect[1:1 + len(main_units)] == [f"results/smollm2/runs/{unit}" for unit in main_units]
     claims_call = next(call for call in calls if call.startswith("scripts/claims.py"))
     assert "--ablation samples=results/smollm2/runs/samples_n1" in claims_call
-    assert "--ablation samples=results/smollm2/runs/fronts_pmc" in claims_call
+    assert "--ablation samples=results/smollm2/runs/pmc_lr3e-5" in claims_call
     assert "multirun" not in " ".join(calls)
 
 
