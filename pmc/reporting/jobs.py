@@ -88,6 +88,17 @@ def load_jobs(roots: list[Path]) -> tuple[list[Job], dict[str, tuple[str, str]]]
     return jobs, problems
 
 
+def machine_label(results: dict) -> str:
+    """Where a job ran, from its results.json's `machine` and `versions`: the CPU model and the instruction set torch
+    picked its kernels for (or the GPU), and torch's version. Numbers repeat bit for bit only on one such machine
+    (docs/determinism.md), and a sweep spread over sessions can span several."""
+    found = results.get("machine")
+    if not found:
+        return "not recorded (jobs from before 2026-11-27)"
+    where = found.get("gpu") or f"{found.get('processor', '?')} ({found.get('cpu_capability', '?')})"
+    return f"{where}, torch {(results.get('versions') or {}).get('torch', '?')}"
+
+
 def read_json(path: Path) -> dict | None:
     """A JSON file's content, None when there is no such file."""
     return json.loads(path.read_text()) if path.is_file() else None

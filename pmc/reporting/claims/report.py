@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from pmc.reporting.claims.model import Claim, Sweeps, cell
-from pmc.reporting.jobs import read_json
+from pmc.reporting.jobs import job_dirs, job_problem, machine_label, read_json
 from pmc.reporting.tables import markdown_table
 
 
@@ -24,6 +25,7 @@ def report(sweeps: Sweeps, claims: list[Claim], command: str, ablations: dict[st
                      if sweeps.failed else "")
            + f"Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
              f"{counts['not testable']} not testable.\n",
+           f"Jobs ran on: {machines([*sweeps.unlearned['job'].map(Path), *job_dirs(sum(ablations.values(), []))])}.\n",
            "Each verdict follows from the rule in its row; its thresholds are the constants in "
            "`pmc/reporting/claims/thresholds.py`. Unlearn quality and utility are the paper's (%, ROUGE-L recall).\n",
            markdown_table(["claim", "the paper says", "rule", "measured", "verdict"],
@@ -35,3 +37,10 @@ def report(sweeps: Sweeps, claims: list[Claim], command: str, ablations: dict[st
         for c in details:
             out.append(f"### {c.id}\n\n{c.details}")
     return "\n".join(out)
+
+
+def machines(jobs: list[Path]) -> str:
+    """How many of the jobs with results ran on each machine (pmc.reporting.jobs.machine_label), most first."""
+    counts = Counter(machine_label(read_json(job / "results.json") or {})
+                     for job in dict.fromkeys(job.resolve() for job in jobs) if job_problem(job) is None)
+    return "; ".join(f"{label}: {n} job{'s' * (n != 1)}" for label, n in counts.most_common())
