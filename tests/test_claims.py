@@ -19,6 +19,7 @@ import pytest
 import yaml
 from conftest import CONF_DIR, REPO
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from pmc.reporting import claims
 
@@ -292,6 +293,22 @@ def test_an_ablation_pairs_with_an_older_job_that_lacks_the_options_added_since(
                                                   "79.00, retain_weight=3.0: 65.00 / 78.50 (unlearn quality / "
                                                   "utility): holds"]
     assert found["C4 retain_weight"].verdict == "holds"  # 78.5 >= 70 - 1
+
+
+def test_the_options_added_since_match_the_stage0_keys_and_the_configs():
+    """ADDED_OPTIONS (reporting, which must not import torch) repeats pmc.stage0.KEY_NEUTRAL_OPTIONS for the training
+    options: if the two drifted apart, an ablation would pair jobs whose models the stage-0 key tells apart. Every
+    added option is a real key of the composed config, at its default there."""
+    from pmc.reporting.claims.ablations import ADDED_OPTIONS
+    from pmc.reporting.jobs import nested
+    from pmc.stage0 import KEY_NEUTRAL_OPTIONS
+
+    training = {key.removeprefix("method.training."): value for key, value in ADDED_OPTIONS.items()
+                if key.startswith("method.training.")}
+    assert training == KEY_NEUTRAL_OPTIONS
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        defaults = OmegaConf.to_container(compose("config"), resolve=True)
+    assert all(nested(defaults, key) is not None for key in ADDED_OPTIONS), ADDED_OPTIONS
 
 
 def test_epochs_ablation_averages_seeds_and_fails_when_quality_does_not_rise(tmp_path):
