@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -56,8 +57,27 @@ def installed_versions(names) -> dict[str, str]:
     return found
 
 
+HARNESS_ROOT = Path(__file__).resolve().parents[1]
+
+
+def harness_commit(root: Path = HARNESS_ROOT) -> str:
+    """The git commit the harness ran from, "+modified" when tracked files differ from it: a sweep run over several
+    sessions can span commits, and the package version alone does not say which."""
+    def git(*args) -> subprocess.CompletedProcess:  # GIT_OPTIONAL_LOCKS=0: jobs side by side never lock the index
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+
+    try:
+        commit, changed = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"unknown ({error})"
+    if commit.returncode or changed.returncode:
+        return f"unknown (git: {(commit.stderr or changed.stderr).strip().splitlines()[0]})"
+    return commit.stdout.strip() + ("+modified" if changed.stdout.strip() else "")
+
+
 def versions() -> dict[str, str]:
-    return {"python": platform.python_version(), **installed_versions(PACKAGES)}
+    return {"python": platform.python_version(), **installed_versions(PACKAGES), "pmc-harness-commit": harness_commit()}
 
 
 def summary_table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:

@@ -341,8 +341,9 @@ def test_cli_writes_the_table(tmp_path):
                          (dirs[1] / "0", {"processor": "AMD EPYC", "cpu_capability": "AVX2", "torch_threads": 16,
                                          "device": "cuda", "gpu": "NVIDIA H100 80GB HBM3"})):
         results = json.loads((job / "results.json").read_text())
-        (job / "results.json").write_text(json.dumps({**results, "machine": machine,
-                                                      "versions": {"torch": "2.13.0+cpu"}}))
+        commit = "0c5a53a1f2" + "0" * 30 + ("+modified" if machine["device"] == "cpu" else "")
+        (job / "results.json").write_text(json.dumps({**results, "machine": machine, "versions": {
+            "torch": "2.13.0+cpu", "pmc-harness-commit": commit}}))
     out = tmp_path / "results" / "claims.md"
     assert claims_cli.main([*map(str, dirs), "--ablation", f"samples={ablation}", "--ablation", f"samples={dirs[0]}",
                         "--out", str(out)]) == 0
@@ -353,7 +354,8 @@ def test_cli_writes_the_table(tmp_path):
     assert "Verdicts: 6 hold, 0 do not hold, 3 not testable." in text
     # nine main jobs and the ablation's one (dirs[0] given twice counts once; the dead job not at all)
     assert ("Jobs ran on: not recorded (jobs from before 2026-11-27): 8 jobs; Intel(R) Xeon(R) Processor (AVX512), "
-            "torch 2.13.0+cpu: 1 job; NVIDIA H100 80GB HBM3, torch 2.13.0+cpu: 1 job.\n") in text
+            "torch 2.13.0+cpu: 1 job; NVIDIA H100 80GB HBM3, torch 2.13.0+cpu: 1 job. Harness commits: not recorded "
+            "(jobs from before 2026-11-27): 8 jobs; 0c5a53a1f2+modified: 1 job; 0c5a53a1f2: 1 job.\n") in text
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if re.match(r"\| C\d", line)}
     assert list(rows) == ["C1", "C2", "C3", "C4 epochs", "C4 samples", "C4 retain_weight", "C4 temperature", "C5",
                           "C6"]

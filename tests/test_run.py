@@ -13,7 +13,7 @@ from conftest import REPO, SMALL_MODEL, TOFU_DIR
 from hydra.errors import MissingConfigException
 
 from pmc.experiment import run_experiment
-from pmc.results import current_umask
+from pmc.results import current_umask, harness_commit
 
 
 def read_jsonl(path):
@@ -58,6 +58,8 @@ def test_run_leaves_its_files(pmc_run):
     machine = on_disk["machine"]
     assert machine["device"] == "cpu" and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["processor"] and machine["torch_threads"] == torch.get_num_threads()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert on_disk["versions"]["pmc-harness-commit"].removesuffix("+modified") == head  # which code made it
     assert set(on_disk["stage0"]["checkpoints"]) == {"target", "retain"}
     for model in ("target", "retain", "unlearned"):
         per_example = json.loads((run_dir / "eval" / model / "paper.json").read_text())
@@ -238,3 +240,20 @@ def test_cli_slurm_launcher_dry_run(tmp_path):
     assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in launcher
     assert "partition: gpu" in launcher and "timeout_min: 600" in launcher and "array_parallelism: 32" in launcher
     assert "max_num_timeout: 3" in launcher  # a job that hits the time limit is requeued, not lost
+
+
+def test_the_harness_commit_says_which_commit_and_whether_tracked_files_changed(tmp_path):
+    """results.json's versions name the commit the harness ran from, "+modified" when a tracked file differs from
+    it (an untracked file does not count), and say why when there is no commit to name."""
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    assert harness_commit(tmp_path).startswith("unknown (git: fatal: not a git repository")
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "code.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert len(head) == 40 and harness_commit(tmp_path) == head
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert harness_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert harness_commit(tmp_path) == head + "+modified"

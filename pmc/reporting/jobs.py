@@ -99,6 +99,15 @@ def machine_label(results: dict) -> str:
     return f"{where}, torch {(results.get('versions') or {}).get('torch', '?')}"
 
 
+def commit_label(results: dict) -> str:
+    """The harness commit a job ran from (results.json's versions), its hash cut to 10 characters."""
+    found = (results.get("versions") or {}).get("pmc-harness-commit")
+    if not found:
+        return "not recorded (jobs from before 2026-11-27)"
+    commit, plus, modified = found.partition("+")
+    return commit[:10] + plus + modified if len(commit) == 40 else found
+
+
 def read_json(path: Path) -> dict | None:
     """A JSON file's content, None when there is no such file."""
     return json.loads(path.read_text()) if path.is_file() else None

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from pmc.reporting.claims.model import Claim, Sweeps, cell
-from pmc.reporting.jobs import job_dirs, job_problem, machine_label, read_json
+from pmc.reporting.jobs import commit_label, job_dirs, job_problem, machine_label, read_json
 from pmc.reporting.tables import markdown_table
 
 
@@ -25,7 +25,7 @@ def report(sweeps: Sweeps, claims: list[Claim], command: str, ablations: dict[st
                      if sweeps.failed else "")
            + f"Verdicts: {counts['holds']} hold, {counts['does not hold']} do not hold, "
              f"{counts['not testable']} not testable.\n",
-           f"Jobs ran on: {machines([*sweeps.unlearned['job'].map(Path), *job_dirs(sum(ablations.values(), []))])}.\n",
+           provenance([*sweeps.unlearned["job"].map(Path), *job_dirs(sum(ablations.values(), []))]),
            "Each verdict follows from the rule in its row; its thresholds are the constants in "
            "`pmc/reporting/claims/thresholds.py`. Unlearn quality and utility are the paper's (%, ROUGE-L recall).\n",
            markdown_table(["claim", "the paper says", "rule", "measured", "verdict"],
@@ -39,8 +39,13 @@ def report(sweeps: Sweeps, claims: list[Claim], command: str, ablations: dict[st
     return "\n".join(out)
 
 
-def machines(jobs: list[Path]) -> str:
-    """How many of the jobs with results ran on each machine (pmc.reporting.jobs.machine_label), most first."""
-    counts = Counter(machine_label(read_json(job / "results.json") or {})
-                     for job in dict.fromkeys(job.resolve() for job in jobs) if job_problem(job) is None)
-    return "; ".join(f"{label}: {n} job{'s' * (n != 1)}" for label, n in counts.most_common())
+def provenance(jobs: list[Path]) -> str:
+    """Which machines (pmc.reporting.jobs.machine_label) and harness commits made the jobs with results, each with
+    its number of jobs, most first: a mini paper spread over sessions can span several of each."""
+    records = [read_json(job / "results.json") or {}
+               for job in dict.fromkeys(job.resolve() for job in jobs) if job_problem(job) is None]
+
+    def counted(labels) -> str:
+        return "; ".join(f"{label}: {n} job{'s' * (n != 1)}" for label, n in Counter(labels).most_common())
+    return (f"Jobs ran on: {counted(map(machine_label, records))}. "
+            f"Harness commits: {counted(map(commit_label, records))}.\n")
