@@ -276,19 +276,25 @@ def test_an_ablation_pairs_with_an_older_job_that_lacks_the_options_added_since(
     # the main sweep is written without group_by_length, compile, fused_optimizer, continuous_batching: older jobs
     dirs = main_sweep(tmp_path / "main")
     newer = tmp_path / "ablation_retain_weight"
-    for job, (weight, paper, grouped) in enumerate([(0.5, (75.0, 70.0), False), (3.0, (65.0, 78.5), False),
-                                                    (0.5, (90.0, 60.0), True)]):
+    # the last job's stage-0 models trained with the fused optimizer (model.finetune), the older job's did not
+    for job, (weight, paper, grouped, fused_stage0) in enumerate([(0.5, (75.0, 70.0), False, False),
+                                                                  (3.0, (65.0, 78.5), False, False),
+                                                                  (0.5, (90.0, 60.0), True, False),
+                                                                  (3.0, (50.0, 40.0), False, True)]):
         cfg = config(3e-5, retain_weight=weight)
         cfg["method"]["training"].update(group_by_length=grouped, compile=False, fused_optimizer=False)
+        cfg["model"]["finetune"] = {"epochs": 5, "fused_optimizer": fused_stage0}
         cfg["generation"]["continuous_batching"] = False
         write_job(newer / str(job), "pmc", ["method=pmc", f"method.handler.retain_weight={weight}"], paper, cfg=cfg)
     main_pmc = dirs[0] / "0"  # PMC at 3e-5: 70 / 79, its retain weight set to the default 1.5 here
     older = json.loads((main_pmc / "results.json").read_text())
     older["config"]["method"]["handler"]["retain_weight"] = 1.5
+    older["config"]["model"]["finetune"] = {"epochs": 5}
     (main_pmc / "results.json").write_text(json.dumps(older))
 
     found = verdicts(dirs, {"retain_weight": [newer, dirs[0]]})
-    # one line of three λ (the job with group_by_length on is a line of its own, one point: no line)
+    # one line of three λ (the job with group_by_length on and the one on fused stage-0 models are lines of their
+    # own, one point each: no line)
     assert found["C4 retain_weight"].measured == ["retain_weight=0.5: 75.00 / 70.00, retain_weight=1.5: 70.00 / "
                                                   "79.00, retain_weight=3.0: 65.00 / 78.50 (unlearn quality / "
                                                   "utility): holds"]
@@ -303,9 +309,11 @@ def test_the_options_added_since_match_the_stage0_keys_and_the_configs():
     from pmc.reporting.jobs import nested
     from pmc.stage0 import KEY_NEUTRAL_OPTIONS
 
-    training = {key.removeprefix("method.training."): value for key, value in ADDED_OPTIONS.items()
-                if key.startswith("method.training.")}
-    assert training == KEY_NEUTRAL_OPTIONS
+    for settings in ("method.training.", "model.finetune.", "model.pretrain."):
+        training = {key.removeprefix(settings): value for key, value in ADDED_OPTIONS.items()
+                    if key.startswith(settings)}
+        assert training.items() <= KEY_NEUTRAL_OPTIONS.items(), settings
+        assert training == KEY_NEUTRAL_OPTIONS or settings != "method.training."
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         defaults = OmegaConf.to_container(compose("config"), resolve=True)
     assert all(nested(defaults, key) is not None for key in ADDED_OPTIONS), ADDED_OPTIONS

@@ -41,9 +41,12 @@ ABLATIONS = {
 # config parts that shape the unlearned model: C4 pairs jobs whose parts are equal but for the ablated key
 MODEL_SHAPING = ("model", "benchmark", "stage0", "generation", "method")
 # options added after jobs were run and committed: an older results.json lacks them, which means these values (the
-# stage-0 cache key leaves the training ones out at the same values, pmc.stage0.KEY_NEUTRAL_OPTIONS)
+# stage-0 cache key leaves the training ones out at the same values, pmc.stage0.KEY_NEUTRAL_OPTIONS). The stage-0
+# models' fused optimizer is in the model configs since 2026-11-27: a job whose stage 0 trained otherwise pairs
+# with none of the jobs whose stage 0 did not
 ADDED_OPTIONS = {"method.training.group_by_length": False, "method.training.compile": False,
-                 "method.training.fused_optimizer": False, "generation.continuous_batching": False}
+                 "method.training.fused_optimizer": False, "generation.continuous_batching": False,
+                 "model.finetune.fused_optimizer": False, "model.pretrain.fused_optimizer": False}
 
 
 def shaping_identity(config: dict, key: str) -> str:
