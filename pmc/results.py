@@ -58,17 +58,20 @@ def installed_versions(names) -> dict[str, str]:
 
 
 HARNESS_ROOT = Path(__file__).resolve().parents[1]
+# what a run executes and reads from the checkout: an edit here makes a job's commit "+modified"; results/, docs
+# and tests do not (a run script appends its logs to results/ while its jobs run)
+RUN_SOURCES = ("pmc", "baselines", "benchmarks", "conf", "pyproject.toml")
 
 
-def harness_commit(root: Path = HARNESS_ROOT) -> str:
-    """The git commit the harness ran from, "+modified" when tracked files differ from it: a sweep run over several
-    sessions can span commits, and the package version alone does not say which."""
+def harness_commit(root: Path = HARNESS_ROOT, sources: tuple[str, ...] = RUN_SOURCES) -> str:
+    """The git commit the harness ran from, "+modified" when a tracked file of `sources` differs from it: a sweep
+    run over several sessions can span commits, and the package version alone does not say which."""
     def git(*args) -> subprocess.CompletedProcess:  # GIT_OPTIONAL_LOCKS=0: jobs side by side never lock the index
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
                               env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
 
     try:
-        commit, changed = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+        commit, changed = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no", "--", *sources)
     except (OSError, subprocess.SubprocessError) as error:
         return f"unknown ({error})"
     if commit.returncode or changed.returncode:

@@ -242,18 +242,22 @@ def test_cli_slurm_launcher_dry_run(tmp_path):
     assert "max_num_timeout: 3" in launcher  # a job that hits the time limit is requeued, not lost
 
 
-def test_the_harness_commit_says_which_commit_and_whether_tracked_files_changed(tmp_path):
-    """results.json's versions name the commit the harness ran from, "+modified" when a tracked file differs from
-    it (an untracked file does not count), and say why when there is no commit to name."""
+def test_the_harness_commit_says_which_commit_and_whether_the_code_changed(tmp_path):
+    """results.json's versions name the commit the harness ran from, "+modified" when a tracked file of the code
+    differs from it (not results/, where a run script appends its logs; not an untracked file), and say why when
+    there is no commit to name."""
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     assert harness_commit(tmp_path).startswith("unknown (git: fatal: not a git repository")
     subprocess.run([*git, "init", "-q"], check=True)
-    (tmp_path / "code.py").write_text("x = 1\n")
-    subprocess.run([*git, "add", "code.py"], check=True)
+    for path in ("pmc/code.py", "results/run.log"):
+        (tmp_path / path).parent.mkdir()
+        (tmp_path / path).write_text("first\n")
+    subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "first"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert len(head) == 40 and harness_commit(tmp_path) == head
-    (tmp_path / "notes.txt").write_text("untracked\n")
+    (tmp_path / "pmc" / "new.py").write_text("untracked\n")
+    (tmp_path / "results" / "run.log").write_text("first\nsecond\n")
     assert harness_commit(tmp_path) == head
-    (tmp_path / "code.py").write_text("x = 2\n")
+    (tmp_path / "pmc" / "code.py").write_text("changed\n")
     assert harness_commit(tmp_path) == head + "+modified"
