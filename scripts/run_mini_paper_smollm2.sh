@@ -21,6 +21,10 @@
 # on another machine (committed archives) and units finished here make one report, and `--report-only` regenerates
 # every table, figure and the claims table from a clone. A session that ends midway loses at most the units it was
 # in (their half-done sweep directories are left behind and never read). To rerun a unit, delete its archive.
+# To end a run cleanly before a session ends: `touch multirun/smollm2_mini_paper/STOP`; each worker finishes its unit
+# and takes no new one, and the call ends without a report (the file is removed then). The tables, figures and
+# claims are written only once every unit has an archive (ICU only with --with-icu), so the committed ones are never
+# replaced by a partial set; --report-only writes them from whatever units are finished.
 # results/smollm2/sweeps.txt logs "<unit> started|finished <sweep dir> <exit status> <UTC time>" (history only);
 # each unit's full output is <sweep dir>/sweep.log.
 set -euo pipefail
@@ -92,6 +96,7 @@ mkdir -p "$SWEEP_ROOT"
 [ "$DRY_RUN" = 1 ] || mkdir -p "$STATE"
 log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$LOG"; }
 RUNS=$STATE/runs
+STOP_FILE=$SWEEP_ROOT/STOP
 finished_dir() {  # the unit's archive if it has one (a finished unit), else empty
   if [ -d "$RUNS/$1" ]; then echo "$RUNS/$1"; fi
 }
@@ -164,6 +169,7 @@ worker() {  # takes the units in order, each one not finished and not taken by a
   while read -r group unit overrides; do
     [ -z "$group" ] && continue
     [ "$group" = icu ] && [ "$WITH_ICU" = 0 ] && continue
+    [ -e "$STOP_FILE" ] && [ "$DRY_RUN" = 0 ] && break
     if [ -n "$(finished_dir "$unit")" ]; then
       [ "$DRY_RUN" = 1 ] && echo "skip $unit: finished in $(finished_dir "$unit")"
       continue
@@ -186,6 +192,23 @@ if [ "$REPORT_ONLY" = 0 ]; then
 fi
 rm -rf "$CLAIMS"
 [ "$DRY_RUN" = 1 ] && exit 0
+if [ "$REPORT_ONLY" = 0 ]; then
+  pending=()
+  while read -r group unit _; do
+    [ -z "$group" ] || { [ "$group" = icu ] && [ "$WITH_ICU" = 0 ]; } || [ -n "$(finished_dir "$unit")" ] \
+      || pending+=("$unit")
+  done <<< "$UNITS"
+  if [ "${#pending[@]}" != 0 ]; then  # stopped, or a unit's archiving failed: the report waits for a complete set
+    if [ -e "$STOP_FILE" ]; then
+      rm -f "$STOP_FILE"
+      log "stopped by $STOP_FILE; not finished: ${pending[*]} (the report waits for them)"
+      exit 0
+    fi
+    log "not finished: ${pending[*]}; no report until they are (--report-only makes one from the finished units)"
+    exit 1
+  fi
+  rm -f "$STOP_FILE"
+fi
 
 # --- tables, figures, analyses report, claims: from every finished unit's archive --------------------------------------------
 main_dirs=()
