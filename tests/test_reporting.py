@@ -68,6 +68,23 @@ def test_table_means_and_stds_per_setting(sweep, tmp_path):
     assert r"75.00 $\pm$ 7.07" in (tmp_path / "out" / "t.tex").read_text()
 
 
+def test_a_stage0_model_built_again_on_another_machine_is_another_reference_row(sweep, tmp_path):
+    """A sweep spread over machines: each built its own stage 0 under the same cache key (the same checkpoint name)
+    with other weights. Its scores are another target / retain model, not dropped as a duplicate: the reference rows
+    show the mean and std over the builds; the same scores under the same name stay one row."""
+    elsewhere = tmp_path / "elsewhere"
+    write_job(elsewhere / "0", ["lr=1"], {"paper": {"unlearn_quality": 78.0, "utility": 93.0}}, seed=2)
+    results = json.loads((elsewhere / "0" / "results.json").read_text())
+    results["metrics"]["target"] = {"paper": {"unlearn_quality": 34.0, "utility": 95.0}}  # retain: the same scores
+    (elsewhere / "0" / "results.json").write_text(json.dumps(results))
+    _, summary, _ = tables.collect([sweep, elsewhere])
+    references = summary.set_index("method").loc[["target", "retain"]]
+    assert references["seeds"].tolist() == [2, 1]
+    assert references.loc["target", "unlearn quality"] == pytest.approx(32.0)  # (30 + 34) / 2
+    assert references.loc["target", "unlearn quality std"] == pytest.approx(2 ** 0.5 * 2)  # std of 30, 34: 2.83
+    assert references.loc["retain", "unlearn quality"] == 90.0
+
+
 def test_columns_are_the_ones_the_suites_declare(sweep, monkeypatch):
     assert [c.title for c in table_columns()] == ["unlearn quality", "utility", "forget quality", "model utility"]
     declared = (Column("muse", "privleak", "privacy leak", "PrivLeak (%)"), *table_columns())

@@ -6,6 +6,7 @@ without data in any job is dropped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tu
     """(one row per job, one row per setting with mean and std, {job without results: jobs.job_problem(job)}).
 
     Rows are the unlearned models; the target and retain models (stage 0, the same for every job that shares them)
-    are added once per checkpoint as reference rows."""
+    are added as reference rows, once per checkpoint and scores: a stage-0 cache entry built again on another
+    machine has the same name (its key) but other weights, so jobs from two machines give two reference rows, whose
+    mean and std the summary shows (`seeds` then counts the builds)."""
     jobs, problems = load_jobs(roots)
     rows, references = [], {}
     for job in jobs:
@@ -42,10 +45,10 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tu
                      "seed": results["seed"], **metric_row(results, "unlearned")})
         for model in REFERENCES:
             checkpoint = results.get("stage0", {}).get("checkpoints", {}).get(model, model)
-            references.setdefault((model, checkpoint), {"job": str(job.path), "model": model,
-                                                       "setting": f"{model} model (stage 0)",
-                                                       "method": model, "seed": results["seed"],
-                                                       **metric_row(results, model)})
+            scores = metric_row(results, model)
+            references.setdefault((model, checkpoint, json.dumps(scores, sort_keys=True, default=str)), {
+                "job": str(job.path), "model": model, "setting": f"{model} model (stage 0)", "method": model,
+                "seed": results["seed"], **scores})
     per_job = pd.DataFrame(rows + list(references.values()))
     if per_job.empty:
         return per_job, per_job, problems
