@@ -7,6 +7,7 @@ default experiment run on 2 CPU cores; everything else is a real pretrained mode
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -140,7 +141,10 @@ def with_lora(model, lora: dict | None):
     config = LoraConfig(r=lora["r"], lora_alpha=lora.get("alpha", 32), lora_dropout=lora.get("dropout", 0.0),
                         target_modules=lora.get("target_modules", "all-linear"), bias="none", task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft 0.21 reads transformers 5's deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as e:  # e.g. target_modules naming no layer of this model
         raise ConfigError(f"model.lora: {e}") from None
 
