@@ -40,6 +40,7 @@ from pmc.pipeline import (
     instantiate_node,
     load_benchmark,
     load_stage0,
+    pin_code_identity,
     prepare_generation,
     prompt_format,
     run_record,
@@ -80,6 +81,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     suites) is checked and built first, so a bad setting fails in seconds, not after stage 0.
     """
     with stage("config"):
+        pin_code_identity()
         suites = check_config(cfg)
         configure_determinism(cfg.deterministic)
         training = check_unlearning_config(cfg)
@@ -157,6 +159,7 @@ def resume_train_log(path: Path, resume_step: int):
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     """Score cfg.checkpoint beside the stage-0 models; writes eval/ and results.json into run_dir."""
     with stage("config"):
+        pin_code_identity()
         suites = check_config(cfg)
         configure_determinism(cfg.deterministic)
         check_value("checkpoint", cfg.checkpoint, str)

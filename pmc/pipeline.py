@@ -31,7 +31,7 @@ from pmc.core.generation import check_generation_options, configure_generation, 
 from pmc.core.models import device_for
 from pmc.core.prompts import RAW_TEXT, PromptFormat
 from pmc.distributed import world_size
-from pmc.eval_cache import SCORED, EvalCache
+from pmc.eval_cache import SCORED, EvalCache, harness_digest
 from pmc.failures import stage
 from pmc.results import versions, write_json_atomic
 from pmc.stage0 import prepare_models
@@ -211,6 +211,14 @@ def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], ru
                 write_json_atomic(run_dir / "eval" / model_name / f"{name}.json",
                                   {"summary": result.summary, "examples": result.examples})
     return metrics, provenance
+
+
+def pin_code_identity() -> None:
+    """Read what names the harness's code, its git commit (results.json) and its source digest (the eval cache's key),
+    as a run starts: both are read from disk, and a file saved while a run goes on (a sweep runs for hours) would
+    otherwise name results of the code the run imported, or key the eval cache with an older code's scores."""
+    versions()
+    harness_digest()
 
 
 def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: dict, timings: dict,

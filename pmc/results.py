@@ -3,6 +3,7 @@ the summary table printed at the end."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -80,7 +81,15 @@ def harness_commit(root: Path = HARNESS_ROOT, sources: tuple[str, ...] = RUN_SOU
 
 
 def versions() -> dict[str, str]:
-    return {"python": platform.python_version(), **installed_versions(PACKAGES), "pmc-harness-commit": harness_commit()}
+    """The packages' versions and the harness commit, read once per process (pmc.pipeline.pin_code_identity reads
+    them as a run starts): a results.json names the code the run imported, not code edited on disk while it ran."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    return (("python", platform.python_version()), *installed_versions(PACKAGES).items(),
+            ("pmc-harness-commit", harness_commit()))
 
 
 def summary_table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:

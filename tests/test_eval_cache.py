@@ -174,6 +174,33 @@ def test_the_harness_digest_follows_scoring_code_and_not_reporting_code(tmp_path
         assert sources_digest(copies, NEVER_SCORES) != before, scoring
 
 
+def test_a_run_names_and_keys_the_code_it_imported_not_code_saved_while_it_runs(tmp_path):
+    """The eval cache's harness digest and results.json's harness commit are read from disk; a run reads both as it
+    starts (pmc.pipeline.pin_code_identity), so a scoring file saved while it runs (a sweep runs for hours) neither
+    keys the run's scores as the new code's nor names its results by a commit it did not run. Checked in processes
+    running from a committed copy of the two packages: one pins, then the file is saved, then it reads both."""
+    copies = {name: tmp_path / name for name in ("pmc", "benchmarks")}
+    for name, copy in copies.items():
+        shutil.copytree(REPO / name, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for command in (["init", "-q"], ["add", "pmc", "benchmarks"], ["commit", "-qm", "copy"]):
+        subprocess.run([*git, *command], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    imported = sources_digest(copies, NEVER_SCORES)
+    read = ("from pmc.eval_cache import harness_digest; from pmc.results import versions; "
+            "print(harness_digest(), versions()['pmc-harness-commit'])")
+    edit = 'open("pmc/core/rouge.py", "a").write("# saved while the run goes on\\n"); '
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", f"from pmc.pipeline import pin_code_identity; pin_code_identity(); "
+                          f"{edit}{read}"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [imported, head]
+    fresh = subprocess.run([sys.executable, "-c", read], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.split() == [sources_digest(copies, NEVER_SCORES), head + "+modified"]
+    assert sources_digest(copies, NEVER_SCORES) != imported
+
+
 def test_an_unreadable_entry_is_one_clear_error(tmp_path):
     cache = EvalCache(tmp_path, "tiny", {"stage0": {"target": {}, "retain": {}}})
     path = cache.path("paper", {})
