@@ -1,9 +1,9 @@
 """Copy one or more sweep (or run) directories' jobs into a folder that can be committed, with only the files
 the reports read, so tables, figures and the claims table regenerate from the repository.
 
-    python scripts/archive_runs.py multirun/smollm2_mini_paper/fronts_pmc/2026-11-26_09-01-21 \\
-        --out results/smollm2/runs/fronts_pmc
-    python scripts/claims.py results/smollm2/runs/fronts_pmc ...   # the reports read the archive as a sweep
+    python scripts/archive_runs.py multirun/smollm2_mini_paper/pmc_lr3e-5/2026-11-27_10-02-04 \\
+        --out results/smollm2/runs/pmc_lr3e-5
+    python scripts/claims.py results/smollm2/runs/pmc_lr3e-5 ...   # the reports read the archive as a sweep
 
 Keeps results.json, eval/<model>/<suite>.json, train_log.jsonl, .hydra/config.yaml and overrides.yaml, and
 failure.json; leaves out checkpoints, saved models and logs (pmc.reporting.archive). --out must be new or empty.

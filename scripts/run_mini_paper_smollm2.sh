@@ -13,7 +13,7 @@
 # TOFU_DATA_DIR (benchmark.data_dir; default the experiments' ../shared/data/tofu), NAME (smollm2_mini_paper: output
 # file stem), CLAIMS_OUT (results/claims.md).
 #
-# Resumable by unit, across machines: each unit (one Hydra multirun: one method of a sweep config) gets its own sweep
+# Resumable by unit, across machines: each unit (one Hydra multirun of one job: see UNITS) gets its own sweep
 # directory, and when its Hydra process exits by itself (status 0, or 1 when some job failed: that job has no
 # results.json; collect.py lists it) the unit's jobs are archived, without checkpoints, models or logs, into
 # results/smollm2/runs/<unit>/ (scripts/archive_runs.py). That archive is the unit's record: a unit with one is done
@@ -100,6 +100,9 @@ STOP_FILE=$SWEEP_ROOT/STOP
 finished_dir() {  # the unit's archive if it has one (a finished unit), else empty
   if [ -d "$RUNS/$1" ]; then echo "$RUNS/$1"; fi
 }
+selected() {  # group: whether this call runs the group's units (a line of UNITS; ICU only with --with-icu)
+  [ -n "$1" ] && { [ "$1" != icu ] || [ "$WITH_ICU" = 1 ]; }
+}
 
 exec 9> "$SWEEP_ROOT/.lock"
 if ! flock -n 9; then
@@ -167,8 +170,7 @@ run_unit() {  # unit, overrides...
 worker() {  # takes the units in order, each one not finished and not taken by another worker
   local group unit overrides
   while read -r group unit overrides; do
-    [ -z "$group" ] && continue
-    [ "$group" = icu ] && [ "$WITH_ICU" = 0 ] && continue
+    selected "$group" || continue
     [ -e "$STOP_FILE" ] && [ "$DRY_RUN" = 0 ] && break
     if [ -n "$(finished_dir "$unit")" ]; then
       [ "$DRY_RUN" = 1 ] && echo "skip $unit: finished in $(finished_dir "$unit")"
@@ -195,8 +197,7 @@ rm -rf "$CLAIMS"
 if [ "$REPORT_ONLY" = 0 ]; then
   pending=()
   while read -r group unit _; do
-    [ -z "$group" ] || { [ "$group" = icu ] && [ "$WITH_ICU" = 0 ]; } || [ -n "$(finished_dir "$unit")" ] \
-      || pending+=("$unit")
+    if selected "$group" && [ -z "$(finished_dir "$unit")" ]; then pending+=("$unit"); fi
   done <<< "$UNITS"
   if [ "${#pending[@]}" != 0 ]; then  # stopped, or a unit's archiving failed: the report waits for a complete set
     if [ -e "$STOP_FILE" ]; then

@@ -16,6 +16,7 @@ REFERENCES = ("target", "retain")  # the stage-0 models every job scores beside 
 # every file of a job the reports read (patterns under the job's directory): what an archive of a sweep keeps
 REPORTED_FILES = ("results.json", "failure.json", "train_log.jsonl", ".hydra/config.yaml", ".hydra/overrides.yaml",
                   "eval/*/*.json")
+NOT_RECORDED = "not recorded (jobs from before 2026-11-27)"  # results.json without a machine or harness commit
 DEFAULTS = "(defaults)"  # the setting of a job whose overrides are all shared with the other jobs
 
 
@@ -94,7 +95,7 @@ def machine_label(results: dict) -> str:
     (docs/determinism.md), and a sweep spread over sessions can span several."""
     found = results.get("machine")
     if not found:
-        return "not recorded (jobs from before 2026-11-27)"
+        return NOT_RECORDED
     where = found.get("gpu") or f"{found.get('processor', '?')} ({found.get('cpu_capability', '?')})"
     return f"{where}, torch {(results.get('versions') or {}).get('torch', '?')}"
 
@@ -103,7 +104,7 @@ def commit_label(results: dict) -> str:
     """The harness commit a job ran from (results.json's versions), its hash cut to 10 characters."""
     found = (results.get("versions") or {}).get("pmc-harness-commit")
     if not found:
-        return "not recorded (jobs from before 2026-11-27)"
+        return NOT_RECORDED
     commit, plus, modified = found.partition("+")
     return commit[:10] + plus + modified if len(commit) == 40 else found
 
