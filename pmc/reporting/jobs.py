@@ -5,6 +5,7 @@ train_log.jsonl, .hydra/). Reads files only.
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,9 @@ import yaml
 
 REFERENCES = ("target", "retain")  # the stage-0 models every job scores beside its unlearned one
 # every file of a job the reports read (patterns under the job's directory): what an archive of a sweep keeps
+# (eval files gzipped in an archive: pmc/reporting/archive.py)
 REPORTED_FILES = ("results.json", "failure.json", "train_log.jsonl", ".hydra/config.yaml", ".hydra/overrides.yaml",
-                  "eval/*/*.json")
+                  "eval/*/*.json", "eval/*/*.json.gz")
 NOT_RECORDED = "not recorded (jobs from before 2026-11-27)"  # results.json without a machine or harness commit
 DEFAULTS = "(defaults)"  # the setting of a job whose overrides are all shared with the other jobs
 
@@ -115,8 +117,13 @@ def read_json(path: Path) -> dict | None:
 
 
 def suite_file(job: str | Path, model: str, suite: str) -> dict | None:
-    """eval/<model>/<suite>.json of a job (summary and per-example rows), None when the job did not run the suite."""
-    return read_json(Path(job) / "eval" / model / f"{suite}.json")
+    """eval/<model>/<suite>.json of a job (summary and per-example rows), or its gzipped copy in an archive
+    (`<suite>.json.gz`); None when the job did not run the suite."""
+    path = Path(job) / "eval" / model / f"{suite}.json"
+    if path.is_file():
+        return read_json(path)
+    packed = path.with_name(path.name + ".gz")
+    return json.loads(gzip.decompress(packed.read_bytes())) if packed.is_file() else None
 
 
 def read_train_log(job: Path) -> pd.DataFrame:
