@@ -175,3 +175,26 @@ def test_analyses_report_names_a_methods_second_setting_by_what_it_changed(tmp_p
     models, _, skipped = load([tmp_path])
     assert not skipped
     assert list(models) == ["target", "retain", "npo", "npo [method.handler.retain_weight=0]", "pmc"]
+
+
+def test_analyses_report_shows_each_build_of_the_stage0_models(tmp_path):
+    """Jobs of one sweep share stage 0 and give one target and one retain row; a job whose stage-0 models scored
+    differently (built again on another machine, a mini paper spread over sessions) adds its own rows, named by the
+    job, and they are drawn as references, not as methods."""
+    from pmc.reporting.analyses import colour, load, reference_of
+
+    for name, method, target_shift in (("a_first", "npo", 0.0), ("b_same_build", "pmc", 0.0),
+                                       ("c_other_machine", "graddiff", 0.5)):
+        job = tmp_path / name
+        write_job(job, [f"method={method}"], {}, method=method)
+        for model in ("target", "retain", "unlearned"):
+            (job / "eval" / model).mkdir(parents=True)
+            summary = {"shift": target_shift if model == "target" else 1.0}
+            (job / "eval" / model / "analyses.json").write_text(json.dumps({"summary": summary, "examples": {}}))
+    models, _, _ = load([tmp_path])
+    assert list(models) == ["target", "retain", "npo", "pmc", "target [c_other_machine]", "graddiff"]
+    assert models["target [c_other_machine]"]["analyses"]["summary"] == {"shift": 0.5}
+    assert models["target [c_other_machine]"]["job"] == str(tmp_path / "c_other_machine")
+    methods = [label for label in models if not reference_of(label)]
+    assert methods == ["npo", "pmc", "graddiff"]
+    assert colour("target [c_other_machine]", methods) == colour("target", methods)
