@@ -1,5 +1,7 @@
 """Throughput of the harness on this device: training tokens/s, generated tokens/s (greedy evaluation decoding and
-PMC-style sampling of n answers per question) and the wall time per stage of one job, as one table.
+PMC-style sampling of n answers per question) and the wall time per stage of one job, as two tables: training
+first, printed (and written to --json) as soon as it is measured, so a bench cut off by a time limit leaves it;
+then decoding and the job.
 
     python scripts/bench_throughput.py                                    # the default config (tiny, synthetic)
     python scripts/bench_throughput.py --device cuda --gen-batch auto experiment=tofu_subset_smollm2
@@ -483,9 +485,11 @@ def main(argv: list[str] | None = None) -> dict:
                "training": {**training, "batch_size": training_cfg.batch_size, "precision": training_cfg.precision,
                             "group_by_length": training_cfg.group_by_length, "compile": training_cfg.compile,
                             "fused_optimizer": training_cfg.fused_optimizer}}
+    # printed and written at once: a bench cut off by a time limit (the GPU check's) still leaves its training rows
+    print(header_line + "\n" + table(("measure", "value", "unit", "settings"), training_rows), flush=True)
+    write_numbers(args.json, numbers)
     if args.training_only:
-        print(header_line + "\n" + table(("measure", "value", "unit", "settings"), training_rows), flush=True)
-        return write_numbers(args.json, numbers)
+        return numbers
 
     # the decoding calls' settings, shared by the timed calls and the profiled ones
     decoding = {"max_new_tokens": max_new_tokens, "batch_size": rows_at_once}
@@ -504,7 +508,7 @@ def main(argv: list[str] | None = None) -> dict:
         configure_generation(model, g.cache_implementation, g.compile, cache_len, g.continuous_batching)
 
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
-    rows = training_rows + [
+    rows = [
         ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s", f"{gen}, batch {rows_at_once}"),
         ("PMC sampling", f"{sampled['tokens_per_s']:.0f}", "tokens/s",
          f"{gen}, n = {samples}, {pmc_batch} questions x {samples} per call"),
@@ -528,7 +532,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows += [(f"job: {stage}", f"{timings[stage]:.1f}", "s", notes.get(stage, "")) for stage in STAGES
                  if stage in timings]
         rows.append(("job: total", f"{sum(timings.values()):.1f}", "s", job["source"]))
-    print(header_line + "\n" + table(("measure", "value", "unit", "settings"), rows), flush=True)
+    print(table(("measure", "value", "unit", "settings"), rows), flush=True)
     profiles = None
     if args.profile:
         profiles = profile_phases(args.profile, model, tokenizer, fmt, benchmark.retain, training_cfg, training,

@@ -47,7 +47,8 @@ WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)        # what comes back: logs, run dire
 SCRATCH=$(mktemp -d /tmp/gpu_check_scratch.XXXXXX)  # what does not: assembled wheel, dry-run installs and caches
 SUMMARY=$WORK/summary.txt
 ARCHIVE_RESERVE_S=20  # kept for collect.py and packing up
-BENCH_RESERVE_S=60    # kept for the throughput table and its profile, after the jobs
+# kept for the throughput table and its profile, after the jobs: 60 s cut it before its first row on the H200
+BENCH_RESERVE_S=120
 [[ "${GPU_CHECK_BENCH:-1}" == 0 ]] && BENCH_RESERVE_S=0
 START=$SECONDS
 mkdir -p "$OUT_DIR" "$WORK/logs" "$WORK/tables"
@@ -251,7 +252,7 @@ elif (( BENCH_LIMIT >= 40 )); then
     for name in pmc graddiff; do
         [[ -f "$RUNS/$name/results.json" ]] && { RESULTS=(--results "$RUNS/$name/results.json"); break; }
     done
-    (( BENCH_LIMIT > 120 )) && BENCH_LIMIT=120
+    (( BENCH_LIMIT > 180 )) && BENCH_LIMIT=180
     # shellcheck disable=SC2086  # GPU_CHECK_BENCH_ARGS is a list of options and overrides separated by spaces
     timeout --kill-after=10 "$BENCH_LIMIT" $PYTHON scripts/bench_throughput.py "${BENCH[@]}" "${RESULTS[@]}" \
         --json "$WORK/tables/throughput.json" --profile "$WORK/tables/profile" "${COMMON[@]}" method=pmc \

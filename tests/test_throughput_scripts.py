@@ -39,6 +39,24 @@ def test_bench_throughput_training_only_times_training_alone(stage0_cache, tmp_p
     assert "--training-only times training alone" in capsys.readouterr().err
 
 
+def test_a_bench_cut_off_while_decoding_has_printed_and_written_its_training_rows(stage0_cache, tmp_path, capsys):
+    """The GPU check gives the bench what is left of its budget and kills it there: the training rows, measured
+    first, are printed and written to --json before any decoding starts."""
+    module = bench()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as the time limit's signal would stop it
+
+    module.decoding_throughput = killed
+    with pytest.raises(KeyboardInterrupt):
+        module.main(["--no-job", "--steps", "2", "--json", str(tmp_path / "bench.json"), *SMALL,
+                     f"cache_dir={stage0_cache}"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("device: ") and "| training, plain loop " in printed and "decoding" not in printed
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["training"]["steps_per_s"] > 0 and "greedy" not in written
+
+
 def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, tmp_path, capsys):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"timings_s": {"data": 0.5, "stage0": 12.0, "unlearn": 30.25, "eval": 7.0},
