@@ -20,9 +20,9 @@
 # GPU_CHECK_MORE (more jobs after NPO and PMC, each `name=override[,override...]`, run while the budget lasts),
 # GPU_CHECK_PMC (the PMC job's overrides; default "method=pmc method.handler.sample_every=epoch", "method=pmc" for the
 # official schedule of sampling inside every micro-batch), GPU_CHECK_PARALLEL (1; more: GradDiff and NPO start
-# together, building target and retain side by side, PMC with them from 3 on, then the other jobs run this many at
-# once), GPU_CHECK_RUNS (a folder for the run directories that outlives the call: jobs that finished there are
-# skipped, a job cut off resumes from its checkpoint), GPU_CHECK_BENCH (1; 0: no throughput table),
+# together, building target and retain side by side; from 3 on PMC and the next jobs start with them; the other
+# jobs run this many at once), GPU_CHECK_RUNS (a folder for the run directories that outlives the call: jobs that
+# finished there are skipped, a job cut off resumes from its checkpoint), GPU_CHECK_BENCH (1; 0: no throughput table),
 # GPU_CHECK_BENCH_ARGS (more options and overrides for bench_throughput.py, e.g. "--train-batch 64
 # method.training.precision=bf16-mixed").
 set -uo pipefail
@@ -210,8 +210,8 @@ run_later() {  # as run_job, up to PARALLEL at once
 # GradDiff first: it builds stage 0 and fills the eval cache in little more time than stage 0 alone, so a slow PMC
 # job can only cost PMC's own result. With PARALLEL > 1, NPO starts beside it: each job builds first the stage-0
 # model the other is not building (pmc/stage0.py), so the two build target and retain side by side (from
-# PARALLEL = 3 on, PMC starts with them and waits for stage 0). Then PMC and the GPU_CHECK_MORE jobs, PARALLEL at
-# a time: on a GPU a 135M model is bound by kernel launches, so jobs side by side fill the time one job leaves it
+# PARALLEL = 3 on, PMC and the next jobs start with them and wait for stage 0). Then PMC and the GPU_CHECK_MORE
+# jobs, PARALLEL at a time: on a GPU a 135M model is bound by kernel launches, so jobs side by side fill the time one job leaves it
 # idle (their timings_s then measure jobs sharing the GPU, not one job alone).
 # Each job's limit: JOB_LIMITS (PMC and, side by side, every job after the first two: what is left), never past
 # the time kept for the throughput table (BENCH_RESERVE_S).
@@ -225,18 +225,16 @@ LATER_LIMIT=${JOB_LIMITS[1]}
 (( PARALLEL > 1 )) && LATER_LIMIT=$BUDGET_S
 if (( PARALLEL > 1 )); then
     run_job graddiff "${JOB_LIMITS[0]}" method=graddiff &
-    first=$!
     run_job npo "${JOB_LIMITS[0]}" method=npo &
-    second=$!
-    # with room for a third, PMC (the longest job) starts with them: it waits on the stage-0 locks, then unlearns
-    # while they score; started after them, its ~300 s on an H200 did not fit the rest of a first call (2026-11-27)
-    (( PARALLEL > 2 )) && run_job pmc "$BUDGET_S" "${PMC_OVERRIDES[@]}" &
-    wait "$first" "$second"
+    # from PARALLEL = 3 on, PMC (the longest job) and the next jobs fill the other places at once: they wait on the
+    # stage-0 locks, then unlearn while the first two score; started after those two, a PMC job's ~300 s on an H200
+    # did not fit the rest of a first call (2026-11-27)
+    (( PARALLEL > 2 )) || wait
 else
     run_job graddiff "${JOB_LIMITS[0]}" method=graddiff
     run_later npo "$LATER_LIMIT" method=npo
 fi
-(( PARALLEL > 2 )) || run_later pmc "$BUDGET_S" "${PMC_OVERRIDES[@]}"
+run_later pmc "$BUDGET_S" "${PMC_OVERRIDES[@]}"
 for spec in ${GPU_CHECK_MORE:-}; do
     IFS=, read -ra overrides <<< "${spec#*=}"
     run_later "${spec%%=*}" "$LATER_LIMIT" "${overrides[@]}"
