@@ -5,8 +5,9 @@ the reports read, so tables, figures and the claims table regenerate from the re
         --out results/smollm2/runs/pmc_lr3e-5
     python scripts/claims.py results/smollm2/runs/pmc_lr3e-5 ...   # the reports read the archive as a sweep
 
-Keeps results.json, eval/<model>/<suite>.json, train_log.jsonl, .hydra/config.yaml and overrides.yaml, and
-failure.json; leaves out checkpoints, saved models and logs (pmc.reporting.archive). --out must be new or empty.
+Keeps results.json, eval/<model>/<suite>.json (gzipped, as <suite>.json.gz: the reports read either),
+train_log.jsonl, .hydra/config.yaml and overrides.yaml, and failure.json; leaves out checkpoints, saved models and
+logs (pmc.reporting.archive). --out must be new or empty.
 """
 
 from __future__ import annotations
