@@ -185,6 +185,29 @@ def test_gpu_scripts_parse_and_the_device_folder_is_ignored():
     assert ignored.stdout.split() == [".device/tofu/full.json", "gpu_check_out/summary.txt"]
 
 
+@pytest.mark.skipif(not (REPO / ".device" / "persist-1" / "payload.parts").is_file(),
+                    reason="no .device/ in this checkout: scripts/prepare_device.sh fills it")
+def test_every_device_call_that_prepare_device_plans_fits_in_64_mib():
+    """A call to the device machine carries the checkout (tracked files and untracked ones git does not ignore) and
+    at most 64 MiB in all: prepare_device.sh sizes the payload's parts so that each call (one part; the last one
+    with wheels/ and tofu/ too) fits beside the checkout as it is now."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    checkout = sum((REPO / name).lstat().st_size for name in listed if name and os.path.lexists(REPO / name))
+    device = REPO / ".device"
+
+    def size(folder):
+        return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+    parts = int((device / "persist-1" / "payload.parts").read_text())
+    assert sorted(p.name for p in device.glob("persist-*")) == [f"persist-{k}" for k in range(1, parts + 1)]
+    for k in range(1, parts + 1):
+        carried = size(device / f"persist-{k}") + (size(device / "wheels") + size(device / "tofu") if k == parts else 0)
+        assert checkout + carried <= 64 * 2**20, (
+            f"call {k} would carry {(checkout + carried) / 2**20:.1f} MiB (checkout {checkout / 2**20:.1f} MiB): "
+            "the checkout grew since .device/ was prepared; run scripts/prepare_device.sh again")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
 def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
