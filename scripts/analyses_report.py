@@ -7,7 +7,9 @@ model, then example answers) and PNG figures beside it: <name>_collateral.png (h
 log-probability shift against the target), <name>_attack.png (least-likely attack rate vs chance),
 <name>_sampling.png, <name>_prefill.png (leakage) and <name>_quality.png (response quality). Reads only each job's
 results.json and eval/<model>/*.json files; the target and retain rows come from the first job (stage 0 is shared
-by every job of a sweep). The work is done by pmc.reporting.analyses.
+by every job of a sweep), and from any job whose stage-0 models scored differently (built again elsewhere). The work
+is done by pmc.reporting.analyses. collect.py writes <name>.md too: a name whose results table is in --out is
+refused, so the report never replaces the table.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/analyses"))
     parser.add_argument("--examples", type=int, default=3, help="example questions shown in the report")
     args = parser.parse_args(argv)
+    table = args.out / f"{args.name}.csv"
+    if table.exists():
+        print(f"error: {table} is a results table (collect.py) named {args.name!r}; the report would replace its "
+              f"{args.name}.md: choose another --name (e.g. {args.name}_analyses)", file=sys.stderr)
+        return 2
 
     models, first, skipped = analyses.load(args.dirs)
     if first is None:
@@ -34,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
               "(run with eval=[...,analyses])", file=sys.stderr)
         return 1
     figures = analyses.write_report(models, first, args.out, args.name, args.examples)
-    methods = [label for label in models if label not in analyses.REFERENCES]
+    methods = [label for label in models if not analyses.reference_of(label)]
     print(f"{len(methods)} unlearned model(s) reported in {args.out / args.name}.md, figures {', '.join(figures)}")
     for job in skipped:
         print(f"skipped: {job} (no eval/unlearned/analyses.json)")

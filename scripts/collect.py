@@ -8,6 +8,8 @@ Writes results/tables/<name>.{md,csv,tex} (the CSV has every job) and lists, bes
 failure.json: the stage and the error line) and the missing ones (a job directory with neither results.json nor
 failure.json: killed, preempted or still running); neither is in the table. The columns are the metrics the suites
 declare; the work is done by pmc.reporting.tables. Reads files only; never imports the training code.
+analyses_report.py writes <name>.md too: a name whose analyses report is in --out is refused, so the table never
+replaces the report.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="file name stem of the tables")
     parser.add_argument("--out", type=Path, default=Path("results/tables"))
     args = parser.parse_args(argv)
+    report = args.out / f"{args.name}_collateral.png"
+    if report.exists():  # analyses_report.py writes <name>.md beside its figures
+        print(f"error: {args.out / args.name}.md is an analyses report (analyses_report.py, beside {report.name}); "
+              f"the table would replace it: choose another --name", file=sys.stderr)
+        return 2
 
     per_job, summary, problems = tables.collect(args.dirs)
     if per_job.empty:
