@@ -22,8 +22,8 @@
 # official schedule of sampling inside every micro-batch), GPU_CHECK_PARALLEL (1; more: GradDiff and NPO start
 # together, building target and retain side by side; from 3 on PMC and the next jobs start with them; the other
 # jobs run this many at once), GPU_CHECK_RUNS (a folder for the run directories that outlives the call: jobs that
-# finished there are skipped, a job cut off resumes from its checkpoint), GPU_CHECK_BENCH (1; 0: no throughput table),
-# GPU_CHECK_BENCH_ARGS (more options and overrides for bench_throughput.py, e.g. "--train-batch 64
+# finished there are skipped, a job cut off resumes from its checkpoint), GPU_CHECK_BENCH (1; 0: no throughput
+# table), GPU_CHECK_BENCH_ARGS (more options and overrides for bench_throughput.py, e.g. "--train-batch 64
 # method.training.precision=bf16-mixed").
 set -uo pipefail
 # bash reads a script while it runs it: inside these braces it reads all of it first, so editing this file while
@@ -211,8 +211,8 @@ run_later() {  # as run_job, up to PARALLEL at once
 # job can only cost PMC's own result. With PARALLEL > 1, NPO starts beside it: each job builds first the stage-0
 # model the other is not building (pmc/stage0.py), so the two build target and retain side by side (from
 # PARALLEL = 3 on, PMC and the next jobs start with them and wait for stage 0). Then PMC and the GPU_CHECK_MORE
-# jobs, PARALLEL at a time: on a GPU a 135M model is bound by kernel launches, so jobs side by side fill the time one job leaves it
-# idle (their timings_s then measure jobs sharing the GPU, not one job alone).
+# jobs, PARALLEL at a time: on a GPU a 135M model is bound by kernel launches, so jobs side by side fill the time
+# one job leaves it idle (their timings_s then measure jobs sharing the GPU, not one job alone).
 # Each job's limit: JOB_LIMITS (PMC and, side by side, every job after the first two: what is left), never past
 # the time kept for the throughput table (BENCH_RESERVE_S).
 # PMC samples once per epoch here (GPU_CHECK_PMC): on the H100 the official schedule, 40 answers decoded inside

