@@ -64,7 +64,8 @@ print(sum(os.lstat(f).st_size for f in sys.stdin.read().split('\0') if os.path.l
 carried_bytes=$(du -cb "$DEVICE_DIR/wheels" "$DEVICE_DIR/tofu" | tail -1 | cut -f1)
 room=$((CALL_BYTES - checkout_bytes - MARGIN_BYTES))
 ((room > 10 * 1024 * 1024)) \
-    || { echo "error: the checkout ($checkout_bytes bytes) leaves no room for the payload in a 64 MiB call" >&2; exit 1; }
+    || { echo "error: the checkout ($checkout_bytes bytes) leaves no room for the payload in a 64 MiB call" >&2
+         exit 1; }
 payload_and_carried=$(($(stat -c %s "$WORK/payload.tar") + carried_bytes))
 call_count=$(((payload_and_carried + room - 1) / room))
 PART_BYTES=$(((payload_and_carried + call_count - 1) / call_count))
