@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -53,6 +54,15 @@ def make_config(stage0_cache):
             return compose(config_name, overrides=[*base, f"cache_dir={stage0_cache}", *overrides])
 
     return make
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a fresh module (its main() callable in-process; each call a new copy, so a test that
+    replaces one of its functions leaves the others' copies alone)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny(tokenizer, seed: int):

@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, load_script
 
 from benchmarks.metrics import Column, table_columns
 from benchmarks.metrics.analyses import AnalysesSuite
@@ -203,23 +203,15 @@ def test_analyses_report_shows_each_build_of_the_stage0_models(tmp_path):
 def test_a_table_and_an_analyses_report_of_one_name_never_replace_each_other(tmp_path, capsys):
     """collect.py and analyses_report.py both write <out>/<name>.md: given the name of the other's files in the same
     folder, each stops with one error naming the file and writes nothing (docs/gpu.md once gave both one name)."""
-    import importlib.util
-
-    def script(name):
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
     out = tmp_path / "out"
     out.mkdir()
     (out / "run.csv").write_text("setting\n")
     (out / "run.md").write_text("| setting |\n")
-    assert script("analyses_report").main([str(tmp_path), "--name", "run", "--out", str(out)]) == 2
+    assert load_script("analyses_report").main([str(tmp_path), "--name", "run", "--out", str(out)]) == 2
     assert f"error: {out / 'run.csv'} is a results table (collect.py) named 'run'" in capsys.readouterr().err
     (out / "report_collateral.png").write_bytes(b"png")
     (out / "report.md").write_text("# Robustness analyses: report\n")
-    assert script("collect").main([str(tmp_path), "--name", "report", "--out", str(out)]) == 2
+    assert load_script("collect").main([str(tmp_path), "--name", "report", "--out", str(out)]) == 2
     assert f"error: {out / 'report.md'} is an analyses report (analyses_report.py" in capsys.readouterr().err
     assert (out / "run.md").read_text() == "| setting |\n"
     assert (out / "report.md").read_text() == "# Robustness analyses: report\n"

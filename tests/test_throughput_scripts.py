@@ -3,7 +3,6 @@ scripts/gpu_check.sh, the same pipeline on this CPU."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -12,16 +11,13 @@ import tarfile
 
 import pytest
 import torch
-from conftest import REPO, SMALL, TOFU_DIR
+from conftest import REPO, SMALL, TOFU_DIR, load_script
 from hydra.utils import instantiate
 from torch.autograd import DeviceType
 
 
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_throughput", REPO / "scripts" / "bench_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_throughput")
 
 
 def test_bench_throughput_training_only_times_training_alone(stage0_cache, tmp_path, capsys):
