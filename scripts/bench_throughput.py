@@ -65,6 +65,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from torch._dynamo.utils import counters
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -238,16 +239,20 @@ def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, 
 
 def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
     """timings_s (and whether stage 0 was built) of one job: read from results_path, or from a job run now."""
+    graphs = None
     if results_path is None:
         with tempfile.TemporaryDirectory(prefix="bench-job-") as run_dir:
             job_cfg = cfg.copy()
             job_cfg.eval_cache = eval_cache
+            counters.clear()
             run_experiment(job_cfg, Path(run_dir))
+            graphs = counters["stats"]["unique_graphs"]  # what torch.compile traced in the job (none: eager)
             results = json.loads((Path(run_dir) / "results.json").read_text())
     else:
         results = json.loads(Path(results_path).read_text())
     return {"timings_s": results["timings_s"], "stage0_built": results["stage0"]["built_in_this_run"],
-            "eval_cache": results.get("eval_cache"), "source": results_path or "a job run by this script"}
+            "eval_cache": results.get("eval_cache"), "source": results_path or "a job run by this script",
+            "graphs_compiled": graphs}
 
 
 PROFILED_STEPS = 3
@@ -532,6 +537,10 @@ def main(argv: list[str] | None = None) -> dict:
         rows += [(f"job: {stage}", f"{timings[stage]:.1f}", "s", notes.get(stage, "")) for stage in STAGES
                  if stage in timings]
         rows.append(("job: total", f"{sum(timings.values()):.1f}", "s", job["source"]))
+        if job["graphs_compiled"] is not None:
+            rows.append(("job: graphs compiled", str(job["graphs_compiled"]), "graphs",
+                         "torch.compile's traces in the job: the decoding step (generation.compile), the decoder "
+                         "layers (method.training.compile); each a compile on a GPU"))
     print(table(("measure", "value", "unit", "settings"), rows), flush=True)
     profiles = None
     if args.profile:

@@ -9,6 +9,7 @@ from torch._dynamo.utils import counters
 from transformers import CompileConfig
 from transformers.generation.utils import GenerationMixin
 
+import pmc.core.generation as generation
 from pmc.core.errors import ConfigError
 from pmc.core.generation import (
     AUTO_MAX_BATCH_SIZE,
@@ -88,9 +89,11 @@ def compiled_decoding_graphs(model, tokenizer, max_cache_len: int | None) -> int
 
 
 def test_a_static_cache_sized_once_compiles_the_decoding_step_once(tiny):
-    """Sized per call, the cache grows with the longest prompt seen so far and the decoding step is traced again
-    (on a GPU: recompiled and its CUDA graphs recorded again); sized for the longest call up front, every call
-    has a cache of the same shape and one graph serves them all, with the same answers."""
+    """With static shapes (this test's compile settings), a cache sized per call grows with the longest prompt seen
+    so far and the decoding step is traced again (on a GPU: recompiled and its CUDA graphs recorded again); sized
+    for the longest call up front, every call has a cache of the same shape and one graph serves them all, with the
+    same answers. The harness compiles with dynamic shapes (next tests), where a new cache length is no new graph
+    but still a new cache allocation and CUDA-graph capture."""
     model, tokenizer = tiny
     expected = greedy_answers(model, tokenizer, PromptFormat(), WIDENING, max_new_tokens=6, batch_size=2)
     try:
@@ -110,8 +113,53 @@ def test_the_options_as_transformers_reads_them_and_the_defaults_leave_the_confi
     configure_generation(model, "static", compile=True)
     config = model.generation_config
     assert isinstance(config.compile_config, CompileConfig) and config.disable_compile is False
+    assert config.compile_config.dynamic is True  # one graph for every batch width and cache length
+    assert model.create_masks_for_generate is generation.fresh_decoding_masks  # where generate looks first
     configure_generation(model)
     assert model.generation_config.to_diff_dict() == loaded
+    assert "create_masks_for_generate" not in vars(model)
+
+
+def test_decoding_masks_are_never_views(tiny):
+    """transformers gives a decoding step's mask as a view of another tensor for some batches and not for others; a
+    compiled step guards on that, so the harness's masks are tensors of their own, with the same values."""
+    model, _ = tiny
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    arguments = dict(config=model.config, inputs_embeds=torch.empty(2, 3, 0), attention_mask=mask, cache=None,
+                     position_ids=torch.tensor([[0, 0, 1], [0, 1, 2]]))
+    own = generation.fresh_decoding_masks(**arguments)
+    assert own._base is None
+    assert torch.equal(own, generation.create_masks_for_generate(**arguments))
+    base = torch.ones(2, 1, 3, 3, dtype=torch.bool)
+    assert generation.own_tensor(base[:, :, -1:]) is not base and generation.own_tensor(base[:, :, -1:])._base is None
+    assert generation.own_tensor(base) is base  # not a view: passed on as it is
+
+
+def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_config, tmp_path, monkeypatch):
+    """A PMC run decodes batches of many widths (its questions x n samples, evaluation's full and last batches), with
+    a longer static cache for PMC's samples (their max_length, 200) than for evaluation, and masks that transformers
+    gives as views or not by the batch's padding. Compiled with static shapes the step was traced three times, on a GPU
+    each an inductor compile and a CUDA-graph capture; the harness's settings trace it once, and the run scores as
+    without compilation. Compiled here through transformers' opt-in for every device and dynamo's eager backend
+    (tracing and guards as on a GPU, no code generation)."""
+    def on_this_cpu(**settings):
+        config = CompileConfig(**{**settings, "backend": "eager", "mode": None})
+        config._compile_all_devices = True
+        return config
+
+    overrides = ("method.training.epochs=1", "generation.cache_implementation=static", "eval_cache=false")
+    (tmp_path / "plain").mkdir(), (tmp_path / "compiled").mkdir()
+    plain = run_experiment(make_config(*overrides), tmp_path / "plain")
+    monkeypatch.setattr(generation, "CompileConfig", on_this_cpu)
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        compiled = run_experiment(make_config(*overrides, "generation.compile=true"), tmp_path / "compiled")
+        assert counters["stats"]["calls_captured"] > 0  # the decoding step did go through the compiler
+        assert counters["stats"]["unique_graphs"] == 1
+    finally:
+        torch._dynamo.reset()
+    assert compiled["metrics"] == plain["metrics"]
 
 
 @pytest.mark.parametrize("batch_size, cache_implementation, compile, message", [

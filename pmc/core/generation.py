@@ -21,6 +21,7 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 from transformers import CompileConfig, GenerationMixin
+from transformers.masking_utils import create_masks_for_generate
 
 from pmc.core.batches import eval_mode, longest_first, pad_left
 from pmc.core.errors import ConfigError
@@ -212,21 +213,49 @@ def configure_generation(model, cache_implementation: str | None = None, compile
 
     static: the KV cache is allocated for the whole call, not grown token by token, `max_cache_len` positions long
     (prompt and answer tokens of the longest call expected) so that every call has a cache of the same shape;
-    without it transformers sizes each call's cache to the longest call so far, and each growth recompiles the
-    decoding step. compile: with a static cache, transformers compiles the decoding step (torch.compile, CUDA graphs)
-    on CUDA devices only; with a static cache and compile=false its automatic compilation is switched off, so the two
-    can be measured apart. continuous_batching: greedy decoding goes through `generate_batch` (sampling and beam
-    search keep fixed batches). The defaults (null, false) leave the model's generation config as loaded."""
+    without it transformers sizes each call's cache to the longest call so far, and each growth allocates it again
+    (compiled: and captures the step's CUDA graphs again). compile: with a static cache, transformers compiles the
+    decoding step (torch.compile, CUDA graphs) on CUDA devices only; with a static cache and compile=false its
+    automatic compilation is switched off, so the two can be measured apart. continuous_batching: greedy decoding
+    goes through `generate_batch` (sampling and beam search keep fixed batches). The defaults (null, false) leave
+    the model's generation config as loaded.
+
+    A run decodes with batches of many widths (evaluation's full and last batches, PMC's questions x n samples) and,
+    where PMC's max_length differs from evaluation's, with two cache lengths. Compiled with static shapes, each new
+    width or length traced and compiled the step again (three or four graphs in a PMC run; on a GPU each is an
+    inductor compile and a CUDA-graph capture), so the step is compiled with dynamic shapes (`dynamic=True`: one graph
+    for every batch width and cache length; CUDA graphs are still captured per shape, which is no compile), and its
+    attention mask is always a tensor of its own (`fresh_decoding_masks`): one graph per run
+    (tests/test_generation_speed.py)."""
     check_generation_options(1, cache_implementation, compile, continuous_batching)
     config = model.generation_config
     config.cache_implementation = cache_implementation
-    config.compile_config = CompileConfig() if compile else None
+    config.compile_config = CompileConfig(dynamic=True) if compile else None
+    if compile and not hasattr(type(model), "create_masks_for_generate"):  # a model with its own masks keeps them
+        model.create_masks_for_generate = fresh_decoding_masks
+    elif "create_masks_for_generate" in vars(model):
+        del model.create_masks_for_generate
     config.disable_compile = None if cache_implementation is None else not compile
     config.max_cache_len = max_cache_len if cache_implementation == "static" else None
     if continuous_batching:
         setattr(config, CONTINUOUS_BATCHING, True)
     elif hasattr(config, CONTINUOUS_BATCHING):
         delattr(config, CONTINUOUS_BATCHING)
+
+
+def fresh_decoding_masks(*args, **kwargs):
+    """transformers' decoding-step attention masks (`create_masks_for_generate`, which `generate` looks up on the
+    model first), each as a tensor of its own rather than a view. Depending on a batch's padding transformers returns
+    the mask as a view of another tensor or not, and a compiled step guards on that (dynamo traces an input view with
+    its base): without this, the first batch of the other kind traced the step a second time."""
+    masks = create_masks_for_generate(*args, **kwargs)
+    if isinstance(masks, dict):
+        return {name: own_tensor(mask) for name, mask in masks.items()}
+    return own_tensor(masks)
+
+
+def own_tensor(mask):
+    return mask.clone() if isinstance(mask, torch.Tensor) and mask._base is not None else mask
 
 
 def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
