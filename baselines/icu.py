@@ -55,7 +55,7 @@ from baselines.embeddings import load_sentence_encoder, model_location
 from pmc.core.batches import eval_mode, longest_first, pad_right
 from pmc.core.errors import CheckpointError, ConfigError
 from pmc.core.generation import generate_answers, greedy_continuations
-from pmc.core.losses import answer_kl, answer_nll
+from pmc.core.losses import answer_kl, answer_nll, logits_of
 from pmc.core.records import DataError
 from pmc.methods.base import ForgetExample, Method, RunContext, frozen_copy
 
@@ -149,7 +149,7 @@ def memorisation_accuracy(model, prompts: list[list[int]], continuations: list[l
     with eval_mode(model):
         for batch in longest_first([len(p) + len(c) for p, c in zip(prompts, continuations)], batch_size):
             input_ids, attention_mask = pad_right([prompts[i] + continuations[i] for i in batch], pad_id)
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            logits = logits_of(model, input_ids.to(device), attention_mask.to(device))
             for row, i in enumerate(batch):
                 start = len(prompts[i]) - 1  # the logits at position t predict token t + 1
                 predicted = logits[row, start : start + len(continuations[i])].argmax(-1).tolist()

@@ -70,7 +70,7 @@ class BigramStub(nn.Module):
         self.table = nn.Parameter(table)
         self.calls = 0
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, use_cache=None):  # a causal LM's signature: logits_of passes use_cache
         self.calls += 1
         return SimpleNamespace(logits=self.table[input_ids])
 

@@ -189,7 +189,7 @@ class StubLM(torch.nn.Module):
         super().__init__()
         self.logits = torch.nn.Parameter(torch.as_tensor(logits, dtype=torch.float32))
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, use_cache=None):  # a causal LM's signature: logits_of passes use_cache
         return SimpleNamespace(logits=self.logits)
 
 

@@ -349,7 +349,7 @@ class BigramStub(nn.Module):
         self.table = nn.Parameter(table)
         self.calls = []
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, use_cache=None):  # a causal LM's signature: logits_of passes use_cache
         self.calls.append({"rows": input_ids.shape[0], "training": self.training, "grad": torch.is_grad_enabled()})
         return SimpleNamespace(logits=self.table[input_ids])
 

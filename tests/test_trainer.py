@@ -261,8 +261,9 @@ def test_training_compile_names_its_backend(compile, backend):
 def test_compiled_decoder_layers_train_to_the_same_weights_and_leave_the_model_eager():
     """training.compile: the prepared model's decoder layers go through torch.compile (the eager backend traces
     them with dynamo and runs the traced graphs, so the arithmetic is the same), with dynamic shapes: micro-batches
-    of new widths reuse the graphs. The model the caller holds is not compiled, before or after, and ends with the
-    same weights as without compiling."""
+    of new widths reuse the graphs, and every decoder layer shares one trace (training forwards build no KV cache,
+    on which each layer index traced again until dynamo's recompile limit). The model the caller holds is not
+    compiled, before or after, and ends with the same weights as without compiling."""
     from torch._dynamo.utils import counters
 
     from pmc.trainer import finetune
@@ -271,8 +272,8 @@ def test_compiled_decoder_layers_train_to_the_same_weights_and_leave_the_model_e
     tokenizer = train_tokenizer([f"{r.question} {r.answer}" for r in records] + ["Question: \nAnswer:"],
                                 vocab_size=300)
 
-    def train(compile, epochs: int):
-        model = build_tiny(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+    def train(compile, epochs: int, num_layers: int = 2):
+        model = build_tiny(tokenizer, hidden_size=32, num_layers=num_layers, num_heads=2, intermediate_size=64,
                            max_position_embeddings=256, seed=0)
         widths = set()
         model.register_forward_pre_hook(lambda m, args, kwargs: widths.add(kwargs["input_ids"].shape[1]),
@@ -289,6 +290,7 @@ def test_compiled_decoder_layers_train_to_the_same_weights_and_leave_the_model_e
     _, first_epoch_graphs, first_epoch_widths = train("eager", 1)
     assert untraced == 0 and graphs > 0
     assert widths > first_epoch_widths and graphs == first_epoch_graphs  # new widths, no new graphs
+    assert train("eager", 1, num_layers=6)[1] == first_epoch_graphs  # more layers, no new graphs
     for (name, expected), actual in zip(eager.named_parameters(), compiled.parameters()):
         assert torch.equal(expected, actual), name
 

@@ -71,6 +71,7 @@ from benchmarks.muse.text import (
 )
 from pmc.core.errors import ConfigError
 from pmc.core.generation import greedy_answers
+from pmc.core.losses import logits_of
 from pmc.core.prompts import RAW_TEXT
 from pmc.core.records import DataError, QARecord
 from pmc.core.rouge import rouge_l_f1
@@ -175,7 +176,7 @@ def text_token_scores(model, tokenizer, texts: Sequence[str], batch_size: int, m
             raise DataError(f"membership-attack text {text[:60]!r} has fewer than two tokens; nothing to score")
 
     def per_row(model, batch, rows: list[int]) -> list[TokenScores]:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = logits_of(model, batch.input_ids, batch.attention_mask)
         out = []
         for j, i in enumerate(rows):
             n = len(encoded[i])
