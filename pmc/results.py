@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from importlib import metadata
@@ -64,12 +65,17 @@ HARNESS_ROOT = Path(__file__).resolve().parents[1]
 RUN_SOURCES = ("pmc", "baselines", "benchmarks", "conf", "pyproject.toml")
 
 
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """git in `root`; GIT_OPTIONAL_LOCKS=0: jobs side by side never lock the index."""
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+
+
 def harness_commit(root: Path = HARNESS_ROOT, sources: tuple[str, ...] = RUN_SOURCES) -> str:
     """The git commit the harness ran from, "+modified" when a tracked file of `sources` differs from it: a sweep
     run over several sessions can span commits, and the package version alone does not say which."""
-    def git(*args) -> subprocess.CompletedProcess:  # GIT_OPTIONAL_LOCKS=0: jobs side by side never lock the index
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
-                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    def git(*args) -> subprocess.CompletedProcess:
+        return _git(root, *args)
 
     try:
         commit, changed = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no", "--", *sources)
@@ -78,6 +84,19 @@ def harness_commit(root: Path = HARNESS_ROOT, sources: tuple[str, ...] = RUN_SOU
     if commit.returncode or changed.returncode:
         return f"unknown (git: {(commit.stderr or changed.stderr).strip().splitlines()[0]})"
     return commit.stdout.strip() + ("+modified" if changed.stdout.strip() else "")
+
+
+def run_sources_tree(commit: str, root: Path = HARNESS_ROOT, sources: tuple[str, ...] = RUN_SOURCES) -> str | None:
+    """The git object ids of `sources` at `commit`, joined: equal for two commits exactly when a run executes the
+    same code from both (commits that differ only in results/, docs or tests give the same); None where this
+    checkout's git does not know the commit (or `commit` is no hexadecimal hash)."""
+    if not re.fullmatch(r"[0-9a-f]{7,40}", commit):
+        return None
+    try:
+        found = _git(root, "rev-parse", *(f"{commit}^{{commit}}:{path}" for path in sources))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return " ".join(found.stdout.split()) if found.returncode == 0 else None
 
 
 def versions() -> dict[str, str]:

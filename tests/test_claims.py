@@ -676,3 +676,24 @@ def test_an_archive_keeps_whichever_of_a_jobs_results_and_failure_counts(tmp_pat
     assert sorted(p.name for p in (tmp_path / "archive" / "rerun_failed").iterdir()) == ["failure.json"]
     assert job_problem(tmp_path / "archive" / "rerun_ok") is None
     assert job_problem(tmp_path / "archive" / "rerun_failed") == ("failed", "in unlearning: boom")
+
+
+def test_the_provenance_groups_commits_by_the_code_a_run_executes(tmp_path, monkeypatch):
+    """Commits that differ only in results/ or docs ran the same code: the claims table says how many versions of
+    the code its jobs ran, with each version's commits and jobs. Where a commit is not known here (another
+    checkout, "+modified"), it lists the commits alone."""
+    commits = {"aaaaaaa001": "tree 1", "aaaaaaa002": "tree 1", "bbbbbbb003": "tree 2"}
+    jobs = []
+    for i, commit in enumerate(["aaaaaaa001", "aaaaaaa001", "aaaaaaa002", "bbbbbbb003"]):
+        jobs.append(tmp_path / str(i))
+        jobs[-1].mkdir()
+        (jobs[-1] / "results.json").write_text(json.dumps({"versions": {"pmc-harness-commit": commit}}))
+    claims_report = sys.modules["pmc.reporting.claims.report"]  # the package's `report` names its function
+    monkeypatch.setattr(claims_report, "run_sources_tree", commits.get)
+    text = claims_report.provenance(jobs)
+    assert "Harness commits: aaaaaaa001: 2 jobs; aaaaaaa002: 1 job; bbbbbbb003: 1 job." in text
+    assert text.endswith("these commits hold 2 versions: aaaaaaa001, aaaaaaa002: 3 jobs; bbbbbbb003: 1 job.\n")
+    commits.pop("bbbbbbb003")
+    assert claims_report.provenance(jobs).endswith("bbbbbbb003: 1 job.\n")  # the commits alone
+    assert "versions" not in claims_report.provenance(jobs)
+    assert "versions" not in claims_report.provenance(jobs[:2])  # one commit: nothing to group

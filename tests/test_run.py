@@ -13,7 +13,7 @@ from conftest import REPO, SMALL_MODEL, TOFU_DIR
 from hydra.errors import MissingConfigException
 
 from pmc.experiment import run_experiment
-from pmc.results import current_umask, harness_commit
+from pmc.results import current_umask, harness_commit, run_sources_tree
 
 
 def read_jsonl(path):
@@ -261,3 +261,26 @@ def test_the_harness_commit_says_which_commit_and_whether_the_code_changed(tmp_p
     assert harness_commit(tmp_path) == head
     (tmp_path / "pmc" / "code.py").write_text("changed\n")
     assert harness_commit(tmp_path) == head + "+modified"
+
+
+def test_commits_that_differ_only_outside_the_run_sources_ran_the_same_code(tmp_path):
+    """The claims table groups a sweep's commits by the code a run executes: two commits whose run sources hold the
+    same files give the same trees, a change there gives others, and a commit git does not know (or a label that is
+    no hash) gives None."""
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+
+    def commit(path: str, text: str) -> str:
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text(text)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-qm", path], check=True)
+        return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+    first = commit("pmc/code.py", "first\n")
+    results_only = commit("results/run.log", "a result\n")
+    code_changed = commit("pmc/code.py", "changed\n")
+    tree = lambda label: run_sources_tree(label, tmp_path, sources=("pmc",))  # noqa: E731
+    assert tree(first) is not None and tree(first) == tree(results_only[:10]) != tree(code_changed)
+    assert tree("0123456789") is None  # no such commit here
+    assert tree(first[:10] + "+modified") is None and tree("--help") is None

@@ -8,6 +8,7 @@ from pathlib import Path
 from pmc.reporting.claims.model import Claim, Sweeps, cell
 from pmc.reporting.jobs import commit_label, job_dirs, job_problem, machine_label, read_json
 from pmc.reporting.tables import markdown_table
+from pmc.results import RUN_SOURCES, run_sources_tree
 
 
 def report(sweeps: Sweeps, claims: list[Claim], command: str, ablations: dict[str, list[Path]]) -> str:
@@ -41,11 +42,27 @@ def report(sweeps: Sweeps, claims: list[Claim], command: str, ablations: dict[st
 
 def provenance(jobs: list[Path]) -> str:
     """Which machines (pmc.reporting.jobs.machine_label) and harness commits made the jobs with results, each with
-    its number of jobs, most first: a mini paper spread over sessions can span several of each."""
+    its number of jobs, most first: a mini paper spread over sessions can span several of each. Commits are then
+    grouped by the code a run executes (pmc.results.run_sources_tree): most commits between sessions change only
+    results/ or docs."""
     records = [read_json(job / "results.json") or {}
                for job in dict.fromkeys(job.resolve() for job in jobs) if job_problem(job) is None]
+    commits = Counter(map(commit_label, records))
 
-    def counted(labels) -> str:
-        return "; ".join(f"{label}: {n} job{'s' * (n != 1)}" for label, n in Counter(labels).most_common())
-    return (f"Jobs ran on: {counted(map(machine_label, records))}. "
-            f"Harness commits: {counted(map(commit_label, records))}.\n")
+    def counted(counts: Counter) -> str:
+        return "; ".join(f"{label}: {n} job{'s' * (n != 1)}" for label, n in counts.most_common())
+    text = f"Jobs ran on: {counted(Counter(map(machine_label, records)))}. Harness commits: {counted(commits)}."
+    trees: dict[str, list[str]] = {}
+    for commit, _ in commits.most_common():
+        tree = run_sources_tree(commit)
+        if tree is None:  # not a commit of this checkout (or "+modified"): the code it ran is not known here
+            return text + "\n"
+        trees.setdefault(tree, []).append(commit)
+    if len(trees) == len(commits):  # every commit ran code of its own: nothing to group
+        return text + "\n"
+    jobs_of = lambda group: sum(commits[commit] for commit in group)  # noqa: E731
+    groups = sorted(trees.values(), key=lambda group: -jobs_of(group))
+    return (text + f" Of the code a run executes ({', '.join(RUN_SOURCES)}) these commits hold {len(groups)} "
+            f"version{'s' * (len(groups) != 1)}: "
+            + "; ".join(f"{', '.join(group)}: {jobs_of(group)} job{'s' * (jobs_of(group) != 1)}" for group in groups)
+            + ".\n")
