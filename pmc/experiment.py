@@ -33,6 +33,7 @@ from pmc.pipeline import (
     Suite,
     check_config,
     checkpoint_config,
+    compiled_graphs,
     configure_determinism,
     eval_cache,
     eval_context,
@@ -103,6 +104,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, training: TrainingConfig,
                           suites: dict[str, Suite]) -> dict:
     timings: dict[str, float] = {}
+    graphs = compiled_graphs()
     benchmark = load_benchmark(cfg, timings)
     fmt = prompt_format(cfg, benchmark)
     stage0 = load_stage0(cfg, benchmark, fmt, timings)
@@ -137,7 +139,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         if cfg.save_unlearned:
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
-        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=cfg.method.name)
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=cfg.method.name,
+                             compiled_graphs=compiled_graphs() - graphs)
         write_json_atomic(run_dir / "results.json", results)
         if checkpoints and not checkpoint.keep:
             checkpoints.remove()
@@ -164,6 +167,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
         configure_determinism(cfg.deterministic)
         check_value("checkpoint", cfg.checkpoint, str)
     timings: dict[str, float] = {}
+    graphs = compiled_graphs()
     benchmark = load_benchmark(cfg, timings)
     fmt = prompt_format(cfg, benchmark)
     with stage("checkpoint"):
@@ -180,6 +184,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings,
                                           eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
-        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, checkpoint=str(cfg.checkpoint))
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, checkpoint=str(cfg.checkpoint),
+                             compiled_graphs=compiled_graphs() - graphs)
         write_json_atomic(run_dir / "results.json", results)
     return results

@@ -22,6 +22,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch._dynamo.utils import counters
 
 from benchmarks.metrics import EvalContext, Suite, build_suites
 from pmc.checkpoint import CheckpointConfig
@@ -219,6 +220,12 @@ def pin_code_identity() -> None:
     otherwise name results of the code the run imported, or key the eval cache with an older code's scores."""
     versions()
     harness_digest()
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has traced in this process so far: the decoding step (generation.compile), the
+    decoder layers (training.compile). On a GPU each is a compile, so a run records how many it caused."""
+    return counters["stats"]["unique_graphs"]
 
 
 def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: dict, timings: dict,

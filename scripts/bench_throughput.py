@@ -65,7 +65,6 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from torch._dynamo.utils import counters
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -239,20 +238,17 @@ def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, 
 
 def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
     """timings_s (and whether stage 0 was built) of one job: read from results_path, or from a job run now."""
-    graphs = None
     if results_path is None:
         with tempfile.TemporaryDirectory(prefix="bench-job-") as run_dir:
             job_cfg = cfg.copy()
             job_cfg.eval_cache = eval_cache
-            counters.clear()
             run_experiment(job_cfg, Path(run_dir))
-            graphs = counters["stats"]["unique_graphs"]  # what torch.compile traced in the job (none: eager)
             results = json.loads((Path(run_dir) / "results.json").read_text())
     else:
         results = json.loads(Path(results_path).read_text())
     return {"timings_s": results["timings_s"], "stage0_built": results["stage0"]["built_in_this_run"],
             "eval_cache": results.get("eval_cache"), "source": results_path or "a job run by this script",
-            "graphs_compiled": graphs}
+            "graphs_compiled": results.get("compiled_graphs")}  # None: a results.json from before 2026-11-27
 
 
 PROFILED_STEPS = 3

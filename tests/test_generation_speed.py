@@ -160,6 +160,7 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     finally:
         torch._dynamo.reset()
     assert compiled["metrics"] == plain["metrics"]
+    assert (compiled["compiled_graphs"], plain["compiled_graphs"]) == (1, 0)  # results.json says how many
 
 
 @pytest.mark.parametrize("batch_size, cache_implementation, compile, message", [
