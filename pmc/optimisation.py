@@ -11,14 +11,13 @@ from dataclasses import dataclass
 import torch
 
 from pmc.core.errors import ConfigError
+from pmc.core.models import compile_backend
 
 # training.precision -> accelerate's mixed_precision. Both keep fp32 master weights: "bf16-mixed" runs the forward
 # pass under bf16 autocast (the references: HF Trainer bf16=True through DeepSpeed, fp32 master weights).
 PRECISIONS = {"fp32": "no", "bf16-mixed": "bf16"}
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 SCHEDULES = ("constant", "linear")
-# training.compile: a torch.compile backend (true = inductor); eager and aot_eager trace without generating code
-COMPILE_BACKENDS = ("inductor", "cudagraphs", "aot_eager", "eager")
 
 
 @dataclass(frozen=True)
@@ -47,15 +46,13 @@ class TrainingConfig:
     # off by default, as in the references
     group_by_length: bool = False
     # torch.compile the model's repeated decoder layers for training (accelerate's regional compilation: one compile
-    # per layer class, dynamic shapes): false, true (inductor) or a backend of COMPILE_BACKENDS
+    # per layer class, dynamic shapes): false, true (inductor) or a backend of pmc.core.models.COMPILE_BACKENDS
     compile: bool | str = False
 
     @property
     def compile_backend(self) -> str | None:
-        """The torch.compile backend `compile` names (true = the first of COMPILE_BACKENDS, inductor); None: off."""
-        if not self.compile:
-            return None
-        return COMPILE_BACKENDS[0] if self.compile is True else self.compile
+        """The torch.compile backend `compile` names (true = inductor); None: off."""
+        return compile_backend(self.compile, "training.compile")
 
     def __post_init__(self):
         object.__setattr__(self, "adam_betas", tuple(self.adam_betas))  # YAML gives a list
@@ -72,9 +69,7 @@ class TrainingConfig:
                 "training needs learning_rate >= 0, weight_decay >= 0, max_grad_norm >= 0 (0 = no clipping), "
                 f"max_length >= 1, warmup_epochs >= 0 and 0 <= warmup_ratio <= 1: {self}"
             )
-        if not isinstance(self.compile, bool) and self.compile not in COMPILE_BACKENDS:
-            raise ConfigError(f"training.compile must be true, false or one of {list(COMPILE_BACKENDS)}, "
-                              f"got {self.compile!r}")
+        compile_backend(self.compile, "training.compile")
         if self.warmup_epochs and self.warmup_ratio:
             raise ConfigError(f"set training.warmup_epochs or training.warmup_ratio, not both: {self}")
         if (len(self.adam_betas) != 2 or not all(0 <= beta < 1 for beta in self.adam_betas)

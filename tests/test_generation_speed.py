@@ -115,6 +115,11 @@ def test_the_options_as_transformers_reads_them_and_the_defaults_leave_the_confi
     assert isinstance(config.compile_config, CompileConfig) and config.disable_compile is False
     assert config.compile_config.dynamic is True  # one graph for every batch width and cache length
     assert model.create_masks_for_generate is generation.fresh_decoding_masks  # where generate looks first
+    assert (config.compile_config.backend, config.compile_config.mode) == ("inductor", "reduce-overhead")
+    configure_generation(model, "static", compile="cudagraphs")  # CUDA graphs without inductor's code generation
+    config = model.generation_config
+    assert (config.compile_config.backend, config.compile_config.mode) == ("cudagraphs", None)
+    assert config.compile_config.dynamic is True and config.disable_compile is False
     configure_generation(model)
     assert model.generation_config.to_diff_dict() == loaded
     assert "create_masks_for_generate" not in vars(model)
@@ -141,9 +146,9 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     gives as views or not by the batch's padding. Compiled with static shapes the step was traced three times, on a GPU
     each an inductor compile and a CUDA-graph capture; the harness's settings trace it once, and the run scores as
     without compilation. Compiled here through transformers' opt-in for every device and dynamo's eager backend
-    (tracing and guards as on a GPU, no code generation)."""
+    (`generation.compile=eager`: tracing and guards as on a GPU, no code generation)."""
     def on_this_cpu(**settings):
-        config = CompileConfig(**{**settings, "backend": "eager", "mode": None})
+        config = CompileConfig(**settings)
         config._compile_all_devices = True
         return config
 
@@ -154,7 +159,7 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     torch._dynamo.reset()
     counters.clear()
     try:
-        compiled = run_experiment(make_config(*overrides, "generation.compile=true"), tmp_path / "compiled")
+        compiled = run_experiment(make_config(*overrides, "generation.compile=eager"), tmp_path / "compiled")
         assert counters["stats"]["calls_captured"] > 0  # the decoding step did go through the compiler
         assert counters["stats"]["unique_graphs"] == 1
     finally:
@@ -168,7 +173,9 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     ("big", None, False, "generation.batch_size must be a positive integer or 'auto', got 'big'"),
     (True, None, False, "generation.batch_size must be a positive integer or 'auto', got True"),
     (8, "dynamic", False, "generation.cache_implementation must be null or 'static', got 'dynamic'"),
-    (8, None, "yes", "generation.compile must be true or false, got 'yes'"),
+    (8, None, "yes", "generation.compile must be true, false or one of ['inductor', 'cudagraphs', 'aot_eager', "
+                     "'eager'], got 'yes'"),
+    (8, None, "cudagraphs", "generation.compile=true needs generation.cache_implementation=static"),
     (8, None, True, "generation.compile=true needs generation.cache_implementation=static"),
 ])
 def test_bad_generation_settings_are_one_config_error(batch_size, cache_implementation, compile, message):

@@ -25,6 +25,7 @@ from transformers.masking_utils import create_masks_for_generate
 
 from pmc.core.batches import eval_mode, longest_first, pad_left
 from pmc.core.errors import ConfigError
+from pmc.core.models import compile_backend
 from pmc.core.prompts import PromptFormat
 
 # transformers' GenerationConfig default, which the official PMC sampler gets by passing no top_k
@@ -200,14 +201,13 @@ def check_generation_options(batch_size, cache_implementation, compile, continuo
         raise ConfigError(f"generation.batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if cache_implementation not in CACHE_IMPLEMENTATIONS:
         raise ConfigError(f"generation.cache_implementation must be null or 'static', got {cache_implementation!r}")
-    if not isinstance(compile, bool):
-        raise ConfigError(f"generation.compile must be true or false, got {compile!r}")
+    compile_backend(compile, "generation.compile")
     if compile and cache_implementation is None:
         raise ConfigError("generation.compile=true needs generation.cache_implementation=static: transformers "
                           "compiles decoding only with a static KV cache")
 
 
-def configure_generation(model, cache_implementation: str | None = None, compile: bool = False,
+def configure_generation(model, cache_implementation: str | None = None, compile: bool | str = False,
                          max_cache_len: int | None = None, continuous_batching: bool = False) -> None:
     """Make these transformers' generation defaults of `model` (copies made later inherit them).
 
@@ -215,10 +215,11 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     (prompt and answer tokens of the longest call expected) so that every call has a cache of the same shape;
     without it transformers sizes each call's cache to the longest call so far, and each growth allocates it again
     (compiled: and captures the step's CUDA graphs again). compile: with a static cache, transformers compiles the
-    decoding step (torch.compile, CUDA graphs) on CUDA devices only; with a static cache and compile=false its
-    automatic compilation is switched off, so the two can be measured apart. continuous_batching: greedy decoding
-    goes through `generate_batch` (sampling and beam search keep fixed batches). The defaults (null, false) leave
-    the model's generation config as loaded.
+    decoding step on CUDA devices only, true with inductor and CUDA graphs (its default), or with another backend
+    of COMPILE_BACKENDS (cudagraphs: CUDA graphs without inductor's code generation, a shorter compile); with a
+    static cache and compile=false its automatic compilation is switched off, so the two can be measured apart.
+    continuous_batching: greedy decoding goes through `generate_batch` (sampling and beam search keep fixed
+    batches). The defaults (null, false) leave the model's generation config as loaded.
 
     A run decodes with batches of many widths (evaluation's full and last batches, PMC's questions x n samples) and,
     where PMC's max_length differs from evaluation's, with two cache lengths. Compiled with static shapes, each new
@@ -230,7 +231,12 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     check_generation_options(1, cache_implementation, compile, continuous_batching)
     config = model.generation_config
     config.cache_implementation = cache_implementation
-    config.compile_config = CompileConfig(dynamic=True) if compile else None
+    backend = compile_backend(compile, "generation.compile")
+    # inductor's reduce-overhead mode is transformers' default (its kernels, then CUDA graphs); another backend
+    # takes no mode
+    config.compile_config = (CompileConfig(dynamic=True, backend=backend,
+                                           mode="reduce-overhead" if backend == "inductor" else None)
+                             if backend else None)
     if compile and not hasattr(type(model), "create_masks_for_generate"):  # a model with its own masks keeps them
         model.create_masks_for_generate = fresh_decoding_masks
     elif "create_masks_for_generate" in vars(model):

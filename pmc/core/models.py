@@ -17,6 +17,19 @@ from pmc.core.errors import CheckpointError, ConfigError
 
 SOURCES = ("tiny", "hub", "local", "gguf_package")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# training.compile and generation.compile: false, true (the first: inductor) or a torch.compile backend of these;
+# cudagraphs records CUDA graphs without inductor's code generation (a shorter compile); eager and aot_eager trace
+# without generating code (checks on a CPU)
+COMPILE_BACKENDS = ("inductor", "cudagraphs", "aot_eager", "eager")
+
+
+def compile_backend(setting: bool | str, key: str) -> str | None:
+    """The torch.compile backend a compile setting names (None: off), or one ConfigError naming `key`."""
+    if not isinstance(setting, bool) and setting not in COMPILE_BACKENDS:
+        raise ConfigError(f"{key} must be true, false or one of {list(COMPILE_BACKENDS)}, got {setting!r}")
+    if not setting:
+        return None
+    return COMPILE_BACKENDS[0] if setting is True else setting
 
 
 def torch_dtype(name: str) -> torch.dtype:
