@@ -74,11 +74,9 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
 def harness_commit(root: Path = HARNESS_ROOT, sources: tuple[str, ...] = RUN_SOURCES) -> str:
     """The git commit the harness ran from, "+modified" when a tracked file of `sources` differs from it: a sweep
     run over several sessions can span commits, and the package version alone does not say which."""
-    def git(*args) -> subprocess.CompletedProcess:
-        return _git(root, *args)
-
     try:
-        commit, changed = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no", "--", *sources)
+        commit = _git(root, "rev-parse", "HEAD")
+        changed = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *sources)
     except (OSError, subprocess.SubprocessError) as error:
         return f"unknown ({error})"
     if commit.returncode or changed.returncode:

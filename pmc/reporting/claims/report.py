@@ -60,9 +60,6 @@ def provenance(jobs: list[Path]) -> str:
         trees.setdefault(tree, []).append(commit)
     if len(trees) == len(commits):  # every commit ran code of its own: nothing to group
         return text + "\n"
-    jobs_of = lambda group: sum(commits[commit] for commit in group)  # noqa: E731
-    groups = sorted(trees.values(), key=lambda group: -jobs_of(group))
-    return (text + f" Of the code a run executes ({', '.join(RUN_SOURCES)}) these commits hold {len(groups)} "
-            f"version{'s' * (len(groups) != 1)}: "
-            + "; ".join(f"{', '.join(group)}: {jobs_of(group)} job{'s' * (jobs_of(group) != 1)}" for group in groups)
-            + ".\n")
+    versions = Counter({", ".join(group): sum(commits[commit] for commit in group) for group in trees.values()})
+    return (text + f" Of the code a run executes ({', '.join(RUN_SOURCES)}) these commits hold {len(versions)} "
+            f"version{'s' * (len(versions) != 1)}: {counted(versions)}.\n")
