@@ -14,6 +14,7 @@ import sys
 import matplotlib
 import pandas as pd
 import pytest
+import yaml
 from conftest import REPO, SMALL
 
 matplotlib.use("Agg")
@@ -175,3 +176,22 @@ def test_dynamics_legend_keeps_only_what_tells_a_methods_settings_apart():
     # a job at the defaults shares nothing with the others: each keeps all its overrides
     assert distinguishing(["(defaults)", "seed=1 lr=2"]) == {"(defaults)": "", "seed=1 lr=2": "seed=1 lr=2"}
     assert distinguishing(["seed=1"]) == {"seed=1": ""}
+
+
+def test_an_ablation_value_from_the_overrides_equals_the_same_value_from_a_config(tmp_path):
+    """A job that sets the ablated key on its command line and one that takes it from an experiment config hold the
+    same value: read with YAML, the override 3e-05 was a string (YAML 1.1 floats need a dot), and the SmolLM2 mini
+    paper's learning-rate figure drew two "3e-05" positions, in an order that changed from process to process."""
+    from pmc.reporting.jobs import setting_value
+
+    key = "method.training.learning_rate"
+    for name, overrides, value in (("override", [f"{key}=3e-05"], 1.0), ("config", ["seed=0"], 3e-05),
+                                   ("plus", [f"+{key}=1e-4"], 1.0), ("text", [f"{key}='3e-05'"], 1.0)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(
+            yaml.safe_dump({"method": {"training": {"learning_rate": value}}}))
+    assert setting_value(tmp_path / "override", key) == setting_value(tmp_path / "config", key) == 3e-05
+    assert isinstance(setting_value(tmp_path / "override", key), float)
+    assert setting_value(tmp_path / "plus", key) == 1e-4  # the override wins over the config
+    assert setting_value(tmp_path / "text", key) == "3e-05"  # quoted on the command line: a string, as Hydra reads it

@@ -252,7 +252,8 @@ def ablation_figure(per_job: pd.DataFrame, styles: dict, key: str, metrics: tupl
     unlearned["line"] = [setting_rest(setting, method, key)
                          for setting, method in zip(unlearned["setting"], unlearned["method"])]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in unlearned["value"])
-    values = sorted(set(unlearned["value"]), key=lambda v: v if numeric else str(v))
+    # numbers in order; other values by their text, then type (a total order: a set's order changes per process)
+    values = sorted(set(unlearned["value"]), key=lambda v: v if numeric else (str(v), type(v).__name__))
     position = {v: (v if numeric else i) for i, v in enumerate(values)}
     references = per_job[per_job["model"].isin(list(REFERENCES))]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 REFERENCES = ("target", "retain")  # the stage-0 models every job scores beside its unlearned one
 # every file of a job the reports read (patterns under the job's directory): what an archive of a sweep keeps
@@ -146,10 +147,13 @@ def nested(config: dict, key: str):
 
 
 def setting_value(job: Path, key: str):
-    """KEY's value in the job's overrides (KEY=..., +KEY=..., ++KEY=...), else in its composed config."""
+    """KEY's value in the job's overrides (KEY=..., +KEY=..., ++KEY=...), read with Hydra's own override grammar
+    (YAML would read 3e-05 as a string, which a figure then drew beside the float 3e-05 of a job that took the
+    value from its config), else in its composed config."""
+    parser = OverridesParser.create()
     for override in overrides_of(job):
-        name, _, value = override.lstrip("+~").partition("=")
-        if name == key:
-            return yaml.safe_load(value)
+        parsed = parser.parse_override(override)
+        if parsed.key_or_group == key and not parsed.is_delete():
+            return parsed.value()
     config_file = job / ".hydra" / "config.yaml"
     return nested(yaml.safe_load(config_file.read_text()), key) if config_file.is_file() else None
