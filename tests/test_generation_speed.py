@@ -67,6 +67,46 @@ def test_a_static_kv_cache_decodes_the_same_answers(tiny):
         configure_generation(model)
 
 
+def test_a_static_cache_is_kept_from_call_to_call_and_emptied_in_place(tiny, monkeypatch):
+    """transformers makes a new static cache in every generate call, whose new addresses a compiled step's CUDA
+    graphs are recorded again for. The harness hands generate the model's cache from its previous call, emptied in
+    place, when the batch has as many rows (else a new one, kept next): what a batch decodes never depends on the
+    batch before it."""
+    model, tokenizer = tiny
+    caches = []
+    generate = GenerationMixin.generate
+
+    def record(self, *args, **kwargs):
+        caches.append(kwargs.get("cache"))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", record)
+    greedy = lambda: greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=24, batch_size=2)  # noqa: E731
+
+    def sample():
+        torch.manual_seed(0)
+        return generate_answers(model, tokenizer, PromptFormat(), QUESTIONS[:4], max_new_tokens=12, batch_size=2,
+                                num_samples=3, temperature=1.0, top_p=0.9)
+
+    expected, sampled = greedy(), sample()  # transformers' dynamic cache
+    assert set(caches) == {None}
+    try:
+        configure_generation(model, "static", max_cache_len=128)
+        caches.clear()
+        assert greedy() == expected and sample() == sampled  # batches of 2, 2, 1 rows; then 2 x 3 samples twice
+        first, second, last, samples, more_samples = caches
+        assert first is second and last is not second and samples is more_samples and samples is not last
+        keys = first.layers[0].keys
+        assert keys.shape[0] == 2 and keys.shape[2] == 128  # rows, then positions: the run's max_cache_len
+        assert greedy() == expected  # from a 6-row cache back to 2 rows: a new cache, then kept again
+        assert caches[5] is caches[6] and caches[5] is not first
+        assert caches[5].layers[0].keys.data_ptr() == caches[6].layers[0].keys.data_ptr()  # emptied in place
+    finally:
+        configure_generation(model)
+    caches.clear()
+    assert greedy() == expected and set(caches) == {None}  # off again: transformers' own cache
+
+
 # 3 batches of 2 rows whose prompts get wider from batch to batch, as PMC's micro-batches or evaluation's splits may
 WIDENING = ["Who?", "What?", "Where is the cat?", "Who wrote the book?",
             "Where is the quick brown fox going in the lazy world today?", "Why?"]

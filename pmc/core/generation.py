@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 
 import torch
 import transformers
 from tqdm.auto import tqdm
-from transformers import CompileConfig, GenerationMixin
+from transformers import CompileConfig, GenerationMixin, StaticCache
 from transformers.masking_utils import create_masks_for_generate
 
 from pmc.core.batches import eval_mode, longest_first, pad_left
@@ -93,6 +94,7 @@ def generate_answers(
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
+                **kept_static_cache(model, len(prompts) * num_samples * num_beams, width + max(budgets)),
                 max_new_tokens=max(budgets),
                 do_sample=sampling,
                 num_beams=num_beams,
@@ -162,10 +164,12 @@ def greedy_continuations(
         for batch in tqdm(longest_first(lengths, batch_size), desc=desc or "generate", leave=False,
                           disable=desc is None):
             input_ids, attention_mask = pad_left([prompts[i] for i in batch], pad_id)
+            new_tokens = max(lengths[i] for i in batch)
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
-                max_new_tokens=max(lengths[i] for i in batch),
+                **kept_static_cache(model, len(batch), input_ids.shape[1] + new_tokens),
+                max_new_tokens=new_tokens,
                 do_sample=False,
                 num_beams=1,
                 temperature=None,
@@ -262,6 +266,38 @@ def fresh_decoding_masks(*args, **kwargs):
 
 def own_tensor(mask):
     return mask.clone() if isinstance(mask, torch.Tensor) and mask._base is not None else mask
+
+
+# the static KV cache each model decoded with last (model -> StaticCache): kept across generate calls
+_KEPT_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def kept_static_cache(model, rows: int, length: int) -> dict:
+    """generate's keyword arguments that hand it the model's static KV cache from its previous call, emptied
+    (`reset`, in place), when that one has `rows` rows and room for `length` positions; else a new one of at least
+    the run's `max_cache_len` positions, kept for the next call. Empty (transformers' own cache) without a static
+    cache.
+
+    transformers makes a new static cache in every `generate` call, and its tensors are marked as static
+    addresses, so a compiled decoding step re-recorded its CUDA graphs in every call: once per PMC step
+    (official schedule) and per evaluation batch; torch before 2.13 counts those re-recordings and stops using CUDA
+    graphs for the step after 128. One cache per model (the last width) bounds the memory kept: the same as one
+    call's, and PMC's micro-batches and evaluation's batches each come in one width but for the last."""
+    config = getattr(model, "generation_config", None)  # stand-in models in tests have none
+    if getattr(config, "cache_implementation", None) != "static":
+        return {}
+    cache = _KEPT_CACHES.get(model)
+    layer = cache.layers[0] if cache is not None else None
+    fits = (layer is not None and layer.is_initialized and layer.keys.shape[0] == rows
+            and layer.max_cache_len >= length)
+    if fits:
+        cache.reset()
+    else:
+        cache = StaticCache(config=model.config.get_text_config(decoder=True),
+                            max_cache_len=max(length, config.max_cache_len or 0))
+        _KEPT_CACHES[model] = cache
+    # a cache passed in replaces transformers' own: its cache_implementation must be unset for this call
+    return {"cache": cache, "cache_implementation": None}
 
 
 def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
