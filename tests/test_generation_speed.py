@@ -215,7 +215,7 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     (8, "dynamic", False, "generation.cache_implementation must be null or 'static', got 'dynamic'"),
     (8, None, "yes", "generation.compile must be true, false or one of ['inductor', 'cudagraphs', 'aot_eager', "
                      "'eager'], got 'yes'"),
-    (8, None, "cudagraphs", "generation.compile=true needs generation.cache_implementation=static"),
+    (8, None, "cudagraphs", "generation.compile=cudagraphs needs generation.cache_implementation=static"),
     (8, None, True, "generation.compile=true needs generation.cache_implementation=static"),
 ])
 def test_bad_generation_settings_are_one_config_error(batch_size, cache_implementation, compile, message):

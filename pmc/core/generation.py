@@ -207,8 +207,8 @@ def check_generation_options(batch_size, cache_implementation, compile, continuo
         raise ConfigError(f"generation.cache_implementation must be null or 'static', got {cache_implementation!r}")
     compile_backend(compile, "generation.compile")
     if compile and cache_implementation is None:
-        raise ConfigError("generation.compile=true needs generation.cache_implementation=static: transformers "
-                          "compiles decoding only with a static KV cache")
+        raise ConfigError(f"generation.compile={str(compile).lower()} needs generation.cache_implementation=static: "
+                          "transformers compiles decoding only with a static KV cache")
 
 
 def configure_generation(model, cache_implementation: str | None = None, compile: bool | str = False,
