@@ -3,6 +3,8 @@ None of them may change what is decoded."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -101,6 +103,9 @@ def test_a_static_cache_is_kept_from_call_to_call_and_emptied_in_place(tiny, mon
         assert greedy() == expected  # from a 6-row cache back to 2 rows: a new cache, then kept again
         assert caches[5] is caches[6] and caches[5] is not first
         assert caches[5].layers[0].keys.data_ptr() == caches[6].layers[0].keys.data_ptr()  # emptied in place
+        other = copy.deepcopy(model)  # e.g. the unlearned copy of the target: one cache in the process, not one each
+        greedy_answers(other, tokenizer, PromptFormat(), QUESTIONS[:2], max_new_tokens=4, batch_size=2)
+        assert list(generation._KEPT_CACHES.items()) == [(other, caches[-1])] and caches[-1] is not caches[6]
     finally:
         configure_generation(model)
     caches.clear()

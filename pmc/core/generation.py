@@ -268,7 +268,7 @@ def own_tensor(mask):
     return mask.clone() if isinstance(mask, torch.Tensor) and mask._base is not None else mask
 
 
-# the static KV cache each model decoded with last (model -> StaticCache): kept across generate calls
+# the static KV cache the last model decoded with (model -> StaticCache, one entry): kept across calls
 _KEPT_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -279,10 +279,12 @@ def kept_static_cache(model, rows: int, length: int) -> dict:
     cache.
 
     transformers makes a new static cache in every `generate` call, and its tensors are marked as static
-    addresses, so a compiled decoding step re-recorded its CUDA graphs in every call: once per PMC step
-    (official schedule) and per evaluation batch; torch before 2.13 counts those re-recordings and stops using CUDA
-    graphs for the step after 128. One cache per model (the last width) bounds the memory kept: the same as one
-    call's, and PMC's micro-batches and evaluation's batches each come in one width but for the last."""
+    addresses, so a compiled decoding step re-recorded its CUDA graphs in every call: once per PMC step (official
+    schedule) and per evaluation batch (torch 2.13 leaves these out of its limit of 128 re-recordings, after which
+    it stops using CUDA graphs for a function; older versions are not checked here). One cache is kept in the
+    process, the last one made: the memory kept is one call's, as without it (target, retain and unlearned model
+    each keeping theirs would triple it), and PMC's micro-batches and a model's evaluation batches each come in one
+    width but for the last."""
     config = getattr(model, "generation_config", None)  # stand-in models in tests have none
     if getattr(config, "cache_implementation", None) != "static":
         return {}
@@ -293,6 +295,7 @@ def kept_static_cache(model, rows: int, length: int) -> dict:
     if fits:
         cache.reset()
     else:
+        _KEPT_CACHES.clear()  # the previous cache is freed before the new one is filled
         cache = StaticCache(config=model.config.get_text_config(decoder=True),
                             max_cache_len=max(length, config.max_cache_len or 0))
         _KEPT_CACHES[model] = cache
