@@ -33,7 +33,8 @@ from pmc.pipeline import (
     Suite,
     check_config,
     checkpoint_config,
-    compiled_graphs,
+    compile_counts,
+    compile_counts_since,
     configure_determinism,
     eval_cache,
     eval_context,
@@ -104,7 +105,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, training: TrainingConfig,
                           suites: dict[str, Suite]) -> dict:
     timings: dict[str, float] = {}
-    graphs = compiled_graphs()
+    compiled_before = compile_counts()
     benchmark = load_benchmark(cfg, timings)
     fmt = prompt_format(cfg, benchmark)
     stage0 = load_stage0(cfg, benchmark, fmt, timings)
@@ -140,7 +141,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=cfg.method.name,
-                             compiled_graphs=compiled_graphs() - graphs)
+                             **compile_counts_since(compiled_before))
         write_json_atomic(run_dir / "results.json", results)
         if checkpoints and not checkpoint.keep:
             checkpoints.remove()
@@ -167,7 +168,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
         configure_determinism(cfg.deterministic)
         check_value("checkpoint", cfg.checkpoint, str)
     timings: dict[str, float] = {}
-    graphs = compiled_graphs()
+    compiled_before = compile_counts()
     benchmark = load_benchmark(cfg, timings)
     fmt = prompt_format(cfg, benchmark)
     with stage("checkpoint"):
@@ -185,6 +186,6 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
                                           eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, checkpoint=str(cfg.checkpoint),
-                             compiled_graphs=compiled_graphs() - graphs)
+                             **compile_counts_since(compiled_before))
         write_json_atomic(run_dir / "results.json", results)
     return results

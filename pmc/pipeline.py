@@ -222,10 +222,24 @@ def pin_code_identity() -> None:
     harness_digest()
 
 
-def compiled_graphs() -> int:
-    """How many graphs torch.compile has traced in this process so far: the decoding step (generation.compile), the
-    decoder layers (training.compile). On a GPU each is a compile, so a run records how many it caused."""
-    return counters["stats"]["unique_graphs"]
+def compile_counts() -> dict[str, int]:
+    """What torch.compile has done in this process so far: `compiled_graphs`, the graphs it traced (the decoding step
+    for generation.compile, the decoder layers for training.compile; on a GPU each is a compile), and
+    `cudagraph_skips`, the times inductor ran a compiled function without its CUDA graphs (a graph it cannot record,
+    a function past torch's re-record limit). inductor says so only under TORCH_LOGS=cudagraphs, and a skipped step
+    runs at eager speed, so a run records both."""
+    return {"compiled_graphs": counters["stats"]["unique_graphs"],
+            "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
+
+
+def compile_counts_since(before: dict[str, int]) -> dict[str, int]:
+    """compile_counts() of one run (counted from its start, so in-process multiruns do not add up); warns in the
+    run's log when CUDA graphs were skipped."""
+    counts = {key: value - before[key] for key, value in compile_counts().items()}
+    if counts["cudagraph_skips"]:
+        log.warning("torch.compile ran %d compiled function(s) without CUDA graphs in this run; rerun with "
+                    "TORCH_LOGS=cudagraphs to see why", counts["cudagraph_skips"])
+    return counts
 
 
 def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: dict, timings: dict,

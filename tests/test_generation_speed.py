@@ -4,6 +4,7 @@ None of them may change what is decoded."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -211,6 +212,32 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
         torch._dynamo.reset()
     assert compiled["metrics"] == plain["metrics"]
     assert (compiled["compiled_graphs"], plain["compiled_graphs"]) == (1, 0)  # results.json says how many
+    assert (compiled["cudagraph_skips"], plain["cudagraph_skips"]) == (0, 0)
+
+
+def test_a_run_records_and_warns_when_inductor_runs_a_compiled_function_without_cuda_graphs(
+        make_config, tmp_path, monkeypatch, caplog):
+    """inductor runs a compiled function without its CUDA graphs (a graph it cannot record, a function past torch's
+    re-record limit) and says so only under TORCH_LOGS=cudagraphs: a step at eager speed that nothing reports. CUDA
+    graphs exist on a GPU only, so here torch's own skip report (`log_cudagraph_skip_and_bump_counter`, what inductor
+    calls) is made once while the run scores its models; counts from before the run are not the run's."""
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
+    import pmc.experiment as experiment
+
+    evaluate_models = experiment.evaluate_models
+
+    def evaluate_skipping_once(*args, **kwargs):
+        log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to a test")
+        return evaluate_models(*args, **kwargs)
+
+    log_cudagraph_skip_and_bump_counter("skipping cudagraphs before the run")
+    monkeypatch.setattr(experiment, "evaluate_models", evaluate_skipping_once)
+    with caplog.at_level("WARNING", logger="pmc"):
+        results = run_experiment(make_config("method.training.epochs=1", "eval_cache=false"), tmp_path)
+    assert results["cudagraph_skips"] == 1
+    assert json.loads((tmp_path / "results.json").read_text())["cudagraph_skips"] == 1
+    assert "without CUDA graphs in this run; rerun with TORCH_LOGS=cudagraphs" in caplog.text
 
 
 @pytest.mark.parametrize("batch_size, cache_implementation, compile, message", [
