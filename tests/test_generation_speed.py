@@ -186,6 +186,65 @@ def test_decoding_masks_are_never_views(tiny):
     assert generation.own_tensor(base) is base  # not a view: passed on as it is
 
 
+def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(tiny, monkeypatch):
+    """generation.compile=true is for CUDA graphs (inductor's reduce-overhead mode), and inductor quietly runs a step
+    without them when its graph mutates an input that is not static, holds an op unsafe for CUDA graphs, or spans
+    devices. inductor checks that on CUDA only; here the harness's decoding step (its masks, its kept static cache,
+    greedy and sampled calls of several widths) goes through inductor's AOT settings (input mutations kept in the
+    graph) and torch's own checks: the static inputs inductor would take (`get_static_input_idxs`), the graph's
+    mutated inputs, `get_first_incompatible_cudagraph_node`."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._dynamo.backends.cudagraphs import find_input_mutations
+    from torch._dynamo.backends.debugging import boxed_nop
+    from torch._inductor.compile_fx import get_static_input_idxs
+    from torch._inductor.utils import get_first_incompatible_cudagraph_node, num_fw_fixed_arguments
+
+    model, tokenizer = tiny
+    steps = []
+
+    def inspecting_backend(graph, example_inputs, **_mode):
+        def inspect(aot_graph, aot_inputs):
+            static = set(get_static_input_idxs(num_fw_fixed_arguments(len(example_inputs), len(aot_inputs))))
+            placeholders = [node.meta["val"] for node in aot_graph.graph.find_nodes(op="placeholder")]
+            steps.append({"static": static, "mutated": find_input_mutations(aot_graph.graph),
+                          "unsafe": get_first_incompatible_cudagraph_node(aot_graph),
+                          "devices": {t.device for t in placeholders if isinstance(t, torch.Tensor)}})
+            return boxed_nop(aot_graph, aot_inputs)
+
+        return aot_autograd(fw_compiler=inspect, inference_compiler=inspect,
+                            keep_inference_input_mutations=True)(graph, example_inputs)  # as inductor compiles
+
+    def inspected_on_this_cpu(**settings):
+        assert settings["backend"] == "inductor" and settings["mode"] == "reduce-overhead"
+        config = CompileConfig(**{**settings, "backend": inspecting_backend})
+        config._compile_all_devices = True
+        return config
+
+    monkeypatch.setattr(generation, "CompileConfig", inspected_on_this_cpu)
+    torch._dynamo.reset()
+    try:
+        configure_generation(model, "static", compile=True, max_cache_len=128)
+        # batches of 2 and 2 rows (the kept cache), then 6 samples. A first batch as wide as the fixture's 2
+        # key-value heads: with dynamo's duck sizing the step was specialised to 2 rows (`dimensions_apart`). A batch
+        # of one row is traced apart whatever the settings (dynamo specialises sizes 0 and 1)
+        greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS[:4], max_new_tokens=6, batch_size=2)
+        torch.manual_seed(0)
+        generate_answers(model, tokenizer, PromptFormat(), QUESTIONS[:2], max_new_tokens=6, batch_size=2,
+                         num_samples=3, temperature=1.0, top_p=0.9)
+        cache = generation._KEPT_CACHES[model]
+    finally:
+        configure_generation(model)
+        torch._dynamo.reset()
+    assert len(steps) == 1  # one graph for every width
+    step = steps[0]
+    assert step["mutated"], "the step writes its new keys and values into the static cache"
+    assert step["mutated"] <= step["static"], "a mutated input that is not static: inductor would skip CUDA graphs"
+    assert step["unsafe"] is None and step["devices"] == {torch.device("cpu")}
+    # the weights are static too (not copied into CUDA-graph memory at each replay), and so are the cache's keys
+    # and values: at least one static input per weight and two per layer
+    assert len(step["static"]) >= len(list(model.parameters())) + 2 * len(cache.layers)
+
+
 def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_config, tmp_path, monkeypatch):
     """A PMC run decodes batches of many widths (its questions x n samples, evaluation's full and last batches), with
     a longer static cache for PMC's samples (their max_length, 200) than for evaluation, and masks that transformers

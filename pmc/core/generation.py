@@ -19,6 +19,7 @@ import math
 import weakref
 
 import torch
+import torch.fx.experimental._config as symbolic_shapes_config
 import transformers
 from tqdm.auto import tqdm
 from transformers import CompileConfig, GenerationMixin, StaticCache
@@ -85,7 +86,7 @@ def generate_answers(
         return [[text] for text in _answer_texts(tokenizer, rows, answer_tag)]
     answers: list[list[str]] = []
     starts = range(0, len(questions), batch_size)
-    with eval_mode(model):
+    with eval_mode(model), dimensions_apart():
         for start in tqdm(starts, desc=desc or "generate", leave=False, disable=desc is None):
             prompts = [fmt.prompt_ids(tokenizer, q) for q in questions[start : start + batch_size]]
             budgets = budgets_of(prompts)
@@ -160,7 +161,7 @@ def greedy_continuations(
     """
     device = next(model.parameters()).device
     continuations: list[list[int]] = [[] for _ in prompts]
-    with eval_mode(model):
+    with eval_mode(model), dimensions_apart():
         for batch in tqdm(longest_first(lengths, batch_size), desc=desc or "generate", leave=False,
                           disable=desc is None):
             input_ids, attention_mask = pad_left([prompts[i] for i in batch], pad_id)
@@ -230,8 +231,9 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     width or length traced and compiled the step again (three or four graphs in a PMC run; on a GPU each is an
     inductor compile and a CUDA-graph capture), so the step is compiled with dynamic shapes (`dynamic=True`: one graph
     for every batch width and cache length; CUDA graphs are still captured per shape, which is no compile), and its
-    attention mask is always a tensor of its own (`fresh_decoding_masks`): one graph per run
-    (tests/test_generation_speed.py)."""
+    attention mask is always a tensor of its own (`fresh_decoding_masks`) and the batch dimension a symbol of its
+    own (`dimensions_apart`): one graph per run (tests/test_generation_speed.py), and one more if a batch has a
+    single row (dynamo specialises sizes 0 and 1)."""
     check_generation_options(1, cache_implementation, compile, continuous_batching)
     config = model.generation_config
     config.cache_implementation = cache_implementation
@@ -262,6 +264,15 @@ def fresh_decoding_masks(*args, **kwargs):
     if isinstance(masks, dict):
         return {name: own_tensor(mask) for name, mask in masks.items()}
     return own_tensor(masks)
+
+
+def dimensions_apart():
+    """While decoding: dynamo gives each dimension of a traced input a symbol of its own. By default it gives
+    dimensions of equal size one symbol (duck sizing), so a compiled step's first batch as wide as one of the model's
+    dimensions (64 rows against a head size of 64, 3 against SmolLM2's 3 key-value heads: both in its static cache)
+    tied the batch to that dimension; the step was specialised to that width and traced again for the next one (on a
+    GPU a compile). Shapes are only read while tracing; an uncompiled step traces nothing."""
+    return symbolic_shapes_config.patch(use_duck_shape=False)
 
 
 def own_tensor(mask):
