@@ -26,6 +26,7 @@ from pmc.checkpoint import Checkpoints, read_state
 from pmc.core.batches import encode_pairs, epoch_order, pair_length
 from pmc.core.errors import ConfigError, TrainingDiverged
 from pmc.core.losses import answer_nll
+from pmc.core.models import dimensions_apart
 from pmc.core.records import QARecord
 from pmc.core.rng import rng_state, set_rng_state
 from pmc.distributed import world_size
@@ -228,7 +229,7 @@ def optimise(
                         # the epoch's last group may be shorter: advance the counter so accumulate() syncs after it
                         accelerator.step += accumulation - group_size
                     with accelerator.accumulate(prepared):
-                        with accelerator.autocast():
+                        with accelerator.autocast(), dimensions_apart():
                             terms = compute_loss(prepared, send_to_device(micro_batch, accelerator.device))
                         values = host_values(terms)
                         if not math.isfinite(values["loss"]):

@@ -258,41 +258,53 @@ def test_training_compile_names_its_backend(compile, backend):
     assert TrainingConfig(epochs=1, learning_rate=1e-3, compile=compile).compile_backend == backend
 
 
+def train_with_compile(compile, epochs: int, num_layers: int = 2, num_heads: int = 2, hidden_size: int = 32,
+                       records: int = 24):
+    """A tiny model fine-tuned with training.compile=`compile`: the model, how many graphs torch.compile traced
+    and the micro-batches' shapes (rows, width)."""
+    from torch._dynamo.utils import counters
+
+    from pmc.trainer import finetune
+
+    qa = [QARecord(f"Who wrote book {i}?", "Jane wrote it" + " again" * (2 * i)) for i in range(records)]
+    tokenizer = train_tokenizer([f"{r.question} {r.answer}" for r in qa] + ["Question: \nAnswer:"], vocab_size=300)
+    model = build_tiny(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                       intermediate_size=64, max_position_embeddings=256, seed=0)
+    shapes = set()
+    model.register_forward_pre_hook(lambda m, args, kwargs: shapes.add(tuple(kwargs["input_ids"].shape)),
+                                    with_kwargs=True)
+    torch._dynamo.reset()
+    counters.clear()
+    finetune(model, tokenizer, PromptFormat(), qa, TrainingConfig(epochs=epochs, learning_rate=1e-3, batch_size=8,
+                                                                  compile=compile), seed=0)
+    assert all(type(layer).__name__ == "LlamaDecoderLayer" for layer in model.model.layers)
+    return model, counters["stats"]["unique_graphs"], shapes
+
+
 def test_compiled_decoder_layers_train_to_the_same_weights_and_leave_the_model_eager():
     """training.compile: the prepared model's decoder layers go through torch.compile (the eager backend traces
     them with dynamo and runs the traced graphs, so the arithmetic is the same), with dynamic shapes: micro-batches
     of new widths reuse the graphs, and every decoder layer shares one trace (training forwards build no KV cache,
     on which each layer index traced again until dynamo's recompile limit). The model the caller holds is not
     compiled, before or after, and ends with the same weights as without compiling."""
-    from torch._dynamo.utils import counters
-
-    from pmc.trainer import finetune
-
-    records = [QARecord(f"Who wrote book {i}?", "Jane wrote it" + " again" * (2 * i)) for i in range(24)]
-    tokenizer = train_tokenizer([f"{r.question} {r.answer}" for r in records] + ["Question: \nAnswer:"],
-                                vocab_size=300)
-
-    def train(compile, epochs: int, num_layers: int = 2):
-        model = build_tiny(tokenizer, hidden_size=32, num_layers=num_layers, num_heads=2, intermediate_size=64,
-                           max_position_embeddings=256, seed=0)
-        widths = set()
-        model.register_forward_pre_hook(lambda m, args, kwargs: widths.add(kwargs["input_ids"].shape[1]),
-                                        with_kwargs=True)
-        torch._dynamo.reset()
-        counters.clear()
-        finetune(model, tokenizer, PromptFormat(), records, TrainingConfig(epochs=epochs, learning_rate=1e-3,
-                                                                           batch_size=8, compile=compile), seed=0)
-        assert all(type(layer).__name__ == "LlamaDecoderLayer" for layer in model.model.layers)
-        return model, counters["stats"]["unique_graphs"], len(widths)
-
-    eager, untraced, _ = train(False, 3)
-    compiled, graphs, widths = train("eager", 3)
-    _, first_epoch_graphs, first_epoch_widths = train("eager", 1)
+    eager, untraced, _ = train_with_compile(False, 3)
+    compiled, graphs, shapes = train_with_compile("eager", 3)
+    _, first_epoch_graphs, first_epoch_shapes = train_with_compile("eager", 1)
     assert untraced == 0 and graphs > 0
-    assert widths > first_epoch_widths and graphs == first_epoch_graphs  # new widths, no new graphs
-    assert train("eager", 1, num_layers=6)[1] == first_epoch_graphs  # more layers, no new graphs
+    assert len(shapes) > len(first_epoch_shapes) and graphs == first_epoch_graphs  # new widths, no new graphs
+    assert train_with_compile("eager", 1, num_layers=6)[1] == first_epoch_graphs  # more layers, no new graphs
     for (name, expected), actual in zip(eager.named_parameters(), compiled.parameters()):
         assert torch.equal(expected, actual), name
+
+
+def test_compiled_training_is_not_specialised_to_a_batch_as_wide_as_a_model_dimension():
+    """Micro-batches of 8 rows with 8 attention heads (Llama-3's 8 key-value heads at the usual batch of 8): dynamo's
+    duck sizing gave the rows and the heads one symbol, specialised the compiled layers to 8 rows, and the epoch's
+    last micro-batch of 4 rows compiled them again (`dimensions_apart`). As many graphs as with 4 heads."""
+    _, clashing, shapes = train_with_compile("eager", 1, num_heads=8, hidden_size=64, records=28)
+    _, apart, _ = train_with_compile("eager", 1, num_heads=4, hidden_size=64, records=28)
+    assert {rows for rows, _ in shapes} == {8, 4}
+    assert clashing == apart
 
 
 # --- precision ---------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import math
 import weakref
 
 import torch
-import torch.fx.experimental._config as symbolic_shapes_config
 import transformers
 from tqdm.auto import tqdm
 from transformers import CompileConfig, GenerationMixin, StaticCache
@@ -27,7 +26,7 @@ from transformers.masking_utils import create_masks_for_generate
 
 from pmc.core.batches import eval_mode, longest_first, pad_left
 from pmc.core.errors import ConfigError
-from pmc.core.models import compile_backend
+from pmc.core.models import compile_backend, dimensions_apart
 from pmc.core.prompts import PromptFormat
 
 # transformers' GenerationConfig default, which the official PMC sampler gets by passing no top_k
@@ -264,15 +263,6 @@ def fresh_decoding_masks(*args, **kwargs):
     if isinstance(masks, dict):
         return {name: own_tensor(mask) for name, mask in masks.items()}
     return own_tensor(masks)
-
-
-def dimensions_apart():
-    """While decoding: dynamo gives each dimension of a traced input a symbol of its own. By default it gives
-    dimensions of equal size one symbol (duck sizing), so a compiled step's first batch as wide as one of the model's
-    dimensions (64 rows against a head size of 64, 3 against SmolLM2's 3 key-value heads: both in its static cache)
-    tied the batch to that dimension; the step was specialised to that width and traced again for the next one (on a
-    GPU a compile). Shapes are only read while tracing; an uncompiled step traces nothing."""
-    return symbolic_shapes_config.patch(use_duck_shape=False)
 
 
 def own_tensor(mask):

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.fx.experimental._config as symbolic_shapes_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from pmc.core.errors import CheckpointError, ConfigError
@@ -30,6 +31,16 @@ def compile_backend(setting: bool | str, key: str) -> str | None:
     if not setting:
         return None
     return COMPILE_BACKENDS[0] if setting is True else setting
+
+
+def dimensions_apart():
+    """While tracing for torch.compile (compiled decoding and training): dynamo gives each dimension of an input a
+    symbol of its own. By default it gives dimensions of equal size one symbol (duck sizing), so a first batch as
+    wide as one of the model's dimensions was tied to it and the compiled code specialised to that width, compiled
+    again for the next width: 64 rows (a power of two, as `generation.batch_size: auto` gives) against SmolLM2's head
+    size of 64 or 3 against its 3 key-value heads in the static KV cache; 8 training rows against Llama-3's 8
+    key-value heads. Shapes are only read while tracing: eager code is not affected."""
+    return symbolic_shapes_config.patch(use_duck_shape=False)
 
 
 def torch_dtype(name: str) -> torch.dtype:
