@@ -186,6 +186,33 @@ def test_decoding_masks_are_never_views(tiny):
     assert generation.own_tensor(base) is base  # not a view: passed on as it is
 
 
+def test_beam_search_reorders_the_kept_static_cache_in_place(tiny, monkeypatch):
+    """Beam search (ICU's forgetting checks) reorders the cache's rows after every step; transformers does it with
+    new tensors, whose new addresses a compiled step records its CUDA graphs again for, every step. The kept cache
+    reorders into its own tensors, and beam search answers as with transformers' dynamic cache."""
+    model, tokenizer = tiny
+    beams = lambda: generate_answers(model, tokenizer, PromptFormat(), QUESTIONS[:4], max_new_tokens=10,  # noqa: E731
+                                     batch_size=2, num_beams=3)
+    expected = beams()
+    addresses = []
+    reorder = generation.KeptStaticCache.reorder_cache
+
+    def recording(self, beam_idx):
+        reorder(self, beam_idx)
+        addresses.append([(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in self.layers])
+
+    monkeypatch.setattr(generation.KeptStaticCache, "reorder_cache", recording)
+    try:
+        configure_generation(model, "static", max_cache_len=128)
+        assert beams() == expected
+        cache = generation._KEPT_CACHES[model]
+    finally:
+        configure_generation(model)
+    assert len(addresses) > 2  # a reordering per decoding step of both calls
+    assert all(step == addresses[0] for step in addresses)
+    assert addresses[-1] == [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers]
+
+
 def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(tiny, monkeypatch):
     """generation.compile=true is for CUDA graphs (inductor's reduce-overhead mode), and inductor quietly runs a step
     without them when its graph mutates an input that is not static, holds an op unsafe for CUDA graphs, or spans

@@ -297,11 +297,25 @@ def kept_static_cache(model, rows: int, length: int) -> dict:
         cache.reset()
     else:
         _KEPT_CACHES.clear()  # the previous cache is freed before the new one is filled
-        cache = StaticCache(config=model.config.get_text_config(decoder=True),
-                            max_cache_len=max(length, config.max_cache_len or 0))
+        cache = KeptStaticCache(config=model.config.get_text_config(decoder=True),
+                                max_cache_len=max(length, config.max_cache_len or 0))
         _KEPT_CACHES[model] = cache
     # a cache passed in replaces transformers' own: its cache_implementation must be unset for this call
     return {"cache": cache, "cache_implementation": None}
+
+
+class KeptStaticCache(StaticCache):
+    """A static KV cache whose beam-search reordering writes into its own tensors. transformers' reordering gives
+    every layer new tensors (`index_select`), new addresses for which a compiled step records its CUDA graphs again:
+    at every decoding step of a beam search (ICU's forgetting checks), and the kept cache would carry the unmarked
+    tensors into later calls."""
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        for layer in self.layers:
+            if layer.is_initialized:
+                index = beam_idx.to(layer.keys.device)
+                layer.keys.copy_(layer.keys.index_select(0, index))
+                layer.values.copy_(layer.values.index_select(0, index))
 
 
 def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
