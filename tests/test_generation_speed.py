@@ -118,6 +118,13 @@ WIDENING = ["Who?", "What?", "Where is the cat?", "Who wrote the book?",
             "Where is the quick brown fox going in the lazy world today?", "Why?"]
 
 
+def compile_config_on_this_cpu(**settings) -> CompileConfig:
+    """transformers' CompileConfig with its opt-in for every device: transformers compiles decoding on CUDA only."""
+    config = CompileConfig(**settings)
+    config._compile_all_devices = True
+    return config
+
+
 def compiled_decoding_graphs(model, tokenizer, max_cache_len: int | None) -> int:
     """How many graphs torch.compile traces for the decoding step while greedy evaluation decodes batches whose
     prompts have different widths. The compile path runs on this CPU through transformers' opt-in for every device
@@ -127,9 +134,7 @@ def compiled_decoding_graphs(model, tokenizer, max_cache_len: int | None) -> int
     if hasattr(model, "_previous_max_cache_length"):  # transformers' memory of the longest cache so far
         del model._previous_max_cache_length
     configure_generation(model, "static", compile=True, max_cache_len=max_cache_len)
-    config = model.generation_config
-    config.compile_config = CompileConfig(backend="eager", fullgraph=False)
-    config.compile_config._compile_all_devices = True
+    model.generation_config.compile_config = compile_config_on_this_cpu(backend="eager", fullgraph=False)
     greedy_answers(model, tokenizer, PromptFormat(), WIDENING, max_new_tokens=6, batch_size=2)
     return counters["stats"]["unique_graphs"]
 
@@ -243,9 +248,7 @@ def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(t
 
     def inspected_on_this_cpu(**settings):
         assert settings["backend"] == "inductor" and settings["mode"] == "reduce-overhead"
-        config = CompileConfig(**{**settings, "backend": inspecting_backend})
-        config._compile_all_devices = True
-        return config
+        return compile_config_on_this_cpu(**{**settings, "backend": inspecting_backend})
 
     monkeypatch.setattr(generation, "CompileConfig", inspected_on_this_cpu)
     torch._dynamo.reset()
@@ -279,15 +282,10 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     each an inductor compile and a CUDA-graph capture; the harness's settings trace it once, and the run scores as
     without compilation. Compiled here through transformers' opt-in for every device and dynamo's eager backend
     (`generation.compile=eager`: tracing and guards as on a GPU, no code generation)."""
-    def on_this_cpu(**settings):
-        config = CompileConfig(**settings)
-        config._compile_all_devices = True
-        return config
-
     overrides = ("method.training.epochs=1", "generation.cache_implementation=static", "eval_cache=false")
     (tmp_path / "plain").mkdir(), (tmp_path / "compiled").mkdir()
     plain = run_experiment(make_config(*overrides), tmp_path / "plain")
-    monkeypatch.setattr(generation, "CompileConfig", on_this_cpu)
+    monkeypatch.setattr(generation, "CompileConfig", compile_config_on_this_cpu)
     torch._dynamo.reset()
     counters.clear()
     try:
