@@ -106,7 +106,7 @@ def test_a_static_cache_is_kept_from_call_to_call_and_emptied_in_place(tiny, mon
         assert caches[5].layers[0].keys.data_ptr() == caches[6].layers[0].keys.data_ptr()  # emptied in place
         other = copy.deepcopy(model)  # e.g. the unlearned copy of the target: one cache in the process, not one each
         greedy_answers(other, tokenizer, PromptFormat(), QUESTIONS[:2], max_new_tokens=4, batch_size=2)
-        assert list(generation._KEPT_CACHES.items()) == [(other, caches[-1])] and caches[-1] is not caches[6]
+        assert list(generation._KEPT_CACHES.items()) == [(other, {2: caches[-1]})] and caches[-1] is not caches[6]
     finally:
         configure_generation(model)
     caches.clear()
@@ -210,12 +210,79 @@ def test_beam_search_reorders_the_kept_static_cache_in_place(tiny, monkeypatch):
     try:
         configure_generation(model, "static", max_cache_len=128)
         assert beams() == expected
-        cache = generation._KEPT_CACHES[model]
+        (cache,) = generation._KEPT_CACHES[model].values()  # 2 questions x 3 beams
     finally:
         configure_generation(model)
     assert len(addresses) > 2  # a reordering per decoding step of both calls
     assert all(step == addresses[0] for step in addresses)
     assert addresses[-1] == [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers]
+
+
+def test_compiled_decoding_sends_a_few_widths_and_keeps_a_cache_for_each(tiny, monkeypatch):
+    """PMC's micro-batches sample for 8, 7, ..., 1 questions as questions reach a score of 0, and evaluation's last
+    batch is narrower than the others. A compiled step's CUDA graphs are recorded per width and cache, and with one
+    cache kept, a width that came back was recorded again. Compiled, a call is sent as a power of two of at least 2
+    rows (copies of its last prompt, their answers left out) and each width keeps its cache: a few recordings per
+    run, one graph (no 1-row batch), the same answers. Compiled here through transformers' opt-in for every device
+    and dynamo's eager backend."""
+    model, tokenizer = tiny
+    sent = []  # per generate call: rows decoded, cache, its keys' address
+    generate = GenerationMixin.generate
+
+    def record(self, *args, **kwargs):
+        out = generate(self, *args, **kwargs)
+        cache = kwargs["cache"]
+        keys = cache.layers[0].keys
+        sent.append((keys.shape[0], cache, keys.data_ptr()))  # rows decoded: questions sent x samples
+        return out
+
+    counts = (4, 3, 1, 4, 2, 3)  # questions per call, as PMC's micro-batches of 4 ask once some reach a score of 0
+    greedy = lambda count: greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS[:count],  # noqa: E731
+                                          max_new_tokens=6, batch_size=4)
+    expected = [greedy(count) for count in counts]
+    monkeypatch.setattr(GenerationMixin, "generate", record)
+    monkeypatch.setattr(generation, "CompileConfig", compile_config_on_this_cpu)
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        configure_generation(model, "static", compile="eager", max_cache_len=64)
+        assert [greedy(count) for count in counts] == expected
+        torch.manual_seed(0)
+        samples = [generate_answers(model, tokenizer, PromptFormat(), QUESTIONS[:count], max_new_tokens=6,
+                                    batch_size=4, num_samples=2, temperature=1.0) for count in (3, 1)]
+        assert counters["stats"]["unique_graphs"] == 1  # no batch of one row
+        kept = dict(generation._KEPT_CACHES[model])
+    finally:
+        configure_generation(model)
+        torch._dynamo.reset()
+    assert [rows for rows, _cache, _address in sent] == [4, 4, 2, 4, 2, 4, 8, 4]  # 3 questions -> 4, 1 -> 2; x 2
+    assert [len(s) for s in samples] == [3, 1] and all(len(answers) == 2 for s in samples for answers in s)
+    assert sorted(kept) == [2, 4, 8]
+    for rows, cache, address in sent:  # every call of a width decoded in that width's one cache, in place
+        assert cache is kept[rows] and address == kept[rows].layers[0].keys.data_ptr()
+
+
+@pytest.mark.parametrize("count, batch_size, width", [(1, 8, 2), (2, 8, 2), (3, 8, 4), (5, 8, 8), (8, 8, 8),
+                                                      (5, 6, 6), (3, 3, 3), (1, 1, 1)])
+def test_a_compiled_call_is_sent_as_a_power_of_two_of_at_least_two_rows(monkeypatch, count, batch_size, width):
+    monkeypatch.setattr(generation, "compiles_decoding", lambda model: True)
+    prompts = [[7, i] for i in range(count)]
+    assert generation.decoding_batch(None, prompts, batch_size) == prompts + [[7, count - 1]] * (width - count)
+
+
+def test_decoding_counts_as_compiled_where_transformers_compiles_it(tiny, monkeypatch):
+    model, _tokenizer = tiny
+    try:
+        configure_generation(model, "static", compile=True)
+        assert not generation.compiles_decoding(model)  # transformers compiles on CUDA only: sent as it is
+        monkeypatch.setattr(generation, "CompileConfig", compile_config_on_this_cpu)
+        configure_generation(model, "static", compile=True)
+        assert generation.compiles_decoding(model)
+        configure_generation(model, "static")
+        assert not generation.compiles_decoding(model)
+    finally:
+        configure_generation(model)
+    assert not generation.compiles_decoding(model)
 
 
 def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(tiny, monkeypatch):
@@ -254,14 +321,14 @@ def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(t
     torch._dynamo.reset()
     try:
         configure_generation(model, "static", compile=True, max_cache_len=128)
-        # batches of 2 and 2 rows (the kept cache), then 6 samples. A first batch as wide as the fixture's 2
-        # key-value heads: with dynamo's duck sizing the step was specialised to 2 rows (`dimensions_apart`). A batch
-        # of one row is traced apart whatever the settings (dynamo specialises sizes 0 and 1)
-        greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS[:4], max_new_tokens=6, batch_size=2)
+        # batches of 2, 2 and 2 rows (the kept cache; the last of one question and a copy: `decoding_batch`), then 6
+        # samples. A first batch as wide as the fixture's 2 key-value heads: with dynamo's duck sizing the step was
+        # specialised to 2 rows (`dimensions_apart`)
+        greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=6, batch_size=2)
         torch.manual_seed(0)
         generate_answers(model, tokenizer, PromptFormat(), QUESTIONS[:2], max_new_tokens=6, batch_size=2,
                          num_samples=3, temperature=1.0, top_p=0.9)
-        cache = generation._KEPT_CACHES[model]
+        cache = generation._KEPT_CACHES[model][2]
     finally:
         configure_generation(model)
         torch._dynamo.reset()

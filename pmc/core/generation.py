@@ -89,12 +89,13 @@ def generate_answers(
         for start in tqdm(starts, desc=desc or "generate", leave=False, disable=desc is None):
             prompts = [fmt.prompt_ids(tokenizer, q) for q in questions[start : start + batch_size]]
             budgets = budgets_of(prompts)
-            input_ids, attention_mask = pad_left(prompts, pad_id)
+            sent = decoding_batch(model, prompts, batch_size)
+            input_ids, attention_mask = pad_left(sent, pad_id)
             width = input_ids.shape[1]
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
-                **kept_static_cache(model, len(prompts) * num_samples * num_beams, width + max(budgets)),
+                **kept_static_cache(model, len(sent) * num_samples * num_beams, width + max(budgets)),
                 max_new_tokens=max(budgets),
                 do_sample=sampling,
                 num_beams=num_beams,
@@ -105,8 +106,10 @@ def generate_answers(
                 pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            # row r is sample r % num_samples of question r // num_samples; each keeps its own budget of tokens
-            rows = [row[: budgets[r // num_samples]].tolist() for r, row in enumerate(out[:, width:])]
+            # row r is sample r % num_samples of question r // num_samples; each keeps its own budget of tokens (the
+            # rows of decoding_batch's copies come last and are left out)
+            rows = [row[: budgets[r // num_samples]].tolist()
+                    for r, row in enumerate(out[: len(prompts) * num_samples, width:])]
             texts = _answer_texts(tokenizer, rows, answer_tag)
             for i in range(len(prompts)):
                 answers.append(texts[i * num_samples : (i + 1) * num_samples])
@@ -163,12 +166,13 @@ def greedy_continuations(
     with eval_mode(model), dimensions_apart():
         for batch in tqdm(longest_first(lengths, batch_size), desc=desc or "generate", leave=False,
                           disable=desc is None):
-            input_ids, attention_mask = pad_left([prompts[i] for i in batch], pad_id)
+            sent = decoding_batch(model, [prompts[i] for i in batch], batch_size)
+            input_ids, attention_mask = pad_left(sent, pad_id)
             new_tokens = max(lengths[i] for i in batch)
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
-                **kept_static_cache(model, len(batch), input_ids.shape[1] + new_tokens),
+                **kept_static_cache(model, len(sent), input_ids.shape[1] + new_tokens),
                 max_new_tokens=new_tokens,
                 do_sample=False,
                 num_beams=1,
@@ -178,7 +182,7 @@ def greedy_continuations(
                 pad_token_id=pad_id,
                 eos_token_id=eos_id,
             )
-            for i, row in zip(batch, out[:, input_ids.shape[1] :].tolist()):
+            for i, row in zip(batch, out[:, input_ids.shape[1] :].tolist()):  # decoding_batch's copies come last
                 row = row[: lengths[i]]
                 continuations[i] = row[: row.index(eos_id)] if eos_id in row else row
     return continuations
@@ -234,6 +238,7 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     own (`dimensions_apart`): one graph per run (tests/test_generation_speed.py), and one more if a batch has a
     single row (dynamo specialises sizes 0 and 1)."""
     check_generation_options(1, cache_implementation, compile, continuous_batching)
+    _KEPT_CACHES.pop(model, None)  # caches kept under the previous settings
     config = model.generation_config
     config.cache_implementation = cache_implementation
     backend = compile_backend(compile, "generation.compile")
@@ -269,37 +274,73 @@ def own_tensor(mask):
     return mask.clone() if isinstance(mask, torch.Tensor) and mask._base is not None else mask
 
 
-# the static KV cache the last model decoded with (model -> StaticCache, one entry): kept across calls
+# transformers compiles the decoding step on these devices only (GenerationMixin._valid_auto_compile_criteria), on
+# any other only with CompileConfig's opt-in for every device
+COMPILING_DEVICES = ("cuda", "xpu", "neuron", "tpu")
+
+
+def compiles_decoding(model) -> bool:
+    """Whether `generate` runs the model's decoding step compiled: a static cache, generation.compile on, and a
+    device transformers compiles on (the rule of its `_valid_auto_compile_criteria`)."""
+    config = getattr(model, "generation_config", None)  # stand-in models in tests have none
+    compile_config = getattr(config, "compile_config", None)
+    if getattr(config, "cache_implementation", None) != "static" or compile_config is None or config.disable_compile:
+        return False
+    device = next(model.parameters()).device.type
+    return device in COMPILING_DEVICES or bool(getattr(compile_config, "_compile_all_devices", False))
+
+
+def decoding_batch(model, prompts: list[list[int]], batch_size: int) -> list[list[int]]:
+    """The prompts one decoding call sends: `prompts` themselves, or where the step is compiled (`compiles_decoding`),
+    followed by copies of the last one up to a power of two of at least 2 rows and at most `batch_size` (the call's
+    full width). The caller leaves the copies' answers out; a row's greedy answer does not depend on the others.
+
+    A compiled step's CUDA graphs are recorded for each batch width and static cache (`kept_static_cache`), and the
+    widths a run decodes vary from call to call: PMC's questions still worth sampling in each micro-batch (official
+    schedule: 8, 7, ..., 1 questions x n samples, changing as questions reach a score of 0), evaluation's last batch of
+    each model, ICU's forgetting checks. Rounded up to a power of two, a run decodes in a few widths (2, 4 and 8
+    questions in PMC's micro-batches of 8), each recorded once and replayed after; a copy decodes at no cost on a GPU
+    that a small model leaves waiting for the host. No width is 1: dynamo compiles a 1-row batch apart (it specialises
+    sizes 0 and 1). Without compilation the batch is sent as it is: padding would only cost, and what is decoded (and
+    the random numbers sampling draws) stays as before."""
+    if not compiles_decoding(model) or batch_size < 2:
+        return prompts
+    width = min(batch_size, max(2, 2 ** math.ceil(math.log2(len(prompts)))))
+    return prompts + [prompts[-1]] * (width - len(prompts))
+
+
+# the static KV caches of the last model that decoded (model -> {rows: StaticCache}): kept across calls
 _KEPT_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def kept_static_cache(model, rows: int, length: int) -> dict:
-    """generate's keyword arguments that hand it the model's static KV cache from its previous call, emptied
-    (`reset`, in place), when that one has `rows` rows and room for `length` positions; else a new one of at least
-    the run's `max_cache_len` positions, kept for the next call. Empty (transformers' own cache) without a static
+    """generate's keyword arguments that hand it the model's static KV cache of `rows` rows from an earlier call,
+    emptied (`reset`, in place), when it has room for `length` positions; else a new one of at least the run's
+    `max_cache_len` positions, kept for the next call of that width. Empty (transformers' own cache) without a static
     cache.
 
     transformers makes a new static cache in every `generate` call, and its tensors are marked as static
     addresses, so a compiled decoding step re-recorded its CUDA graphs in every call: once per PMC step (official
     schedule) and per evaluation batch (torch 2.13 leaves these out of its limit of 128 re-recordings, after which
-    it stops using CUDA graphs for a function; older versions are not checked here). One cache is kept in the
-    process, the last one made: the memory kept is one call's, as without it (target, retain and unlearned model
-    each keeping theirs would triple it), and PMC's micro-batches and a model's evaluation batches each come in one
-    width but for the last."""
+    it stops using CUDA graphs for a function; older versions are not checked here). Where the step is compiled, one
+    cache is kept per batch width, so that a width that comes back (PMC's micro-batches alternate between a few,
+    `decoding_batch`) replays the graphs recorded with its cache; otherwise the last cache only. Only the last model's
+    caches are kept (target, retain and unlearned model each keeping theirs would triple the memory)."""
     config = getattr(model, "generation_config", None)  # stand-in models in tests have none
     if getattr(config, "cache_implementation", None) != "static":
         return {}
-    cache = _KEPT_CACHES.get(model)
-    layer = cache.layers[0] if cache is not None else None
-    fits = (layer is not None and layer.is_initialized and layer.keys.shape[0] == rows
-            and layer.max_cache_len >= length)
-    if fits:
+    for other in [m for m in _KEPT_CACHES.keys() if m is not model]:
+        del _KEPT_CACHES[other]  # freed before this model's caches are filled
+    caches = _KEPT_CACHES.setdefault(model, {})
+    cache = caches.get(rows)
+    if cache is not None and cache.layers[0].is_initialized and cache.layers[0].max_cache_len >= length:
         cache.reset()
     else:
-        _KEPT_CACHES.clear()  # the previous cache is freed before the new one is filled
-        cache = KeptStaticCache(config=model.config.get_text_config(decoder=True),
-                                max_cache_len=max(length, config.max_cache_len or 0))
-        _KEPT_CACHES[model] = cache
+        if not compiles_decoding(model):
+            caches.clear()
+        caches.pop(rows, None)
+        cache = caches[rows] = KeptStaticCache(config=model.config.get_text_config(decoder=True),
+                                               max_cache_len=max(length, config.max_cache_len or 0))
     # a cache passed in replaces transformers' own: its cache_implementation must be unset for this call
     return {"cache": cache, "cache_implementation": None}
 
