@@ -48,6 +48,12 @@ class TrainingConfig:
     # torch.compile the model's repeated decoder layers for training (accelerate's regional compilation: one compile
     # per layer class, dynamic shapes): false, true (inductor) or a backend of pmc.core.models.COMPILE_BACKENDS
     compile: bool | str = False
+    # inductor's mode for `compile` (null: torch's default): reduce-overhead runs each compiled layer as a CUDA graph
+    # (recorded once per micro-batch shape, replayed after), max-autotune tunes its kernels, and so on
+    compile_mode: str | None = None
+    # pad each micro-batch to a multiple of this many positions (HF's `pad_to_multiple_of`; null: to its longest
+    # row): a few widths rather than one per micro-batch, so that CUDA graphs, recorded per shape, are replayed
+    pad_to_multiple_of: int | None = None
 
     @property
     def compile_backend(self) -> str | None:
@@ -70,6 +76,18 @@ class TrainingConfig:
                 f"max_length >= 1, warmup_epochs >= 0 and 0 <= warmup_ratio <= 1: {self}"
             )
         compile_backend(self.compile, "training.compile")
+        if self.compile_mode is not None:
+            modes = sorted(torch._inductor.list_mode_options())
+            if self.compile_mode not in modes:
+                raise ConfigError(f"training.compile_mode must be null or one of {modes}, got {self.compile_mode!r}")
+            if self.compile_backend != "inductor":
+                raise ConfigError(f"training.compile_mode={self.compile_mode} is an inductor mode: it needs "
+                                  f"training.compile=true (inductor), got training.compile={self.compile!r}")
+        if self.pad_to_multiple_of is not None and (isinstance(self.pad_to_multiple_of, bool)
+                                                    or not isinstance(self.pad_to_multiple_of, int)
+                                                    or self.pad_to_multiple_of < 1):
+            raise ConfigError(f"training.pad_to_multiple_of must be null or a positive integer, got "
+                              f"{self.pad_to_multiple_of!r}")
         if self.warmup_epochs and self.warmup_ratio:
             raise ConfigError(f"set training.warmup_epochs or training.warmup_ratio, not both: {self}")
         if (len(self.adam_betas) != 2 or not all(0 <= beta < 1 for beta in self.adam_betas)

@@ -51,7 +51,8 @@ def records_digest(records: list[QARecord]) -> str:
 # training options added after stage-0 entries were first cached: left out of the key while at these values (what
 # training did before they existed), so adding an option does not make every cached model stale. The fused optimizer
 # is on by default and rounds differently, so default runs since it came (2026-11-27) build their models anew.
-KEY_NEUTRAL_OPTIONS = {"group_by_length": False, "compile": False, "fused_optimizer": False}
+KEY_NEUTRAL_OPTIONS = {"group_by_length": False, "compile": False, "fused_optimizer": False, "compile_mode": None,
+                       "pad_to_multiple_of": None}
 
 
 def training_key(training: TrainingConfig) -> dict:

@@ -77,17 +77,21 @@ def _new_accelerator(training: TrainingConfig, on_cpu: bool) -> Accelerator:
     # as if each process saw 1/num_processes of the data (every process sees every micro-batch here).
     return Accelerator(mixed_precision=PRECISIONS[training.precision], cpu=on_cpu,
                        gradient_accumulation_steps=training.gradient_accumulation_steps,
-                       step_scheduler_with_optimizer=False, dynamo_plugin=_compilation(training.compile_backend))
+                       step_scheduler_with_optimizer=False,
+                       dynamo_plugin=_compilation(training.compile_backend, training.compile_mode))
 
 
-def _compilation(backend: str | None) -> TorchDynamoPlugin:
-    """training.compile's backend as accelerate's torch.compile settings. A small model on a GPU waits for the host
-    to launch its kernels; compiled, each decoder layer runs as a few fused kernels. Regional compilation compiles the
-    repeated decoder layer once (seconds), not the whole model; dynamic shapes, because every micro-batch is padded to
-    its own longest row. The prepared model is compiled, the model itself stays eager (PMC samples with it)."""
+def _compilation(backend: str | None, mode: str | None) -> TorchDynamoPlugin:
+    """training.compile's backend and mode as accelerate's torch.compile settings. A small model on a GPU waits for
+    the host to launch its kernels; compiled, each decoder layer runs as a few fused kernels, and with inductor's
+    reduce-overhead mode as one CUDA graph. Regional compilation compiles the repeated decoder layer once (seconds),
+    not the whole model; dynamic shapes, because every micro-batch is padded to its own longest row (or to a multiple
+    of training.pad_to_multiple_of: CUDA graphs are recorded per shape). The mode is always passed, so accelerate's
+    ACCELERATE_DYNAMO_MODE cannot change it unseen. The prepared model is compiled, the model itself stays eager (PMC
+    samples with it)."""
     if backend is None:
         return TorchDynamoPlugin(backend="no")
-    return TorchDynamoPlugin(backend=backend, use_regional_compilation=True, dynamic=True)
+    return TorchDynamoPlugin(backend=backend, mode=mode or "default", use_regional_compilation=True, dynamic=True)
 
 
 def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batches_per_epoch: int) -> TrainingSession:
@@ -295,7 +299,8 @@ def finetune(
         if plan.get("epoch") != epoch:
             plan.update(epoch=epoch, order=epoch_order(rng, len(pairs), training.batch_size, lengths))
         shuffled = [pairs[i] for i in plan["order"]]
-        return [encode_pairs(tokenizer, fmt, c, training.max_length) for c in _chunks(shuffled, training.batch_size)]
+        return [encode_pairs(tokenizer, fmt, c, training.max_length, training.pad_to_multiple_of)
+                for c in _chunks(shuffled, training.batch_size)]
 
     def restore(state):
         set_rng_state(rng, state["rng"])
@@ -340,7 +345,8 @@ def unlearn(
     rng = random.Random(seed)
     retain = run.benchmark.retain
     method.setup(run)
-    encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length)
+    encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length,  # noqa: E731
+                                        training.pad_to_multiple_of)
     plan: dict = {}
 
     def epoch_batches(epoch):

@@ -15,13 +15,14 @@ Everything after the options is a Hydra override of the run config (model, bench
    data, stage0 (built, or read from the stage-0 cache: the table says which), unlearn and eval.
 2. Training: --steps optimiser steps of a copy of the stage-0 target through the harness's own loop
    (`pmc.trainer.finetune`: accelerate, method.training's precision, TF32 on a GPU, its optimiser, clipping,
-   group_by_length and compile; answer-only NLL, every method's retain term) on batches of --train-batch retain
-   records cut to method.training.max_length, timed after 2 warm-up steps of the same run (steady state: the
-   session's setup and a compile are left out); tokens = non-padding tokens (prompt and answer), forward +
-   backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping, schedule, logging or
-   compile): the ratio of the two is what the harness's own per-step work costs, or with compile gains, here. Each
-   loop runs twice (harness, plain, plain, harness) and its times are averaged, so a process's own speed-up over
-   its first minutes cancels out of the ratio.
+   group_by_length, pad_to_multiple_of, compile and compile_mode; answer-only NLL, every method's retain term; with
+   compile_mode=reduce-overhead a width first seen after the warm-up records its CUDA graphs in the timed steps) on
+   batches of --train-batch retain records cut to method.training.max_length, timed after 2 warm-up steps of the same
+   run (steady state: the session's setup and a compile are left out); tokens = non-padding tokens (prompt and
+   answer), forward + backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping,
+   schedule, logging or compile): the ratio of the two is what the harness's own per-step work costs, or with compile
+   gains, here. Each loop runs twice (harness, plain, plain, harness) and its times are averaged, so a process's own
+   speed-up over its first minutes cancels out of the ratio.
    Last, the optimizer step alone over the model's parameters, with torch's fused kernel and without
    (training.fused_optimizer; unfused is torch's default: a loop per tensor on a CPU, foreach kernels on a GPU).
 3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
@@ -465,12 +466,15 @@ def main(argv: list[str] | None = None) -> dict:
                    f"benchmark {benchmark.name}; generation: cache {cfg.generation.cache_implementation or 'dynamic'}, "
                    f"compile {cfg.generation.compile}")
     optimizer = training["optimizer_step_s"]
-    compiled = f", compiled ({training_cfg.compile_backend})" if training_cfg.compile_backend else ""
+    mode = f", {training_cfg.compile_mode}" if training_cfg.compile_mode else ""
+    compiled = f", compiled ({training_cfg.compile_backend}{mode})" if training_cfg.compile_backend else ""
+    padded = (f", padded to multiples of {training_cfg.pad_to_multiple_of}" if training_cfg.pad_to_multiple_of
+              else "")
     training_rows = [
         ("training", f"{training['tokens_per_s']:.0f}", "tokens/s",
          f"batch {training_cfg.batch_size}, max_length {training_cfg.max_length}, {training_cfg.precision}"
          f"{', grouped by length' if training_cfg.group_by_length else ''}"
-         f"{compiled}, {args.steps} steps"),
+         f"{padded}{compiled}, {args.steps} steps"),
         ("training", f"{training['steps_per_s']:.2f}", "steps/s", "the harness's loop (accelerate, as a run trains)"),
         ("training, plain loop", f"{training['plain_loop']['tokens_per_s']:.0f}", "tokens/s",
          "the same records: forward + backward + AdamW step in plain torch, fp32"),
@@ -486,6 +490,8 @@ def main(argv: list[str] | None = None) -> dict:
                "dtype": dtype, "model": cfg.model.name, "benchmark": benchmark.name,
                "training": {**training, "batch_size": training_cfg.batch_size, "precision": training_cfg.precision,
                             "group_by_length": training_cfg.group_by_length, "compile": training_cfg.compile,
+                            "compile_mode": training_cfg.compile_mode,
+                            "pad_to_multiple_of": training_cfg.pad_to_multiple_of,
                             "fused_optimizer": training_cfg.fused_optimizer}}
     # printed and written at once: a bench cut off by a time limit (the GPU check's) still leaves its training rows
     print(header_line + "\n" + table(("measure", "value", "unit", "settings"), training_rows), flush=True)

@@ -57,6 +57,19 @@ def test_labels_are_exactly_the_answer_tokens(tokenizer):
     assert (batch.attention_mask == 0).any()
 
 
+@pytest.mark.parametrize("multiple", [1, 8, 16, 64])
+def test_padding_to_a_multiple_adds_only_masked_unlabelled_positions(tokenizer, multiple):
+    plain = encode_pairs(tokenizer, PromptFormat(), PAIRS, max_length=256)
+    padded = encode_pairs(tokenizer, PromptFormat(), PAIRS, max_length=256, pad_to_multiple_of=multiple)
+    width, wider = plain.input_ids.shape[1], padded.input_ids.shape[1]
+    assert wider % multiple == 0 and width <= wider < width + multiple
+    assert torch.equal(padded.input_ids[:, :width], plain.input_ids)
+    assert torch.equal(padded.attention_mask[:, :width], plain.attention_mask)
+    assert torch.equal(padded.labels[:, :width], plain.labels)
+    assert (padded.input_ids[:, width:] == tokenizer.pad_token_id).all()
+    assert (padded.attention_mask[:, width:] == 0).all() and (padded.labels[:, width:] == IGNORE_INDEX).all()
+
+
 def test_label_tokens_decode_to_the_answer_and_end_with_eos(tokenizer):
     batch = encode_pairs(tokenizer, PromptFormat(), PAIRS, max_length=256)
     for i, (question, answer) in enumerate(PAIRS):
@@ -258,3 +271,12 @@ def test_answer_nll_matches_the_causal_lm_loss(tokenizer):
     batch = encode_pairs(tokenizer, PromptFormat(), PAIRS, max_length=256)
     reference = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
     assert answer_nll(model, batch).item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_answer_nll_is_the_same_on_a_batch_padded_to_a_multiple(tokenizer):
+    model = build_tiny(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                       max_position_embeddings=128, seed=0)
+    plain = encode_pairs(tokenizer, PromptFormat(), PAIRS, max_length=256)
+    padded = encode_pairs(tokenizer, PromptFormat(), PAIRS, max_length=256, pad_to_multiple_of=64)
+    assert padded.input_ids.shape[1] > plain.input_ids.shape[1]
+    assert answer_nll(model, padded).item() == pytest.approx(answer_nll(model, plain).item(), rel=1e-6)

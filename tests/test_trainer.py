@@ -3,6 +3,7 @@ step counts of the experiment configs, and forget/retain pairing."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 
@@ -239,6 +240,12 @@ def test_lr_factor(step, total, warmup, schedule, expected):
         {"adam_epsilon": 0.0},
         {"compile": "fast"},
         {"compile": "no"},
+        {"compile": True, "compile_mode": "fast"},
+        {"compile_mode": "reduce-overhead"},  # compiling nothing
+        {"compile": "cudagraphs", "compile_mode": "reduce-overhead"},  # an inductor mode for another backend
+        {"pad_to_multiple_of": 0},
+        {"pad_to_multiple_of": True},
+        {"pad_to_multiple_of": 8.0},
     ],
 )
 def test_training_config_rejects_bad_values(kwargs):
@@ -248,6 +255,7 @@ def test_training_config_rejects_bad_values(kwargs):
 
 def test_training_config_accepts_edge_values():
     TrainingConfig(epochs=0, learning_rate=0.0, warmup_ratio=1.0, max_grad_norm=0.0, weight_decay=0.0, max_length=1)
+    TrainingConfig(epochs=1, learning_rate=1e-5, compile=True, compile_mode="reduce-overhead", pad_to_multiple_of=1)
 
 
 # --- compiled training ---------------------------------------------------------------------------------------------
@@ -259,9 +267,9 @@ def test_training_compile_names_its_backend(compile, backend):
 
 
 def train_with_compile(compile, epochs: int, num_layers: int = 2, num_heads: int = 2, hidden_size: int = 32,
-                       records: int = 24):
-    """A tiny model fine-tuned with training.compile=`compile`: the model, how many graphs torch.compile traced
-    and the micro-batches' shapes (rows, width)."""
+                       records: int = 24, **settings):
+    """A tiny model fine-tuned with training.compile=`compile` (and other training `settings`): the model, how many
+    graphs torch.compile traced and the micro-batches' shapes (rows, width)."""
     from torch._dynamo.utils import counters
 
     from pmc.trainer import finetune
@@ -276,7 +284,7 @@ def train_with_compile(compile, epochs: int, num_layers: int = 2, num_heads: int
     torch._dynamo.reset()
     counters.clear()
     finetune(model, tokenizer, PromptFormat(), qa, TrainingConfig(epochs=epochs, learning_rate=1e-3, batch_size=8,
-                                                                  compile=compile), seed=0)
+                                                                  compile=compile, **settings), seed=0)
     assert all(type(layer).__name__ == "LlamaDecoderLayer" for layer in model.model.layers)
     return model, counters["stats"]["unique_graphs"], shapes
 
@@ -305,6 +313,76 @@ def test_compiled_training_is_not_specialised_to_a_batch_as_wide_as_a_model_dime
     _, apart, _ = train_with_compile("eager", 1, num_heads=4, hidden_size=64, records=28)
     assert {rows for rows, _ in shapes} == {8, 4}
     assert clashing == apart
+
+
+def test_micro_batches_padded_to_a_multiple_come_in_a_few_widths_and_train_as_before():
+    """training.pad_to_multiple_of: CUDA graphs (compile_mode=reduce-overhead) are recorded per micro-batch shape, and
+    micro-batches padded to their own longest row come in as many widths as there are lengths. Padded to a multiple,
+    a few widths, and the same training: padding is masked and unlabelled."""
+    plain, _, plain_shapes = train_with_compile(False, 1)
+    padded, _, padded_shapes = train_with_compile(False, 1, pad_to_multiple_of=16)
+    assert all(width % 16 == 0 for _, width in padded_shapes)
+    assert len({width for _, width in padded_shapes}) < len({width for _, width in plain_shapes})
+    for (name, expected), actual in zip(plain.named_parameters(), padded.parameters()):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compiled_training_layers_meet_inductors_conditions_for_cuda_graphs(monkeypatch):
+    """training.compile=true with compile_mode=reduce-overhead: inductor runs each compiled decoder layer, forward and
+    backward, as a CUDA graph, and quietly without one when the graph mutates an input that is not static, holds an op
+    unsafe for CUDA graphs or spans devices. inductor checks that on CUDA only; here the layers accelerate compiles go
+    through inductor's AOT settings and torch's own checks (`get_static_input_idxs`, the graphs' mutated inputs,
+    `get_first_incompatible_cudagraph_node`), and the mode reaches torch.compile."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._dynamo.backends.cudagraphs import find_input_mutations
+    from torch._dynamo.backends.debugging import boxed_nop
+    from torch._inductor.compile_fx import get_static_input_idxs
+    from torch._inductor.utils import get_first_incompatible_cudagraph_node, num_fw_fixed_arguments
+
+    graphs, settings_seen, backends = [], [], {}
+
+    def inspecting_backend(graph, example_inputs, owner: str):
+        def inspect(kind):
+            def compiler(aot_graph, aot_inputs):
+                placeholders = [node.meta["val"] for node in aot_graph.graph.find_nodes(op="placeholder")]
+                graphs.append({
+                    "owner": owner, "kind": kind, "mutated": find_input_mutations(aot_graph.graph),
+                    "unsafe": get_first_incompatible_cudagraph_node(aot_graph),
+                    "static": set(get_static_input_idxs(num_fw_fixed_arguments(len(example_inputs), len(aot_inputs))))
+                    if kind == "forward" else None,
+                    "devices": {t.device for t in placeholders if isinstance(t, torch.Tensor)}})
+                return boxed_nop(aot_graph, aot_inputs)
+            return compiler
+
+        return aot_autograd(fw_compiler=inspect("forward"), bw_compiler=inspect("backward"),
+                            keep_inference_input_mutations=True)(graph, example_inputs)  # as inductor compiles
+
+    compile = torch.compile
+
+    def inspected(module, **settings):
+        settings_seen.append(settings)
+        owner = type(module).__name__  # one backend per module class, as one inductor serves them all
+        backend = backends.setdefault(owner, functools.partial(inspecting_backend, owner=owner))
+        return compile(module, backend=backend, dynamic=settings["dynamic"])
+
+    monkeypatch.setattr(torch, "compile", inspected)
+    model, _, shapes = train_with_compile(True, 2, compile_mode="reduce-overhead", pad_to_multiple_of=16)
+    torch._dynamo.reset()
+    assert settings_seen and all(s["backend"] == "inductor" and s["mode"] == "reduce-overhead" and s["dynamic"]
+                                 for s in settings_seen)
+    assert len({width for _, width in shapes}) > 1  # micro-batches of several widths, two layers ...
+    # ... and one graph, forward and backward, per compiled module class (regional compilation compiles the modules
+    # around the layers too; the rotary embedding has no weights, so no backward)
+    assert Counter((g["owner"], g["kind"]) for g in graphs) == Counter(
+        [(owner, kind) for owner in ("Embedding", "Linear", "LlamaDecoderLayer", "LlamaRMSNorm")
+         for kind in ("forward", "backward")] + [("LlamaRotaryEmbedding", "forward")])
+    for graph in graphs:
+        where = f"{graph['owner']}'s {graph['kind']} graph"
+        assert not graph["mutated"], f"{where} mutates an input: inductor would skip CUDA graphs"
+        assert graph["unsafe"] is None and graph["devices"] == {torch.device("cpu")}, where
+    layer = next(g for g in graphs if g["owner"] == "LlamaDecoderLayer" and g["kind"] == "forward")
+    # the layer's weights are static inputs (not copied into CUDA-graph memory at each replay)
+    assert len(layer["static"]) >= len(list(model.model.layers[0].parameters()))
 
 
 # --- precision ---------------------------------------------------------------------------------------------------

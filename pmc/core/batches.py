@@ -33,9 +33,13 @@ class Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), paired)
 
 
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows as right-padded input ids [B, T] and their attention mask (1 on real tokens)."""
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int, multiple: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as right-padded input ids [B, T] and their attention mask (1 on real tokens); T is the longest row,
+    rounded up to a multiple of `multiple` when given."""
     width = max(len(row) for row in rows)
+    if multiple:
+        width = -(-width // multiple) * multiple
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
@@ -56,13 +60,16 @@ def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     return input_ids, attention_mask
 
 
-def encode_pairs(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], max_length: int) -> Batch:
-    """Tokenise (question, answer) pairs; an answer is cut at the end (never the prompt) to fit max_length."""
+def encode_pairs(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], max_length: int,
+                 pad_to_multiple_of: int | None = None) -> Batch:
+    """Tokenise (question, answer) pairs; an answer is cut at the end (never the prompt) to fit max_length. The batch
+    is as wide as its longest row, or that rounded up to a multiple of `pad_to_multiple_of` (padding is masked and
+    unlabelled, so the loss is the same)."""
     rows = []
     for question, answer in pairs:
         prompt, answer_ids = fmt.prompt_ids(tokenizer, question), fmt.answer_ids(tokenizer, answer)
         rows.append((prompt, answer_ids[: max(1, max_length - len(prompt))]))
-    input_ids, attention_mask = pad_right([p + a for p, a in rows], tokenizer.pad_token_id)
+    input_ids, attention_mask = pad_right([p + a for p, a in rows], tokenizer.pad_token_id, pad_to_multiple_of)
     labels = torch.full_like(input_ids, IGNORE_INDEX)
     for i, (prompt, answer_ids) in enumerate(rows):
         labels[i, len(prompt) : len(prompt) + len(answer_ids)] = torch.tensor(answer_ids)
