@@ -22,6 +22,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch._dynamo.callback import CallbackTrigger, callback_handler
 from torch._dynamo.utils import counters
 
 from benchmarks.metrics import EvalContext, Suite, build_suites
@@ -224,12 +225,23 @@ def pin_code_identity() -> None:
 
 def compile_counts() -> dict[str, int]:
     """What torch.compile has done in this process so far: `compiled_graphs`, the graphs it traced (the decoding step
-    for generation.compile, the decoder layers for training.compile; on a GPU each is a compile), and
-    `cudagraph_skips`, the times inductor ran a compiled function without its CUDA graphs (a graph it cannot record,
-    a function past torch's re-record limit). inductor says so only under TORCH_LOGS=cudagraphs, and a skipped step
-    runs at eager speed, so a run records both."""
+    for generation.compile, the decoder layers for training.compile; on a GPU each is a compile);
+    `cudagraph_recordings`, the CUDA graphs inductor recorded (one per compiled function and shape, and again when a
+    static input's address changes: a recording costs a few replays, so a run should make a handful, not one per
+    step); and `cudagraph_skips`, the times inductor ran a compiled function without its CUDA graphs (a graph it
+    cannot record, a function past torch's re-record limit). inductor says so only under TORCH_LOGS=cudagraphs, and a
+    skipped step runs at eager speed, so a run records all three."""
+    if _count_cudagraph_recording not in callback_handler.start_callbacks:  # torch._dynamo.reset() clears them
+        callback_handler.register_start_callback(_count_cudagraph_recording)
     return {"compiled_graphs": counters["stats"]["unique_graphs"],
+            "cudagraph_recordings": counters["pmc"]["cudagraph_recordings"],
             "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
+
+
+def _count_cudagraph_recording(event) -> None:
+    """torch.compile's start callback: cudagraph trees announce each recording through it."""
+    if event.callback_trigger == CallbackTrigger.CUDAGRAPH_RECORDING:
+        counters["pmc"]["cudagraph_recordings"] += 1
 
 
 def compile_counts_since(before: dict[str, int]) -> dict[str, int]:

@@ -249,8 +249,9 @@ def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
         results = json.loads(Path(results_path).read_text())
     return {"timings_s": results["timings_s"], "stage0_built": results["stage0"]["built_in_this_run"],
             "eval_cache": results.get("eval_cache"), "source": results_path or "a job run by this script",
-            # None: a results.json from before 2026-11-27 (graphs) or 2026-11-28 (skips)
-            "graphs_compiled": results.get("compiled_graphs"), "cudagraph_skips": results.get("cudagraph_skips")}
+            # None: a results.json from before 2026-11-27 (graphs) or 2026-11-28 (skips, recordings)
+            "graphs_compiled": results.get("compiled_graphs"), "cudagraph_skips": results.get("cudagraph_skips"),
+            "cudagraph_recordings": results.get("cudagraph_recordings")}
 
 
 PROFILED_STEPS = 3
@@ -544,6 +545,10 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(("job: graphs compiled", str(job["graphs_compiled"]), "graphs",
                          "torch.compile's traces in the job: the decoding step (generation.compile), the decoder "
                          "layers (method.training.compile); each a compile on a GPU"))
+        if job["cudagraph_recordings"] is not None:
+            rows.append(("job: CUDA graphs recorded", str(job["cudagraph_recordings"]), "recordings",
+                         "inductor's CUDA-graph recordings (per compiled function and shape; a handful per run, not "
+                         "one per step)"))
         if job["cudagraph_skips"] is not None:
             rows.append(("job: CUDA graphs skipped", str(job["cudagraph_skips"]), "functions",
                          "compiled functions inductor ran without CUDA graphs (TORCH_LOGS=cudagraphs says why)"))

@@ -364,30 +364,45 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     assert compiled["metrics"] == plain["metrics"]
     assert (compiled["compiled_graphs"], plain["compiled_graphs"]) == (1, 0)  # results.json says how many
     assert (compiled["cudagraph_skips"], plain["cudagraph_skips"]) == (0, 0)
+    assert (compiled["cudagraph_recordings"], plain["cudagraph_recordings"]) == (0, 0)  # a CPU records none
 
 
-def test_a_run_records_and_warns_when_inductor_runs_a_compiled_function_without_cuda_graphs(
+def test_a_run_records_its_cuda_graph_recordings_and_warns_when_inductor_runs_without_them(
         make_config, tmp_path, monkeypatch, caplog):
     """inductor runs a compiled function without its CUDA graphs (a graph it cannot record, a function past torch's
-    re-record limit) and says so only under TORCH_LOGS=cudagraphs: a step at eager speed that nothing reports. CUDA
-    graphs exist on a GPU only, so here torch's own skip report (`log_cudagraph_skip_and_bump_counter`, what inductor
-    calls) is made once while the run scores its models; counts from before the run are not the run's."""
+    re-record limit) and says so only under TORCH_LOGS=cudagraphs: a step at eager speed that nothing reports. And it
+    records a function's graphs again when a static input's address changes, each recording a few replays' time:
+    one per step is as slow, and as quiet. CUDA graphs exist on a GPU only, so here torch's own reports are made
+    while the run scores its models (a skip through `log_cudagraph_skip_and_bump_counter`, two recordings through
+    torch.compile's callbacks, as cudagraph trees announce them), and once before the run, which is not the run's."""
+    from torch._dynamo.callback import CallbackTrigger, callback_handler
     from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
 
     import pmc.experiment as experiment
+    from pmc.pipeline import compile_counts
 
     evaluate_models = experiment.evaluate_models
 
-    def evaluate_skipping_once(*args, **kwargs):
+    def record():
+        with callback_handler.install_callbacks(CallbackTrigger.CUDAGRAPH_RECORDING, "0/0"):
+            pass
+
+    def evaluate_recording_and_skipping(*args, **kwargs):
         log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to a test")
+        record(), record()
+        with callback_handler.install_callbacks(CallbackTrigger.DYNAMO, "0/0"):  # a compile is no recording
+            pass
         return evaluate_models(*args, **kwargs)
 
+    compile_counts()  # the count is running from here on (in a run it starts with the run)
     log_cudagraph_skip_and_bump_counter("skipping cudagraphs before the run")
-    monkeypatch.setattr(experiment, "evaluate_models", evaluate_skipping_once)
+    record()
+    monkeypatch.setattr(experiment, "evaluate_models", evaluate_recording_and_skipping)
     with caplog.at_level("WARNING", logger="pmc"):
         results = run_experiment(make_config("method.training.epochs=1", "eval_cache=false"), tmp_path)
-    assert results["cudagraph_skips"] == 1
-    assert json.loads((tmp_path / "results.json").read_text())["cudagraph_skips"] == 1
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert results["cudagraph_skips"] == written["cudagraph_skips"] == 1
+    assert results["cudagraph_recordings"] == written["cudagraph_recordings"] == 2
     assert "without CUDA graphs in this run; rerun with TORCH_LOGS=cudagraphs" in caplog.text
 
 

@@ -137,11 +137,11 @@ def read_train_log(job: Path) -> pd.DataFrame:
     return log.select_dtypes("number") if "step" in log else pd.DataFrame()
 
 
-def nested(config: dict, key: str):
-    """config["a"]["b"]["c"] for key "a.b.c", None when any part is missing."""
+def nested(config: dict, key: str, missing=None):
+    """config["a"]["b"]["c"] for key "a.b.c", `missing` when any part is missing."""
     for part in key.split("."):
         if not isinstance(config, dict) or part not in config:
-            return None
+            return missing
         config = config[part]
     return config
 

@@ -45,7 +45,8 @@ MODEL_SHAPING = ("model", "benchmark", "stage0", "generation", "method")
 # models' fused optimizer is in the model configs since 2026-11-27: a job whose stage 0 trained otherwise pairs
 # with none of the jobs whose stage 0 did not
 ADDED_OPTIONS = {"method.training.group_by_length": False, "method.training.compile": False,
-                 "method.training.fused_optimizer": False, "generation.continuous_batching": False,
+                 "method.training.fused_optimizer": False, "method.training.compile_mode": None,
+                 "method.training.pad_to_multiple_of": None, "generation.continuous_batching": False,
                  "model.finetune.fused_optimizer": False, "model.pretrain.fused_optimizer": False}
 
 
