@@ -17,8 +17,8 @@ Everything after the options is a Hydra override of the run config (model, bench
    (`pmc.trainer.finetune`: accelerate, method.training's precision, TF32 on a GPU, its optimiser, clipping,
    group_by_length, pad_to_multiple_of, compile and compile_mode; answer-only NLL, every method's retain term; with
    compile_mode=reduce-overhead a width first seen after the warm-up records its CUDA graphs in the timed steps) on
-   batches of --train-batch retain records cut to method.training.max_length, timed after 2 warm-up steps of the same
-   run (steady state: the session's setup and a compile are left out); tokens = non-padding tokens (prompt and
+   batches of --train-batch retain records cut to method.training.max_length, timed after --warmup-steps (2) steps of
+   the same run (steady state: the session's setup and a compile are left out); tokens = non-padding tokens (prompt and
    answer), forward + backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping,
    schedule, logging or compile): the ratio of the two is what the harness's own per-step work costs, or with compile
    gains, here. Each loop runs twice (harness, plain, plain, harness) and its times are averaged, so a process's own
@@ -130,8 +130,8 @@ def harness_steps(model, tokenizer, fmt, chosen: list, training: TrainingConfig,
 
 
 def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig, steps: int,
-                        device: torch.device) -> dict:
-    """Steady-state tokens/s and steps/s of a copy of `model` trained on (warm-up + `steps`) x batch_size retain
+                        device: torch.device, warmup: int = WARMUP_STEPS) -> dict:
+    """Steady-state tokens/s and steps/s of a copy of `model` trained on (`warmup` + `steps`) x batch_size retain
     records (taken round the list) through the harness's loop (`finetune`, one epoch; timed from the end of the
     warm-up steps to the end, so the session's setup and the optimiser's first allocation stay out) and through a
     plain torch loop on the same records (answer NLL, backward, AdamW step, fused as the run's; no accelerate,
@@ -142,8 +142,8 @@ def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig
     per step: the records' non-padding tokens over all the steps (the harness shuffles them), the same for both
     loops. Then the optimizer step alone, fused and unfused, on the plain loop's copy."""
     batch_size = training.batch_size
-    chosen = round_the_list(records, WARMUP_STEPS + steps, batch_size)
-    tokens = steps / (WARMUP_STEPS + steps) * sum(
+    chosen = round_the_list(records, warmup + steps, batch_size)
+    tokens = steps / (warmup + steps) * sum(
         int(encode_pairs(tokenizer, fmt, [(r.question, r.answer)], training.max_length).attention_mask.sum())
         for r in chosen)
 
@@ -151,7 +151,7 @@ def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig
         started = {}
 
         def mark_warm(entry: dict) -> None:
-            if entry["step"] == WARMUP_STEPS:
+            if entry["step"] == warmup:
                 synchronise(device)
                 started["at"] = time.perf_counter()
 
@@ -171,8 +171,8 @@ def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig
                 optimiser.step()
                 optimiser.zero_grad(set_to_none=True)
 
-        plain_steps(0, WARMUP_STEPS)
-        _, seconds = timed(device, lambda: plain_steps(WARMUP_STEPS, steps))
+        plain_steps(0, warmup)
+        _, seconds = timed(device, lambda: plain_steps(warmup, steps))
         return seconds, plain_model
 
     first_harness = harness_seconds()
@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gen-batch", default=None, help="an int or auto (default: generation.batch_size)")
     parser.add_argument("--samples", type=int, default=None, help="PMC's n (default: the method's, else 5)")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
+    parser.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS,
+                        help="untimed training steps first (compile_mode=reduce-overhead records CUDA graphs for "
+                             "each micro-batch shape it meets: give it enough to meet them all)")
     parser.add_argument("--questions", type=int, default=64, help="evaluation questions decoded")
     parser.add_argument("--no-job", action="store_true", help="skip the job (no per-stage times)")
     parser.add_argument("--training-only", action="store_true",
@@ -432,6 +435,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps: at least 1 timed training step, got {args.steps}")
+    if args.warmup_steps < 1:  # the timing starts at the end of the last warm-up step
+        parser.error(f"--warmup-steps: at least 1, got {args.warmup_steps}")
     if args.training_only and (args.profile or args.results or args.continuous_batching):
         parser.error("--training-only times training alone: no --profile, --results or --continuous-batching")
 
@@ -460,7 +465,8 @@ def main(argv: list[str] | None = None) -> dict:
     max_new_tokens = cfg.generation.max_new_tokens
 
     training_cfg = check_training(OmegaConf.to_container(cfg.method.training, resolve=True), "method.training")
-    training = training_throughput(model, tokenizer, fmt, benchmark.retain, training_cfg, args.steps, device)
+    training = training_throughput(model, tokenizer, fmt, benchmark.retain, training_cfg, args.steps, device,
+                                   args.warmup_steps)
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     header_line = (f"device: {device_name(device)} [{device.type}]; torch {torch.__version__}; model "
                    f"{cfg.model.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, {dtype}); "

@@ -166,6 +166,26 @@ def test_bench_throughput_refuses_zero_training_steps(capsys):
     with pytest.raises(SystemExit):
         bench().main(["--steps", "0", "--no-job"])
     assert "--steps: at least 1 timed training step, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench().main(["--warmup-steps", "0", "--no-job"])
+    assert "--warmup-steps: at least 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_throughput_trains_its_warm_up_steps_untimed_before_the_timed_ones(stage0_cache, monkeypatch):
+    """--warmup-steps: with compile_mode=reduce-overhead every new micro-batch shape records CUDA graphs, so a
+    GPU run gives the warm-up enough steps to meet them all; both loops train warm-up + timed steps."""
+    module = bench()
+    logged, plain_steps = [], []
+    harness_steps = module.harness_steps
+    monkeypatch.setattr(module, "harness_steps", lambda model, tokenizer, fmt, chosen, training, log_step, desc:
+                        harness_steps(model, tokenizer, fmt, chosen, training,
+                                      lambda entry: (logged.append(entry["step"]), log_step(entry)), desc))
+    answer_nll = module.answer_nll
+    monkeypatch.setattr(module, "answer_nll", lambda model, batch: (plain_steps.append(1), answer_nll(model, batch))[1])
+    numbers = module.main(["--training-only", "--steps", "2", "--warmup-steps", "3", *SMALL,
+                           f"cache_dir={stage0_cache}"])
+    assert logged == [1, 2, 3, 4, 5] * 2 and len(plain_steps) == 5 * 2  # each loop twice
+    assert numbers["training"]["steps_per_s"] == pytest.approx(2 / numbers["training"]["seconds"])
 
 
 def test_gpu_check_refuses_a_bad_parallel_setting_before_doing_anything():
