@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from conftest import REPO, SMALL_MODEL
+from omegaconf import OmegaConf
 
 import pmc.experiment
 import pmc.run
@@ -109,6 +110,24 @@ def test_every_shipped_method_and_experiment_passes_the_checks(make_config):
         check_unlearning_config(cfg)
     for method in methods:
         check_unlearning_config(make_config(f"method={method}", base=SMALL_MODEL))
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")))
+def test_every_training_speed_setting_is_set_without_a_plus_for_stage_0_and_unlearning(make_config, model):
+    """Stage 0's training settings take the same speed settings as unlearning's (conf/shared/training_speed.yaml), so
+    `model.finetune.compile=true` works as `method.training.compile=true` does, without Hydra's `+`."""
+    from pmc.checks import check_training
+
+    speed = {"compile": True, "compile_mode": "reduce-overhead", "pad_to_multiple_of": 64, "group_by_length": True,
+             "fused_optimizer": False}
+    parts = ["model.finetune", "method.training"] + (["model.pretrain"] if model == "tiny" else [])
+    cfg = make_config(f"model={model}", "device=cpu",
+                      *(f"{part}.{name}={str(value).lower()}" for part in parts for name, value in speed.items()),
+                      base=[])
+    for part in parts:
+        section, key = part.split(".")
+        training = check_training(OmegaConf.to_container(cfg[section][key], resolve=True), part)
+        assert {name: getattr(training, name) for name in speed} == speed, part
 
 
 def test_shared_defaults_are_not_a_method_option():

@@ -43,10 +43,12 @@ MODEL_SHAPING = ("model", "benchmark", "stage0", "generation", "method")
 # options added after jobs were run and committed: an older results.json lacks them, which means these values (the
 # stage-0 cache key leaves the training ones out at the same values, pmc.stage0.KEY_NEUTRAL_OPTIONS). The stage-0
 # models' fused optimizer is in the model configs since 2026-11-27: a job whose stage 0 trained otherwise pairs
-# with none of the jobs whose stage 0 did not
-ADDED_OPTIONS = {"method.training.group_by_length": False, "method.training.compile": False,
-                 "method.training.fused_optimizer": False, "method.training.compile_mode": None,
-                 "method.training.pad_to_multiple_of": None, "generation.continuous_batching": False,
+# with none of the jobs whose stage 0 did not. Stage 0's other speed settings are in them since 2026-11-27 too
+# (conf/shared/training_speed.yaml)
+TRAINING_SPEED = {"group_by_length": False, "compile": False, "compile_mode": None, "pad_to_multiple_of": None}
+ADDED_OPTIONS = {**{f"{settings}.{name}": value for settings in ("method.training", "model.finetune", "model.pretrain")
+                    for name, value in TRAINING_SPEED.items()},
+                 "method.training.fused_optimizer": False, "generation.continuous_batching": False,
                  "model.finetune.fused_optimizer": False, "model.pretrain.fused_optimizer": False}
 
 
