@@ -300,7 +300,8 @@ def decoding_batch(model, prompts: list[list[int]], batch_size: int) -> list[lis
     schedule: 8, 7, ..., 1 questions x n samples, changing as questions reach a score of 0), evaluation's last batch of
     each model, ICU's forgetting checks. Rounded up to a power of two, a run decodes in a few widths (2, 4 and 8
     questions in PMC's micro-batches of 8), each recorded once and replayed after; a copy decodes at no cost on a GPU
-    that a small model leaves waiting for the host. No width is 1: dynamo compiles a 1-row batch apart (it specialises
+    that a small model leaves waiting for the host (a model large enough to keep the GPU busy pays up to one more
+    batch's decoding for a model's last batch). No width is 1: dynamo compiles a 1-row batch apart (it specialises
     sizes 0 and 1). Without compilation the batch is sent as it is: padding would only cost, and what is decoded (and
     the random numbers sampling draws) stays as before."""
     if not compiles_decoding(model) or batch_size < 2:
