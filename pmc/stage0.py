@@ -5,7 +5,8 @@ prompt format, training records, training settings, seed), so later runs and eve
 A cache entry appears atomically (written to a temporary directory, then renamed) under a file lock: concurrent
 jobs build it once, and nobody reads a half-written checkpoint. The OS releases the lock if its holder dies. A job
 builds first the entries no other job is building and waits for the others after, so two jobs started together
-build target and retain side by side. Each
+build target and retain side by side; with `stage0.side_by_side` a job alone does the same with a second process
+(`RetainMeanwhile`). Each
 entry's manifest (stage0.json, written last) holds every file's size and sha256: an entry that no longer matches it
 is rebuilt, never loaded.
 """
@@ -16,6 +17,7 @@ import copy
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import time
@@ -165,73 +167,129 @@ def model_base_key(model_cfg: dict, seed: int, benchmark: QABenchmark) -> str:
     return fingerprint(CACHE_FORMAT, parts, seed, records_digest(benchmark.pretrain))
 
 
-def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, cache_dir: str | Path, seed: int,
-                   device: str = "cpu", target_path: str | None = None, retain_path: str | None = None,
-                   checkpoint: CheckpointConfig = CheckpointConfig()) -> Stage0Models:
-    """Target and retain models for this benchmark, from explicit checkpoints when given, else from the cache."""
-    root = Path(cache_dir)
+ROLES = ("target", "retain")
 
-    def resumable(resume_dir: Path) -> Checkpoints | None:
-        if not checkpoint.enabled:
+
+class Stage0Builder:
+    """One benchmark's stage-0 models from the cache, each entry built there first (under its lock) if absent: the
+    tiny model's pre-trained base, the target (fine-tuned on forget + retain) and the retain reference."""
+
+    def __init__(self, model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, cache_dir: str | Path, seed: int,
+                 device, checkpoint: CheckpointConfig):
+        self.model_cfg, self.benchmark, self.fmt, self.seed = model_cfg, benchmark, fmt, seed
+        self.root, self.device, self.checkpoint = Path(cache_dir), device, checkpoint
+        self.finetune_cfg = TrainingConfig(**model_cfg["finetune"])
+        self.base_key = model_base_key(model_cfg, seed, benchmark)
+        self.built: list[str] = []  # the entries this builder had to build
+        self._base: tuple | None = None
+
+    def _resumable(self, resume_dir: Path) -> Checkpoints | None:
+        if not self.checkpoint.enabled:
             return None
-        return Checkpoints(resume_dir, checkpoint.every_steps, checkpoint.min_interval_s)
+        return Checkpoints(resume_dir, self.checkpoint.every_steps, self.checkpoint.min_interval_s)
 
-    built: list[str] = []
-    finetune_cfg = TrainingConfig(**model_cfg["finetune"])
-    base_key = model_base_key(model_cfg, seed, benchmark)
-    base_memo: list = []
-
-    def base():
+    def base(self) -> tuple:
         """The model stage 0 starts from (built and cached once for tiny models); loaded only if needed."""
-        if not base_memo:
-            if model_cfg["source"] == "tiny":
-                key = fingerprint(base_key, fingerprint(benchmark.texts()))
-                base_memo.append(cached(root, f"{model_cfg['name']}-base-{key[:16]}", _build_tiny_base, built.append))
+        if self._base is None:
+            cfg = self.model_cfg
+            if cfg["source"] == "tiny":
+                key = fingerprint(self.base_key, fingerprint(self.benchmark.texts()))
+                self._base = cached(self.root, f"{cfg['name']}-base-{key[:16]}", self._build_tiny_base,
+                                    self.built.append)
             else:
-                base_memo.append(load_pretrained(model_cfg["source"], model_cfg.get("name_or_path"), model_cfg["dtype"],
-                                                 model_cfg.get("gguf_package"), model_cfg.get("gguf_file")))
-        return base_memo[0]
+                self._base = load_pretrained(cfg["source"], cfg.get("name_or_path"), cfg["dtype"],
+                                             cfg.get("gguf_package"), cfg.get("gguf_file"))
+        return self._base
 
-    def _build_tiny_base(resume_dir: Path):
-        arch = model_cfg["architecture"]
-        template_text = fmt.question_template.format(question="")
+    def _build_tiny_base(self, resume_dir: Path):
+        arch, benchmark = self.model_cfg["architecture"], self.benchmark
+        template_text = self.fmt.question_template.format(question="")
         tokenizer = train_tokenizer(benchmark.texts() + [template_text], arch["vocab_size"])
         model = build_tiny(tokenizer, arch["hidden_size"], arch["num_layers"], arch["num_heads"],
-                           arch["intermediate_size"], arch["max_position_embeddings"], seed).to(device)
+                           arch["intermediate_size"], arch["max_position_embeddings"], self.seed).to(self.device)
         if benchmark.pretrain:
-            finetune(model, tokenizer, fmt, benchmark.pretrain, TrainingConfig(**model_cfg["pretrain"]), seed,
-                     desc="stage0: pretrain tiny on utility sets", checkpoints=resumable(resume_dir))
+            finetune(model, tokenizer, self.fmt, benchmark.pretrain, TrainingConfig(**self.model_cfg["pretrain"]),
+                     self.seed, desc="stage0: pretrain tiny on utility sets", checkpoints=self._resumable(resume_dir))
         return model, tokenizer
 
-    def fine_tuned(role: str, records: list[QARecord], wait: bool):
-        if model_cfg.get("replay_pretrain"):
-            records = records + benchmark.pretrain
-        key = fingerprint(base_key, role, records_digest(records), training_key(finetune_cfg), asdict(fmt))
+    def _records(self, role: str) -> list[QARecord]:
+        records = self.benchmark.full if role == "target" else self.benchmark.retain
+        return records + self.benchmark.pretrain if self.model_cfg.get("replay_pretrain") else records
 
+    def entry(self, role: str) -> Path:
+        """Where `role`'s model is cached."""
+        key = fingerprint(self.base_key, role, records_digest(self._records(role)), training_key(self.finetune_cfg),
+                          asdict(self.fmt))
+        return self.root / f"{self.model_cfg['name']}-{role}-{key[:16]}"
+
+    def fine_tuned(self, role: str, wait: bool) -> tuple | None:
+        """(model, tokenizer, entry) of `role`; None at once when wait=False and another process is building it."""
         def build(resume_dir: Path):
-            model, tokenizer = base()
-            model = copy.deepcopy(model).to(device)
-            finetune(model, tokenizer, fmt, records, finetune_cfg, seed, desc=f"stage0: {role}",
-                     checkpoints=resumable(resume_dir))
+            model, tokenizer = self.base()
+            model = copy.deepcopy(model).to(self.device)
+            finetune(model, tokenizer, self.fmt, self._records(role), self.finetune_cfg, self.seed,
+                     desc=f"stage0: {role}", checkpoints=self._resumable(resume_dir))
             return model, tokenizer
 
-        name = f"{model_cfg['name']}-{role}-{key[:16]}"
-        model = cached(root, name, build, built.append, wait)
-        return None if model is None else (model, str(root / name))
+        entry = self.entry(role)
+        found = cached(self.root, entry.name, build, self.built.append, wait)
+        return None if found is None else (*found, str(entry))
 
-    checkpoints = {}
-    models = {}
-    to_build = []
-    for role, records, explicit in (("target", benchmark.full, target_path), ("retain", benchmark.retain, retain_path)):
+
+def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, cache_dir: str | Path, seed: int,
+                   device: str = "cpu", target_path: str | None = None, retain_path: str | None = None,
+                   checkpoint: CheckpointConfig = CheckpointConfig(), side_by_side: bool = False) -> Stage0Models:
+    """Target and retain models for this benchmark, from explicit checkpoints when given, else from the cache.
+
+    side_by_side: when neither is cached, a second process builds the retain model while this one builds the target
+    (`RetainMeanwhile`): a small model leaves a GPU mostly idle, and one job's stage 0 takes one model's time, not
+    two. It holds a second copy of the model, its gradients and optimizer state."""
+    builder = Stage0Builder(model_cfg, benchmark, fmt, cache_dir, seed, device, checkpoint)
+    checkpoints, models = {}, {}
+    for role, explicit in zip(ROLES, (target_path, retain_path)):
         if explicit:
             models[role], checkpoints[role] = load_checkpoint(explicit), str(explicit)
-        else:
-            to_build.append((role, records))
+    to_build = [role for role in ROLES if role not in models]
+    helper = None
+    if side_by_side and len(to_build) == 2 and not any(builder.entry(role).exists() for role in to_build):
+        helper = RetainMeanwhile((model_cfg, benchmark, fmt, cache_dir, seed, str(device), checkpoint))
     # first the entries no other job is building, then wait for the rest: jobs of a sweep started together build
     # target and retain side by side (a small model leaves a GPU mostly idle), not one after the other
     for wait in (False, True):
-        for role, records in to_build:
-            if role not in models and (found := fine_tuned(role, records, wait)) is not None:
-                models[role], checkpoints[role] = found
+        for role in to_build:
+            if role not in models and (found := builder.fine_tuned(role, wait)) is not None:
+                models[role] = found[:2]
+                checkpoints[role] = found[2]
+    built = builder.built + (helper.finish() if helper else [])
     (target, tokenizer), (retain, _) = models["target"], models["retain"]
     return Stage0Models(target.to(device), retain.to(device), tokenizer, checkpoints, built)
+
+
+class RetainMeanwhile:
+    """A second process that builds the retain model into the cache while this one builds the target
+    (`prepare_models(side_by_side=True)`). It takes the retain entry's lock, so this process finds it being built and
+    waits for it after the target; if the helper fails (its error is in the log), the lock is free and this process
+    builds the entry itself. Spawned, not forked: a CUDA context does not survive a fork."""
+
+    def __init__(self, builder_args: tuple):
+        context = multiprocessing.get_context("spawn")
+        self._reply = context.SimpleQueue()
+        self._process = context.Process(target=_build_retain, args=(self._reply, builder_args), name="stage0-retain")
+        self._process.start()
+
+    def finish(self) -> list[str]:
+        """The entries the helper built (once it has ended)."""
+        self._process.join()
+        if self._process.exitcode != 0:
+            log.warning("stage 0: the process building the retain model side by side ended with exit code %s; this "
+                        "job built or waited for the model itself", self._process.exitcode)
+            return []
+        return self._reply.get() if not self._reply.empty() else []
+
+
+def _build_retain(reply, builder_args: tuple) -> None:
+    """RetainMeanwhile's process: the retain entry, unless another process holds its lock (then nothing)."""
+    logging.basicConfig(level=logging.INFO)
+    builder = Stage0Builder(*builder_args)
+    builder.fine_tuned("retain", wait=False)
+    reply.put(builder.built)

@@ -321,6 +321,21 @@ def test_the_options_added_since_match_the_stage0_keys_and_the_configs():
     assert all(nested(defaults, key, missing) is not missing for key in ADDED_OPTIONS), ADDED_OPTIONS
 
 
+def test_how_stage_0_was_run_does_not_split_an_ablation():
+    """stage0.side_by_side says where a job's stage-0 models were built, not what they are: jobs that differ in it
+    (and in the ablated key) are one ablation line; a job whose stage 0 was fine-tuned otherwise is not."""
+    from pmc.reporting.claims.ablations import shaping_identity
+
+    def job(side_by_side: bool, epochs: int, lr: float = 1e-5) -> dict:
+        return {"model": {"name": "tiny", "finetune": {"learning_rate": lr}}, "benchmark": {"name": "tofu"},
+                "stage0": {"target_path": None, "retain_path": None, "side_by_side": side_by_side},
+                "generation": {}, "method": {"name": "pmc", "training": {"epochs": epochs}}}
+
+    key = "method.training.epochs"
+    assert shaping_identity(job(True, 5), key) == shaping_identity(job(False, 10), key)
+    assert shaping_identity(job(True, 5), key) != shaping_identity(job(True, 5, lr=2e-5), key)
+
+
 def test_epochs_ablation_averages_seeds_and_fails_when_quality_does_not_rise(tmp_path):
     ablation = tmp_path / "ablation_epochs"
     ablation_job(ablation / "0", "method.training.epochs", 5, (60.0, 78.0))

@@ -51,6 +51,7 @@ def nothing_slow(monkeypatch):
     ("generation.max_length=1", "generation.max_length (prompt + answer tokens) must be at least 2, got 1"),
     ("generation.max_length=long", "generation.max_length must be an int or null, got 'long'"),
     ("save_unlearned=yes", "save_unlearned must be true or false, got 'yes'"),
+    ("stage0.side_by_side=maybe", "stage0.side_by_side must be true or false, got 'maybe'"),
     ("deterministic=1", "deterministic must be true or false, got 1"),
     ("eval.paper.retain_samples=many", "eval.paper.retain_samples must be an integer, got 'many'"),
     ("+eval.paper.retain_sample=4", "eval.paper.retain_sample: unknown setting; known: retain_set, retain_samples, "

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO
 
 # A process that builds (or reuses) stage 0 for a tiny config and prints which cache entries it built itself.
@@ -125,14 +126,61 @@ MODEL_CFG = {
 }
 
 
-def prepare(cache_dir):
+def prepare(cache_dir, side_by_side: bool = False):
     from benchmarks.synthetic import make_synthetic_tofu
     from pmc.core.prompts import PromptFormat
     from pmc.stage0 import prepare_models
 
     benchmark = make_synthetic_tofu(num_authors=3, forget_authors=1, retain_eval_authors=1, num_world_facts=5,
                                     num_real_authors=5)
-    return prepare_models(MODEL_CFG, benchmark, PromptFormat(), cache_dir, seed=0)
+    return prepare_models(MODEL_CFG, benchmark, PromptFormat(), cache_dir, seed=0, side_by_side=side_by_side)
+
+
+def test_side_by_side_a_second_process_builds_the_retain_model_this_job_would_have_built(tmp_path, monkeypatch):
+    """stage0.side_by_side: a second (spawned) process builds the retain model while this one builds the target, so a
+    lone job's stage 0 takes one model's time on a GPU. The job reports every entry built for it, and its models are
+    those of a job that built them one after the other. Here this process starts on the target only once the helper
+    holds the retain entry's lock (a tiny model trains faster than a process starts)."""
+    import time
+
+    from filelock import FileLock, Timeout
+
+    import pmc.stage0 as stage0
+
+    fine_tuned, finish, helper_built = stage0.Stage0Builder.fine_tuned, stage0.RetainMeanwhile.finish, []
+
+    def target_once_the_helper_builds_retain(self, role, wait):
+        entry, deadline = self.entry("retain"), time.monotonic() + 120
+        while role == "target" and not entry.exists():
+            lock = FileLock(str(entry) + ".lock")
+            try:
+                lock.acquire(blocking=False)
+            except Timeout:  # held: the helper is building it
+                break
+            lock.release()
+            assert time.monotonic() < deadline, "no second process took the retain entry"
+            time.sleep(0.1)
+        return fine_tuned(self, role, wait)
+
+    monkeypatch.setattr(stage0.Stage0Builder, "fine_tuned", target_once_the_helper_builds_retain)
+    monkeypatch.setattr(stage0.RetainMeanwhile, "finish",
+                        lambda self: helper_built.extend(finish(self)) or helper_built)
+    side = prepare(tmp_path / "side", side_by_side=True)
+    monkeypatch.undo()
+    alone = prepare(tmp_path / "alone")
+    assert sorted(name.split("-")[1] for name in helper_built) == ["base", "retain"]  # the helper needed the base
+    assert sorted(side.built) == sorted(alone.built) and len(side.built) == 3
+    for role in ("target", "retain"):
+        for (name, expected), actual in zip(getattr(alone, role).named_parameters(), getattr(side, role).parameters()):
+            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=f"{role} {name}")
+
+
+def test_side_by_side_starts_no_second_process_when_a_model_is_cached(built_cache, monkeypatch):
+    import pmc.stage0 as stage0
+
+    monkeypatch.setattr(stage0, "RetainMeanwhile", lambda *args: pytest.fail("a helper for a cached model"))
+    cache, _ = built_cache
+    assert prepare(cache, side_by_side=True).built == []
 
 
 @pytest.fixture(scope="module")

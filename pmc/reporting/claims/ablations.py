@@ -50,14 +50,16 @@ ADDED_OPTIONS = {**{f"{settings}.{name}": value for settings in ("method.trainin
                     for name, value in TRAINING_SPEED.items()},
                  "method.training.fused_optimizer": False, "generation.continuous_batching": False,
                  "model.finetune.fused_optimizer": False, "model.pretrain.fused_optimizer": False}
+# where a job's models were made, not what they are: left out of every identity
+NOT_SHAPING = ("stage0.side_by_side",)
 
 
 def shaping_identity(config: dict, key: str) -> str:
-    """What shapes the unlearned model, without `key`, the seed, and the options added later while at the value an
-    older job ran with (ADDED_OPTIONS): equal strings, one ablation line."""
+    """What shapes the unlearned model, without `key`, the seed, how stage 0 was run (NOT_SHAPING), and the options
+    added later while at the value an older job ran with (ADDED_OPTIONS): equal strings, one ablation line."""
     parts = {name: copy.deepcopy(config.get(name)) for name in MODEL_SHAPING}
-    dropped = [key, "method.handler.seed", *(path for path, value in ADDED_OPTIONS.items()
-                                             if nested(parts, path) == value)]
+    dropped = [key, "method.handler.seed", *NOT_SHAPING, *(path for path, value in ADDED_OPTIONS.items()
+                                                           if nested(parts, path) == value)]
     for path in dropped:
         *parents, last = path.split(".")
         node = parts
