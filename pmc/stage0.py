@@ -251,7 +251,8 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
             models[role], checkpoints[role] = load_checkpoint(explicit), str(explicit)
     to_build = [role for role in ROLES if role not in models]
     helper = None
-    if side_by_side and len(to_build) == 2 and not any(builder.entry(role).exists() for role in to_build):
+    if (side_by_side and len(to_build) == 2 and world_size() == 1  # a multi-process run builds nothing (`cached`)
+            and not any(builder.entry(role).exists() for role in to_build)):
         helper = RetainMeanwhile((model_cfg, benchmark, fmt, cache_dir, seed, str(device), checkpoint))
     # first the entries no other job is building, then wait for the rest: jobs of a sweep started together build
     # target and retain side by side (a small model leaves a GPU mostly idle), not one after the other

@@ -235,8 +235,8 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     inductor compile and a CUDA-graph capture), so the step is compiled with dynamic shapes (`dynamic=True`: one graph
     for every batch width and cache length; CUDA graphs are still captured per shape, which is no compile), and its
     attention mask is always a tensor of its own (`fresh_decoding_masks`) and the batch dimension a symbol of its
-    own (`dimensions_apart`): one graph per run (tests/test_generation_speed.py), and one more if a batch has a
-    single row (dynamo specialises sizes 0 and 1)."""
+    own (`dimensions_apart`): one graph per run (tests/test_generation_speed.py; `decoding_batch` sends no batch of a
+    single row, which dynamo would compile apart)."""
     check_generation_options(1, cache_implementation, compile, continuous_batching)
     _KEPT_CACHES.pop(model, None)  # caches kept under the previous settings
     config = model.generation_config
