@@ -346,13 +346,17 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     """A PMC run decodes batches of many widths (its questions x n samples, evaluation's full and last batches), with
     a longer static cache for PMC's samples (their max_length, 200) than for evaluation, and masks that transformers
     gives as views or not by the batch's padding. Compiled with static shapes the step was traced three times, on a GPU
-    each an inductor compile and a CUDA-graph capture; the harness's settings trace it once, and the run scores as
-    without compilation. Compiled here through transformers' opt-in for every device and dynamo's eager backend
-    (`generation.compile=eager`: tracing and guards as on a GPU, no code generation)."""
+    each an inductor compile and a CUDA-graph capture; the harness's settings trace it once, send every call in a
+    power-of-two width (`decoding_batch`), and the run scores as without compilation. Compiled here through
+    transformers' opt-in for every device and dynamo's eager backend (`generation.compile=eager`: tracing and guards
+    as on a GPU, no code generation)."""
     overrides = ("method.training.epochs=1", "generation.cache_implementation=static", "eval_cache=false")
     (tmp_path / "plain").mkdir(), (tmp_path / "compiled").mkdir()
     plain = run_experiment(make_config(*overrides), tmp_path / "plain")
     monkeypatch.setattr(generation, "CompileConfig", compile_config_on_this_cpu)
+    widths, decoding_batch = [], generation.decoding_batch
+    monkeypatch.setattr(generation, "decoding_batch", lambda model, prompts, batch_size: (
+        widths.append((len(prompts), len(sent := decoding_batch(model, prompts, batch_size)))) or sent))
     torch._dynamo.reset()
     counters.clear()
     try:
@@ -361,6 +365,9 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
         assert counters["stats"]["unique_graphs"] == 1
     finally:
         torch._dynamo.reset()
+    # some calls were sent wider (PMC's 10 initial answers as 16 rows, evaluation's last 26 questions as 32), and the
+    # run scores as without compilation
+    assert any(sent > asked for asked, sent in widths) and all(sent in (2, 4, 8, 16, 32, 64) for _, sent in widths)
     assert compiled["metrics"] == plain["metrics"]
     assert (compiled["compiled_graphs"], plain["compiled_graphs"]) == (1, 0)  # results.json says how many
     assert (compiled["cudagraph_skips"], plain["cudagraph_skips"]) == (0, 0)
