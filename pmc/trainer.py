@@ -345,7 +345,7 @@ def unlearn(
     rng = random.Random(seed)
     retain = run.benchmark.retain
     method.setup(run)
-    encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length,  # noqa: E731
+    encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length,
                                         training.pad_to_multiple_of)
     plan: dict = {}
 
