@@ -254,13 +254,18 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
     if (side_by_side and len(to_build) == 2 and world_size() == 1  # a multi-process run builds nothing (`cached`)
             and not any(builder.entry(role).exists() for role in to_build)):
         helper = RetainMeanwhile((model_cfg, benchmark, fmt, cache_dir, seed, str(device), checkpoint))
-    # first the entries no other job is building, then wait for the rest: jobs of a sweep started together build
-    # target and retain side by side (a small model leaves a GPU mostly idle), not one after the other
-    for wait in (False, True):
-        for role in to_build:
-            if role not in models and (found := builder.fine_tuned(role, wait)) is not None:
-                models[role] = found[:2]
-                checkpoints[role] = found[2]
+    try:
+        # first the entries no other job is building, then wait for the rest: jobs of a sweep started together build
+        # target and retain side by side (a small model leaves a GPU mostly idle), not one after the other
+        for wait in (False, True):
+            for role in to_build:
+                if role not in models and (found := builder.fine_tuned(role, wait)) is not None:
+                    models[role] = found[:2]
+                    checkpoints[role] = found[2]
+    except BaseException:
+        if helper:  # the job has failed: its helper stops too, rather than hold the device for a model nobody waits for
+            helper.stop()
+        raise
     built = builder.built + (helper.finish() if helper else [])
     (target, tokenizer), (retain, _) = models["target"], models["retain"]
     return Stage0Models(target.to(device), retain.to(device), tokenizer, checkpoints, built)
@@ -275,8 +280,14 @@ class RetainMeanwhile:
     def __init__(self, builder_args: tuple):
         context = multiprocessing.get_context("spawn")
         self._reply = context.SimpleQueue()
-        self._process = context.Process(target=_build_retain, args=(self._reply, builder_args), name="stage0-retain")
+        self._process = context.Process(target=_build_retain, args=(self._reply, builder_args), name="stage0-retain",
+                                        daemon=True)  # ended with this process, whatever happens to it
         self._process.start()
+
+    def stop(self) -> None:
+        """End the helper now (its entry's lock is released; a half-built entry is never read)."""
+        self._process.terminate()
+        self._process.join()
 
     def finish(self) -> list[str]:
         """The entries the helper built (once it has ended)."""

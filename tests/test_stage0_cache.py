@@ -175,6 +175,24 @@ def test_side_by_side_a_second_process_builds_the_retain_model_this_job_would_ha
             torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=f"{role} {name}")
 
 
+def test_side_by_side_a_job_that_fails_stops_its_second_process(tmp_path, monkeypatch):
+    import pmc.stage0 as stage0
+
+    helpers = []
+    start = stage0.RetainMeanwhile.__init__
+    monkeypatch.setattr(stage0.RetainMeanwhile, "__init__",
+                        lambda self, args: (helpers.append(self), start(self, args))[1])
+
+    def failing(self, role, wait):
+        raise RuntimeError("CUDA out of memory")  # as a target build may end
+
+    monkeypatch.setattr(stage0.Stage0Builder, "fine_tuned", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        prepare(tmp_path, side_by_side=True)
+    (helper,) = helpers
+    assert not helper._process.is_alive() and helper._process.exitcode != 0  # stopped, not left building
+
+
 def test_side_by_side_starts_no_second_process_when_a_model_is_cached(built_cache, monkeypatch):
     import pmc.stage0 as stage0
 
