@@ -81,3 +81,34 @@ def model(tokenizer):
 def other(tokenizer):
     """A different model, standing in for a reference that has drifted from the one being trained."""
     return tiny(tokenizer, seed=1)
+
+
+def cuda_graph_inspecting_backend(graphs: list, **labels):
+    """A torch.compile backend that traces as inductor does (AOT autograd, input mutations kept in the graph) and, for
+    each forward and backward graph, appends to `graphs` what inductor decides CUDA graphs by, through torch's own
+    checks: the inputs it would treat as static (`get_static_input_idxs`; forward graphs), the mutated inputs, the
+    first op unsafe for CUDA graphs, the devices; then runs the traced graph (no code generation). inductor makes
+    those checks on CUDA only; this shows on a CPU whether a compiled step would run as CUDA graphs there."""
+    import torch
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._dynamo.backends.cudagraphs import find_input_mutations
+    from torch._dynamo.backends.debugging import boxed_nop
+    from torch._inductor.compile_fx import get_static_input_idxs
+    from torch._inductor.utils import get_first_incompatible_cudagraph_node, num_fw_fixed_arguments
+
+    def backend(graph, example_inputs, **_mode):
+        def inspect(kind: str):
+            def compiler(aot_graph, aot_inputs):
+                placeholders = [node.meta["val"] for node in aot_graph.graph.find_nodes(op="placeholder")]
+                fixed = num_fw_fixed_arguments(len(example_inputs), len(aot_inputs))
+                graphs.append({**labels, "kind": kind, "mutated": find_input_mutations(aot_graph.graph),
+                               "unsafe": get_first_incompatible_cudagraph_node(aot_graph),
+                               "static": set(get_static_input_idxs(fixed)) if kind == "forward" else None,
+                               "devices": {t.device for t in placeholders if isinstance(t, torch.Tensor)}})
+                return boxed_nop(aot_graph, aot_inputs)
+            return compiler
+
+        return aot_autograd(fw_compiler=inspect("forward"), inference_compiler=inspect("forward"),
+                            bw_compiler=inspect("backward"), keep_inference_input_mutations=True)(graph, example_inputs)
+
+    return backend

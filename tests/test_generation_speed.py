@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from conftest import cuda_graph_inspecting_backend
 from torch._dynamo.utils import counters
 from transformers import CompileConfig
 from transformers.generation.utils import GenerationMixin
@@ -292,26 +293,9 @@ def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(t
     greedy and sampled calls of several widths) goes through inductor's AOT settings (input mutations kept in the
     graph) and torch's own checks: the static inputs inductor would take (`get_static_input_idxs`), the graph's
     mutated inputs, `get_first_incompatible_cudagraph_node`."""
-    from torch._dynamo.backends.common import aot_autograd
-    from torch._dynamo.backends.cudagraphs import find_input_mutations
-    from torch._dynamo.backends.debugging import boxed_nop
-    from torch._inductor.compile_fx import get_static_input_idxs
-    from torch._inductor.utils import get_first_incompatible_cudagraph_node, num_fw_fixed_arguments
-
     model, tokenizer = tiny
     steps = []
-
-    def inspecting_backend(graph, example_inputs, **_mode):
-        def inspect(aot_graph, aot_inputs):
-            static = set(get_static_input_idxs(num_fw_fixed_arguments(len(example_inputs), len(aot_inputs))))
-            placeholders = [node.meta["val"] for node in aot_graph.graph.find_nodes(op="placeholder")]
-            steps.append({"static": static, "mutated": find_input_mutations(aot_graph.graph),
-                          "unsafe": get_first_incompatible_cudagraph_node(aot_graph),
-                          "devices": {t.device for t in placeholders if isinstance(t, torch.Tensor)}})
-            return boxed_nop(aot_graph, aot_inputs)
-
-        return aot_autograd(fw_compiler=inspect, inference_compiler=inspect,
-                            keep_inference_input_mutations=True)(graph, example_inputs)  # as inductor compiles
+    inspecting_backend = cuda_graph_inspecting_backend(steps)
 
     def inspected_on_this_cpu(**settings):
         assert settings["backend"] == "inductor" and settings["mode"] == "reduce-overhead"

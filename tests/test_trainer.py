@@ -3,12 +3,12 @@ step counts of the experiment configs, and forget/retain pairing."""
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import Counter
 
 import pytest
 import torch
+from conftest import cuda_graph_inspecting_backend
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from pmc.core.errors import ConfigError, TrainingDiverged
@@ -333,36 +333,14 @@ def test_compiled_training_layers_meet_inductors_conditions_for_cuda_graphs(monk
     unsafe for CUDA graphs or spans devices. inductor checks that on CUDA only; here the layers accelerate compiles go
     through inductor's AOT settings and torch's own checks (`get_static_input_idxs`, the graphs' mutated inputs,
     `get_first_incompatible_cudagraph_node`), and the mode reaches torch.compile."""
-    from torch._dynamo.backends.common import aot_autograd
-    from torch._dynamo.backends.cudagraphs import find_input_mutations
-    from torch._dynamo.backends.debugging import boxed_nop
-    from torch._inductor.compile_fx import get_static_input_idxs
-    from torch._inductor.utils import get_first_incompatible_cudagraph_node, num_fw_fixed_arguments
-
     graphs, settings_seen, backends = [], [], {}
-
-    def inspecting_backend(graph, example_inputs, owner: str):
-        def inspect(kind):
-            def compiler(aot_graph, aot_inputs):
-                placeholders = [node.meta["val"] for node in aot_graph.graph.find_nodes(op="placeholder")]
-                graphs.append({
-                    "owner": owner, "kind": kind, "mutated": find_input_mutations(aot_graph.graph),
-                    "unsafe": get_first_incompatible_cudagraph_node(aot_graph),
-                    "static": set(get_static_input_idxs(num_fw_fixed_arguments(len(example_inputs), len(aot_inputs))))
-                    if kind == "forward" else None,
-                    "devices": {t.device for t in placeholders if isinstance(t, torch.Tensor)}})
-                return boxed_nop(aot_graph, aot_inputs)
-            return compiler
-
-        return aot_autograd(fw_compiler=inspect("forward"), bw_compiler=inspect("backward"),
-                            keep_inference_input_mutations=True)(graph, example_inputs)  # as inductor compiles
 
     compile = torch.compile
 
     def inspected(module, **settings):
         settings_seen.append(settings)
         owner = type(module).__name__  # one backend per module class, as one inductor serves them all
-        backend = backends.setdefault(owner, functools.partial(inspecting_backend, owner=owner))
+        backend = backends.setdefault(owner, cuda_graph_inspecting_backend(graphs, owner=owner))
         return compile(module, backend=backend, dynamic=settings["dynamic"])
 
     monkeypatch.setattr(torch, "compile", inspected)
