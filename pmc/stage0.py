@@ -223,7 +223,7 @@ class Stage0Builder:
         return self.root / f"{self.model_cfg['name']}-{role}-{key[:16]}"
 
     def fine_tuned(self, role: str, wait: bool) -> tuple | None:
-        """(model, tokenizer, entry) of `role`; None at once when wait=False and another process is building it."""
+        """((model, tokenizer), entry) of `role`; None at once when wait=False and another process is building it."""
         def build(resume_dir: Path):
             model, tokenizer = self.base()
             model = copy.deepcopy(model).to(self.device)
@@ -233,7 +233,7 @@ class Stage0Builder:
 
         entry = self.entry(role)
         found = cached(self.root, entry.name, build, self.built.append, wait)
-        return None if found is None else (*found, str(entry))
+        return None if found is None else (found, str(entry))
 
 
 def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, cache_dir: str | Path, seed: int,
@@ -260,8 +260,7 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
         for wait in (False, True):
             for role in to_build:
                 if role not in models and (found := builder.fine_tuned(role, wait)) is not None:
-                    models[role] = found[:2]
-                    checkpoints[role] = found[2]
+                    models[role], checkpoints[role] = found
     except BaseException:
         if helper:  # the job has failed: its helper stops too, rather than hold the device for a model nobody waits for
             helper.stop()
