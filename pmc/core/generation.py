@@ -336,10 +336,11 @@ def kept_static_cache(model, rows: int, length: int) -> dict:
     cache = caches.get(rows)
     if cache is not None and cache.layers[0].is_initialized and cache.layers[0].max_cache_len >= length:
         cache.reset()
-    else:
-        if not compiles_decoding(model):
+    else:  # the cache it replaces is freed first: of this width, or every other one where the step is not compiled
+        if compiles_decoding(model):
+            caches.pop(rows, None)
+        else:
             caches.clear()
-        caches.pop(rows, None)
         cache = caches[rows] = KeptStaticCache(config=model.config.get_text_config(decoder=True),
                                                max_cache_len=max(length, config.max_cache_len or 0))
     # a cache passed in replaces transformers' own: its cache_implementation must be unset for this call
