@@ -75,7 +75,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from pmc import CONF_DIR  # noqa: E402
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
-from pmc.core.generation import configure_generation, generate_answers, greedy_answers  # noqa: E402
+from pmc.core.generation import (  # noqa: E402
+    compiles_decoding,
+    configure_generation,
+    generate_answers,
+    greedy_answers,
+)
 from pmc.core.losses import answer_nll  # noqa: E402
 from pmc.experiment import method_batch_size, run_experiment  # noqa: E402
 from pmc.optimisation import OPTIMIZERS, TrainingConfig, decay_parameter_groups  # noqa: E402
@@ -130,7 +135,7 @@ def harness_steps(model, tokenizer, fmt, chosen: list, training: TrainingConfig,
 
 
 def training_throughput(model, tokenizer, fmt, records, training: TrainingConfig, steps: int,
-                        device: torch.device, warmup: int = WARMUP_STEPS) -> dict:
+                        device: torch.device, warmup: int) -> dict:
     """Steady-state tokens/s and steps/s of a copy of `model` trained on (`warmup` + `steps`) x batch_size retain
     records (taken round the list) through the harness's loop (`finetune`, one epoch; timed from the end of the
     warm-up steps to the end, so the session's setup and the optimiser's first allocation stay out) and through a
@@ -317,12 +322,13 @@ def profiled_call(fn, device: torch.device):
     return prof.key_averages(), seconds
 
 
-def profiled_training(model, tokenizer, fmt, records, training: TrainingConfig, device: torch.device):
-    """Operator statistics of PROFILED_STEPS optimiser steps of the harness's loop, after the warm-up steps and one
+def profiled_training(model, tokenizer, fmt, records, training: TrainingConfig, device: torch.device,
+                      warmup: int):
+    """Operator statistics of PROFILED_STEPS optimiser steps of the harness's loop, after `warmup` steps and one
     more (the profiler's own warm-up), the steps counted through the loop's step log."""
-    chosen = round_the_list(records, WARMUP_STEPS + 1 + PROFILED_STEPS, training.batch_size)
+    chosen = round_the_list(records, warmup + 1 + PROFILED_STEPS, training.batch_size)
     kept = {}
-    with profile(activities=activities(device), schedule=schedule(wait=WARMUP_STEPS, warmup=1,
+    with profile(activities=activities(device), schedule=schedule(wait=warmup, warmup=1,
                                                                    active=PROFILED_STEPS, repeat=1),
                  on_trace_ready=lambda prof: kept.update(events=prof.key_averages())) as prof:
         harness_steps(model, tokenizer, fmt, chosen, training, lambda _: prof.step(), "profiled")
@@ -330,20 +336,20 @@ def profiled_training(model, tokenizer, fmt, records, training: TrainingConfig, 
 
 
 def profile_phases(directory: Path, model, tokenizer, fmt, records, training_cfg: TrainingConfig, training: dict,
-                   questions: list[str], decoding: dict, sampling: dict, device: torch.device) -> dict:
+                   questions: list[str], decoding: dict, sampling: dict, device: torch.device,
+                   warmup: int) -> dict:
     """Profile the three phases (training steps, one greedy decoding call, one sampling call, each call on the first
     questions that fill one batch) and write them into `directory`; returns their summaries."""
     greedy = lambda: generate_answers(model, tokenizer, fmt, questions[: decoding["batch_size"]], **decoding)
     sampled = lambda: generate_answers(model, tokenizer, fmt, questions[: sampling["batch_size"]], **sampling)
-    training_events = profiled_training(model, tokenizer, fmt, records, training_cfg, device)
+    training_events = profiled_training(model, tokenizer, fmt, records, training_cfg, device, warmup)
     greedy_events, greedy_seconds = profiled_call(greedy, device)
     sampling_events, sampling_seconds = profiled_call(sampled, device)
     # eager operator counts; a compiled phase's operators are not dispatched one by one, so it has none
-    compiled_decoding = model.generation_config.compile_config is not None
     operators = {"training": None if training_cfg.compile_backend else
                  counted_training(model, tokenizer, fmt, records, training_cfg),
-                 "greedy": None if compiled_decoding else counted_call(greedy),
-                 "sampling": None if compiled_decoding else counted_call(sampled)}
+                 "greedy": None if compiles_decoding(model) else counted_call(greedy),
+                 "sampling": None if compiles_decoding(model) else counted_call(sampled)}
     return write_profiles(directory, {
         # wall time per step: the steady-state steps timed before, without the profiler
         "training": (training_events, PROFILED_STEPS / training["steps_per_s"], PROFILED_STEPS, "training step"),
@@ -417,8 +423,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--samples", type=int, default=None, help="PMC's n (default: the method's, else 5)")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS,
-                        help="untimed training steps first (compile_mode=reduce-overhead records CUDA graphs for "
-                             "each micro-batch shape it meets: give it enough to meet them all)")
+                        help="untimed, unprofiled training steps first (compile_mode=reduce-overhead records CUDA "
+                             "graphs for each micro-batch shape it meets: give it enough to meet them all)")
     parser.add_argument("--questions", type=int, default=64, help="evaluation questions decoded")
     parser.add_argument("--no-job", action="store_true", help="skip the job (no per-stage times)")
     parser.add_argument("--training-only", action="store_true",
@@ -562,7 +568,7 @@ def main(argv: list[str] | None = None) -> dict:
     profiles = None
     if args.profile:
         profiles = profile_phases(args.profile, model, tokenizer, fmt, benchmark.retain, training_cfg, training,
-                                  questions, decoding, sampling, device)
+                                  questions, decoding, sampling, device, args.warmup_steps)
         print(profile_table(profiles))
     numbers.update({"greedy": {**greedy, "batch_size": rows_at_once},
                     "sampling": {**sampled, "num_samples": samples, "questions_per_call": pmc_batch},
