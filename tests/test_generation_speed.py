@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 
 import pytest
 import torch
@@ -138,6 +139,26 @@ def compiled_decoding_graphs(model, tokenizer, max_cache_len: int | None) -> int
     model.generation_config.compile_config = compile_config_on_this_cpu(backend="eager", fullgraph=False)
     greedy_answers(model, tokenizer, PromptFormat(), WIDENING, max_new_tokens=6, batch_size=2)
     return counters["stats"]["unique_graphs"]
+
+
+def test_decoding_with_the_kept_static_cache_draws_no_transformers_warning(tiny):
+    """The kept cache replaces transformers' own for a call, and with it the cache length the run configured:
+    transformers warned in every run that `max_cache_len` would be ignored, which read as a misconfiguration."""
+    model, tokenizer = tiny
+    warnings = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger = logging.getLogger("transformers")
+    logging.Logger.warning_once.cache_clear()  # transformers' warnings once per process: earlier tests' are counted
+    logger.addHandler(handler)
+    try:
+        configure_generation(model, "static", max_cache_len=64)
+        greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=8, batch_size=2)
+        assert model.generation_config.max_cache_len == 64  # the run's setting stays for the next cache made
+    finally:
+        logger.removeHandler(handler)
+        configure_generation(model)
+    assert warnings == []
 
 
 def test_a_static_cache_sized_once_compiles_the_decoding_step_once(tiny):
@@ -427,6 +448,25 @@ def test_auto_batch_size_from_free_memory(tiny):
     assert auto_batch_size(model, sequence, reserve + 2 * 64 * row) == 64
     assert auto_batch_size(model, sequence, reserve + 2 * 10**6 * row) == AUTO_MAX_BATCH_SIZE
     assert auto_batch_size(model, sequence, reserve // 2) == 1  # nothing left: one row at a time
+
+
+def test_auto_batch_size_counts_the_caches_kept_for_each_width_where_decoding_is_compiled(tiny, monkeypatch):
+    """Compiled, a cache is kept per width decoded (2, 4, ..., the batch size): under twice the batch's rows of
+    cache, so `auto` budgets each row's cache twice."""
+    model, _ = tiny
+    sequence = 10
+    kv_cache = 2 * 2 * 2 * 32 * sequence * 4
+    row = row_bytes(model.config, sequence, 4)
+    assert row_bytes(model.config, sequence, 4, kept_caches=2) == row + kv_cache
+    reserve = 5 * 4 * sum(p.numel() for p in model.parameters())
+    free = reserve + 2 * 64 * row  # 64 rows with one cache each: fewer than 64 when each row's cache counts twice
+    try:
+        configure_generation(model, "static", compile=True)
+        assert auto_batch_size(model, sequence, free) == 64  # a CPU: transformers does not compile here
+        monkeypatch.setattr(model.generation_config.compile_config, "_compile_all_devices", True)
+        assert auto_batch_size(model, sequence, free) == 32
+    finally:
+        configure_generation(model)
 
 
 def test_resolve_batch_size(tiny):

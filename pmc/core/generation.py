@@ -343,8 +343,9 @@ def kept_static_cache(model, rows: int, length: int) -> dict:
             caches.clear()
         cache = caches[rows] = KeptStaticCache(config=model.config.get_text_config(decoder=True),
                                                max_cache_len=max(length, config.max_cache_len or 0))
-    # a cache passed in replaces transformers' own: its cache_implementation must be unset for this call
-    return {"cache": cache, "cache_implementation": None}
+    # a cache passed in replaces transformers' own: its cache_implementation (and the length transformers would size
+    # its own by, which it warns about without a static cache_implementation) must be unset for this call
+    return {"cache": cache, "cache_implementation": None, "max_cache_len": None}
 
 
 class KeptStaticCache(StaticCache):
@@ -361,16 +362,17 @@ class KeptStaticCache(StaticCache):
                 layer.values.copy_(layer.values.index_select(0, index))
 
 
-def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
+def row_bytes(config, sequence_length: int, dtype_bytes: int, kept_caches: int = 1) -> int:
     """Memory one row of a batch needs at most. Decoding: its KV cache (keys and values of every layer for every
-    position) and one layer's prefill activations (attention projections, MLP and the attention score matrix).
+    position), `kept_caches` times where caches of several widths are kept (`auto_batch_size`), and one layer's
+    prefill activations (attention projections, MLP and the attention score matrix).
     Scoring (the suites score answers `batch_size` rows at a time too): float32 logits over the vocabulary at every
     position, three times over (logits, cross-entropy's log-softmax, a contiguous copy); this also covers the last
     position's logits, probabilities and top-p's sorted copy while decoding."""
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    kv_cache = 2 * config.num_hidden_layers * kv_heads * head_dim * sequence_length * dtype_bytes
+    kv_cache = kept_caches * 2 * config.num_hidden_layers * kv_heads * head_dim * sequence_length * dtype_bytes
     intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
     activations = (sequence_length * (4 * config.hidden_size + 3 * intermediate)
                    + heads * sequence_length**2) * dtype_bytes
@@ -380,11 +382,14 @@ def row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
 def auto_batch_size(model, sequence_length: int, free_bytes: int) -> int:
     """Rows to decode or score at once on a GPU with `free_bytes` free: what fits in AUTO_MEMORY_FRACTION of the
     memory left after keeping TRAINING_RESERVE_COPIES fp32 copies of the parameters free for unlearning, rounded down
-    to a power of two (stable across jobs whose free memory differs a little), between 1 and AUTO_MAX_BATCH_SIZE."""
+    to a power of two (stable across jobs whose free memory differs a little), between 1 and AUTO_MAX_BATCH_SIZE.
+    Where the decoding step is compiled, a static cache is kept for each width decoded (2, 4, ... up to the batch
+    size: `decoding_batch`, `kept_static_cache`), under twice the batch's rows in all, so a row's cache counts twice."""
     parameters = sum(p.numel() for p in model.parameters())
     dtype_bytes = next(model.parameters()).element_size()
     budget = AUTO_MEMORY_FRACTION * (free_bytes - TRAINING_RESERVE_COPIES * 4 * parameters)
-    rows = int(budget // row_bytes(model.config, sequence_length, dtype_bytes))
+    kept_caches = 2 if compiles_decoding(model) else 1
+    rows = int(budget // row_bytes(model.config, sequence_length, dtype_bytes, kept_caches))
     if rows < 1:
         return 1
     return min(AUTO_MAX_BATCH_SIZE, 2 ** int(math.log2(rows)))
