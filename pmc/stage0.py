@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
 from filelock import FileLock, Timeout
 
 from pmc.checkpoint import CheckpointConfig, Checkpoints
@@ -40,6 +41,9 @@ from pmc.trainer import finetune
 log = logging.getLogger("pmc")
 
 CACHE_FORMAT = 1  # bump when the way stage-0 models are built changes, so old cache entries are not reused
+# what a model in training holds at least, per parameter: fp32 weights, gradients and AdamW's two moments
+# (bf16-mixed keeps fp32 master weights); activations come on top
+TRAINING_BYTES_PER_PARAMETER = 16
 
 
 def fingerprint(*parts) -> str:
@@ -253,6 +257,7 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
     helper = None
     if (side_by_side and len(to_build) == 2 and world_size() == 1  # a multi-process run builds nothing (`cached`)
             and not any(builder.entry(role).exists() for role in to_build)):
+        check_room_for_two_builds(builder, device)
         helper = RetainMeanwhile((model_cfg, benchmark, fmt, cache_dir, seed, str(device), checkpoint))
     try:
         # first the entries no other job is building, then wait for the rest: jobs of a sweep started together build
@@ -268,6 +273,21 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
     built = builder.built + (helper.finish() if helper else [])
     (target, tokenizer), (retain, _) = models["target"], models["retain"]
     return Stage0Models(target.to(device), retain.to(device), tokenizer, checkpoints, built)
+
+
+def check_room_for_two_builds(builder: Stage0Builder, device) -> None:
+    """On a GPU, stage0.side_by_side trains two models at once in its memory: refuse it, before either starts, where
+    the GPU's free memory cannot hold their weights, gradients and optimizer state (a lower bound: activations come on
+    top), rather than let one of the two builds run out of memory part way (Llama-3.2-3B: ~51 GB each)."""
+    if torch.device(device).type != "cuda":
+        return
+    model, _ = builder.base()
+    need = 2 * TRAINING_BYTES_PER_PARAMETER * sum(p.numel() for p in model.parameters())
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    if need > free:
+        raise ConfigError(f"stage0.side_by_side=true trains target and retain at once: their weights, gradients and "
+                          f"AdamW state alone need {need / 2**30:.1f} GiB, and {device} has {free / 2**30:.1f} GiB "
+                          f"free; set stage0.side_by_side=false to build them one after the other")
 
 
 class RetainMeanwhile:

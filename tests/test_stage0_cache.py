@@ -18,6 +18,8 @@ import pytest
 import torch
 from conftest import REPO
 
+from pmc.core.errors import ConfigError
+
 # A process that builds (or reuses) stage 0 for a tiny config and prints which cache entries it built itself.
 BUILD = textwrap.dedent("""
     import json, sys
@@ -199,6 +201,39 @@ def test_side_by_side_starts_no_second_process_when_a_model_is_cached(built_cach
     monkeypatch.setattr(stage0, "RetainMeanwhile", lambda *args: pytest.fail("a helper for a cached model"))
     cache, _ = built_cache
     assert prepare(cache, side_by_side=True).built == []
+
+
+def test_side_by_side_on_a_gpu_without_room_for_two_models_in_training_is_one_config_error(built_cache, monkeypatch):
+    """Two models in training hold at least 16 bytes per parameter each (fp32 weights, gradients, AdamW's two
+    moments): with less free GPU memory than that, side_by_side fails before either build starts."""
+    import pmc.stage0 as stage0
+
+    _, models = built_cache
+    parameters = sum(p.numel() for p in models.target.parameters())
+    builder = type("Builder", (), {"base": lambda self: (models.target, models.tokenizer)})()
+    free = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free[0], 80 * 2**30))
+    free.append(2 * 16 * parameters)
+    stage0.check_room_for_two_builds(builder, "cuda:0")  # just enough
+    free[0] -= 1
+    with pytest.raises(ConfigError, match=r"side_by_side=true .* need 0\.\d GiB, and cuda:0 has 0\.\d GiB free; set "
+                                          r"stage0\.side_by_side=false"):
+        stage0.check_room_for_two_builds(builder, "cuda:0")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: pytest.fail("asked a CPU for GPU memory"))
+    stage0.check_room_for_two_builds(builder, "cpu")
+
+
+def test_side_by_side_checks_the_room_before_its_second_process_starts(tmp_path, monkeypatch):
+    import pmc.stage0 as stage0
+
+    def no_room(builder, device):
+        raise ConfigError("no room")
+
+    monkeypatch.setattr(stage0, "check_room_for_two_builds", no_room)
+    monkeypatch.setattr(stage0, "RetainMeanwhile", lambda *args: pytest.fail("a helper started without room"))
+    with pytest.raises(ConfigError, match="no room"):
+        prepare(tmp_path, side_by_side=True)
+    assert not list(tmp_path.glob("tiny-*-*/"))  # no model was built
 
 
 @pytest.fixture(scope="module")
