@@ -22,8 +22,9 @@
 # official schedule of sampling inside every micro-batch), GPU_CHECK_PARALLEL (1; more: GradDiff and NPO start
 # together, building target and retain side by side; from 3 on PMC and the next jobs start with them; the other
 # jobs run this many at once), GPU_CHECK_RUNS (a folder for the run directories that outlives the call: jobs that
-# finished there are skipped, a job cut off resumes from its checkpoint), GPU_CHECK_BENCH (1; 0: no throughput
-# table), GPU_CHECK_BENCH_ARGS (more options and overrides for bench_throughput.py, e.g. "--train-batch 64
+# finished there are skipped, a job cut off resumes from its checkpoint), GPU_CHECK_BENCH (1: the throughput table,
+# with time kept for it from the jobs' budget; 0: no table; leftover: the table only in the time the jobs leave,
+# none kept from them), GPU_CHECK_BENCH_ARGS (more options and overrides for bench_throughput.py, e.g. "--train-batch 64
 # method.training.precision=bf16-mixed").
 set -uo pipefail
 # bash reads a script while it runs it: inside these braces it reads all of it first, so editing this file while
@@ -40,6 +41,13 @@ OUT_DIR=${OUT:-$REPO/gpu_check_out}
 PARALLEL=${GPU_CHECK_PARALLEL:-1}
 [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] \
     || { echo "error: GPU_CHECK_PARALLEL: a positive integer, not '$PARALLEL'" >&2; exit 2; }
+# kept for the throughput table and its profile, after the jobs: 60 s cut it before its first row on the H200
+BENCH_WHEN=${GPU_CHECK_BENCH:-1}
+case $BENCH_WHEN in
+    1) BENCH_RESERVE_S=120 ;;
+    0 | leftover) BENCH_RESERVE_S=0 ;;
+    *) echo "error: GPU_CHECK_BENCH: 1, 0 or leftover, not '$BENCH_WHEN'" >&2; exit 2 ;;
+esac
 # jobs side by side share the cores: torch processes with every core's threads each slow each other down
 THREADS_PER_JOB=$(( $(nproc) / PARALLEL > 0 ? $(nproc) / PARALLEL : 1 ))
 (( PARALLEL > 1 )) && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS_PER_JOB}
@@ -47,9 +55,6 @@ WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)        # what comes back: logs, run dire
 SCRATCH=$(mktemp -d /tmp/gpu_check_scratch.XXXXXX)  # what does not: assembled wheel, dry-run installs and caches
 SUMMARY=$WORK/summary.txt
 ARCHIVE_RESERVE_S=20  # kept for collect.py and packing up
-# kept for the throughput table and its profile, after the jobs: 60 s cut it before its first row on the H200
-BENCH_RESERVE_S=120
-[[ "${GPU_CHECK_BENCH:-1}" == 0 ]] && BENCH_RESERVE_S=0
 START=$SECONDS
 mkdir -p "$OUT_DIR" "$WORK/logs" "$WORK/tables"
 # the jobs' run directories: in the work folder, or in GPU_CHECK_RUNS, kept by the machine while it stays warm, so
@@ -245,7 +250,7 @@ wait
 
 # --- throughput: alone on the device, after the jobs -------------------------------------------------------------
 BENCH_LIMIT=$(( $(left) + ARCHIVE_RESERVE_S - 10 ))
-if (( BENCH_RESERVE_S == 0 )); then
+if [[ "$BENCH_WHEN" == 0 ]]; then
     say "no throughput table (GPU_CHECK_BENCH=0)"
 elif (( BENCH_LIMIT >= 40 )); then
     RESULTS=(--no-job)  # per-stage times come from the PMC job (else GradDiff's), never from a job of its own

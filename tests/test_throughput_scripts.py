@@ -188,11 +188,16 @@ def test_bench_throughput_trains_its_warm_up_steps_untimed_before_the_timed_ones
     assert numbers["training"]["steps_per_s"] == pytest.approx(2 / numbers["training"]["seconds"])
 
 
-def test_gpu_check_refuses_a_bad_parallel_setting_before_doing_anything():
+@pytest.mark.parametrize("setting, message", [
+    ({"GPU_CHECK_PARALLEL": "two"}, "error: GPU_CHECK_PARALLEL: a positive integer, not 'two'"),
+    ({"GPU_CHECK_BENCH": "yes"}, "error: GPU_CHECK_BENCH: 1, 0 or leftover, not 'yes'"),
+])
+def test_gpu_check_refuses_a_bad_setting_before_doing_anything(tmp_path, setting, message):
     out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, capture_output=True, text=True,
-                         env=dict(os.environ, GPU_CHECK_DRY="1", GPU_CHECK_PARALLEL="two"), timeout=60)
+                         env=dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path / "out"), **setting), timeout=60)
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: GPU_CHECK_PARALLEL: a positive integer, not 'two'"
+    assert out.stderr.strip() == message
+    assert not (tmp_path / "out").exists()  # nothing packed, nothing made
 
 
 def test_gpu_scripts_parse_and_the_device_folder_is_ignored():
@@ -262,15 +267,18 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
             "./tables/profile/profile.json", "./tables/profile/profile_greedy.txt"} <= names
     assert not [name for name in names if "checkpoints" in name]
 
-    # the same command again, as on a machine still warm: the finished jobs are skipped, a new one runs
-    env.update(GPU_CHECK_BENCH="0", GPU_CHECK_MORE=env["GPU_CHECK_MORE"] + " idk=method=idk")
+    # the same command again, as on a machine still warm: the finished jobs are skipped, a new one runs with the
+    # whole budget (none kept for the throughput table), and the table comes in the time it leaves
+    env.update(GPU_CHECK_BENCH="leftover", GPU_CHECK_MORE=env["GPU_CHECK_MORE"] + " idk=method=idk")
     again = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     summary = (tmp_path / "summary.txt").read_text()
     for job in ("graddiff", "npo", "pmc", "ga_lr1e-4"):
         assert f"{job}: done in an earlier call ({runs / job})" in summary
-    assert "idk: exit 0" in summary and "no throughput table (GPU_CHECK_BENCH=0)" in summary
+    limit = int(re.search(r"idk: exit 0 after \d+s \(limit (\d+)s\)", summary).group(1))
+    assert limit > 470 - 20 - 120  # the default budget less the archive's 20 s, and more than the table's 120 s kept
+    assert "bench_throughput: exit 0" in summary and "\ndevice: " in summary
     assert "| method=idk | idk |" in summary and "| method=npo | npo |" in summary  # the table has every job
 
 
