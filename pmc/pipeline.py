@@ -192,7 +192,9 @@ def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], ru
     and where each came from (results.json's "eval_cache").
 
     The greedy answers every suite will ask for are planned first, so that each model's are decoded in one call
-    (EvalContext.greedy_answers), at its first request.
+    (EvalContext.greedy_answers), at its first request. Besides `eval`, timings gets where its time went:
+    `eval.greedy_answers` (that decoding, every model) and `eval.<suite>` (each suite's own time without it: scoring,
+    its own decoding such as the analyses' sampling, reading or writing the eval cache).
 
     Per suite, the stage-0 models (cache.roles) are scored first, through the eval cache (read when another job
     already scored them); then the other models, with the stage-0 results at hand for the metrics that compare
@@ -200,10 +202,12 @@ def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], ru
     metrics: dict[str, dict] = {name: {} for name in models}
     provenance: dict[str, dict] = {name: {} for name in models}
     stage0 = {name: models[name] for name in cache.roles}
+    parts, decoded_at_start = {}, ctx.decoding_s
     with timed(timings, "eval"):
         ctx.plan_greedy_answers(q for suite in suites.values() for split in suite.greedy_questions(ctx).values()
                                 for q in split)
         for name, suite in suites.items():
+            start, decoded_before = time.perf_counter(), ctx.decoding_s
             known, status = cache.results(name, suite.settings(), lambda score=suite.evaluate: score(stage0, ctx))
             results = {**known, **suite.evaluate(models, ctx, known)}
             for model_name in models:
@@ -212,6 +216,8 @@ def evaluate_models(models: dict, ctx: EvalContext, suites: dict[str, Suite], ru
                 provenance[model_name][name] = status if model_name in known else SCORED
                 write_json_atomic(run_dir / "eval" / model_name / f"{name}.json",
                                   {"summary": result.summary, "examples": result.examples})
+            parts[f"eval.{name}"] = round(time.perf_counter() - start - (ctx.decoding_s - decoded_before), 3)
+    timings.update({"eval.greedy_answers": round(ctx.decoding_s - decoded_at_start, 3), **parts})
     return metrics, provenance
 
 

@@ -552,7 +552,13 @@ def main(argv: list[str] | None = None) -> dict:
         timings = job["timings_s"]
         rows += [(f"job: {stage}", f"{timings[stage]:.1f}", "s", notes.get(stage, "")) for stage in STAGES
                  if stage in timings]
-        rows.append(("job: total", f"{sum(timings.values()):.1f}", "s", job["source"]))
+        # where eval's time went (results.json since 2026-11-27): the greedy answers, then each suite without them
+        rows += [(f"job: {part}", f"{seconds:.1f}", "s", "part of eval: " + (
+                     "every suite's greedy answers, every model scored" if part == "eval.greedy_answers"
+                     else "the suite's own time, without the greedy answers"))
+                 for part, seconds in timings.items() if part.startswith("eval.")]
+        rows.append(("job: total", f"{sum(timings[stage] for stage in STAGES if stage in timings):.1f}", "s",
+                     job["source"]))
         if job["graphs_compiled"] is not None:
             rows.append(("job: graphs compiled", str(job["graphs_compiled"]), "graphs",
                          "torch.compile's traces in the job: the decoding step (generation.compile), the decoder "

@@ -579,6 +579,29 @@ def test_planned_questions_are_decoded_together_longest_first_each_once(tiny, mo
     assert calls == [[len(fmt.prompt_ids(tokenizer, "Why not?"))]]
 
 
+def test_the_context_counts_the_seconds_spent_decoding_greedy_answers(monkeypatch):
+    """results.json's timings_s "eval.greedy_answers": the time of the decoding calls, none for answers known."""
+    import time
+
+    import benchmarks.metrics.common as common
+
+    def slow_answers(model, tokenizer, fmt, questions, **kwargs):
+        time.sleep(0.2)
+        return [f"answer to {q}" for q in questions]
+
+    monkeypatch.setattr(common, "greedy_answers", slow_answers)
+    ctx = common.EvalContext(tokenizer=None, prompt_format=type("Format", (), {"prompt_ids": lambda self, t, q: q})(),
+                             benchmark=None, max_new_tokens=4, batch_size=4)
+    model = object()
+    assert ctx.decoding_s == 0.0
+    ctx.greedy_answers(model, ["a", "b"])
+    assert 0.2 <= ctx.decoding_s < 0.4
+    ctx.greedy_answers(model, ["b", "a"])  # known: no decoding
+    assert ctx.decoding_s < 0.4
+    ctx.greedy_answers(object(), ["a"])  # another model decodes
+    assert 0.4 <= ctx.decoding_s < 0.6
+
+
 def test_a_run_decodes_each_models_distinct_questions_in_full_batches(make_config, tmp_path, monkeypatch):
     """In a run with the paper and TOFU suites, each model's greedy answers cost ceil(distinct / batch_size)
     decoding calls over the questions of both suites, not one call or more per split."""

@@ -50,7 +50,11 @@ def test_run_leaves_its_files(pmc_run):
     on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk["metrics"] == results["metrics"]
     assert on_disk["method"] == "pmc" and on_disk["seed"] == 0 and on_disk["benchmark"] == "synthetic"
-    assert set(on_disk["timings_s"]) == {"data", "stage0", "unlearn", "eval"}
+    timings = on_disk["timings_s"]
+    assert set(timings) == {"data", "stage0", "unlearn", "eval", "eval.greedy_answers", "eval.paper"}
+    # eval's parts: the greedy answers of every model, and the suite's own time without them
+    assert timings["eval.greedy_answers"] > 0 and timings["eval.paper"] > 0
+    assert timings["eval.greedy_answers"] + timings["eval.paper"] == pytest.approx(timings["eval"], abs=0.05)
     assert on_disk["eval_cache"]["unlearned"] == {"paper": "scored"}
     assert on_disk["eval_cache"]["target"]["paper"] in ("hit", "miss")  # another test may have scored it first
     assert on_disk["versions"]["torch"] and on_disk["config"]["method"]["handler"]["num_samples"] == 5

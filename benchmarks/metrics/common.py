@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import time
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class EvalContext:
     generation_max_length: int | None = None
     _planned: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
     _answers: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # id -> (model, {q: answer})
+    # seconds spent decoding greedy answers (every model): results.json's timings_s "eval.greedy_answers"
+    decoding_s: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def answer_length(self) -> dict:
         """The length argument of greedy decoding: max_length (prompt included; the official evaluation's) when
@@ -72,9 +75,11 @@ class EvalContext:
             pool.sort(key=length.__getitem__, reverse=True)
             if desc and len(pool) > len(missing):
                 desc = f"{desc} + {len(pool) - len(missing)} planned questions"
-            known.update(zip(pool, greedy_answers(model, self.tokenizer, self.prompt_format, pool,
-                                                  batch_size=self.batch_size, desc=desc, **self.answer_length()),
-                             strict=True))
+            start = time.perf_counter()
+            answers = greedy_answers(model, self.tokenizer, self.prompt_format, pool, batch_size=self.batch_size,
+                                     desc=desc, **self.answer_length())
+            self.decoding_s += time.perf_counter() - start
+            known.update(zip(pool, answers, strict=True))
         return [known[q] for q in questions]
 
 
