@@ -341,13 +341,15 @@ def unlearn(
     micro-batch is built when the training loop reaches it, its forget rows from `method.forget_batch_examples`.
     That plan (the epoch's forget examples, their order in micro-batches, the retain partners) is kept by
     checkpoints with the method's state, so a mid-epoch resume redoes no per-epoch work and builds only the
-    micro-batches still to train."""
+    micro-batches still to train. Before the first micro-batch of each optimizer step the method sees the forget rows
+    of all the step's micro-batches (`method.on_optimizer_step_start`); a checkpoint is always at a step's start."""
     rng = random.Random(seed)
     retain = run.benchmark.retain
     method.setup(run)
     encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length,
                                         training.pad_to_multiple_of)
     plan: dict = {}
+    accumulation = training.gradient_accumulation_steps
 
     def epoch_batches(epoch):
         run.epoch = epoch
@@ -366,6 +368,9 @@ def unlearn(
         chunks, partners = plan["chunks"], plan["partners"]
 
         def build(k):
+            if k % accumulation == 0:  # the first micro-batch of an optimizer step (`optimise` groups them so)
+                method.on_optimizer_step_start(run, examples, [i for chunk in chunks[k:k + accumulation]
+                                                               for i in chunk])
             rows = method.forget_batch_examples(run, examples, chunks[k])
             forget = encode([(e.question, e.answer) for e in rows])
             if rows[0].paired is not None:

@@ -1,16 +1,19 @@
-"""When PMC samples: inside every micro-batch with the current weights (official) versus once per epoch.
+"""When PMC samples: inside every micro-batch with the current weights (official), once per optimizer step for all
+its micro-batches (the same weights under gradient accumulation), or once per epoch.
 
     python scripts/bench_pmc_sampling.py                          # quickstart benchmark, 5 epochs per mode
     python scripts/bench_pmc_sampling.py --epochs 15 device=cuda  # extra Hydra overrides go last
     python scripts/bench_pmc_sampling.py --modes epoch method.handler.top_k=0 method.handler.max_length=null
+    python scripts/bench_pmc_sampling.py --modes batch,step method.training.batch_size=2 \
+        method.training.gradient_accumulation_steps=4       # step differs from batch only under accumulation
 
 The config is the quickstart's (tiny model, offline synthetic TOFU-style benchmark with 20 forget questions, PMC
 with conf/method/pmc.yaml), with `method.training.epochs` set to --epochs. Stage 0 comes from the stage-0 cache
 (--cache-dir, the runs' own by default; built there first if absent, not timed). For each mode the target is copied,
 the run re-seeded, and PMC trained through `pmc.trainer.unlearn`; then the paper metric suite scores the result. The
 table gives, per mode: device, wall time per epoch (unlearning time without the initial greedy answers, over the
-epochs), the number of answers sampled, the final mean selected score (mean ROUGE-L recall of the cached answers
-against the initial ones) and unlearn quality.
+epochs), the sampling (decoding) calls and the number of answers sampled, the final mean selected score (mean
+ROUGE-L recall of the cached answers against the initial ones) and unlearn quality.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from hydra.utils import instantiate
 from benchmarks.metrics.paper import PaperSuite
 from pmc import CONF_DIR
 from pmc.experiment import method_batch_size
+from pmc.methods import collapse
 from pmc.methods.base import RunContext
 from pmc.optimisation import TrainingConfig
 from pmc.pipeline import (
@@ -54,14 +58,25 @@ def run_mode(cfg, stage0, benchmark, fmt, rows_at_once: int, mode: str) -> dict:
         setup_s.append(time.perf_counter() - start)
 
     method.setup = timed_setup
+    calls = []
+    sample = collapse.generate_answers
+
+    def counted_sample(*args, **kwargs):
+        calls.append(len(args[3]))  # the questions of the call
+        return sample(*args, **kwargs)
+
     training = TrainingConfig(**cfg.method.training)
     start = time.perf_counter()
-    unlearn(method, run, training, cfg.seed)
+    collapse.generate_answers = counted_sample
+    try:
+        unlearn(method, run, training, cfg.seed)
+    finally:
+        collapse.generate_answers = sample
     epoch_s = (time.perf_counter() - start - setup_s[0]) / training.epochs
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, rows_at_once)
     scores = PaperSuite().score_model(model, ctx, mode).summary
     return {"mode": mode, "device": str(next(model.parameters()).device), "epoch_s": epoch_s,
-            "sampled": method.sampled_answers, "score": method.cache.mean_score(),
+            "calls": len(calls), "sampled": method.sampled_answers, "score": method.cache.mean_score(),
             "unlearn_quality": scores["unlearn_quality"], "utility": scores["utility"]}
 
 
@@ -69,7 +84,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=".cache/pmc", help="stage-0 checkpoints (built if absent)")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--modes", default="batch,epoch", help="comma-separated sample_every values to run")
+    parser.add_argument("--modes", default="batch,epoch", help="comma-separated sample_every values to run "
+                                                                 "(batch, step, epoch)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. device=cuda")
     args = parser.parse_args(argv)
 
@@ -84,14 +100,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     h = cfg.method.handler
     print(f"stage 0: {'built ' + ', '.join(stage0.built) if stage0.built else 'from cache'} in "
           f"{time.perf_counter() - start:.1f} s; {len(benchmark.forget)} forget questions, "
-          f"{args.epochs} epochs, micro-batch {cfg.method.training.batch_size}; n={h.num_samples} T={h.temperature} "
+          f"{args.epochs} epochs, micro-batch {cfg.method.training.batch_size} x "
+          f"{cfg.method.training.gradient_accumulation_steps} a step; n={h.num_samples} T={h.temperature} "
           f"top_p={h.top_p} top_k={h.top_k} max_length={h.max_length} max_new_tokens={h.max_new_tokens}")
 
     rows = [run_mode(cfg, stage0, benchmark, fmt, rows_at_once, mode) for mode in args.modes.split(",")]
-    print("\n| sample_every | device | s / epoch | sampled answers | final mean selected score | unlearn quality "
-          "| utility |\n|---|---|---:|---:|---:|---:|---:|")
+    print("\n| sample_every | device | s / epoch | sampling calls | sampled answers | final mean selected score "
+          "| unlearn quality | utility |\n|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['mode']} | {r['device']} | {r['epoch_s']:.2f} | {r['sampled']} | {r['score']:.3f} "
+        print(f"| {r['mode']} | {r['device']} | {r['epoch_s']:.2f} | {r['calls']} | {r['sampled']} | {r['score']:.3f} "
               f"| {r['unlearn_quality']:.2f} | {r['utility']:.2f} |")
     return rows
 

@@ -309,6 +309,46 @@ def test_epoch_mode_samples_once_at_the_start_of_each_epoch(monkeypatch):
     assert [e[0] for e in epochs[1]] == ["sample", "loss", "loss"] and epochs[1][0][2] == [QUESTIONS[0]]
 
 
+def test_step_mode_samples_an_optimizer_steps_questions_at_its_start_with_the_weights_it_trains(monkeypatch):
+    """sample_every=step: with gradient accumulation (micro-batches of 1, 3 to a step: 4 questions are a step of 3
+    and a step of 1) one sampling call at each step's start, for every question of its micro-batches, with the
+    weights all of them train with; the micro-batches then train on the answers just chosen."""
+    events = run_watched(monkeypatch, "step", batch_size=1, accumulation=3)
+    epochs = split_epochs(events)
+    assert [e[0] for e in epochs[0]] == ["sample", "loss", "loss", "loss", "sample", "loss"]
+    first, second = epochs[0][0], epochs[0][4]
+    assert sorted(first[2] + second[2]) == sorted(QUESTIONS) and len(first[2]) == 3
+    for sample, losses in ((first, epochs[0][1:4]), (second, epochs[0][5:])):
+        assert sorted(q for loss in losses for q, _ in loss[2]) == sorted(sample[2])  # the step's own questions
+        assert all(torch.equal(sample[1], loss[1]) for loss in losses)  # the weights every micro-batch trains with
+    assert not torch.equal(first[1], second[1])  # the first step changed the weights in between
+    trained = dict(pair for e in epochs[0] if e[0] == "loss" for pair in e[2])
+    assert trained == {q: "alpha b1" if q in first[2] and q == QUESTIONS[0] else
+                       "omega b1" if q in first[2] else "alpha b2" if q == QUESTIONS[0] else "omega b2"
+                       for q in QUESTIONS}
+    # epoch 2: only question 0 is still above 0, sampled at the start of the step whose micro-batches hold it
+    samples = [(k, e) for k, e in enumerate(epochs[1]) if e[0] == "sample"]
+    assert [e[2] for _, e in samples] == [[QUESTIONS[0]]]
+    assert samples[0][0] in (0, 4)
+
+
+def test_step_mode_samples_what_the_official_schedule_samples_with_the_same_weights(monkeypatch):
+    """Under accumulation the official schedule samples each micro-batch with the step's weights, unchanged
+    between its micro-batches: the same distributions as one call per step. Without accumulation the two schedules
+    make the same calls with the same weights, call for call (so the same random draws)."""
+    official = split_epochs(run_watched(monkeypatch, "batch", batch_size=1, accumulation=3))[0]
+    assert [e[0] for e in official] == ["sample", "loss"] * 4
+    assert all(torch.equal(official[0][1], e[1]) for e in official[:6])  # the first step's three micro-batches
+    one_per_step = split_epochs(run_watched(monkeypatch, "step", batch_size=1, accumulation=3))[0]
+    assert torch.equal(official[0][1], one_per_step[0][1])
+    assert sorted(q for e in official[:6:2] for q in e[2]) == sorted(one_per_step[0][2])
+
+    batch, step = run_watched(monkeypatch, "batch"), run_watched(monkeypatch, "step")
+    assert [e[0] for e in step] == [e[0] for e in batch]
+    for b, s in zip(batch, step):
+        assert all(torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(b, s))
+
+
 def split_epochs(events):
     epochs = []
     for event in events:
@@ -319,7 +359,7 @@ def split_epochs(events):
     return epochs
 
 
-def run_watched(monkeypatch, sample_every: str):
+def run_watched(monkeypatch, sample_every: str, batch_size: int = 2, accumulation: int = 1):
     """Two epochs of PMC on a 1-layer Llama through pmc.trainer.unlearn, every sampling call and loss recorded with
     a copy of the weights at that moment. Question 0's candidates always overlap its initial answer (best 1/4, so it
     stays pending); the others get a 0-score candidate the first time."""
@@ -365,7 +405,8 @@ def run_watched(monkeypatch, sample_every: str):
             return super().loss(model, forget, retain)
 
     method = Watched(num_samples=2, sample_every=sample_every)
-    training = TrainingConfig(epochs=2, learning_rate=1e-2, batch_size=2, gradient_accumulation_steps=1)
+    training = TrainingConfig(epochs=2, learning_rate=1e-2, batch_size=batch_size,
+                              gradient_accumulation_steps=accumulation)
     unlearn(method, run, training, seed=0)
     return events
 
@@ -592,7 +633,7 @@ def test_paper_experiments_use_the_official_pmc_settings(make_config, experiment
         {"max_length": 200, "max_new_tokens": 64},
         {"max_length": 0},
         {"max_new_tokens": -3},
-        {"sample_every": "step"},
+        {"sample_every": "micro_batch"},
         {"sample_every": "Batch"},
         {"selection": "softmax"},
         {"selection": "bradley_terry", "bt_temperature": 0.0},

@@ -144,13 +144,14 @@ def test_without_checkpoints_a_rerun_starts_afresh(tmp_path, tokenizer, initial_
 
 class Drawing(Method):
     """A method with state that evolves: each epoch it draws new forget answers with the global torch RNG (as PMC's
-    sampling does) and keeps a running count. A resume that redid epoch work or lost the RNG would train on others."""
+    sampling does), and again for the rows of each optimizer step at its start (as PMC's sample_every=step), and
+    keeps running counts. A resume that redid epoch or step work or lost the RNG would train on others."""
 
     name = "drawing"
 
     def __init__(self):
         self.answers: list[str] = []
-        self.epoch_starts = 0
+        self.epoch_starts = self.step_starts = 0
 
     def setup(self, run):
         self.answers = [r.answer for r in run.benchmark.forget]
@@ -160,18 +161,27 @@ class Drawing(Method):
         digits = torch.randint(0, 10, (len(self.answers), 3)).tolist()
         self.answers = [f"Drawn {' '.join(map(str, d))}." for d in digits]
 
+    def on_optimizer_step_start(self, run, examples, indices):
+        self.step_starts += 1
+        for i, d in zip(indices, torch.randint(0, 10, (len(indices), 2)).tolist()):
+            self.answers[i] = f"Step {' '.join(map(str, d))}."
+
     def forget_examples(self, run):
         return [ForgetExample(r.question, a) for r, a in zip(run.benchmark.forget, self.answers)]
+
+    def forget_batch_examples(self, run, examples, indices):
+        return [ForgetExample(examples[i].question, self.answers[i]) for i in indices]
 
     def loss(self, model, forget, retain):
         terms = {"forget_nll": answer_nll(model, forget), "retain_nll": answer_nll(model, retain)}
         return {"loss": terms["forget_nll"] + terms["retain_nll"], **terms}
 
     def state_dict(self):
-        return {"answers": self.answers, "epoch_starts": self.epoch_starts}
+        return {"answers": self.answers, "epoch_starts": self.epoch_starts, "step_starts": self.step_starts}
 
     def load_state_dict(self, state):
         self.answers, self.epoch_starts = list(state["answers"]), state["epoch_starts"]
+        self.step_starts = state["step_starts"]
 
 
 def run_unlearn(model, tokenizer, checkpoints, log_step) -> Drawing:
@@ -212,6 +222,7 @@ def test_unlearning_resumes_mid_epoch_without_redoing_the_epoch_start(tmp_path, 
         assert_same_weights(weights(resumed), weights(reference))
         assert method.answers == reference_method.answers
         assert method.epoch_starts == reference_method.epoch_starts == 3  # no epoch's work done twice
+        assert method.step_starts == reference_method.step_starts == 6  # nor a step's, nor one left out
 
 
 # --- the checkpoint files ----------------------------------------------------------------------------------------

@@ -71,6 +71,11 @@ class Method:
         epochs (ICU drops forgotten items); an empty list ends training early."""
         return [ForgetExample(r.question, r.answer) for r in run.benchmark.forget]
 
+    def on_optimizer_step_start(self, run: RunContext, examples: list[ForgetExample], indices: list[int]) -> None:
+        """Before the first micro-batch of each optimizer step, with the forget rows (`indices` into this epoch's
+        `examples`) of all its micro-batches: with gradient accumulation they all train with the same weights (e.g.
+        PMC's sample_every=step samples them in one call)."""
+
     def forget_batch_examples(self, run: RunContext, examples: list[ForgetExample],
                               indices: list[int]) -> list[ForgetExample]:
         """The forget rows of one micro-batch: `indices` into this epoch's `examples`. The trainer asks right before

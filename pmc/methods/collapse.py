@@ -1,7 +1,8 @@
 """Partial Model Collapse (Scholten et al., ICLR 2026): unlearning without ever training on the forget answers.
 
 Before training, the model's own greedy answer to each forget question is recorded. Inside every micro-batch (the
-official schedule; `sample_every=epoch`: once per epoch for the whole forget set), each of its forget questions
+official schedule; `sample_every=step`: once per optimizer step for all its micro-batches, the same weights;
+`sample_every=epoch`: once per epoch for the whole forget set), each of its forget questions
 whose best answer still overlaps that initial answer gets n answers sampled from the *current* model, scored by
 ROUGE-L recall against it; the lowest-scoring one (best-so-far, see `selection.BestSoFarCache`) becomes the training
 target. The loss is NLL(selected answer | q) + λ·NLL(retain answer | retain q) on answer tokens only: the model
@@ -22,7 +23,7 @@ from pmc.core.rouge import rouge_l_recall
 from pmc.methods.base import ForgetExample, RetainRegularised, RunContext
 from pmc.methods.selection import SELECTION_RULES, BestSoFarCache, check_length_penalty, penalised_score, select
 
-SAMPLE_EVERY = ("batch", "epoch")
+SAMPLE_EVERY = ("batch", "step", "epoch")
 
 
 def _is_int(value) -> bool:
@@ -125,9 +126,18 @@ class PartialModelCollapse(RetainRegularised):
         if self.sample_every == "epoch":
             self._resample(run, list(range(len(self.cache.answers))), f"pmc: sampling epoch {run.epoch + 1}")
 
+    def on_optimizer_step_start(self, run: RunContext, examples: list[ForgetExample], indices: list[int]) -> None:
+        """sample_every=step: sample for the questions of all the step's micro-batches in one call. With gradient
+        accumulation they train with the same weights, so this draws from the same distributions as sampling inside
+        each micro-batch (the official schedule), in one decoding call per step instead of one per micro-batch (a
+        GPU decodes a few hundred rows of a small model in about the time of a few dozen); only the random draws
+        differ. With no accumulation it is the official schedule, call for call."""
+        if self.sample_every == "step":
+            self._resample(run, indices, f"pmc: sampling epoch {run.epoch + 1}")
+
     def forget_examples(self, run: RunContext) -> list[ForgetExample]:
-        """One row per forget question with its cached answer. With sample_every=batch a question not sampled yet
-        has the placeholder "": `forget_batch_examples` samples it before any batch trains on it."""
+        """One row per forget question with its cached answer. With sample_every=batch or step a question not
+        sampled yet has the placeholder "": it is sampled before any micro-batch trains on it."""
         return [ForgetExample(r.question, a if a is not None else "") for r, a in zip(run.benchmark.forget,
                                                                                       self.cache.answers)]
 
@@ -135,10 +145,12 @@ class PartialModelCollapse(RetainRegularised):
                               indices: list[int]) -> list[ForgetExample]:
         """sample_every=batch: sample for this micro-batch's questions first, with the weights of the step that
         trains on them (official: compute_loss samples inside every micro-batch, unlearning/unlearning_trainer.py
-        L89-107). Rows are indices into the forget set, since forget_examples lists it in order."""
+        L89-107); step: the answers sampled at the step's start. Rows are indices into the forget set, since
+        forget_examples lists it in order."""
         if self.sample_every == "epoch":
             return super().forget_batch_examples(run, examples, indices)
-        self._resample(run, indices, f"pmc: sampling epoch {run.epoch + 1}")
+        if self.sample_every == "batch":
+            self._resample(run, indices, f"pmc: sampling epoch {run.epoch + 1}")
         return [ForgetExample(run.benchmark.forget[i].question, self.cache.answers[i]) for i in indices]
 
     def forget_loss(self, model, forget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
