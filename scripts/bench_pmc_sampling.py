@@ -58,11 +58,12 @@ def run_mode(cfg, stage0, benchmark, fmt, rows_at_once: int, mode: str) -> dict:
         setup_s.append(time.perf_counter() - start)
 
     method.setup = timed_setup
-    calls = []
+    calls = 0
     sample = collapse.generate_answers
 
     def counted_sample(*args, **kwargs):
-        calls.append(len(args[3]))  # the questions of the call
+        nonlocal calls
+        calls += 1
         return sample(*args, **kwargs)
 
     training = TrainingConfig(**cfg.method.training)
@@ -76,7 +77,7 @@ def run_mode(cfg, stage0, benchmark, fmt, rows_at_once: int, mode: str) -> dict:
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, rows_at_once)
     scores = PaperSuite().score_model(model, ctx, mode).summary
     return {"mode": mode, "device": str(next(model.parameters()).device), "epoch_s": epoch_s,
-            "calls": len(calls), "sampled": method.sampled_answers, "score": method.cache.mean_score(),
+            "calls": calls, "sampled": method.sampled_answers, "score": method.cache.mean_score(),
             "unlearn_quality": scores["unlearn_quality"], "utility": scores["utility"]}
 
 
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"method.training.epochs={args.epochs}", f"cache_dir={args.cache_dir}",
-                                           *args.overrides])
+        # --epochs last: an experiment or override setting method.training.epochs does not change it unseen
+        cfg = compose("config", overrides=[f"cache_dir={args.cache_dir}", *args.overrides,
+                                           f"method.training.epochs={args.epochs}"])
     benchmark = load_benchmark(cfg, {})
     fmt = prompt_format(cfg, benchmark)
     start = time.perf_counter()

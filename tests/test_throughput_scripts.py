@@ -1,5 +1,5 @@
-"""scripts/bench_throughput.py on the tiny model, and the GPU check scripts: shell syntax, and (slow) the dry run of
-scripts/gpu_check.sh, the same pipeline on this CPU."""
+"""scripts/bench_throughput.py and bench_pmc_sampling.py on the tiny model, and the GPU check scripts: shell syntax,
+and (slow) the dry run of scripts/gpu_check.sh, the same pipeline on this CPU."""
 
 from __future__ import annotations
 
@@ -188,6 +188,20 @@ def test_bench_throughput_trains_its_warm_up_steps_untimed_before_the_timed_ones
                            f"cache_dir={stage0_cache}"])
     assert logged == [1, 2, 3, 4, 5] * 2 and len(plain_steps) == 5 * 2  # each loop twice
     assert numbers["training"]["steps_per_s"] == pytest.approx(2 / numbers["training"]["seconds"])
+
+
+def test_bench_pmc_sampling_makes_one_sampling_call_per_optimizer_step_with_step(stage0_cache, capsys):
+    """Micro-batches of 1, 2 to an optimizer step: in the first epoch (every question pending) the official schedule
+    makes a call per question, sample_every=step one per pair, and both sample every question n = 5 times."""
+    rows = load_script("bench_pmc_sampling").main([
+        "--epochs", "1", "--modes", "batch,step", "--cache-dir", str(stage0_cache), *SMALL,
+        "method.training.batch_size=1", "method.training.gradient_accumulation_steps=2"])
+    printed = capsys.readouterr().out
+    questions = int(re.search(r"; (\d+) forget questions, 1 epochs, micro-batch 1 x 2 a step;", printed).group(1))
+    assert questions >= 3
+    assert [(r["mode"], r["calls"], r["sampled"]) for r in rows] == [
+        ("batch", questions, 5 * questions), ("step", -(-questions // 2), 5 * questions)]
+    assert f"| step | cpu | {rows[1]['epoch_s']:.2f} | {-(-questions // 2)} | {5 * questions} |" in printed
 
 
 @pytest.mark.parametrize("setting, message", [
