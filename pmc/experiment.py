@@ -141,7 +141,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=cfg.method.name,
-                             **compile_counts_since(compiled_before))
+                             **compile_counts_since(compiled_before, device_for(cfg.device)))
         write_json_atomic(run_dir / "results.json", results)
         if checkpoints and not checkpoint.keep:
             checkpoints.remove()
@@ -186,6 +186,6 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
                                           eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, checkpoint=str(cfg.checkpoint),
-                             **compile_counts_since(compiled_before))
+                             **compile_counts_since(compiled_before, device_for(cfg.device)))
         write_json_atomic(run_dir / "results.json", results)
     return results

@@ -250,13 +250,16 @@ def _count_cudagraph_recording(event) -> None:
         counters["pmc"]["cudagraph_recordings"] += 1
 
 
-def compile_counts_since(before: dict[str, int]) -> dict[str, int]:
+def compile_counts_since(before: dict[str, int], device: torch.device) -> dict[str, int]:
     """compile_counts() of one run (counted from its start, so in-process multiruns do not add up); warns in the
-    run's log when CUDA graphs were skipped."""
+    run's log when CUDA graphs were skipped on a CUDA device (elsewhere there are none to record: said, not warned)."""
     counts = {key: value - before[key] for key, value in compile_counts().items()}
-    if counts["cudagraph_skips"]:
+    if counts["cudagraph_skips"] and device.type == "cuda":
         log.warning("torch.compile ran %d compiled function(s) without CUDA graphs in this run; rerun with "
                     "TORCH_LOGS=cudagraphs to see why", counts["cudagraph_skips"])
+    elif counts["cudagraph_skips"]:
+        log.info("torch.compile ran %d compiled function(s) without CUDA graphs, as a %s device has none",
+                 counts["cudagraph_skips"], device.type)
     return counts
 
 

@@ -391,7 +391,7 @@ def test_a_run_records_its_cuda_graph_recordings_and_warns_when_inductor_runs_wi
     from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
 
     import pmc.experiment as experiment
-    from pmc.pipeline import compile_counts
+    from pmc.pipeline import compile_counts, compile_counts_since
 
     evaluate_models = experiment.evaluate_models
 
@@ -410,11 +410,20 @@ def test_a_run_records_its_cuda_graph_recordings_and_warns_when_inductor_runs_wi
     log_cudagraph_skip_and_bump_counter("skipping cudagraphs before the run")
     record()
     monkeypatch.setattr(experiment, "evaluate_models", evaluate_recording_and_skipping)
-    with caplog.at_level("WARNING", logger="pmc"):
+    with caplog.at_level("INFO", logger="pmc"):
         results = run_experiment(make_config("method.training.epochs=1", "eval_cache=false"), tmp_path)
     written = json.loads((tmp_path / "results.json").read_text())
     assert results["cudagraph_skips"] == written["cudagraph_skips"] == 1
     assert results["cudagraph_recordings"] == written["cudagraph_recordings"] == 2
+    # a CPU has no CUDA graphs to record: said, not warned
+    assert "ran 1 compiled function(s) without CUDA graphs, as a cpu device has none" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "CUDA graphs" in r.getMessage()]
+    # on a CUDA device a skip is a warning that says how to find out why
+    before = compile_counts()
+    log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to a test")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pmc"):
+        assert compile_counts_since(before, torch.device("cuda"))["cudagraph_skips"] == 1
     assert "without CUDA graphs in this run; rerun with TORCH_LOGS=cudagraphs" in caplog.text
 
 
