@@ -346,10 +346,11 @@ def profile_phases(directory: Path, model, tokenizer, fmt, records, training_cfg
     greedy_events, greedy_seconds = profiled_call(greedy, device)
     sampling_events, sampling_seconds = profiled_call(sampled, device)
     # eager operator counts; a compiled phase's operators are not dispatched one by one, so it has none
+    compiled_decoding = compiles_decoding(model)
     operators = {"training": None if training_cfg.compile_backend else
                  counted_training(model, tokenizer, fmt, records, training_cfg),
-                 "greedy": None if compiles_decoding(model) else counted_call(greedy),
-                 "sampling": None if compiles_decoding(model) else counted_call(sampled)}
+                 "greedy": None if compiled_decoding else counted_call(greedy),
+                 "sampling": None if compiled_decoding else counted_call(sampled)}
     return write_profiles(directory, {
         # wall time per step: the steady-state steps timed before, without the profiler
         "training": (training_events, PROFILED_STEPS / training["steps_per_s"], PROFILED_STEPS, "training step"),
