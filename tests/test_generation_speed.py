@@ -472,7 +472,8 @@ def test_auto_batch_size_counts_the_caches_kept_for_each_width_where_decoding_is
     try:
         configure_generation(model, "static", compile=True)
         assert auto_batch_size(model, sequence, free) == 64  # a CPU: transformers does not compile here
-        monkeypatch.setattr(model.generation_config.compile_config, "_compile_all_devices", True)
+        monkeypatch.setattr(generation, "CompileConfig", compile_config_on_this_cpu)
+        configure_generation(model, "static", compile=True)
         assert auto_batch_size(model, sequence, free) == 32
     finally:
         configure_generation(model)

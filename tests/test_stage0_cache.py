@@ -143,8 +143,6 @@ def test_side_by_side_a_second_process_builds_the_retain_model_this_job_would_ha
     lone job's stage 0 takes one model's time on a GPU. The job reports every entry built for it, and its models are
     those of a job that built them one after the other. Here this process starts on the target only once the helper
     holds the retain entry's lock (a tiny model trains faster than a process starts)."""
-    import time
-
     from filelock import FileLock, Timeout
 
     import pmc.stage0 as stage0
