@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--modes", default="batch,epoch", help="comma-separated sample_every values to run "
                                                                  "(batch, step, epoch)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. device=cuda")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow the overrides (gpu_check.sh)
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         # --epochs last: an experiment or override setting method.training.epochs does not change it unseen

@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--profile", default=None, type=Path,
                         help="also profile a few steps of each phase with torch.profiler into this folder")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. model=smollm2_135m")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow the overrides (gpu_check.sh)
     if args.steps < 1:
         parser.error(f"--steps: at least 1 timed training step, got {args.steps}")
     if args.warmup_steps < 1:  # the timing starts at the end of the last warm-up step

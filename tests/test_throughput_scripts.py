@@ -20,6 +20,16 @@ def bench():
     return load_script("bench_throughput")
 
 
+def test_bench_throughput_takes_options_after_the_overrides(capsys):
+    """gpu_check.sh passes its overrides first and GPU_CHECK_BENCH_ARGS after them: on the H100 (2026-11-27) the
+    bench refused "--train-batch 32 ... method.training.compile=true" as unrecognized arguments and measured nothing.
+    Here the option after an override is read: its own check refuses the value, not the parser the option."""
+    with pytest.raises(SystemExit):
+        bench().main(["experiment=quickstart", "--steps", "0", "method.training.epochs=1"])
+    error = capsys.readouterr().err
+    assert "--steps: at least 1 timed training step, got 0" in error and "unrecognized" not in error
+
+
 def test_bench_throughput_training_only_times_training_alone(stage0_cache, tmp_path, capsys):
     """--training-only: the training rows (the harness's loop, the plain loop, the optimizer step fused and not)
     and nothing that decodes; an option that needs decoding or a job is refused."""
@@ -284,8 +294,10 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     assert not [name for name in names if "checkpoints" in name]
 
     # the same command again, as on a machine still warm: the finished jobs are skipped, a new one runs with the
-    # whole budget (none kept for the throughput table), and the table comes in the time it leaves
-    env.update(GPU_CHECK_BENCH="leftover", GPU_CHECK_MORE=env["GPU_CHECK_MORE"] + " idk=method=idk")
+    # whole budget (none kept for the throughput table), and the table comes in the time it leaves, with options
+    # and overrides of its own after the check's overrides (docs/gpu.md's second call)
+    env.update(GPU_CHECK_BENCH="leftover", GPU_CHECK_MORE=env["GPU_CHECK_MORE"] + " idk=method=idk",
+               GPU_CHECK_BENCH_ARGS="--warmup-steps 2 method.training.pad_to_multiple_of=64")
     again = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -295,6 +307,7 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     limit = int(re.search(r"idk: exit 0 after \d+s \(limit (\d+)s\)", summary).group(1))
     assert limit > 470 - 20 - 120  # the default budget less the archive's 20 s, and more than the table's 120 s kept
     assert "bench_throughput: exit 0" in summary and "\ndevice: " in summary
+    assert "padded to multiples of 64" in summary  # the bench's own override was applied
     assert "| method=idk | idk |" in summary and "| method=npo | npo |" in summary  # the table has every job
 
 

@@ -15,6 +15,7 @@ place goes to the next question at once, paged KV cache, CUDA graphs on a GPU) i
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import weakref
 
@@ -345,7 +346,16 @@ def kept_static_cache(model, rows: int, length: int) -> dict:
                                                max_cache_len=max(length, config.max_cache_len or 0))
     # a cache passed in replaces transformers' own: its cache_implementation (and the length transformers would size
     # its own by, which it warns about without a static cache_implementation) must be unset for this call
-    return {"cache": cache, "cache_implementation": None, "max_cache_len": None}
+    return {cache_keyword(model): cache, "cache_implementation": None, "max_cache_len": None}
+
+
+def cache_keyword(model) -> str:
+    """The name under which this transformers' `generate` takes a cache: `cache` since it was renamed (5.24 here),
+    `past_key_values` before (5.17 on the lent H100, which refused `cache` as a keyword no model uses). The new name
+    shows in the signature of the model's `prepare_inputs_for_generation`, where generate checks its keywords; the
+    old name still works after the rename, but warns that it is deprecated."""
+    parameters = inspect.signature(model.prepare_inputs_for_generation).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 class KeptStaticCache(StaticCache):
