@@ -53,6 +53,18 @@ def test_load_jobs_orders_naturally_and_names_the_jobs_without_results(sweep):
                                                       "still running")}
 
 
+def test_how_often_a_job_saved_its_state_does_not_split_a_setting(tmp_path):
+    """The GPU sessions' jobs of one setting ran with checkpoint.min_interval_s=60 in one session and without it
+    in another: one setting, two seeds; a training override still splits."""
+    write_job(tmp_path / "0", ["method=npo"], {"paper": {"unlearn_quality": 70.0}}, seed=0)
+    write_job(tmp_path / "1", ["checkpoint.min_interval_s=60", "method=npo"], {"paper": {"unlearn_quality": 72.0}},
+              seed=1)
+    write_job(tmp_path / "2", ["checkpoint.keep=true", "method=npo", "method.training.learning_rate=1e-4"],
+              {"paper": {"unlearn_quality": 76.0}})
+    found, _ = jobs.load_jobs([tmp_path])
+    assert [job.setting for job in found] == ["(defaults)", "(defaults)", "method.training.learning_rate=1e-4"]
+
+
 def test_table_means_and_stds_per_setting(sweep, tmp_path):
     per_job, summary, _ = tables.collect([sweep])
     text = tables.write_tables(per_job, summary, tmp_path / "out", "t")

@@ -66,11 +66,17 @@ def job_problem(job: Path) -> tuple[str, str] | None:
     return None
 
 
+# overrides that are not part of a setting: the seed (jobs that differ only by seed are one setting, its seeds) and
+# how often a job saves its state, which changes no result (a resumed run matches one never cut off,
+# tests/test_resume.py; gpu_check.sh sets checkpoint.min_interval_s in some sessions and not in others)
+NOT_A_SETTING = ("seed=", "checkpoint.")
+
+
 def overrides_of(job: Path) -> list[str]:
-    """The job's command-line overrides without the seed: jobs that differ only by seed are one setting."""
+    """The job's command-line overrides that make its setting (NOT_A_SETTING left out)."""
     overrides_file = job / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    return [o for o in overrides or [] if not o.startswith("seed=")]
+    return [o for o in overrides or [] if not o.startswith(NOT_A_SETTING)]
 
 
 def load_jobs(roots: list[Path]) -> tuple[list[Job], dict[str, tuple[str, str]]]:
