@@ -161,7 +161,9 @@ if [[ ${#WHEELS[@]} -gt 0 ]]; then
 elif [[ "$DRY" != 1 ]]; then
     say "error: no wheels in $DEVICE_DIR/wheels (run scripts/prepare_device.sh)"; exit 1
 fi
-if [[ "$DRY" == 1 ]]; then export PYTHONPATH=$REPO; else export PYTHONPATH=$SITE:$REPO; fi
+# a dry run keeps the caller's PYTHONPATH after the checkout: PYTHONPATH=/tmp/tf517 runs it with the GPU machine's
+# transformers (docs/gpu.md §3: 5.17 refused a keyword 5.24 takes, which a dry run on this checkout's could not show)
+if [[ "$DRY" == 1 ]]; then export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}; else export PYTHONPATH=$SITE:$REPO; fi
 
 {
     $PYTHON -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,

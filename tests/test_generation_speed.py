@@ -84,7 +84,7 @@ def test_a_static_cache_is_kept_from_call_to_call_and_emptied_in_place(tiny, mon
     generate = GenerationMixin.generate
 
     def record(self, *args, **kwargs):
-        caches.append(kwargs.get("cache"))
+        caches.append(kwargs.get(cache_keyword(self)))
         return generate(self, *args, **kwargs)
 
     monkeypatch.setattr(GenerationMixin, "generate", record)
@@ -231,11 +231,12 @@ def test_decoding_masks_are_never_views(tiny):
     compiled step guards on that, so the harness's masks are tensors of their own, with the same values."""
     model, _ = tiny
     mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
-    arguments = dict(config=model.config, inputs_embeds=torch.empty(2, 3, 0), attention_mask=mask, cache=None,
-                     position_ids=torch.tensor([[0, 0, 1], [0, 1, 2]]))
-    own = generation.fresh_decoding_masks(**arguments)
+    # config, inputs_embeds, attention_mask, cache (past_key_values before transformers renamed it), by position
+    arguments = (model.config, torch.empty(2, 3, 0), mask, None)
+    position_ids = torch.tensor([[0, 0, 1], [0, 1, 2]])
+    own = generation.fresh_decoding_masks(*arguments, position_ids=position_ids)
     assert own._base is None
-    assert torch.equal(own, generation.create_masks_for_generate(**arguments))
+    assert torch.equal(own, generation.create_masks_for_generate(*arguments, position_ids=position_ids))
     base = torch.ones(2, 1, 3, 3, dtype=torch.bool)
     assert generation.own_tensor(base[:, :, -1:]) is not base and generation.own_tensor(base[:, :, -1:])._base is None
     assert generation.own_tensor(base) is base  # not a view: passed on as it is
@@ -281,7 +282,7 @@ def test_compiled_decoding_sends_a_few_widths_and_keeps_a_cache_for_each(tiny, m
 
     def record(self, *args, **kwargs):
         out = generate(self, *args, **kwargs)
-        cache = kwargs["cache"]
+        cache = kwargs[cache_keyword(self)]
         keys = cache.layers[0].keys
         sent.append((keys.shape[0], cache, keys.data_ptr()))  # rows decoded: questions sent x samples
         return out
