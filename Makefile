@@ -4,7 +4,7 @@
 PYTHON ?= python
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-dev install-smollm2 run test test-slow
+.PHONY: install install-dev install-smollm2 run test test-slow test-gpu-machine-transformers
 
 # pip byte-compiles every file of every package it installs: 74 of the 145 s a fresh install took on 2 cores, for
 # thousands of files a run never imports. `install` compiles only what a run imports, by importing it once with
@@ -38,6 +38,17 @@ run: install
 test: install-dev
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
+	$(MAKE) test-gpu-machine-transformers
+
+# decoding and ICU's tests again under the lent GPU machines' transformers (5.17, with the huggingface-hub it takes),
+# installed beside this checkout's: 5.17 names generate's cache argument past_key_values, which this checkout's
+# transformers alone could not show (docs/gpu.md §1, §3)
+GPU_MACHINE_TRANSFORMERS = transformers==5.17.0 huggingface-hub==1.33.0
+test-gpu-machine-transformers:
+	rm -rf .cache/gpu-machine-transformers
+	$(PYTHON) -m pip install -q --no-deps --target .cache/gpu-machine-transformers $(GPU_MACHINE_TRANSFORMERS)
+	PYTHONPATH=.cache/gpu-machine-transformers $(PYTHON) -c "import transformers as t; print('transformers', t.__version__)"
+	PYTHONPATH=.cache/gpu-machine-transformers $(PYTHON) -m pytest -q tests/test_generation_speed.py tests/test_icu.py
 
 test-slow: install-dev install-smollm2
 	$(PYTHON) -m pytest -q -m slow
