@@ -54,6 +54,10 @@ class TrainingConfig:
     # pad each micro-batch to a multiple of this many positions (HF's `pad_to_multiple_of`; null: to its longest
     # row): a few widths rather than one per micro-batch, so that CUDA graphs, recorded per shape, are replayed
     pad_to_multiple_of: int | None = None
+    # unlearning: a micro-batch's forget and retain rows (and paired rows) in one forward pass rather than one each,
+    # half the kernel launches of a launch-bound small model (pmc.core.losses.one_forward); the same loss up to float
+    # rounding. Off by default: the references run separate forwards. Stage 0 has one batch, so nothing to join.
+    joint_forward: bool = False
 
     @property
     def compile_backend(self) -> str | None:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from pmc.checkpoint import Checkpoints, read_state
 from pmc.core.batches import encode_pairs, epoch_order, pair_length
 from pmc.core.errors import ConfigError, TrainingDiverged
-from pmc.core.losses import answer_nll
+from pmc.core.losses import answer_nll, one_forward
 from pmc.core.models import dimensions_apart
 from pmc.core.records import QARecord
 from pmc.core.rng import rng_state, set_rng_state
@@ -389,7 +389,13 @@ def unlearn(
         plan.clear()
         plan.update(state["plan"])
 
+    def loss(model, pair) -> dict[str, torch.Tensor]:
+        forget, retain_batch = pair
+        joined = [forget, forget.paired, retain_batch] if training.joint_forward else []
+        with one_forward(model, joined):
+            return method.loss(model, forget, retain_batch)
+
     optimise(
-        run.model, training, epoch_batches, lambda model, pair: method.loss(model, *pair), log_step,
-        f"unlearn[{method.name}]", checkpoints, CallerState(save, restore),
+        run.model, training, epoch_batches, loss, log_step, f"unlearn[{method.name}]", checkpoints,
+        CallerState(save, restore),
     )
