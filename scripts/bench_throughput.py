@@ -27,8 +27,10 @@ Everything after the options is a Hydra override of the run config (model, bench
    (training.fused_optimizer; unfused is torch's default: a loop per tensor on a CPU, foreach kernels on a GPU).
 3. Greedy decoding: the first --questions evaluation questions through `pmc.core.generation.greedy_answers`, the way
    the suites decode (generation.max_new_tokens, generation.batch_size; KV cache and compile options applied).
-4. PMC sampling: the same questions, --samples answers each, with the method's temperature and top-p (PMC's, or
-   T = 1.25, top-p 0.95), questions per call as a PMC run gets them.
+4. PMC sampling: the same questions, --samples answers each, with the method's temperature, top-k and top-p
+   (PMC's, or T = 1.25, top-k 50, top-p 0.95), questions per call as a PMC run gets them. With --compare-warpers,
+   the same calls again through transformers' own warpers (`top_p_within_top_k=False`: top-p sorts the whole
+   vocabulary at every decoding step), from the same RNG state (the same answers), and the ratio of the two.
    Generated tokens = the answers re-tokenised (without special tokens) + 1 end-of-sequence each: what the model
    produced, not the padded positions. Both after one untimed warm-up call (a compiled model compiles there).
 5. Evaluation's greedy answers of one model (the selected suites' splits, eval=[...]): split by split (one call per
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import platform
 import sys
@@ -76,6 +79,7 @@ from pmc import CONF_DIR  # noqa: E402
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import (  # noqa: E402
+    DEFAULT_TOP_K,
     compiles_decoding,
     configure_generation,
     generate_answers,
@@ -209,12 +213,13 @@ def optimizer_step_seconds(model, training: TrainingConfig, device: torch.device
 
 
 def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: torch.device, **kwargs) -> dict:
-    """Generated tokens/s of `generate_answers` on the questions (after one untimed warm-up call)."""
+    """Generated tokens/s of `generate_answers` on the questions (after one untimed warm-up call), and a digest of the
+    answers (two calls that drew the same answers have the same)."""
     generate_answers(model, tokenizer, fmt, questions[: kwargs["batch_size"]], **kwargs)
     answers, seconds = timed(device, lambda: generate_answers(model, tokenizer, fmt, questions, **kwargs))
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for row in answers for a in row)
     return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens, "answers": len(answers[0]) *
-            len(answers)}
+            len(answers), "answers_digest": hashlib.sha256(json.dumps(answers).encode()).hexdigest()}
 
 
 def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, device: torch.device) -> dict:
@@ -431,6 +436,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--training-only", action="store_true",
                         help="only the training rows (no job, no decoding): a training change measured in minutes "
                              "on a CPU")
+    parser.add_argument("--compare-warpers", action="store_true",
+                        help="also time PMC sampling through transformers' own top-k / top-p warpers")
     parser.add_argument("--continuous-batching", action="store_true",
                         help="also time the greedy questions through transformers' continuous batching")
     parser.add_argument("--results", default=None, help="per-stage times from this results.json instead of a job")
@@ -444,8 +451,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--steps: at least 1 timed training step, got {args.steps}")
     if args.warmup_steps < 1:  # the timing starts at the end of the last warm-up step
         parser.error(f"--warmup-steps: at least 1, got {args.warmup_steps}")
-    if args.training_only and (args.profile or args.results or args.continuous_batching):
-        parser.error("--training-only times training alone: no --profile, --results or --continuous-batching")
+    if args.training_only and (args.profile or args.results or args.continuous_batching or args.compare_warpers):
+        parser.error("--training-only times training alone: no --profile, --results, --continuous-batching or "
+                     "--compare-warpers")
 
     overrides = list(args.overrides)
     if args.device:
@@ -517,9 +525,16 @@ def main(argv: list[str] | None = None) -> dict:
     decoding = {"max_new_tokens": max_new_tokens, "batch_size": rows_at_once}
     pmc_batch = method_batch_size(cfg, rows_at_once, sampler)
     sampling = {"max_new_tokens": max_new_tokens, "batch_size": pmc_batch, "num_samples": samples,
-                "temperature": float(method.get("temperature", 1.25)), "top_p": float(method.get("top_p", 0.95))}
+                "temperature": float(method.get("temperature", 1.25)), "top_p": float(method.get("top_p", 0.95)),
+                "top_k": int(method.get("top_k", DEFAULT_TOP_K))}
     greedy = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
-    sampled = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        sampled = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling)
+    warpers = None
+    if args.compare_warpers:  # from the same RNG state: the same draws, so the same answers to decode
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            warpers = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling,
+                                          top_p_within_top_k=False)
     evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, rows_at_once, device)
     continuous = None
     if args.continuous_batching:  # the greedy row's questions again, through generate_batch
@@ -541,6 +556,11 @@ def main(argv: list[str] | None = None) -> dict:
          f"{evaluation['distinct']} distinct questions, {evaluation['planned']['calls']} calls; split by split / "
          f"planned: {evaluation['split_by_split']['seconds'] / evaluation['planned']['seconds']:.2f}"),
     ]
+    if warpers is not None:
+        rows.insert(2, ("PMC sampling, transformers' warpers", f"{warpers['tokens_per_s']:.0f}", "tokens/s",
+                        f"top-p sorting the whole vocabulary; the same answers: "
+                        f"{warpers['answers_digest'] == sampled['answers_digest']}; harness / transformers: "
+                        f"{sampled['tokens_per_s'] / warpers['tokens_per_s']:.2f}"))
     if continuous is not None:
         rows.append(("greedy decoding, continuous batching", f"{continuous['tokens_per_s']:.0f}", "tokens/s",
                      f"the same questions through generate_batch; / fixed batches: "
@@ -579,6 +599,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(profile_table(profiles))
     numbers.update({"greedy": {**greedy, "batch_size": rows_at_once},
                     "sampling": {**sampled, "num_samples": samples, "questions_per_call": pmc_batch},
+                    "sampling_transformers_warpers": warpers,
                     "evaluation_decoding": evaluation, "continuous_batching": continuous,
                     "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job,
                     "profile": profiles})

@@ -484,9 +484,14 @@ def test_top_k_reaches_generate(echo_tokenizer, top_k, expected):
     method.setup(run)
     epoch(method, run, 0)
     greedy, sampled = model.calls
-    assert greedy["do_sample"] is False and greedy["top_k"] is None
-    assert (sampled["do_sample"], sampled["temperature"], sampled["top_p"]) == (True, 0.7, 0.9)
-    assert sampled["top_k"] == expected
+    assert greedy["do_sample"] is False and greedy["top_k"] is None and "logits_processor" not in greedy
+    assert sampled["do_sample"] is True
+    if expected:  # with top-k, the harness's filter (tests/test_sampling_filter.py) in place of transformers' warpers
+        (sampling,) = sampled["logits_processor"]
+        assert (sampled["temperature"], sampled["top_k"], sampled["top_p"]) == (1.0, 0, 1.0)
+        assert (sampling.temperature, sampling.top_p, sampling.top_k) == (0.7, 0.9, expected)
+    else:
+        assert (sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (0.7, 0.9, 0)
     assert method.cache.answers == ["the book is blue", "the book is blue"]
 
 

@@ -80,6 +80,23 @@ def test_table_means_and_stds_per_setting(sweep, tmp_path):
     assert r"75.00 $\pm$ 7.07" in (tmp_path / "out" / "t.tex").read_text()
 
 
+def test_jobs_that_repeat_a_seed_count_once(sweep, tmp_path):
+    """The GPU sessions ran GradDiff at seed 0 on an H200 and again on an H100 (a reproducibility check): one seed,
+    two jobs. The seed's value is their mean, and the setting's mean and std are over seeds, not jobs."""
+    again = tmp_path / "again"
+    write_job(again / "0", ["lr=1"], {"paper": {"unlearn_quality": 74.0, "utility": 90.0}}, seed=0)
+    per_job, summary, _ = tables.collect([sweep, again])
+    pmc = summary.set_index("method").loc["pmc"]
+    assert (pmc["seeds"], pmc["jobs"]) == (2, 3)
+    # seed 0: (70 + 74) / 2 = 72, seed 1: 80 -> mean 76, std of 72 and 80 = 5.66; utility 90, 94 -> 92 ± 2.83
+    assert pmc["unlearn quality"] == pytest.approx(76.0)
+    assert pmc["unlearn quality std"] == pytest.approx(8 / 2 ** 0.5)
+    text = tables.write_tables(per_job, summary, tmp_path / "out", "t")
+    assert "| lr=1 | pmc | 2 (3 jobs) | 76.00 ± 5.66 | 92.00 ± 2.83 |" in text
+    assert "| lr=2 | npo | 1 | 60.00 | 50.00 |" in text
+    assert len(pd.read_csv(tmp_path / "out" / "t.csv")) == 6  # the CSV still has every job
+
+
 def test_a_stage0_model_built_again_on_another_machine_is_another_reference_row(sweep, tmp_path):
     """A sweep spread over machines: each built its own stage 0 under the same cache key (the same checkpoint name)
     with other weights. Its scores are another target / retain model, not dropped as a duplicate: the reference rows

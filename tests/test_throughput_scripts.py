@@ -70,8 +70,8 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
                                    "stage0": {"built_in_this_run": ["tiny-target-0123", "tiny-retain-4567"]},
                                    "compiled_graphs": 1, "cudagraph_skips": 2, "cudagraph_recordings": 3}))
     numbers = bench().main(["--results", str(results), "--steps", "2", "--questions", "6", "--samples", "3",
-                            "--gen-batch", "4", "--json", str(tmp_path / "bench.json"), "--profile",
-                            str(tmp_path / "profile"), *SMALL, f"cache_dir={stage0_cache}"])
+                            "--gen-batch", "4", "--compare-warpers", "--json", str(tmp_path / "bench.json"),
+                            "--profile", str(tmp_path / "profile"), *SMALL, f"cache_dir={stage0_cache}"])
     printed = capsys.readouterr().out
     assert printed.startswith("device: ") and "torch " in printed and "float32" in printed
     for measure in ("training", "greedy decoding", "PMC sampling"):
@@ -93,6 +93,11 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
     assert "| optimizer step, fused " in printed and "the run uses fused (training.fused_optimizer)" in printed
     assert numbers["greedy"]["answers"] == 6 and numbers["greedy"]["batch_size"] == 4
     assert numbers["sampling"]["answers"] == 6 * 3 and numbers["sampling"]["questions_per_call"] == 4
+    # the same sampling through transformers' own warpers, from the same RNG state: the same answers, and the ratio
+    warpers = numbers["sampling_transformers_warpers"]
+    assert warpers["answers_digest"] == numbers["sampling"]["answers_digest"] and warpers["answers"] == 6 * 3
+    ratio = numbers["sampling"]["tokens_per_s"] / warpers["tokens_per_s"]
+    assert f"the same answers: True; harness / transformers: {ratio:.2f}" in printed
     # one model's evaluation answers (eval=[paper] by default): its 5 splits, then their distinct questions at once
     evaluation = numbers["evaluation_decoding"]
     benchmark = instantiate(make_config().benchmark)

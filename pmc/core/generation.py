@@ -22,7 +22,8 @@ import weakref
 import torch
 import transformers
 from tqdm.auto import tqdm
-from transformers import CompileConfig, GenerationMixin, StaticCache
+from transformers import CompileConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList, StaticCache
+from transformers.generation.logits_process import TopPLogitsWarper
 from transformers.masking_utils import create_masks_for_generate
 
 from pmc.core.batches import eval_mode, longest_first, pad_left
@@ -50,11 +51,14 @@ def generate_answers(
     top_p: float | None = None,
     top_k: int = DEFAULT_TOP_K,
     num_beams: int = 1,
+    top_p_within_top_k: bool = True,
     desc: str | None = None,
 ) -> list[list[str]]:
     """One list of answers per question: greedy (one answer) when temperature is None, or beam search over num_beams
     beams when num_beams > 1; else num_samples samples drawn with temperature, top-p and top-k (0 = no top-k) from
-    the global torch RNG (seeded by the run).
+    the global torch RNG (seeded by the run). With both top-k and top-p, `top_p_within_top_k` filters through
+    `TopPWithinTopK` (transformers' warpers, the same draws, without sorting the whole vocabulary at every step);
+    False: transformers' own warpers (the throughput bench's baseline).
 
     Length: exactly one of max_new_tokens (answer tokens) or max_length (prompt + answer tokens, the official
     `max_length`, unlearning/pmc.py L195 and inference.py L28). max_length counts each row's own prompt; the official
@@ -100,9 +104,7 @@ def generate_answers(
                 max_new_tokens=max(budgets),
                 do_sample=sampling,
                 num_beams=num_beams,
-                temperature=temperature,
-                top_p=top_p if sampling else None,
-                top_k=top_k if sampling else None,
+                **sampling_filter(temperature, top_k, top_p, top_p_within_top_k),
                 num_return_sequences=num_samples,
                 pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
@@ -115,6 +117,58 @@ def generate_answers(
             for i in range(len(prompts)):
                 answers.append(texts[i * num_samples : (i + 1) * num_samples])
     return answers
+
+
+def sampling_filter(temperature: float | None, top_k: int, top_p: float | None, within_top_k: bool) -> dict:
+    """generate's arguments for the sampling filter: greedy (temperature None) none; with top-k and top-p and
+    `within_top_k`, `TopPWithinTopK` as the one logits processor (transformers' own three warpers switched off);
+    otherwise transformers' warpers."""
+    if temperature is None:
+        return {"temperature": None, "top_p": None, "top_k": None}
+    if within_top_k and top_k > 0 and top_p is not None and top_p < 1.0:
+        return {"temperature": 1.0, "top_p": 1.0, "top_k": 0,
+                "logits_processor": LogitsProcessorList([TopPWithinTopK(temperature, top_k, top_p)])}
+    return {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+
+
+class TopPWithinTopK(LogitsProcessor):
+    """Temperature, top-k, then top-p: transformers' three sampling warpers in the order it applies them
+    (`_get_logits_processor`), with the same scores out, but top-p sorting only the top-k candidates.
+
+    Why: transformers' TopPLogitsWarper sorts the whole vocabulary of every row at every decoding step, though after
+    top-k all but k entries are -inf. For PMC's 40 rows (8 questions x n = 5) over SmolLM2's 49,152 tokens that sort
+    took ~100 ms of a ~230 ms decoding step on 2 CPU cores; torch.topk's k values come sorted already.
+
+    The same draws: the kept set and the kept scores are transformers' (ties at the k-th score keep every tied
+    token, as TopKLogitsWarper does; where tied scores lie at the k-th score or on both sides of the nucleus's edge,
+    which of them go depends on torch.sort's order, so transformers' own top-p warper decides), so
+    generate's softmax and torch.multinomial see the same tensor and draw the same tokens from the same RNG. One
+    difference is left: the nucleus's softmax sums k values where transformers sums the whole row with zeros
+    between them, so a cumulative probability within float rounding (~1e-7) of 1 - top_p may fall the other way
+    (tests/test_sampling_filter.py compares both on many rows)."""
+
+    def __init__(self, temperature: float, top_k: int, top_p: float):
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.ties = TopPLogitsWarper(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.temperature != 1.0:  # TemperatureLogitsWarper: skipped at 1.0
+            scores = scores / self.temperature
+        top = torch.topk(scores, min(self.top_k, scores.size(-1)))  # sorted, largest first
+        scores = scores.masked_fill(scores < top.values[..., -1:], -float("inf"))  # TopKLogitsWarper's rule
+        ascending, positions = top.values.flip(-1), top.indices.flip(-1)  # TopPLogitsWarper sorts ascending
+        removed = ascending.softmax(-1).cumsum(-1) <= 1 - self.top_p  # a prefix: the cumulative sum only grows
+        removed[..., -1] = False  # min_tokens_to_keep = 1
+        filtered = scores.scatter(-1, positions, ascending.masked_fill(removed, -float("inf")))
+        # rows where torch.sort's order among tied scores decides what stays: more tokens tied at the k-th score
+        # than k, or tied scores on both sides of the nucleus's edge; transformers' own warper filters those
+        first_kept = removed.sum(-1, keepdim=True)
+        edge_tied = (first_kept > 0) & (ascending.gather(-1, (first_kept - 1).clamp(min=0))
+                                        == ascending.gather(-1, first_kept))
+        tied = ((scores > -float("inf")).sum(-1) > ascending.size(-1)) | edge_tied.squeeze(-1)
+        if bool(tied.any()):
+            filtered[tied] = self.ties(input_ids[tied], scores[tied])
+        return filtered
 
 
 def _answer_texts(tokenizer, rows: list[list[int]], answer_tag: str) -> list[str]:

@@ -36,7 +36,11 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tu
     Rows are the unlearned models; the target and retain models (stage 0, the same for every job that shares them)
     are added as reference rows, once per checkpoint and scores: a stage-0 cache entry built again on another
     machine has the same name (its key) but other weights, so jobs from two machines give two reference rows, whose
-    mean and std the summary shows (`seeds` then counts the builds)."""
+    mean and std the summary shows (`seeds` then counts the builds).
+
+    A setting's mean and std are over its distinct seeds, `seeds` counts them and `jobs` its jobs: jobs that repeat
+    a seed (a reproducibility check on another GPU, a rerun) are averaged into that seed first, so they neither
+    weigh it twice nor show as seeds that agree to the last digit."""
     jobs, problems = load_jobs(roots)
     rows, references = [], {}
     for job in jobs:
@@ -54,8 +58,13 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tu
         return per_job, per_job, problems
     per_job = per_job.dropna(axis=1, how="all")
     metrics = [c.title for c in table_columns() if c.title in per_job]
-    grouped = per_job.groupby(["setting", "method"], sort=False)[metrics]
-    summary = grouped.mean().join(grouped.std().add_suffix(" std")).join(grouped.size().rename("seeds")).reset_index()
+    # what one seed is: an unlearned job's seed; for a reference row, its build (each row is one)
+    units = per_job["seed"].astype(str).where(per_job["model"] == "unlearned", per_job.index.astype(str))
+    keys = ["setting", "method"]
+    per_seed = per_job.assign(unit=units).groupby([*keys, "unit"], sort=False)[metrics].mean()
+    grouped = per_seed.groupby(level=keys, sort=False)
+    summary = (grouped.mean().join(grouped.std().add_suffix(" std")).join(grouped.size().rename("seeds"))
+               .join(per_job.groupby(keys, sort=False).size().rename("jobs")).reset_index())
     return per_job, summary, problems
 
 
@@ -66,8 +75,11 @@ def report_problems(problems: dict[str, tuple[str, str]]) -> None:
 
 
 def formatted(summary: pd.DataFrame) -> pd.DataFrame:
-    """'mean ± std' cells with two decimals (just the mean for a single seed)."""
-    out = summary[["setting", "method", "seeds"]].copy()
+    """'mean ± std' cells with two decimals (just the mean for a single seed); `seeds` names the jobs too where some
+    repeat a seed ("1 (2 jobs)")."""
+    out = summary[["setting", "method"]].copy()
+    out["seeds"] = [str(seeds) if jobs == seeds else f"{seeds} ({jobs} jobs)"
+                    for seeds, jobs in zip(summary["seeds"], summary["jobs"])]
     for title in (c.title for c in table_columns() if c.title in summary):
         std = summary[f"{title} std"]
         out[title] = [f"{m:.2f}" if pd.isna(s) else f"{m:.2f} ± {s:.2f}" for m, s in zip(summary[title], std)]
