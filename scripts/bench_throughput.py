@@ -528,11 +528,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "temperature": float(method.get("temperature", 1.25)), "top_p": float(method.get("top_p", 0.95)),
                 "top_k": int(method.get("top_k", DEFAULT_TOP_K))}
     greedy = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng():
         sampled = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling)
     warpers = None
     if args.compare_warpers:  # from the same RNG state: the same draws, so the same answers to decode
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng():
             warpers = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling,
                                           top_p_within_top_k=False)
     evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, rows_at_once, device)
