@@ -315,7 +315,7 @@ def test_response_quality_on_scripted_answers(monkeypatch, empty_nll):
         scored.append((model, list(pairs)))
         return [-float(len(a.split())) for _, a in pairs]  # NLL = number of words
 
-    monkeypatch.setattr(qual, "answer_logprob_means", fake_logprobs)
+    monkeypatch.setattr(scoring, "answer_logprob_means", fake_logprobs)
     retain = BigramStub(bigram_table(**TARGET))
     summary, rows = qual.quality("model", retain, ctx, records, qual.QualitySettings(empty_nll=empty_nll), "m")
     assert scored == [(retain, [("q1", answers[0]), ("q3", "blue"), ("q4", "red green")])]  # never the empty one
@@ -419,3 +419,26 @@ def test_analyses_end_to_end(make_config, tmp_path):
     assert metrics["retain"]["analyses"]["collateral_mean_shift_all"] != 0.0
     assert target["least_likely_attack_rate"] < target["least_likely_chance"]  # it memorised the true answers
     assert target["sampling_rouge_max"] > 0.5  # and recalls them
+
+
+def test_tofu_and_the_attack_score_each_answer_once_per_model(make_config, tmp_path, monkeypatch):
+    """TOFU's truth ratio and the least-likely attack both score the forget questions' paraphrased and perturbed
+    answers: through the context's memo (scoring.answer_logprobs) no model scores a (question, answer) pair twice,
+    so the attack's options, all among TOFU's pairs, cost nothing more."""
+    scored: dict[int, list] = {}
+    score = scoring.answer_logprob_means
+
+    def counting(model, tokenizer, fmt, pairs, batch_size, max_length):
+        scored.setdefault(id(model), []).extend(pairs)
+        return score(model, tokenizer, fmt, pairs, batch_size, max_length)
+
+    monkeypatch.setattr(scoring, "answer_logprob_means", counting)
+    results = run_experiment(make_config("eval=[tofu,analyses]", "method.training.epochs=1",
+                                         "generation.max_new_tokens=8", "eval.analyses.sampling.k=2"), tmp_path)
+    assert len(scored) == 3  # target, retain, unlearned
+    for pairs in scored.values():
+        assert len(pairs) == len(set(pairs))
+    attack = json.loads((tmp_path / "eval" / "unlearned" / "analyses.json").read_text())["examples"]["least_likely"]
+    options = {(row["question"], option) for row in attack for option in row["options"]}
+    assert options and all(options <= set(pairs) for pairs in scored.values())  # every model met them, once
+    assert 0.0 <= results["metrics"]["unlearned"]["analyses"]["least_likely_attack_rate"] <= 1.0

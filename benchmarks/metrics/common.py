@@ -25,7 +25,9 @@ class EvalContext:
     One context scores one fixed set of models: greedy answers are remembered per model and question, so suites
     asking the same questions (paper and tofu both score the plain forget/retain/utility questions) decode once,
     and the questions every selected suite will ask (`plan_greedy_answers`) are decoded together, in one call per
-    model (`greedy_answers`). Build a fresh context if a model's weights change.
+    model (`greedy_answers`); answer log-probabilities are remembered per model and (question, answer) pair
+    (`scoring.answer_logprobs`: TOFU's truth ratio and the analyses' least-likely attack score the same forget
+    options). Build a fresh context if a model's weights change.
 
     A suite's own settings are the fields of its Suite object, not part of the context.
     """
@@ -39,7 +41,8 @@ class EvalContext:
     # greedy answers' budget as prompt + answer tokens (the official evaluation's max_length) instead of max_new_tokens
     generation_max_length: int | None = None
     _planned: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
-    _answers: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # id -> (model, {q: answer})
+    # (id(model), kind) -> (model, what is remembered of it): `memo`
+    _memos: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     # seconds spent decoding greedy answers (every model): results.json's timings_s "eval.greedy_answers"
     decoding_s: float = field(default=0.0, init=False, repr=False, compare=False)
 
@@ -55,6 +58,14 @@ class EvalContext:
         first request for a model decodes them all."""
         self._planned = tuple(dict.fromkeys(questions))
 
+    def memo(self, model, kind: str) -> dict:
+        """What this context remembers of `model` under `kind` (greedy answers by question, answer log-probabilities
+        by pair). The model is kept beside it, so its id cannot be reused by another model while the context lives."""
+        entry = self._memos.get((id(model), kind))
+        if entry is None or entry[0] is not model:
+            entry = self._memos[id(model), kind] = (model, {})
+        return entry[1]
+
     def greedy_answers(self, model, questions: list[str], desc: str | None = None) -> list[str]:
         """Greedy answers (max_new_tokens, or generation_max_length tokens with the prompt; batch_size rows at a
         time), each question decoded once per model.
@@ -64,10 +75,7 @@ class EvalContext:
         rows as for 512, so the suites' splits (6 of them, from 20 to 400 questions) go through a few full batches
         instead of one part-filled batch each, and a question asked twice (the paper's retain draws with
         replacement) is decoded once. Rows of similar prompt length share a batch, so little goes to padding."""
-        entry = self._answers.get(id(model))
-        if entry is None or entry[0] is not model:  # the model is kept in the entry, so its id cannot be reused
-            entry = self._answers[id(model)] = (model, {})
-        known = entry[1]
+        known = self.memo(model, "greedy answers")
         missing = [q for q in dict.fromkeys(questions) if q not in known]
         if missing:
             pool = list(dict.fromkeys([*missing, *(q for q in self._planned if q not in known)]))

@@ -2,7 +2,8 @@
 
 Every suite that needs token log-probabilities gets them from `score_batches` (rows batched longest first, so rows of
 similar length share a batch and little compute goes to padding; eval mode, no autograd; results in input order):
-  answer_logprob_means   mean log-probability of the answer tokens of (question, answer) pairs (tofu, analyses)
+  answer_logprob_means   mean log-probability of the answer tokens of (question, answer) pairs; the suites ask
+                         through `answer_logprobs`, which scores each pair once per model and context (tofu, analyses)
   text_token_logprobs    log p(x_t | x_<t) of every token of whole texts after the first (analyses)
   and, with its own per-batch statistics, MUSE's membership scores (muse.text_token_scores).
 ROUGE comes from pmc.core.rouge only.
@@ -78,6 +79,21 @@ def answer_logprob_means(model, tokenizer, fmt, pairs: Sequence[tuple[str, str]]
     return score_batches(model, [len(q) + len(a) for q, a in pairs], batch_size,
                          lambda rows: encode_pairs(tokenizer, fmt, [pairs[i] for i in rows], max_length),
                          mean_per_row)
+
+
+def answer_logprobs(model, ctx: EvalContext, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """{pair: mean answer log-probability} of the (question, answer) pairs under `model` (`answer_logprob_means` with
+    the context's tokenizer, prompt format, batch size and max_length_for), each pair scored once per model and
+    context: TOFU's truth ratio and the least-likely attack both score the forget questions' paraphrased and
+    perturbed answers, ~5 % of a SmolLM2 model's scoring time on a CPU. The pairs asked for later are batched among
+    themselves, so a value can differ from scoring them together with other pairs by float rounding (other padding
+    widths), as any change of batching does."""
+    known = ctx.memo(model, "answer log-probabilities")
+    missing = [p for p in dict.fromkeys(pairs) if p not in known]
+    if missing:
+        known.update(zip(missing, answer_logprob_means(model, ctx.tokenizer, ctx.prompt_format, missing,
+                                                       ctx.batch_size, max_length_for(model, ctx)), strict=True))
+    return {p: known[p] for p in pairs}
 
 
 def pad_id_of(tokenizer) -> int:

@@ -32,7 +32,7 @@ from typing import Sequence
 from scipy.stats import ks_2samp
 
 from benchmarks.metrics.common import EvalContext, Suite, SuiteResult, to_score
-from benchmarks.metrics.scoring import answer_logprob_means, max_length_for, require_models
+from benchmarks.metrics.scoring import answer_logprobs, require_models
 from pmc.core.records import DataError, QARecord
 from pmc.core.rouge import rouge_l_recall
 
@@ -130,8 +130,7 @@ def score_model(model, ctx: EvalContext, label: str = "") -> dict[str, list[dict
     """Per set, one dict per question with every number the summary is built from (no cross-model metrics)."""
     sets = eval_sets(ctx)
     pairs = scored_pairs(sets)
-    logprob = dict(zip(pairs, answer_logprob_means(model, ctx.tokenizer, ctx.prompt_format, pairs, ctx.batch_size,
-                                                   max_length_for(model, ctx))))
+    logprob = answer_logprobs(model, ctx, pairs)
 
     examples: dict[str, list[dict]] = {}
     for set_name, records in sets.items():

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from benchmarks.metrics.common import EvalContext
-from benchmarks.metrics.scoring import answer_logprob_means, max_length_for
+from benchmarks.metrics.scoring import answer_logprobs
 from pmc.core.errors import ConfigError
 from pmc.core.records import QARecord
 
@@ -44,8 +44,7 @@ def least_likely(model, ctx: EvalContext, records: list[QARecord],
     """Per question, the options scored by length-normalised answer log-probability (as TOFU scores answers)."""
     options = [(r.question, [true_option(r, which), *r.perturbed_answer]) for r in records]
     pairs = list(dict.fromkeys((q, a) for q, answers in options for a in answers))
-    logprob = dict(zip(pairs, answer_logprob_means(model, ctx.tokenizer, ctx.prompt_format, pairs, ctx.batch_size,
-                                                   max_length_for(model, ctx))))
+    logprob = answer_logprobs(model, ctx, pairs)  # those TOFU's truth ratio scored already are not scored again
     rows = []
     for q, answers in options:
         scores = [logprob[(q, a)] for a in answers]

@@ -8,7 +8,7 @@ from statistics import mean
 
 from benchmarks.metrics.analyses.collateral import word_count
 from benchmarks.metrics.common import EvalContext, mean_or_nan
-from benchmarks.metrics.scoring import answer_logprob_means, max_length_for
+from benchmarks.metrics.scoring import answer_logprobs
 from pmc.core.errors import ConfigError
 from pmc.core.records import QARecord
 
@@ -36,8 +36,7 @@ def quality(model, retain, ctx: EvalContext, records: list[QARecord], q: Quality
     questions = [r.question for r in records]
     answers = ctx.greedy_answers(model, questions, desc=f"eval {label} forget")
     scored = [(question, a) for question, a in zip(questions, answers) if a.strip()]
-    nll = dict(zip(scored, (-v for v in answer_logprob_means(
-        retain, ctx.tokenizer, ctx.prompt_format, scored, ctx.batch_size, max_length_for(retain, ctx)))))
+    nll = {pair: -v for pair, v in answer_logprobs(retain, ctx, scored).items()}
     rows = []
     for r, a in zip(records, answers):
         empty = not a.strip()
