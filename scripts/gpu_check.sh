@@ -173,6 +173,14 @@ if [[ "$DRY" == 1 ]]; then export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}; e
     command -v nvidia-smi > /dev/null && nvidia-smi
 } > "$WORK/logs/env.log" 2>&1
 say "$(head -1 "$WORK/logs/env.log")"
+# a requirement neither carried nor on the machine is named here, not where a job first imports it (ICU's
+# bert-score, H100 2026-11-28); the jobs still run: those that do not import it give their results
+if unmet=$($PYTHON scripts/check_requirements.py --extra smollm2 2>&1); then
+    say "requirements met (pyproject.toml, with the smollm2 extra)"
+else
+    say "error: requirements not met on this machine, jobs that import them will fail (add them to" \
+        "scripts/prepare_device.sh): $(echo "$unmet" | paste -sd ';' -)"
+fi
 
 # --- the jobs ----------------------------------------------------------------------------------------------------
 # A job's summary block is written in one piece, so jobs running side by side (GPU_CHECK_PARALLEL) do not interleave.

@@ -3,6 +3,7 @@
 # (docs/gpu.md): run it here, where PyPI is reachable, then carry the folders one call each.
 #
 #   bash scripts/prepare_device.sh
+#   PREPARE_DEVICE_CHECK_ONLY=1 bash scripts/prepare_device.sh   # only: is every requirement carried or on the machine
 #
 # .device/wheels/     the pure-Python wheels the GPU machine lacks, at the versions installed here (pip download;
 #                     antlr4-python3-runtime 4.9.3 and rouge-score exist only as source archives: pip wheel builds them)
@@ -25,10 +26,16 @@ CALL_BYTES=$((64 * 1024 * 1024))  # what one call to the machine carries at most
 MARGIN_BYTES=$((2 * 1024 * 1024))
 # Missing on the GPU machine (docs/gpu.md) with their dependencies that may be missing too; every one pure Python.
 # fsspec: datasets pins a recent one. Not huggingface-hub: the machine's transformers checks its version on import.
+# bert-score: ICU's BERTScore (not carried on the H100, 2026-11-28: ICU's job stopped at its first import of it).
 DOWNLOAD=(hydra-core omegaconf nltk gguf filelock absl-py six click joblib defusedxml cloudpickle datasets dill
-          multiprocess fsspec)
+          multiprocess fsspec bert-score)
 BUILD=(antlr4-python3-runtime rouge-score)  # sdist only on PyPI
 COMPILED=(pyarrow xxhash)  # what datasets imports that is not pure Python; the machine's own may be absent or too old
+# On the machine already (docs/gpu.md §1; sacrebleu and huggingface-hub seen there on the H100, 2026-11-28): with
+# the lists above, every requirement of pyproject.toml must be one of these, which is checked before anything is
+# downloaded (scripts/check_requirements.py; gpu_check.sh checks the machine itself once the wheels are installed).
+ON_MACHINE=(torch transformers tokenizers safetensors numpy scipy tqdm pandas pyyaml sacrebleu accelerate peft
+            matplotlib huggingface-hub)
 PLATFORMS=(--python-version 3.12 --implementation cp --abi cp312 --platform manylinux_2_28_x86_64
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 TOFU_FILES=(full.json forget10.json forget10_perturbed.json retain90.json retain_perturbed.json real_authors.json
@@ -36,6 +43,12 @@ TOFU_FILES=(full.json forget10.json forget10_perturbed.json retain90.json retain
 
 version() { $PYTHON -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
 pinned() { local name; for name in "$@"; do echo "$name==$(version "$name")"; done; }
+
+$PYTHON "$REPO/scripts/check_requirements.py" --extra smollm2 \
+    --covered-by "${DOWNLOAD[@]}" "${BUILD[@]}" "${COMPILED[@]}" "${ON_MACHINE[@]}" \
+    || { echo "error: the requirements above would be missing on the GPU machine: add each to DOWNLOAD (pure" \
+              "Python), BUILD or COMPILED in $0, or to ON_MACHINE where the machine has it" >&2; exit 1; }
+[[ "${PREPARE_DEVICE_CHECK_ONLY:-0}" == 1 ]] && { echo "every requirement is carried or on the machine"; exit 0; }
 
 rm -rf "$DEVICE_DIR"
 mkdir -p "$DEVICE_DIR"/{wheels,tofu}

@@ -290,6 +290,7 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     assert built["graddiff"] and built["npo"] and not built["graddiff"] & built["npo"], built
     assert {"target", "retain"} <= built["graddiff"] | built["npo"], built
     assert "| method=ga method.training.learning_rate=1e-4 | ga |" in summary  # the extra job is in the table
+    assert "requirements met (pyproject.toml, with the smollm2 extra)" in summary
     assert "\ndevice: " in summary and "| greedy (per model forward, " in summary  # the throughput table and profile
     with tarfile.open(tmp_path / "gpu_check.tar.gz") as archive:
         names = set(archive.getnames())
