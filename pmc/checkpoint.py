@@ -3,11 +3,12 @@
 A checkpoint is written at every epoch boundary and, with `every_steps` > 0, after every `every_steps` optimizer
 steps, but no sooner than `min_interval_s` seconds after the previous one (or the start of training; 0: at every
 boundary): SmolLM2-135M with its AdamW state is 1.6 GB, longer to write than an epoch of a small job on a GPU, and a
-preempted job needs only a recent checkpoint. It holds what accelerate's `save_state` saves (model weights as
-safetensors, optimizer, scheduler, the RNG states of python, numpy, torch and CUDA) and `trainer_state.json`: the
-loop position and the caller's own state (its RNG, the method's state, the current epoch's micro-batch plan).
-`load_state` reads accelerate's torch files with `weights_only=True` (accelerate.utils.load), so nothing is
-unpickled as code.
+preempted job needs only a recent checkpoint. The end of training is checkpointed whatever the interval, so a job
+stopped while it evaluates resumes at evaluation, not steps before the end (`Checkpoints.finished`). It holds what
+accelerate's `save_state` saves (model weights as safetensors, optimizer, scheduler, the RNG states of python,
+numpy, torch and CUDA) and `trainer_state.json`: the loop position and the caller's own state (its RNG, the method's
+state, the current epoch's micro-batch plan). `load_state` reads accelerate's torch files with `weights_only=True`
+(accelerate.utils.load), so nothing is unpickled as code.
 
 A checkpoint is written into a hidden staging directory and renamed into place only once complete
 (`trainer_state.json` last), so a kill while checkpointing leaves the previous checkpoint usable; leftovers of such
@@ -90,6 +91,12 @@ class Checkpoints:
         """The optimizer step the newest checkpoint was taken after (0: none, the run starts afresh)."""
         latest = self.latest()
         return read_state(latest)["position"]["step"] if latest else 0
+
+    def finished(self, epochs: int) -> bool:
+        """Whether the newest checkpoint was taken after the last of `epochs` epochs: training is over, and a run
+        resumed from it only evaluates (the end of training is always checkpointed, `pmc.trainer.optimise`)."""
+        latest = self.latest()
+        return latest is not None and read_state(latest)["position"]["epoch"] >= epochs
 
     def save(self, accelerator: Accelerator, position: dict, caller_state: dict) -> None:
         """Write a checkpoint after optimizer step position["step"], then drop the older ones."""

@@ -121,7 +121,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     checkpoint = checkpoint_config(cfg)
     checkpoints = (Checkpoints(run_dir / "checkpoints", checkpoint.every_steps, checkpoint.min_interval_s)
                    if checkpoint.enabled else None)
-    train_log = resume_train_log(run_dir / "train_log.jsonl", checkpoints.resume_step() if checkpoints else 0)
+    resumed_from_step = checkpoints.resume_step() if checkpoints else 0
+    train_log = resume_train_log(run_dir / "train_log.jsonl", resumed_from_step)
 
     def log_step(record: dict) -> None:
         train_log.write(json.dumps(record) + "\n")
@@ -140,7 +141,9 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         if cfg.save_unlearned:
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
+        # resumed_from_step: timings_s holds this process's times only, unlearning's from that step on
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=cfg.method.name,
+                             resumed_from_step=resumed_from_step,
                              **compile_counts_since(compiled_before, device_for(cfg.device)))
         write_json_atomic(run_dir / "results.json", results)
         if checkpoints and not checkpoint.keep:

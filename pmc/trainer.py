@@ -175,7 +175,8 @@ def optimise(
     With `checkpoints`, a checkpoint is written at every epoch boundary and every `checkpoints.every_steps` optimizer
     steps (none sooner than `checkpoints.min_interval_s` after the previous one), and training resumes from the
     newest one: the same micro-batch, weights, optimizer, schedule and RNG states as the interrupted run had there,
-    so the rest of training is the same (pmc.checkpoint)."""
+    so the rest of training is the same (pmc.checkpoint). The end of the last epoch is checkpointed whatever
+    `min_interval_s` says: resumed from there, training is over, the weights are loaded and nothing else."""
     if training.epochs == 0:
         model.eval()
         return
@@ -193,14 +194,16 @@ def optimise(
         state = checkpoints.load(accelerator, resume_from)
         position = state["position"]
         first_epoch, start, step = position["epoch"], position["micro_batch"], position["step"]
-        if caller_state:
-            caller_state.restore(state["caller"])
-        print(f"{desc}: resuming from {resume_from} (epoch {first_epoch + 1}, optimizer step {step})", flush=True)
         if first_epoch < training.epochs:
+            if caller_state:
+                caller_state.restore(state["caller"])
+            print(f"{desc}: resuming from {resume_from} (epoch {first_epoch + 1}, optimizer step {step})", flush=True)
             micro_batches = epoch_batches(first_epoch)
+        else:  # training was over: the weights are what the caller needs, its state is not (it may not be set up)
+            print(f"{desc}: training had finished, weights from {resume_from} (optimizer step {step})", flush=True)
 
-    def save_checkpoint(epoch: int, next_micro_batch: int) -> None:
-        if not checkpoints.due():
+    def save_checkpoint(epoch: int, next_micro_batch: int, always: bool = False) -> None:
+        if not (always or checkpoints.due()):
             return
         position = {"epoch": epoch, "micro_batch": next_micro_batch, "step": step,
                     "first_epoch_micro_batches": first_count}
@@ -261,8 +264,8 @@ def optimise(
                             if (checkpoints and checkpoints.every_steps and step % checkpoints.every_steps == 0
                                     and index + 1 < count):
                                 save_checkpoint(epoch, index + 1)
-                if checkpoints:
-                    save_checkpoint(epoch + 1, 0)
+                if checkpoints:  # the last epoch's end always: a run stopped while it evaluates resumes there
+                    save_checkpoint(epoch + 1, 0, always=epoch + 1 == training.epochs)
     finally:
         _finish_session(session, model, training, storage_dtypes)
 
@@ -342,10 +345,13 @@ def unlearn(
     That plan (the epoch's forget examples, their order in micro-batches, the retain partners) is kept by
     checkpoints with the method's state, so a mid-epoch resume redoes no per-epoch work and builds only the
     micro-batches still to train. Before the first micro-batch of each optimizer step the method sees the forget rows
-    of all the step's micro-batches (`method.on_optimizer_step_start`); a checkpoint is always at a step's start."""
+    of all the step's micro-batches (`method.on_optimizer_step_start`); a checkpoint is always at a step's start.
+    Resumed from the checkpoint at the end of training (a job stopped while evaluating), the method is not set up
+    again: PMC's initial answers are not decoded, nor compiled for, a second time."""
     rng = random.Random(seed)
     retain = run.benchmark.retain
-    method.setup(run)
+    if not (checkpoints and checkpoints.finished(training.epochs)):  # else only the trained weights are loaded
+        method.setup(run)
     encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length,
                                         training.pad_to_multiple_of)
     plan: dict = {}

@@ -18,7 +18,7 @@ from pmc.core.losses import answer_nll
 from pmc.core.models import build_tiny, train_tokenizer
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
-from pmc.experiment import resume_train_log
+from pmc.experiment import resume_train_log, run_experiment
 from pmc.methods.base import ForgetExample, Method, RunContext
 from pmc.optimisation import TrainingConfig
 from pmc.trainer import finetune, unlearn
@@ -223,6 +223,47 @@ def test_unlearning_resumes_mid_epoch_without_redoing_the_epoch_start(tmp_path, 
         assert method.answers == reference_method.answers
         assert method.epoch_starts == reference_method.epoch_starts == 3  # no epoch's work done twice
         assert method.step_starts == reference_method.step_starts == 6  # nor a step's, nor one left out
+
+
+def test_the_end_of_training_is_checkpointed_and_resumed_from_without_training(tmp_path, tokenizer, initial_model):
+    """A job stopped while it evaluates resumes at evaluation. On the H100 (2026-11-28) a PMC job cut off while
+    scoring had its newest checkpoint 30 steps before the end (no sooner than min_interval_s = 60 s after the
+    previous one), so the next call decoded (and compiled) PMC's initial answers again and retrained those steps.
+    Now the last epoch's end is checkpointed whatever the interval, and resumed from it nothing is set up or
+    trained: the weights are the trained ones."""
+    trained, logs = copy.deepcopy(initial_model), []
+    checkpoints = Checkpoints(tmp_path, 0, min_interval_s=3600)  # no boundary is due but the last
+    run_unlearn(trained, tokenizer, checkpoints, logs.append)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000000006"] and len(logs) == 6
+    assert checkpoints.finished(3) and not checkpoints.finished(4)
+
+    resumed, resumed_logs = copy.deepcopy(initial_model), []
+    method = run_unlearn(resumed, tokenizer, checkpoints, resumed_logs.append)
+    assert resumed_logs == []
+    assert_same_weights(weights(resumed), weights(trained))
+    # neither set up (its answers would be the records') nor given its state back, nor asked for examples
+    assert method.answers == [] and method.epoch_starts == method.step_starts == 0
+
+
+def test_a_run_stopped_while_evaluating_resumes_at_evaluation(make_config, tmp_path, monkeypatch, capsys):
+    """The run level: results.json says from which step a run resumed (its timings_s are this process's only),
+    PMC's initial answers are not decoded again, and the metrics are the uninterrupted run's."""
+    cfg = make_config("method=pmc", "method.training.epochs=2", "checkpoint.keep=true",
+                      "checkpoint.min_interval_s=3600", "eval=[paper]")
+    first = run_experiment(cfg, tmp_path)
+    steps = len((tmp_path / "train_log.jsonl").read_text().splitlines())
+    assert first["resumed_from_step"] == 0 and steps > 0
+
+    def decoded_again(*args, **kwargs):
+        raise AssertionError("PMC's initial answers decoded again")
+
+    monkeypatch.setattr("pmc.methods.collapse.greedy_answers", decoded_again)
+    (tmp_path / "results.json").unlink()  # as a job stopped before writing it
+    again = run_experiment(cfg, tmp_path)
+    assert again["resumed_from_step"] == steps
+    assert again["metrics"] == first["metrics"]
+    assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == steps  # its records kept, none added
+    assert "training had finished" in capsys.readouterr().out
 
 
 # --- the checkpoint files ----------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def test_a_run_killed_mid_unlearning_resumes_to_identical_metrics(tmp_path):
 
     resumed = finished(run_dir, cache)
     assert resumed["metrics"] == uninterrupted["metrics"]
+    assert (resumed["resumed_from_step"], uninterrupted["resumed_from_step"]) == (killed_at, 0)
     log = (run_dir / "train_log.jsonl").read_text()
     assert log == (tmp_path / "uninterrupted" / "train_log.jsonl").read_text()  # every step once, same values
     assert len(log.splitlines()) == 20
