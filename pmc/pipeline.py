@@ -23,7 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch._dynamo.callback import CallbackTrigger, callback_handler
-from torch._dynamo.utils import counters
+from torch._dynamo.utils import calculate_time_spent, counters
 
 from benchmarks.metrics import EvalContext, Suite, build_suites
 from pmc.checkpoint import CheckpointConfig
@@ -229,9 +229,12 @@ def pin_code_identity() -> None:
     harness_digest()
 
 
-def compile_counts() -> dict[str, int]:
+def compile_counts() -> dict[str, float]:
     """What torch.compile has done in this process so far: `compiled_graphs`, the graphs it traced (the decoding step
-    for generation.compile, the decoder layers for training.compile; on a GPU each is a compile);
+    for generation.compile, the decoder layers for training.compile; on a GPU each is a compile); `compile_s`, the
+    seconds spent compiling them (dynamo's tracing and the backend's code generation, forward and backward; not the
+    CUDA-graph recordings, which happen when a compiled function first runs): on the H100 (2026-11-28) PMC's first
+    compiled decoding call took 227 s, and only this says how much of a job's time is compiling;
     `cudagraph_recordings`, the CUDA graphs inductor recorded (one per compiled function and shape, and again when a
     static input's address changes: a recording costs a few replays, so a run should make a handful, not one per
     step); and `cudagraph_skips`, the times inductor ran a compiled function without its CUDA graphs (a graph it
@@ -240,6 +243,7 @@ def compile_counts() -> dict[str, int]:
     if _count_cudagraph_recording not in callback_handler.start_callbacks:  # torch._dynamo.reset() clears them
         callback_handler.register_start_callback(_count_cudagraph_recording)
     return {"compiled_graphs": counters["stats"]["unique_graphs"],
+            "compile_s": round(calculate_time_spent()["total_wall_time"], 3),
             "cudagraph_recordings": counters["pmc"]["cudagraph_recordings"],
             "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
 
@@ -250,10 +254,10 @@ def _count_cudagraph_recording(event) -> None:
         counters["pmc"]["cudagraph_recordings"] += 1
 
 
-def compile_counts_since(before: dict[str, int], device: torch.device) -> dict[str, int]:
+def compile_counts_since(before: dict[str, float], device: torch.device) -> dict[str, float]:
     """compile_counts() of one run (counted from its start, so in-process multiruns do not add up); warns in the
     run's log when CUDA graphs were skipped on a CUDA device (elsewhere there are none to record: said, not warned)."""
-    counts = {key: value - before[key] for key, value in compile_counts().items()}
+    counts = {key: round(value - before[key], 3) for key, value in compile_counts().items()}
     if counts["cudagraph_skips"] and device.type == "cuda":
         log.warning("torch.compile ran %d compiled function(s) without CUDA graphs in this run; rerun with "
                     "TORCH_LOGS=cudagraphs to see why", counts["cudagraph_skips"])

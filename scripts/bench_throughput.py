@@ -261,7 +261,8 @@ def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
             "eval_cache": results.get("eval_cache"), "source": results_path or "a job run by this script",
             # None: a results.json from before 2026-11-27 (graphs) or 2026-11-28 (skips, recordings)
             "graphs_compiled": results.get("compiled_graphs"), "cudagraph_skips": results.get("cudagraph_skips"),
-            "cudagraph_recordings": results.get("cudagraph_recordings")}
+            "cudagraph_recordings": results.get("cudagraph_recordings"),
+            "compile_s": results.get("compile_s")}  # None before 2026-11-28's second GPU session
 
 
 PROFILED_STEPS = 3
@@ -584,6 +585,9 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(("job: graphs compiled", str(job["graphs_compiled"]), "graphs",
                          "torch.compile's traces in the job: the decoding step (generation.compile), the decoder "
                          "layers (method.training.compile); each a compile on a GPU"))
+        if job["compile_s"] is not None:
+            rows.append(("job: compiling", f"{job['compile_s']:.1f}", "s",
+                         "dynamo's tracing and the backend's code generation, within the job's stages"))
         if job["cudagraph_recordings"] is not None:
             rows.append(("job: CUDA graphs recorded", str(job["cudagraph_recordings"]), "recordings",
                          "inductor's CUDA-graph recordings (per compiled function and shape; a handful per run, not "

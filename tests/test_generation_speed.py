@@ -404,6 +404,7 @@ def test_a_pmc_run_with_compiled_decoding_traces_the_decoding_step_once(make_con
     assert any(sent > asked for asked, sent in widths) and all(sent in (2, 4, 8, 16, 32, 64) for _, sent in widths)
     assert compiled["metrics"] == plain["metrics"]
     assert (compiled["compiled_graphs"], plain["compiled_graphs"]) == (1, 0)  # results.json says how many
+    assert compiled["compile_s"] > 0 and plain["compile_s"] == 0  # and how long compiling took
     assert (compiled["cudagraph_skips"], plain["cudagraph_skips"]) == (0, 0)
     assert (compiled["cudagraph_recordings"], plain["cudagraph_recordings"]) == (0, 0)  # a CPU records none
 

@@ -68,7 +68,8 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
     results.write_text(json.dumps({"timings_s": {"data": 0.5, "stage0": 12.0, "unlearn": 30.25, "eval": 7.0,
                                                  "eval.greedy_answers": 4.5, "eval.paper": 2.25},
                                    "stage0": {"built_in_this_run": ["tiny-target-0123", "tiny-retain-4567"]},
-                                   "compiled_graphs": 1, "cudagraph_skips": 2, "cudagraph_recordings": 3}))
+                                   "compiled_graphs": 1, "cudagraph_skips": 2, "cudagraph_recordings": 3,
+                                   "compile_s": 61.25}))
     numbers = bench().main(["--results", str(results), "--steps", "2", "--questions", "6", "--samples", "3",
                             "--gen-batch", "4", "--compare-warpers", "--json", str(tmp_path / "bench.json"),
                             "--profile", str(tmp_path / "profile"), *SMALL, f"cache_dir={stage0_cache}"])
@@ -116,7 +117,8 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
                 if line.startswith("| job: ")}
     assert job_rows == {"job: data": "0.5", "job: stage0": "12.0", "job: unlearn": "30.2", "job: eval": "7.0",
                         "job: eval.greedy_answers": "4.5", "job: eval.paper": "2.2",  # parts of eval, not in the total
-                        "job: total": "49.8", "job: graphs compiled": "1", "job: CUDA graphs recorded": "3",
+                        "job: total": "49.8", "job: graphs compiled": "1", "job: compiling": "61.2",
+                        "job: CUDA graphs recorded": "3",
                         "job: CUDA graphs skipped": "2"}
     assert "built: target, retain" in printed
     assert json.loads((tmp_path / "bench.json").read_text())["job"]["timings_s"]["eval"] == 7.0
@@ -283,7 +285,7 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     assert all("timings_s" in block.splitlines()[1] for block in blocks if ": exit 0 after" in block)
     assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # the jobs after the first read stage-0 scores
     # eager jobs: nothing compiled
-    assert summary.count("| graphs compiled: 0 | CUDA graphs recorded: 0 | skipped: 0") == 4
+    assert summary.count("| graphs compiled: 0 in 0.0 s | CUDA graphs recorded: 0 | skipped: 0") == 4
     # GradDiff and NPO started together and built stage 0 between them: one the target, the other the retain model
     built = {job: set(re.findall(r"'tiny-(\w+)-", re.search(rf"\] {job}: exit 0.*\n.*stage 0 built: (.*)",
                                                               summary).group(1))) for job in ("graddiff", "npo")}
