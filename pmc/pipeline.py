@@ -63,7 +63,8 @@ def check_config(cfg: DictConfig) -> dict[str, Suite]:
     if not isinstance(cfg.eval_cache, bool):
         raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
     g = cfg.generation
-    check_generation_options(g.batch_size, g.cache_implementation, g.compile, g.continuous_batching)
+    check_generation_options(g.batch_size, g.cache_implementation, g.compile, g.continuous_batching,
+                             g.compile_dynamic)
     return suites
 
 
@@ -166,7 +167,8 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
         context = getattr(models[0].config, "max_position_embeddings", None)
         sequence_length = min(sequence_length, context or sequence_length)
     for model in models:
-        configure_generation(model, g.cache_implementation, g.compile, sequence_length, g.continuous_batching)
+        configure_generation(model, g.cache_implementation, g.compile, sequence_length, g.continuous_batching,
+                             g.compile_dynamic)
     return resolve_batch_size(g.batch_size, models[0], sequence_length)
 
 

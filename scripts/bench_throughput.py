@@ -541,9 +541,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.continuous_batching:  # the greedy row's questions again, through generate_batch
         g = cfg.generation
         cache_len = model.generation_config.max_cache_len
-        configure_generation(model, g.cache_implementation, g.compile, cache_len, continuous_batching=True)
+        configure_generation(model, g.cache_implementation, g.compile, cache_len, continuous_batching=True,
+                             compile_dynamic=g.compile_dynamic)
         continuous = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
-        configure_generation(model, g.cache_implementation, g.compile, cache_len, g.continuous_batching)
+        configure_generation(model, g.cache_implementation, g.compile, cache_len, g.continuous_batching,
+                             g.compile_dynamic)
 
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
     rows = [

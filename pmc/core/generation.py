@@ -254,8 +254,12 @@ CACHE_IMPLEMENTATIONS = (None, "static")
 CONTINUOUS_BATCHING = "pmc_continuous_batching"  # the generation-config attribute that switches it on
 
 
-def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False) -> None:
+def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False,
+                             compile_dynamic=True) -> None:
     """One ConfigError naming the `generation.*` key, before anything is built."""
+    if compile_dynamic is not True and compile_dynamic is not None:  # identity: 1 == True
+        raise ConfigError(f"generation.compile_dynamic must be true (one trace for every batch width) or null (static "
+                          f"shapes first, then the dimensions that change), got {compile_dynamic!r}")
     if not isinstance(continuous_batching, bool):
         raise ConfigError(f"generation.continuous_batching must be true or false, got {continuous_batching!r}")
     if continuous_batching and not hasattr(GenerationMixin, "generate_batch"):
@@ -272,7 +276,8 @@ def check_generation_options(batch_size, cache_implementation, compile, continuo
 
 
 def configure_generation(model, cache_implementation: str | None = None, compile: bool | str = False,
-                         max_cache_len: int | None = None, continuous_batching: bool = False) -> None:
+                         max_cache_len: int | None = None, continuous_batching: bool = False,
+                         compile_dynamic: bool | None = True) -> None:
     """Make these transformers' generation defaults of `model` (copies made later inherit them).
 
     static: the KV cache is allocated for the whole call, not grown token by token, `max_cache_len` positions long
@@ -292,15 +297,21 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     for every batch width and cache length; CUDA graphs are still captured per shape, which is no compile), and its
     attention mask is always a tensor of its own (`fresh_decoding_masks`) and the batch dimension a symbol of its
     own (`dimensions_apart`): one graph per run (tests/test_generation_speed.py; `decoding_batch` sends no batch of a
-    single row, which dynamo would compile apart)."""
-    check_generation_options(1, cache_implementation, compile, continuous_batching)
+    single row, which dynamo would compile apart).
+
+    That one graph takes long to compile: with every dimension a symbol, SmolLM2's step compiled in 119 s on 2 CPU
+    cores (inductor; 80 s of it tracing, with dynamo's aot_eager backend), against 34 s with static shapes, and on the
+    H100 a PMC job's first compiled call took 227 s (2026-11-28). `compile_dynamic=None` is torch's automatic
+    dynamic instead: the first width compiles with static shapes, the next one again with only what changed (the
+    batch width) symbolic, two graphs in 38 s in all with aot_eager on this CPU (one-off measures, docs/gpu.md §4)."""
+    check_generation_options(1, cache_implementation, compile, continuous_batching, compile_dynamic)
     _KEPT_CACHES.pop(model, None)  # caches kept under the previous settings
     config = model.generation_config
     config.cache_implementation = cache_implementation
     backend = compile_backend(compile, "generation.compile")
     # inductor's reduce-overhead mode is transformers' default (its kernels, then CUDA graphs); another backend
     # takes no mode
-    config.compile_config = (CompileConfig(dynamic=True, backend=backend,
+    config.compile_config = (CompileConfig(dynamic=compile_dynamic, backend=backend,
                                            mode="reduce-overhead" if backend == "inductor" else None)
                              if backend else None)
     if compile and not hasattr(type(model), "create_masks_for_generate"):  # a model with its own masks keeps them
