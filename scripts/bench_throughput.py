@@ -89,6 +89,7 @@ from pmc.core.losses import answer_nll  # noqa: E402
 from pmc.experiment import method_batch_size, run_experiment  # noqa: E402
 from pmc.optimisation import OPTIMIZERS, TrainingConfig, decay_parameter_groups  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
+    compile_counts,
     eval_context,
     instantiate_node,
     load_stage0,
@@ -213,13 +214,19 @@ def optimizer_step_seconds(model, training: TrainingConfig, device: torch.device
 
 
 def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: torch.device, **kwargs) -> dict:
-    """Generated tokens/s of `generate_answers` on the questions (after one untimed warm-up call), and a digest of the
-    answers (two calls that drew the same answers have the same)."""
-    generate_answers(model, tokenizer, fmt, questions[: kwargs["batch_size"]], **kwargs)
+    """Generated tokens/s of `generate_answers` on the questions (after one warm-up call, timed apart with the
+    seconds torch.compile spent in it: a compiled step compiles there, or later where a width first seen compiles
+    again), and a digest of the answers (two calls that drew the same answers have the same)."""
+    compiled_before = compile_counts()["compile_s"]
+    _, warmup_seconds = timed(device, lambda: generate_answers(model, tokenizer, fmt,
+                                                               questions[: kwargs["batch_size"]], **kwargs))
+    warmup_compile_s = compile_counts()["compile_s"] - compiled_before
     answers, seconds = timed(device, lambda: generate_answers(model, tokenizer, fmt, questions, **kwargs))
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for row in answers for a in row)
     return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens, "answers": len(answers[0]) *
-            len(answers), "answers_digest": hashlib.sha256(json.dumps(answers).encode()).hexdigest()}
+            len(answers), "answers_digest": hashlib.sha256(json.dumps(answers).encode()).hexdigest(),
+            "warmup_seconds": warmup_seconds, "warmup_compile_s": warmup_compile_s,
+            "compile_s": compile_counts()["compile_s"] - compiled_before}
 
 
 def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, device: torch.device) -> dict:
@@ -548,10 +555,16 @@ def main(argv: list[str] | None = None) -> dict:
                              g.compile_dynamic)
 
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
+
+    def warm_up(numbers: dict) -> str:  # where compiling went: the warm-up call, or timed calls of new widths
+        return (f"; warm-up call {numbers['warmup_seconds']:.1f} s, compiling {numbers['warmup_compile_s']:.1f} s in "
+                f"it, {numbers['compile_s']:.1f} s in all")
+
     rows = [
-        ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s", f"{gen}, batch {rows_at_once}"),
+        ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s",
+         f"{gen}, batch {rows_at_once}{warm_up(greedy)}"),
         ("PMC sampling", f"{sampled['tokens_per_s']:.0f}", "tokens/s",
-         f"{gen}, n = {samples}, {pmc_batch} questions x {samples} per call"),
+         f"{gen}, n = {samples}, {pmc_batch} questions x {samples} per call{warm_up(sampled)}"),
         ("evaluation decoding, split by split", f"{evaluation['split_by_split']['seconds']:.2f}", "s",
          f"one model, eval=[{','.join(cfg.eval)}]: {evaluation['splits']} splits, {evaluation['answers']} answers, "
          f"{evaluation['split_by_split']['calls']} calls of up to {rows_at_once} rows"),

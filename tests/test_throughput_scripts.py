@@ -77,6 +77,13 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
     assert printed.startswith("device: ") and "torch " in printed and "float32" in printed
     for measure in ("training", "greedy decoding", "PMC sampling"):
         assert f"| {measure} " in printed
+    # each decoding row times its warm-up call apart, with what compiling took (nothing: a CPU decodes eagerly)
+    for measure in ("greedy", "sampling"):
+        warm = numbers[measure]
+        assert warm["warmup_seconds"] > 0 and warm["warmup_compile_s"] == warm["compile_s"] == 0
+        row = next(line for line in printed.splitlines() if line.startswith(
+            "| greedy decoding " if measure == "greedy" else "| PMC sampling "))
+        assert f"; warm-up call {warm['warmup_seconds']:.1f} s, compiling 0.0 s in it, 0.0 s in all" in row
     assert numbers["training"]["tokens"] > 0 and numbers["training"]["tokens_per_s"] > 0
     # through the harness's own loop, with the run config's precision: the row says which
     assert numbers["training"]["precision"] == "fp32" and "| batch 2, max_length" not in printed
