@@ -245,7 +245,7 @@ def compile_counts() -> dict[str, float]:
     if _count_cudagraph_recording not in callback_handler.start_callbacks:  # torch._dynamo.reset() clears them
         callback_handler.register_start_callback(_count_cudagraph_recording)
     return {"compiled_graphs": counters["stats"]["unique_graphs"],
-            "compile_s": round(calculate_time_spent()["total_wall_time"], 3),
+            "compile_s": round(float(calculate_time_spent()["total_wall_time"]), 3),  # an int 0 before a compile
             "cudagraph_recordings": counters["pmc"]["cudagraph_recordings"],
             "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
 
