@@ -130,7 +130,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         logger.log_step(record)
 
     with timed(timings, "unlearn"), train_log:
-        unlearn(method, run, training, cfg.seed, log_step, checkpoints)
+        parts = unlearn(method, run, training, cfg.seed, log_step, checkpoints)
+    timings.update({f"unlearn.{name}": seconds for name, seconds in parts.items()})
     unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}

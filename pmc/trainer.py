@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sized
 
@@ -336,7 +337,7 @@ class LazyMicroBatches:
 def unlearn(
     method: Method, run: RunContext, training: TrainingConfig, seed: int, log_step: StepLog | None = None,
     checkpoints: Checkpoints | None = None,
-) -> None:
+) -> dict[str, float]:
     """Unlearn run.model with `method`: each epoch, every forget example once, each paired with a random retain
     example when the method has a retain term (`method.uses_retain`; the others get retain=None and draw none).
 
@@ -346,12 +347,20 @@ def unlearn(
     checkpoints with the method's state, so a mid-epoch resume redoes no per-epoch work and builds only the
     micro-batches still to train. Before the first micro-batch of each optimizer step the method sees the forget rows
     of all the step's micro-batches (`method.on_optimizer_step_start`); a checkpoint is always at a step's start.
-    Resumed from the checkpoint at the end of training (a job stopped while evaluating), the method is not set up
-    again: PMC's initial answers are not decoded, nor compiled for, a second time."""
+    A resumed run sets the method up but takes its state from the checkpoint (`method.init_state` is not called:
+    PMC's initial answers are not decoded, nor compiled for, a second time); resumed from the checkpoint at the end
+    of training (a job stopped while evaluating), the method is not set up at all.
+
+    Returns the method's own timings (`method.timings()`, e.g. PMC's sampling) and `setup`, the seconds before the
+    first step (setting the method up and its initial state), for results.json's timings_s."""
     rng = random.Random(seed)
     retain = run.benchmark.retain
+    start = time.perf_counter()
     if not (checkpoints and checkpoints.finished(training.epochs)):  # else only the trained weights are loaded
         method.setup(run)
+        if not (checkpoints and checkpoints.latest()):
+            method.init_state(run)
+    setup_s = time.perf_counter() - start
     encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length,
                                         training.pad_to_multiple_of)
     plan: dict = {}
@@ -405,3 +414,4 @@ def unlearn(
         run.model, training, epoch_batches, loss, log_step, f"unlearn[{method.name}]", checkpoints,
         CallerState(save, restore),
     )
+    return {"setup": round(setup_s, 3), **method.timings()}

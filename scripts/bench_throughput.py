@@ -100,6 +100,12 @@ from pmc.pipeline import (  # noqa: E402
 from pmc.trainer import finetune  # noqa: E402
 
 STAGES = ("data", "stage0", "unlearn", "eval")
+UNLEARN_PARTS = {  # results.json's unlearn.<part> (pmc.trainer.unlearn, the methods' timings)
+    "unlearn.setup": "before the first step (the method set up, its initial state: PMC's initial answers)",
+    "unlearn.initial_answers": "PMC's initial answers decoded",
+    "unlearn.sampling": "PMC's samples decoded",
+    "unlearn.scoring": "PMC's samples scored by ROUGE-L and selected",
+}
 WARMUP_STEPS = 2
 
 
@@ -589,7 +595,11 @@ def main(argv: list[str] | None = None) -> dict:
         timings = job["timings_s"]
         rows += [(f"job: {stage}", f"{timings[stage]:.1f}", "s", notes.get(stage, "")) for stage in STAGES
                  if stage in timings]
-        # where eval's time went (results.json since 2026-11-27): the greedy answers, then each suite without them
+        # where unlearning's time went (results.json since 2026-11-28): before the first step, and the method's own
+        # work (PMC: initial answers, sampling, scoring); then eval's: the greedy answers, each suite without them
+        rows += [(f"job: {part}", f"{seconds:.1f}", "s", "part of unlearn: " + UNLEARN_PARTS.get(
+                     part, "the method's own work"))
+                 for part, seconds in timings.items() if part.startswith("unlearn.")]
         rows += [(f"job: {part}", f"{seconds:.1f}", "s", "part of eval: " + (
                      "every suite's greedy answers, every model scored" if part == "eval.greedy_answers"
                      else "the suite's own time, without the greedy answers"))

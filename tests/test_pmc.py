@@ -96,6 +96,12 @@ def make_run(model=None, tokenizer=None, fmt=None) -> RunContext:
                       generation_batch_size=4)
 
 
+def start(method, run):
+    """What the trainer does before the first step of a run that starts afresh."""
+    method.setup(run)
+    method.init_state(run)
+
+
 def epoch(method, run, number):
     run.epoch = number
     method.on_epoch_start(run)
@@ -108,11 +114,11 @@ def per_epoch(**kwargs) -> PartialModelCollapse:
 # --- sampling and selection, once per epoch ---------------------------------------------------------------------
 
 
-def test_setup_records_initial_answers(scripted):
+def test_the_initial_state_is_the_initial_answers(scripted):
     s = scripted()
     run = make_run()
     method = PartialModelCollapse(num_samples=3)
-    method.setup(run)
+    start(method, run)
     assert method.initial_answers == [INITIAL[r.question] for r in FORGET]
     assert s.greedy_calls == [([r.question for r in FORGET], s.greedy_calls[0][1])]
     assert s.greedy_calls[0][1]["max_new_tokens"] == 24 and s.greedy_calls[0][1]["batch_size"] == 4
@@ -120,11 +126,19 @@ def test_setup_records_initial_answers(scripted):
     assert s.sample_calls == []  # setup samples nothing
 
 
+def test_setup_alone_decodes_nothing(scripted):
+    """A resumed run sets PMC up and loads its state, initial answers included: setup decodes nothing."""
+    s = scripted()
+    method = PartialModelCollapse(num_samples=3)
+    method.setup(make_run())
+    assert s.greedy_calls == [] and s.sample_calls == [] and method.cache.pending() == [0, 1]
+
+
 def test_epoch_picks_lowest_rouge_sample_per_question(scripted):
     s = scripted(EPOCH0)
     run = make_run()
     method = per_epoch(num_samples=3, temperature=0.9, top_p=0.8)
-    method.setup(run)
+    start(method, run)
     epoch(method, run, 0)
     assert method.cache.answers == ["the book is blue", "nothing to say"]
     assert method.cache.scores == pytest.approx([2 / 7, 0.0])
@@ -147,7 +161,7 @@ def test_one_length_limit_for_initial_answers_and_samples(scripted, kwargs, expe
     s = scripted(EPOCH0)
     run = make_run()
     method = per_epoch(num_samples=3, **kwargs)
-    method.setup(run)
+    start(method, run)
     epoch(method, run, 0)
     for _, call in s.greedy_calls + s.sample_calls:  # official: one max_length for both (inference.py L28, pmc.py L195)
         assert {k: call.get(k) for k in ("max_new_tokens", "max_length") if call.get(k) is not None} == expected
@@ -157,7 +171,7 @@ def test_best_so_far_ties_replace_and_zero_score_questions_are_not_resampled(scr
     s = scripted(EPOCH0, EPOCH1, EPOCH2)
     run = make_run()
     method = per_epoch(num_samples=3)
-    method.setup(run)
+    start(method, run)
 
     epoch(method, run, 0)
     # question 1 reached 0 in epoch 0: only question 0 is sampled from now on
@@ -182,7 +196,7 @@ def test_worse_later_sample_keeps_cached_answer(scripted):
     scripted(EPOCH0, worse)
     run = make_run()
     method = per_epoch(num_samples=3)
-    method.setup(run)
+    start(method, run)
     epoch(method, run, 0)
     epoch(method, run, 1)
     assert method.cache.answers[0] == "the book is blue"
@@ -193,7 +207,7 @@ def test_forget_examples_are_selected_answers_never_ground_truth(scripted):
     scripted(EPOCH0)
     run = make_run()
     method = per_epoch(num_samples=3)
-    method.setup(run)
+    start(method, run)
     epoch(method, run, 0)
     examples = method.forget_examples(run)
     assert examples == [ForgetExample(FORGET[0].question, "the book is blue"),
@@ -213,13 +227,13 @@ def test_exponential_length_penalty_changes_the_choice(scripted):
     scripted(samples, samples)
     plain = per_epoch(num_samples=2)
     run = make_run()
-    plain.setup(run)
+    start(plain, run)
     epoch(plain, run, 0)
     assert plain.cache.answers == ["wrote", ""]  # min_length 0 (official default): tie at 1/7 -> first; 0 < 1/4
 
     penalised = per_epoch(num_samples=2, min_length=3)  # length_penalty defaults to the official exp form
     run = make_run()
-    penalised.setup(run)
+    start(penalised, run)
     epoch(penalised, run, 0)
     assert penalised.cache.answers == ["the cat is black and white", "london is far away from here"]
     assert penalised.cache.scores == pytest.approx([1 / 7, 1 / 4])
@@ -231,7 +245,7 @@ def test_constant_length_penalty_option(scripted):
     scripted(samples)
     method = per_epoch(num_samples=2, min_length=3, length_penalty=2.0)
     run = make_run()
-    method.setup(run)
+    start(method, run)
     epoch(method, run, 0)
     assert method.cache.answers == ["alice wrote the red book in paris", ""]
     assert method.cache.scores == pytest.approx([1.0, 2.0])  # uncapped, unlike the exp form
@@ -242,7 +256,7 @@ def test_bradley_terry_with_sharp_temperature_picks_the_lowest(scripted):
     scripted(EPOCH0)
     run = make_run()
     method = per_epoch(num_samples=3, selection="bradley_terry", bt_temperature=0.01, seed=3)
-    method.setup(run)
+    start(method, run)
     epoch(method, run, 0)
     assert method.cache.answers == ["the book is blue", "nothing to say"]
 
@@ -255,7 +269,7 @@ def test_batch_mode_samples_only_the_micro_batchs_pending_questions(scripted):
     run = make_run()
     method = PartialModelCollapse(num_samples=3)
     assert method.sample_every == "batch"  # the default
-    method.setup(run)
+    start(method, run)
     epoch(method, run, 0)
     assert s.sample_calls == []  # nothing at the start of an epoch
     examples = method.forget_examples(run)
@@ -422,7 +436,7 @@ def test_loss_is_collapse_plus_weighted_retain(scripted):
                        max_position_embeddings=128, seed=0)
     run = make_run(model, tokenizer)
     method = PartialModelCollapse(num_samples=3, retain_weight=1.5)
-    method.setup(run)
+    start(method, run)
     rows = method.forget_batch_examples(run, method.forget_examples(run), [0, 1])
 
     forget = encode_pairs(tokenizer, run.prompt_format, [(e.question, e.answer) for e in rows], 64)
@@ -481,7 +495,7 @@ def test_top_k_reaches_generate(echo_tokenizer, top_k, expected):
     model = echo(echo_tokenizer, "the book is blue")
     run = make_run(model, echo_tokenizer)
     method = per_epoch(num_samples=2, temperature=0.7, top_p=0.9, **({} if top_k is None else {"top_k": top_k}))
-    method.setup(run)
+    start(method, run)
     epoch(method, run, 0)
     greedy, sampled = model.calls
     assert greedy["do_sample"] is False and greedy["top_k"] is None and "logits_processor" not in greedy

@@ -20,6 +20,7 @@ from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
 from pmc.experiment import resume_train_log, run_experiment
 from pmc.methods.base import ForgetExample, Method, RunContext
+from pmc.methods.collapse import PartialModelCollapse
 from pmc.optimisation import TrainingConfig
 from pmc.trainer import finetune, unlearn
 
@@ -264,6 +265,42 @@ def test_a_run_stopped_while_evaluating_resumes_at_evaluation(make_config, tmp_p
     assert again["metrics"] == first["metrics"]
     assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == steps  # its records kept, none added
     assert "training had finished" in capsys.readouterr().out
+
+
+def test_a_run_resumed_mid_training_takes_pmcs_initial_answers_from_its_checkpoint(make_config, tmp_path,
+                                                                                      monkeypatch):
+    """PMC's initial answers are the model's before unlearning: a run resumed part-way reads them from its
+    checkpoint (method state) and does not decode them again (on a GPU, with compiled decoding, that took a resumed
+    job's whole call on the H100 2026-11-28), and it ends with the uninterrupted run's metrics."""
+    cfg = make_config("method=pmc", "method.training.epochs=2", "checkpoint.every_steps=1",
+                      "checkpoint.min_interval_s=0", "eval=[paper]")
+    for run_dir in ("uninterrupted", "stopped"):
+        (tmp_path / run_dir).mkdir()
+    uninterrupted = run_experiment(cfg, tmp_path / "uninterrupted")
+    assert uninterrupted["timings_s"]["unlearn.initial_answers"] > 0
+
+    trained = []
+    forget_loss = PartialModelCollapse.forget_loss
+
+    def stopped_in_the_third_step(self, model, forget):
+        if len(trained) == 2:
+            raise Stop
+        trained.append(len(forget.input_ids))
+        return forget_loss(self, model, forget)
+
+    monkeypatch.setattr(PartialModelCollapse, "forget_loss", stopped_in_the_third_step)
+    with pytest.raises(Stop):
+        run_experiment(cfg, tmp_path / "stopped")
+    monkeypatch.setattr(PartialModelCollapse, "forget_loss", forget_loss)
+
+    def decoded_again(*args, **kwargs):
+        raise AssertionError("PMC's initial answers decoded again")
+
+    monkeypatch.setattr("pmc.methods.collapse.greedy_answers", decoded_again)
+    resumed = run_experiment(cfg, tmp_path / "stopped")
+    assert resumed["resumed_from_step"] == 2
+    assert resumed["timings_s"]["unlearn.initial_answers"] == 0 and resumed["timings_s"]["unlearn.sampling"] > 0
+    assert resumed["metrics"] == uninterrupted["metrics"]
 
 
 # --- the checkpoint files ----------------------------------------------------------------------------------------

@@ -51,7 +51,12 @@ def test_run_leaves_its_files(pmc_run):
     assert on_disk["metrics"] == results["metrics"]
     assert on_disk["method"] == "pmc" and on_disk["seed"] == 0 and on_disk["benchmark"] == "synthetic"
     timings = on_disk["timings_s"]
-    assert set(timings) == {"data", "stage0", "unlearn", "eval", "eval.greedy_answers", "eval.paper"}
+    assert set(timings) == {"data", "stage0", "unlearn", "eval", "eval.greedy_answers", "eval.paper", "unlearn.setup",
+                            "unlearn.initial_answers", "unlearn.sampling", "unlearn.scoring"}
+    # unlearn's parts: before the first step (PMC's initial answers in it), then PMC's sampling and scoring
+    assert 0 < timings["unlearn.initial_answers"] <= timings["unlearn.setup"]
+    assert timings["unlearn.sampling"] > 0 and timings["unlearn.scoring"] > 0
+    assert timings["unlearn.setup"] + timings["unlearn.sampling"] + timings["unlearn.scoring"] < timings["unlearn"]
     # eval's parts: the greedy answers of every model, and the suite's own time without them
     assert timings["eval.greedy_answers"] > 0 and timings["eval.paper"] > 0
     assert timings["eval.greedy_answers"] + timings["eval.paper"] == pytest.approx(timings["eval"], abs=0.05)

@@ -66,6 +66,7 @@ def test_a_bench_cut_off_while_decoding_has_printed_and_written_its_training_row
 def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, tmp_path, capsys):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"timings_s": {"data": 0.5, "stage0": 12.0, "unlearn": 30.25, "eval": 7.0,
+                                                 "unlearn.setup": 3.5, "unlearn.sampling": 11.75,
                                                  "eval.greedy_answers": 4.5, "eval.paper": 2.25},
                                    "stage0": {"built_in_this_run": ["tiny-target-0123", "tiny-retain-4567"]},
                                    "compiled_graphs": 1, "cudagraph_skips": 2, "cudagraph_recordings": 3,
@@ -124,10 +125,13 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
                 if line.startswith("| job: ")}
     assert job_rows == {"job: data": "0.5", "job: stage0": "12.0", "job: unlearn": "30.2", "job: eval": "7.0",
                         "job: eval.greedy_answers": "4.5", "job: eval.paper": "2.2",  # parts of eval, not in the total
+                        "job: unlearn.setup": "3.5", "job: unlearn.sampling": "11.8",  # and of unlearn
                         "job: total": "49.8", "job: graphs compiled": "1", "job: compiling": "61.2",
                         "job: CUDA graphs recorded": "3",
                         "job: CUDA graphs skipped": "2"}
     assert "built: target, retain" in printed
+    assert any(line.startswith("| job: unlearn.sampling ") and "part of unlearn: PMC's samples decoded" in line
+               for line in printed.splitlines())
     assert json.loads((tmp_path / "bench.json").read_text())["job"]["timings_s"]["eval"] == 7.0
     # --profile: one row per phase, per training step or model forward; on a CPU no device columns
     profile = numbers["profile"]

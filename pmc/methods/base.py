@@ -61,7 +61,13 @@ class Method:
     uses_retain: bool = True
 
     def setup(self, run: RunContext) -> None:
-        """Once before training, with the model as it was before unlearning (e.g. PMC's initial answers)."""
+        """Once before training, with the model as it was before unlearning: what `state_dict` does not hold
+        (e.g. a frozen reference copy of the model)."""
+
+    def init_state(self, run: RunContext) -> None:
+        """Once before the first step of a run that starts afresh, after `setup`, with the model as it was before
+        unlearning: the first value of what `state_dict` holds that needs the model (e.g. PMC's initial answers). A
+        run resumed from a checkpoint gets it back through `load_state_dict` instead, without computing it again."""
 
     def on_epoch_start(self, run: RunContext) -> None:
         """Before each epoch (e.g. PMC's resampling with sample_every=epoch)."""
@@ -93,7 +99,13 @@ class Method:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        """Put back what `state_dict` gave, after `setup`, when training resumes from a checkpoint."""
+        """Put back what `state_dict` gave, after `setup` (in place of `init_state`), when training resumes from a
+        checkpoint."""
+
+    def timings(self) -> dict[str, float]:
+        """Seconds this process spent on the method's own work during unlearning, by name (results.json's
+        timings_s as unlearn.<name>, beside the whole of unlearning; e.g. PMC's sampling and scoring)."""
+        return {}
 
 
 class ForgetObjective(Method):

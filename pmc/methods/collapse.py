@@ -12,6 +12,7 @@ collapses onto its own answers that do not reveal the forget information.
 from __future__ import annotations
 
 import random
+import time
 
 import torch
 
@@ -82,6 +83,7 @@ class PartialModelCollapse(RetainRegularised):
         self.initial_answers: list[str] = []
         self.cache: BestSoFarCache | None = None
         self.sampled_answers = 0  # candidates drawn so far (a cost measure; the benchmark script reports it)
+        self.seconds: dict[str, float] = {}  # this process's time per part of PMC's own work (`timings`)
 
     def _length(self, run: RunContext) -> dict[str, int]:
         """The decoding limit for initial answers and samples alike (official: one `max_length` for both,
@@ -92,13 +94,19 @@ class PartialModelCollapse(RetainRegularised):
 
     def setup(self, run: RunContext) -> None:
         super().setup(run)
-        questions = [r.question for r in run.benchmark.forget]
+        self.cache = BestSoFarCache(len(run.benchmark.forget))
+        self.sampled_answers = 0
+        self.seconds = {"initial_answers": 0.0, "sampling": 0.0, "scoring": 0.0}
+
+    def init_state(self, run: RunContext) -> None:
+        """The model's greedy answers before unlearning; a resumed run reads them from its checkpoint instead (on
+        the H100, 2026-11-28, decoding them again cost a resumed compiled job its whole call)."""
+        start = time.perf_counter()
         self.initial_answers = greedy_answers(
-            run.model, run.tokenizer, run.prompt_format, questions,
+            run.model, run.tokenizer, run.prompt_format, [r.question for r in run.benchmark.forget],
             **self._length(run), batch_size=run.generation_batch_size, desc="pmc: initial answers",
         )
-        self.cache = BestSoFarCache(len(questions))
-        self.sampled_answers = 0
+        self.seconds["initial_answers"] += time.perf_counter() - start
 
     def _resample(self, run: RunContext, indices: list[int]) -> None:
         """Sample with the current weights for the questions among `indices` still worth sampling, and offer each
@@ -107,12 +115,15 @@ class PartialModelCollapse(RetainRegularised):
         indices = [i for i in indices if i in pending]
         if not indices:
             return
+        start = time.perf_counter()
         samples = generate_answers(
             run.model, run.tokenizer, run.prompt_format, [run.benchmark.forget[i].question for i in indices],
             **self._length(run), batch_size=run.generation_batch_size,
             num_samples=self.num_samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
             desc=f"pmc: sampling epoch {run.epoch + 1}",
         )
+        sampled = time.perf_counter()
+        self.seconds["sampling"] += sampled - start
         for index, candidates in zip(indices, samples):
             scores = [
                 penalised_score(rouge_l_recall(self.initial_answers[index], c), c, self.min_length, self.length_penalty)
@@ -121,6 +132,7 @@ class PartialModelCollapse(RetainRegularised):
             chosen = select(scores, self.selection, self.bt_temperature, self.rng)
             self.cache.offer(index, candidates[chosen], scores[chosen])
             self.sampled_answers += len(candidates)
+        self.seconds["scoring"] += time.perf_counter() - sampled
 
     def on_epoch_start(self, run: RunContext) -> None:
         if self.sample_every == "epoch":
@@ -157,6 +169,11 @@ class PartialModelCollapse(RetainRegularised):
         """NLL of the selected answers; the mean cached score of the questions sampled so far shows how far
         collapse has got."""
         return answer_nll(model, forget), {"selected_score": torch.tensor(self.cache.mean_score())}
+
+    def timings(self) -> dict[str, float]:
+        """Decoding the initial answers (0 in a resumed run), sampling, and scoring the samples by ROUGE and
+        selecting: what PMC adds to a training step, so unlearning's time less these is the training's."""
+        return {name: round(seconds, 3) for name, seconds in self.seconds.items()}
 
     def state_dict(self) -> dict:
         """Initial answers, the best-so-far cache and the selection RNG: what later epochs sample and train from."""
