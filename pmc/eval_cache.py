@@ -5,7 +5,9 @@ cache) would score them again, with the same outcome; evaluation dominates a job
 them and stores the results, and the others read them. One entry holds both stage-0 models' results of one suite
 (summary and per-example rows, so every job still writes eval/<model>/<suite>.json in full): the two go together
 because a stage-0 model's scores can depend on the other one (TOFU's forget quality and MUSE's PrivLeak compare
-with the retain model, the analyses' collateral damage with the target).
+with the retain model, the analyses' collateral damage with the target). The same goes for what a method computes
+from the target before unlearning, the same in every job that starts from it: PMC's initial answers
+(`EvalCache.value`, through `RunContext.before_unlearning`).
 
 An entry is keyed by everything that can change its results (`EvalCache.for_models`): both stage-0 checkpoints
 (cache entry name and its stage0.json, so a rebuilt entry gets new results; or an explicit checkpoint's path, file
@@ -92,7 +94,12 @@ def benchmark_digest(benchmark) -> str:
 def as_stored(results: dict[str, SuiteResult]) -> dict:
     """Results in the form an entry stores them (what json.dump writes and json.load reads back: floats exactly,
     infinities and NaN included, tuples as lists)."""
-    return json.loads(json.dumps({name: {"summary": r.summary, "examples": r.examples} for name, r in results.items()}))
+    return as_json({name: {"summary": r.summary, "examples": r.examples} for name, r in results.items()})
+
+
+def as_json(value):
+    """`value` as an entry gives it back (json.dump, then json.load), so a miss returns what a hit will."""
+    return json.loads(json.dumps(value))
 
 
 def from_stored(stored: dict) -> dict[str, SuiteResult]:
@@ -139,25 +146,32 @@ class EvalCache:
     def results(self, suite: str, settings: dict, score: Score) -> tuple[dict[str, SuiteResult], str]:
         """(the stage-0 models' results of `suite`, HIT / MISS / OFF). `score()` computes them on a miss, under the
         entry's lock; a concurrent job asking for the same entry waits and then reads it."""
+        stored, status = self.value(suite, settings, lambda: as_stored(score()))
+        return from_stored(stored), status
+
+    def value(self, name: str, settings: dict, compute: Callable[[], object]) -> tuple[object, str]:
+        """(what `compute()` returns for the stage-0 models as JSON holds it, HIT / MISS / OFF): the entry `name`
+        with `settings`, computed on a miss under the entry's lock (a concurrent job waits, then reads it). Suite
+        results are such values; so are PMC's initial answers (the target's greedy answers before unlearning)."""
         if self.directory is None:
-            return from_stored(as_stored(score())), OFF
-        key, path = self.key(suite, settings), self.path(suite, settings)
+            return as_json(compute()), OFF
+        key, path = self.key(name, settings), self.path(name, settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if path.is_file():
                 return self._read(path, key), HIT
-            stored = as_stored(score())
-            write_json_atomic(path, {"key": key, "suite": suite, "settings": settings, "created": time.time(),
+            stored = as_json(compute())
+            write_json_atomic(path, {"key": key, "suite": name, "settings": settings, "created": time.time(),
                                      "parts": self.parts, "results": stored})
-        return from_stored(stored), MISS
+        return stored, MISS
 
     @staticmethod
-    def _read(path: Path, key: str) -> dict[str, SuiteResult]:
+    def _read(path: Path, key: str) -> object:
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
             if entry["key"] != key:
                 raise ValueError(f"it holds the results of key {entry['key'][:16]}..., not {key[:16]}...")
-            return from_stored(entry["results"])
+            return entry["results"]
         except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{path}: unreadable eval-cache entry ({e}); delete it to score the stage-0 models "
-                                  "again") from None
+            raise CheckpointError(f"{path}: unreadable eval-cache entry ({e}); delete it to compute it from the "
+                                  "stage-0 models again") from None

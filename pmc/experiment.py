@@ -114,10 +114,20 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
 
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
     seed_everything(cfg.seed)
-    lora = cfg.model.get("lora")
-    unlearned = with_lora(copy.deepcopy(stage0.target), OmegaConf.to_container(lora) if lora is not None else None)
+    lora = OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None
+    unlearned = with_lora(copy.deepcopy(stage0.target), lora)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_size)
+    cache = eval_cache(cfg, stage0, benchmark, ctx)
+    initial_state: dict[str, str] = {}  # results.json's initial_state_cache: where each value came from
+
+    def before_unlearning(name: str, settings: dict, compute):
+        """The method's values from the model before unlearning, through the eval cache (the stage-0 target is
+        the model unlearning starts from; LoRA adapters start at zero but are in the key all the same)."""
+        value, initial_state[name] = cache.value(name, {**settings, "lora": lora}, compute)
+        return value
+
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
-                     method_batch_size(cfg, batch_size, method))
+                     method_batch_size(cfg, batch_size, method), before_unlearning=before_unlearning)
     checkpoint = checkpoint_config(cfg)
     checkpoints = (Checkpoints(run_dir / "checkpoints", checkpoint.every_steps, checkpoint.min_interval_s)
                    if checkpoint.enabled else None)
@@ -135,16 +145,14 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_size)
-    metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings,
-                                          eval_cache(cfg, stage0, benchmark, ctx))
+    metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings, cache)
     with stage("save"):
         if cfg.save_unlearned:
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
         # resumed_from_step: timings_s holds this process's times only, unlearning's from that step on
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=cfg.method.name,
-                             resumed_from_step=resumed_from_step,
+                             resumed_from_step=resumed_from_step, initial_state_cache=initial_state,
                              **compile_counts_since(compiled_before, device_for(cfg.device)))
         write_json_atomic(run_dir / "results.json", results)
         if checkpoints and not checkpoint.keep:

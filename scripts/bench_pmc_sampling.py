@@ -49,15 +49,6 @@ def run_mode(cfg, stage0, benchmark, fmt, rows_at_once: int, mode: str) -> dict:
     model = copy.deepcopy(stage0.target)
     run = RunContext(model, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      method_batch_size(cfg, rows_at_once, method))
-    setup_s = []
-    setup = method.setup
-
-    def timed_setup(run_context):
-        start = time.perf_counter()
-        setup(run_context)
-        setup_s.append(time.perf_counter() - start)
-
-    method.setup = timed_setup
     calls = 0
     sample = collapse.generate_answers
 
@@ -70,10 +61,10 @@ def run_mode(cfg, stage0, benchmark, fmt, rows_at_once: int, mode: str) -> dict:
     start = time.perf_counter()
     collapse.generate_answers = counted_sample
     try:
-        unlearn(method, run, training, cfg.seed)
+        parts = unlearn(method, run, training, cfg.seed)
     finally:
         collapse.generate_answers = sample
-    epoch_s = (time.perf_counter() - start - setup_s[0]) / training.epochs
+    epoch_s = (time.perf_counter() - start - parts["setup"]) / training.epochs  # without the initial answers
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, rows_at_once)
     scores = PaperSuite().score_model(model, ctx, mode).summary
     return {"mode": mode, "device": str(next(model.parameters()).device), "epoch_s": epoch_s,

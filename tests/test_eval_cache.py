@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from transformers.generation.utils import GenerationMixin
 
 import pmc.pipeline
@@ -80,6 +82,10 @@ def test_second_run_reads_the_stage0_scores_and_gets_the_same_metrics(make_confi
                                     "unlearned": dict.fromkeys(SUITES, SCORED)}
     assert first["eval_cache"] == stage0_status(MISS)
     assert second["eval_cache"] == stage0_status(HIT)
+    # PMC's initial answers (the target's greedy answers before unlearning) are kept beside them: the second run
+    # read the first run's, so both unlearned alike (the same metrics, below)
+    assert first["initial_state_cache"] == {"pmc.initial_answers": MISS}
+    assert second["initial_state_cache"] == {"pmc.initial_answers": HIT}
     assert json.loads((dirs[1] / "results.json").read_text())["eval_cache"] == stage0_status(HIT)
     assert second["metrics"] == first["metrics"]
     assert set(second["metrics"]) == set(MODELS) and all(set(m) == set(SUITES) for m in second["metrics"].values())
@@ -89,15 +95,25 @@ def test_second_run_reads_the_stage0_scores_and_gets_the_same_metrics(make_confi
     assert all(spy.runs[0]["counts"][role]["generate"] > 0 for role in ("target", "retain"))
     assert spy.runs[1]["counts"] == {role: {"generate": 0, "forward": 0} for role in ("target", "retain")}
     entries = sorted(p.name for p in (stage0_cache / "eval").glob("*.json"))
-    assert len(entries) == 2 and [name.split("-")[:2] for name in entries] == [["tiny", "paper"], ["tiny", "tofu"]]
+    assert [name.split("-")[:2] for name in entries] == [["tiny", "paper"], ["tiny", "pmc.initial_answers"],
+                                                         ["tiny", "tofu"]]
     # keyed by every setting of the suite, the defaults of conf/eval/paper.yaml included, and by its class
     paper_entry = json.loads((stage0_cache / "eval" / entries[0]).read_text())
     assert paper_entry["settings"] == {"_target_": "benchmarks.metrics.paper.PaperSuite", "retain_set": "sampled",
                                        "retain_samples": 400, "retain_seed": 12345}
+    # the initial answers, keyed by PMC's decoding limit, the questions per call and the LoRA settings; one per
+    # forget question
+    cfg = make_config(*overrides)
+    answers_entry = json.loads((stage0_cache / "eval" / entries[1]).read_text())
+    assert answers_entry["settings"] == {"max_length": 200, "batch_size": cfg.generation.batch_size,
+                                         "lora": OmegaConf.to_container(cfg.model.lora)}
+    benchmark = instantiate(cfg.benchmark)
+    assert len(answers_entry["results"]) == len(benchmark.forget) and all(
+        isinstance(a, str) for a in answers_entry["results"])
 
     # eval_cache=false scores them again, with the same results, and stores nothing
     off = run_experiment(make_config(*overrides, "eval_cache=false"), dirs[2])
-    assert off["eval_cache"] == stage0_status(OFF)
+    assert off["eval_cache"] == stage0_status(OFF) and off["initial_state_cache"] == {"pmc.initial_answers": OFF}
     assert off["metrics"] == first["metrics"] and eval_files(dirs[2]) == eval_files(dirs[0])
     assert spy.runs[2]["counts"]["target"]["generate"] > 0
     assert sorted(p.name for p in (stage0_cache / "eval").glob("*.json")) == entries

@@ -54,7 +54,7 @@ def test_run_leaves_its_files(pmc_run):
     assert set(timings) == {"data", "stage0", "unlearn", "eval", "eval.greedy_answers", "eval.paper", "unlearn.setup",
                             "unlearn.initial_answers", "unlearn.sampling", "unlearn.scoring"}
     # unlearn's parts: before the first step (PMC's initial answers in it), then PMC's sampling and scoring
-    assert 0 < timings["unlearn.initial_answers"] <= timings["unlearn.setup"]
+    assert 0 <= timings["unlearn.initial_answers"] <= timings["unlearn.setup"]  # read from the eval cache: ~0
     assert timings["unlearn.sampling"] > 0 and timings["unlearn.scoring"] > 0
     assert timings["unlearn.setup"] + timings["unlearn.sampling"] + timings["unlearn.scoring"] < timings["unlearn"]
     # eval's parts: the greedy answers of every model, and the suite's own time without them

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -39,9 +40,19 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return reference
 
 
+def computed_here(name: str, settings: dict, compute: Callable[[], Any]) -> Any:
+    """`RunContext.before_unlearning` without a cache: computed in this run."""
+    return compute()
+
+
 @dataclass
 class RunContext:
-    """What a method may look at: the model being unlearned, how to prompt it, the data, decoding limits."""
+    """What a method may look at: the model being unlearned, how to prompt it, the data, decoding limits.
+
+    `before_unlearning(name, settings, compute)` gives what `compute()` returns for the model before unlearning:
+    every job that starts from the same stage-0 model gets the same, so pmc.run keeps it beside the eval cache and
+    computes it once per model (`settings`: everything besides the model, data and generation settings that
+    changes it); anything JSON holds, as JSON gives it back."""
 
     model: torch.nn.Module
     tokenizer: object
@@ -50,6 +61,7 @@ class RunContext:
     max_new_tokens: int
     generation_batch_size: int
     epoch: int = 0
+    before_unlearning: Callable[[str, dict, Callable[[], Any]], Any] = computed_here
 
 
 class Method:

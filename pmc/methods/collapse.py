@@ -99,12 +99,16 @@ class PartialModelCollapse(RetainRegularised):
         self.seconds = {"initial_answers": 0.0, "sampling": 0.0, "scoring": 0.0}
 
     def init_state(self, run: RunContext) -> None:
-        """The model's greedy answers before unlearning; a resumed run reads them from its checkpoint instead (on
-        the H100, 2026-11-28, decoding them again cost a resumed compiled job its whole call)."""
-        start = time.perf_counter()
-        self.initial_answers = greedy_answers(
-            run.model, run.tokenizer, run.prompt_format, [r.question for r in run.benchmark.forget],
-            **self._length(run), batch_size=run.generation_batch_size, desc="pmc: initial answers",
+        """The model's greedy answers before unlearning: decoded once per stage-0 model and decoding settings, not
+        once per job (`run.before_unlearning`: the other PMC jobs of a sweep read them); a resumed run reads them
+        from its checkpoint instead (on the H100, 2026-11-28, decoding them again cost a resumed compiled job its
+        whole call)."""
+        start, length = time.perf_counter(), self._length(run)
+        self.initial_answers = run.before_unlearning(
+            "pmc.initial_answers", {**length, "batch_size": run.generation_batch_size},
+            lambda: greedy_answers(run.model, run.tokenizer, run.prompt_format,
+                                   [r.question for r in run.benchmark.forget], **length,
+                                   batch_size=run.generation_batch_size, desc="pmc: initial answers"),
         )
         self.seconds["initial_answers"] += time.perf_counter() - start
 
