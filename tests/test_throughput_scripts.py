@@ -343,3 +343,17 @@ def test_gpu_check_reports_a_job_cut_by_its_limit_as_timed_out(tmp_path):
     summary = (tmp_path / "summary.txt").read_text()
     assert re.search(r"graddiff: exit 124 after \d+s \(limit \d+s\), TIMED OUT", summary), summary
     assert "graddiff: exit 0" not in summary
+
+
+@pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
+def test_bench_rouge_times_both_scorers_on_the_same_scores(capsys):
+    module = load_script("bench_rouge")
+    numbers = module.main(["--data-dir", str(TOFU_DIR), "--passes", "1"])
+    printed = capsys.readouterr().out
+    assert numbers["pairs"] == 2000 and len(numbers["harness_s"]) == len(numbers["rouge_score_s"]) == 1
+    ratio = numbers["rouge_score_s"][0] / numbers["harness_s"][0]
+    assert printed.startswith("device: ") and "the same scores: True" in printed
+    assert f"rouge-score / harness: {ratio:.2f}" in printed
+    module.rouge_l_recall = lambda reference, candidate: 0.0  # a scorer that disagrees stops the bench
+    with pytest.raises(SystemExit, match="differs from rouge-score's"):
+        module.main(["--data-dir", str(TOFU_DIR), "--passes", "1"])
