@@ -298,7 +298,7 @@ def test_a_run_resumed_mid_training_takes_pmcs_initial_answers_from_its_checkpoi
 
     monkeypatch.setattr("pmc.methods.collapse.greedy_answers", decoded_again)
     resumed = run_experiment(cfg, tmp_path / "stopped")
-    assert resumed["resumed_from_step"] == 2
+    assert resumed["resumed_from_step"] == 2 and resumed["initial_state_cache"] == {}  # neither decoded nor read
     assert resumed["timings_s"]["unlearn.initial_answers"] == 0 and resumed["timings_s"]["unlearn.sampling"] > 0
     assert resumed["metrics"] == uninterrupted["metrics"]
 
