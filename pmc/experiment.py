@@ -23,7 +23,7 @@ from pmc.checkpoint import Checkpoints
 from pmc.checks import check_unlearning_config, check_value
 from pmc.core.errors import CheckpointError
 from pmc.core.generation import configure_generation
-from pmc.core.models import device_for, load_checkpoint, save_checkpoint, with_lora, without_lora
+from pmc.core.models import device_for, enable_tf32, load_checkpoint, save_checkpoint, with_lora, without_lora
 from pmc.distributed import export_launch_environment, is_main_process
 from pmc.failures import stage
 from pmc.loggers import NullLogger
@@ -86,6 +86,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         pin_code_identity()
         suites = check_config(cfg)
         configure_determinism(cfg.deterministic)
+        enable_tf32(device_for(cfg.device))
         training = check_unlearning_config(cfg)
         checkpoint_config(cfg)
         export_launch_environment(cfg.get("accelerate_config"))
@@ -178,6 +179,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
         pin_code_identity()
         suites = check_config(cfg)
         configure_determinism(cfg.deterministic)
+        enable_tf32(device_for(cfg.device))
         check_value("checkpoint", cfg.checkpoint, str)
     timings: dict[str, float] = {}
     compiled_before = compile_counts()

@@ -27,7 +27,7 @@ from pmc.checkpoint import Checkpoints, read_state
 from pmc.core.batches import encode_pairs, epoch_order, pair_length
 from pmc.core.errors import ConfigError, TrainingDiverged
 from pmc.core.losses import answer_nll, one_forward
-from pmc.core.models import dimensions_apart
+from pmc.core.models import dimensions_apart, enable_tf32
 from pmc.core.records import QARecord
 from pmc.core.rng import rng_state, set_rng_state
 from pmc.distributed import world_size
@@ -104,9 +104,7 @@ def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batche
     if training.gradient_checkpointing:
         _activation_checkpointing(model, enable=True)
     accelerator = _new_accelerator(training, on_cpu=next(model.parameters()).device.type == "cpu")
-    if accelerator.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for the matmuls that stay in fp32
-        torch.backends.cudnn.allow_tf32 = True
+    enable_tf32(accelerator.device)
     deepspeed = accelerator.state.deepspeed_plugin
     if deepspeed is not None:  # DeepSpeed takes these from its own config, not from the loop's calls
         deepspeed.deepspeed_config.update({"train_micro_batch_size_per_gpu": training.batch_size,

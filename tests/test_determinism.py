@@ -14,6 +14,7 @@ import torch
 from conftest import SMALL
 
 import pmc.experiment
+from pmc.core.models import enable_tf32
 from pmc.experiment import run_experiment
 from pmc.methods.base import Method
 from pmc.pipeline import seed_everything
@@ -110,6 +111,40 @@ def test_deterministic_false_leaves_torch_alone(make_config, tmp_path, monkeypat
         run_experiment(make_config(), tmp_path)  # deterministic: false is the default
     assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+@pytest.fixture
+def matmul_flags():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_tf32_is_on_for_a_cuda_device_only(matmul_flags):
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    enable_tf32(torch.device("cpu"))
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    enable_tf32(torch.device("cuda"))
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.parametrize("job", ["run", "evaluate"])
+def test_every_job_sets_its_matmul_precision_before_any_model_runs(make_config, tmp_path, monkeypatch, job):
+    """TF32 from the job's start, not from the first training step: a model decodes and scores at one precision
+    whether or not its process has trained yet (PMC's initial answers, pmc.evaluate's scores)."""
+    calls = []
+    monkeypatch.setattr(pmc.experiment, "enable_tf32", lambda device: calls.append(device))
+
+    def stop(*args, **kwargs):
+        assert calls == [torch.device("cpu")]
+        raise StopBeforeStage0
+
+    monkeypatch.setattr(pmc.experiment, "load_benchmark", stop)
+    with pytest.raises(StopBeforeStage0):
+        if job == "run":
+            run_experiment(make_config(), tmp_path)
+        else:
+            pmc.experiment.evaluate_checkpoint(make_config(f"checkpoint={tmp_path}", config_name="evaluate"), tmp_path)
 
 
 def draws() -> tuple:

@@ -55,6 +55,17 @@ def device_for(name: str) -> torch.device:
     return torch.device(name)
 
 
+def enable_tf32(device: torch.device) -> None:
+    """On a CUDA device, TF32 tensor cores for the matmuls and convolutions that stay in fp32 (asked for speed;
+    docs/fidelity.md). Every job turns it on at its start, before any model runs, and the training loop again: so a
+    model decodes and scores at the same precision whether or not its process has trained yet (when only training
+    turned it on, PMC's initial answers and a `pmc.evaluate` job's scores were full fp32 and the rest TF32, and the
+    eval cache kept whichever job scored first)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def _with_pad_token(tokenizer):
     """Causal LMs often ship without a pad token; padding is always masked, so reusing end-of-sequence is safe."""
     if tokenizer.pad_token_id is None:
