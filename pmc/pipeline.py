@@ -298,6 +298,13 @@ def machine(device: torch.device) -> dict:
     return found
 
 
+def device_name(device: torch.device) -> str:
+    """What the benchmark scripts name a device by: the GPU's name, or the CPU's model with torch's threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} ({torch.get_num_threads()} torch threads)"
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
     cpuinfo = Path("/proc/cpuinfo")

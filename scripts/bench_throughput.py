@@ -59,7 +59,6 @@ import argparse
 import copy
 import hashlib
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -90,6 +89,7 @@ from pmc.experiment import method_batch_size, run_experiment  # noqa: E402
 from pmc.optimisation import OPTIMIZERS, TrainingConfig, decay_parameter_groups  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     compile_counts,
+    device_name,
     eval_context,
     instantiate_node,
     load_stage0,
@@ -107,17 +107,6 @@ UNLEARN_PARTS = {  # results.json's unlearn.<part> (pmc.trainer.unlearn, the met
     "unlearn.scoring": "PMC's samples scored by ROUGE-L and selected",
 }
 WARMUP_STEPS = 2
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} torch threads)"
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} torch threads)"
 
 
 def synchronise(device: torch.device) -> None:

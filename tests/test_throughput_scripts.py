@@ -228,8 +228,21 @@ def test_bench_pmc_sampling_makes_one_sampling_call_per_optimizer_step_with_step
     questions = int(re.search(r"; (\d+) forget questions, 1 epochs, micro-batch 1 x 2 a step;", printed).group(1))
     assert questions >= 3
     assert [(r["mode"], r["calls"], r["sampled"]) for r in rows] == [
-        ("batch", questions, 5 * questions), ("step", -(-questions // 2), 5 * questions)]
-    assert f"| step | cpu | {rows[1]['epoch_s']:.2f} | {-(-questions // 2)} | {5 * questions} |" in printed
+        ("batch", questions, 5 * questions), ("step", -(-questions // 2), 5 * questions), ("graddiff", 0, None)]
+    # each PMC row's time per epoch against GradDiff's, trained with the same settings in the same run
+    step, graddiff = rows[1], rows[2]
+    assert printed.startswith("device: ") and "[cpu]; torch " in printed.splitlines()[0]
+    assert (f"| step | cpu | {step['epoch_s']:.2f} | {step['epoch_s'] / graddiff['epoch_s']:.2f} "
+            f"| {-(-questions // 2)} | {5 * questions} |") in printed
+    assert f"| GradDiff, the same training settings | cpu | {graddiff['epoch_s']:.2f} | 1.00 | 0 |" in printed
+
+
+def test_bench_pmc_sampling_without_its_baseline(stage0_cache, capsys):
+    rows = load_script("bench_pmc_sampling").main([
+        "--epochs", "1", "--modes", "epoch", "--no-baseline", "--cache-dir", str(stage0_cache), *SMALL])
+    assert [r["mode"] for r in rows] == ["epoch"]
+    printed = capsys.readouterr().out
+    assert f"| epoch | cpu | {rows[0]['epoch_s']:.2f} | - | 1 |" in printed and "GradDiff, the same" not in printed
 
 
 @pytest.mark.parametrize("setting, message", [
