@@ -197,7 +197,8 @@ print("   timings_s", r["timings_s"], "| stage 0 built:", r["stage0"]["built_in_
       "| graphs compiled:", r.get("compiled_graphs", "?"), "in", r.get("compile_s", "?"), "s",
       "| CUDA graphs recorded:", r.get("cudagraph_recordings", "?"), "| skipped:", r.get("cudagraph_skips", "?"),
       *(["| resumed from step", r["resumed_from_step"]] if r.get("resumed_from_step") else []))
-print("   eval_cache", {k: v for k, v in r["eval_cache"].items()})
+print("   eval_cache", {k: v for k, v in r["eval_cache"].items()},
+      *(["| initial state:", r["initial_state_cache"]] if r.get("initial_state_cache") else []))
 for model in m:
     print(f"   {model:10s}", "  ".join(f"{s}.{k}={v:.3f}" for s in m[model] for k, v in m[model][s].items()
                                         if k in ("unlearn_quality", "utility", "forget_quality", "model_utility")))

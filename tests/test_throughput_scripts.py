@@ -308,6 +308,7 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     blocks = summary.split("\n[")
     assert all("timings_s" in block.splitlines()[1] for block in blocks if ": exit 0 after" in block)
     assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # the jobs after the first read stage-0 scores
+    assert re.search(r"\| initial state: \{'pmc.initial_answers': '(hit|miss)'\}", summary)  # PMC's job says where
     # eager jobs: nothing compiled
     assert summary.count("| graphs compiled: 0 in 0.0 s | CUDA graphs recorded: 0 | skipped: 0") == 4
     # GradDiff and NPO started together and built stage 0 between them: one the target, the other the retain model
