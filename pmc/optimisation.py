@@ -51,6 +51,11 @@ class TrainingConfig:
     # inductor's mode for `compile` (null: torch's default): reduce-overhead runs each compiled layer as a CUDA graph
     # (recorded once per micro-batch shape, replayed after), max-autotune tunes its kernels, and so on
     compile_mode: str | None = None
+    # what `compile` compiles: true, the repeated decoder layer and the modules around it, each on its own
+    # (accelerate's regional compilation: one short compile reused by every layer); false, the whole model as one
+    # graph (one forward and one backward CUDA graph per shape under reduce-overhead, where regions replay one graph
+    # per layer and go through Python between them; a longer compile)
+    compile_regional: bool = True
     # pad each micro-batch to a multiple of this many positions (HF's `pad_to_multiple_of`; null: to its longest
     # row): a few widths rather than one per micro-batch, so that CUDA graphs, recorded per shape, are replayed
     pad_to_multiple_of: int | None = None

@@ -58,7 +58,7 @@ def records_digest(records: list[QARecord]) -> str:
 # training did before they existed), so adding an option does not make every cached model stale. The fused optimizer
 # is on by default and rounds differently, so default runs since it came (2026-11-27) build their models anew.
 KEY_NEUTRAL_OPTIONS = {"group_by_length": False, "compile": False, "fused_optimizer": False, "compile_mode": None,
-                       "pad_to_multiple_of": None, "joint_forward": False}
+                       "pad_to_multiple_of": None, "joint_forward": False, "compile_regional": True}
 
 
 def training_key(training: TrainingConfig) -> dict:

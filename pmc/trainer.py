@@ -79,20 +79,23 @@ def _new_accelerator(training: TrainingConfig, on_cpu: bool) -> Accelerator:
     return Accelerator(mixed_precision=PRECISIONS[training.precision], cpu=on_cpu,
                        gradient_accumulation_steps=training.gradient_accumulation_steps,
                        step_scheduler_with_optimizer=False,
-                       dynamo_plugin=_compilation(training.compile_backend, training.compile_mode))
+                       dynamo_plugin=_compilation(training.compile_backend, training.compile_mode,
+                                                  training.compile_regional))
 
 
-def _compilation(backend: str | None, mode: str | None) -> TorchDynamoPlugin:
+def _compilation(backend: str | None, mode: str | None, regional: bool = True) -> TorchDynamoPlugin:
     """training.compile's backend and mode as accelerate's torch.compile settings. A small model on a GPU waits for
     the host to launch its kernels; compiled, each decoder layer runs as a few fused kernels, and with inductor's
     reduce-overhead mode as one CUDA graph. Regional compilation compiles the repeated decoder layer once (seconds),
-    not the whole model; dynamic shapes, because every micro-batch is padded to its own longest row (or to a multiple
-    of training.pad_to_multiple_of: CUDA graphs are recorded per shape). The mode is always passed, so accelerate's
+    not the whole model (`regional=False`, training.compile_regional: one graph for the whole model, a longer
+    compile); dynamic shapes, because every micro-batch is padded to its own longest row (or to a multiple of
+    training.pad_to_multiple_of: CUDA graphs are recorded per shape). The mode is always passed, so accelerate's
     ACCELERATE_DYNAMO_MODE cannot change it unseen. The prepared model is compiled, the model itself stays eager (PMC
     samples with it)."""
     if backend is None:
         return TorchDynamoPlugin(backend="no")
-    return TorchDynamoPlugin(backend=backend, mode=mode or "default", use_regional_compilation=True, dynamic=True)
+    return TorchDynamoPlugin(backend=backend, mode=mode or "default", use_regional_compilation=regional,
+                             dynamic=True)
 
 
 def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batches_per_epoch: int) -> TrainingSession:

@@ -15,8 +15,9 @@ Everything after the options is a Hydra override of the run config (model, bench
    data, stage0 (built, or read from the stage-0 cache: the table says which), unlearn and eval.
 2. Training: --steps optimiser steps of a copy of the stage-0 target through the harness's own loop
    (`pmc.trainer.finetune`: accelerate, method.training's precision, TF32 on a GPU, its optimiser, clipping,
-   group_by_length, pad_to_multiple_of, compile and compile_mode; answer-only NLL, every method's retain term; with
-   compile_mode=reduce-overhead a width first seen after the warm-up records its CUDA graphs in the timed steps) on
+   group_by_length, pad_to_multiple_of, compile, compile_mode and compile_regional; answer-only NLL, every method's
+   retain term; with compile_mode=reduce-overhead a width first seen after the warm-up records its CUDA graphs in the
+   timed steps) on
    batches of --train-batch retain records cut to method.training.max_length, timed after --warmup-steps (2) steps of
    the same run (steady state: the session's setup and a compile are left out); tokens = non-padding tokens (prompt and
    answer), forward + backward + step. Then the same steps in a plain fp32 torch loop (no accelerate, clipping,
@@ -492,7 +493,8 @@ def main(argv: list[str] | None = None) -> dict:
                    f"compile {cfg.generation.compile}")
     optimizer = training["optimizer_step_s"]
     mode = f", {training_cfg.compile_mode}" if training_cfg.compile_mode else ""
-    compiled = f", compiled ({training_cfg.compile_backend}{mode})" if training_cfg.compile_backend else ""
+    scope = "" if training_cfg.compile_regional else ", the whole model"
+    compiled = f", compiled ({training_cfg.compile_backend}{mode}{scope})" if training_cfg.compile_backend else ""
     padded = (f", padded to multiples of {training_cfg.pad_to_multiple_of}" if training_cfg.pad_to_multiple_of
               else "")
     training_rows = [
@@ -516,6 +518,7 @@ def main(argv: list[str] | None = None) -> dict:
                "training": {**training, "batch_size": training_cfg.batch_size, "precision": training_cfg.precision,
                             "group_by_length": training_cfg.group_by_length, "compile": training_cfg.compile,
                             "compile_mode": training_cfg.compile_mode,
+                            "compile_regional": training_cfg.compile_regional,
                             "pad_to_multiple_of": training_cfg.pad_to_multiple_of,
                             "fused_optimizer": training_cfg.fused_optimizer}}
     # printed and written at once: a bench cut off by a time limit (the GPU check's) still leaves its training rows

@@ -120,7 +120,7 @@ def test_every_training_speed_setting_is_set_without_a_plus_for_stage_0_and_unle
     from pmc.checks import check_training
 
     speed = {"compile": True, "compile_mode": "reduce-overhead", "pad_to_multiple_of": 64, "group_by_length": True,
-             "fused_optimizer": False}
+             "fused_optimizer": False, "compile_regional": False}
     parts = ["model.finetune", "method.training"] + (["model.pretrain"] if model == "tiny" else [])
     cfg = make_config(f"model={model}", "device=cpu",
                       *(f"{part}.{name}={str(value).lower()}" for part in parts for name, value in speed.items()),

@@ -317,20 +317,20 @@ def test_leftovers_of_a_killed_build_are_cleared(built_cache, tmp_path):
 
 @pytest.mark.parametrize("options", [{"group_by_length": True}, {"compile": "inductor"}, {"fused_optimizer": True},
                                      {"compile": "inductor", "compile_mode": "reduce-overhead"},
-                                     {"pad_to_multiple_of": 64}, {"joint_forward": True}])
+                                     {"pad_to_multiple_of": 64}, {"joint_forward": True}, {"compile_regional": False}])
 def test_a_training_option_added_later_keeps_existing_cache_keys_at_its_old_behaviour(options):
     """A stage-0 key hashes the training settings; options added since (group_by_length, compile, fused_optimizer,
-    compile_mode, pad_to_multiple_of, joint_forward) are left out while they do what training did before they
-    existed, so entries cached then (hours of GPU time for Phi or Llama) are still found; set otherwise (the fused
-    optimizer is now the default: it rounds differently), the option is part of the key and the model is built
-    anew."""
+    compile_mode, pad_to_multiple_of, joint_forward, compile_regional) are left out while they do what training did
+    before they existed, so entries cached then (hours of GPU time for Phi or Llama) are still found; set otherwise
+    (the fused optimizer is now the default: it rounds differently), the option is part of the key and the model is
+    built anew."""
     from dataclasses import asdict
 
     from pmc.optimisation import TrainingConfig
     from pmc.stage0 import training_key
 
     old_behaviour = {"group_by_length": False, "compile": False, "fused_optimizer": False, "compile_mode": None,
-                     "pad_to_multiple_of": None, "joint_forward": False}
+                     "pad_to_multiple_of": None, "joint_forward": False, "compile_regional": True}
     before = {k: v for k, v in asdict(TrainingConfig(epochs=5, learning_rate=2e-5)).items() if k not in old_behaviour}
     assert training_key(TrainingConfig(epochs=5, learning_rate=2e-5, **old_behaviour)) == before
     switched = training_key(TrainingConfig(epochs=5, learning_rate=2e-5, **{**old_behaviour, **options}))

@@ -15,6 +15,7 @@ from pmc.core.errors import ConfigError, TrainingDiverged
 from pmc.core.models import build_tiny, train_tokenizer, with_lora, without_lora
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark, QARecord
+from pmc.experiment import run_experiment
 from pmc.methods.base import ForgetExample, Method, RunContext, frozen_copy
 from pmc.optimisation import (
     TrainingConfig,
@@ -267,9 +268,10 @@ def test_training_compile_names_its_backend(compile, backend):
 
 
 def train_with_compile(compile, epochs: int, num_layers: int = 2, num_heads: int = 2, hidden_size: int = 32,
-                       records: int = 24, **settings):
+                       records: int = 24, watch_shapes: bool = True, **settings):
     """A tiny model fine-tuned with training.compile=`compile` (and other training `settings`): the model, how many
-    graphs torch.compile traced and the micro-batches' shapes (rows, width)."""
+    graphs torch.compile traced and the micro-batches' shapes (rows, width; with `watch_shapes`, a forward hook that a
+    compiled whole model would trace too)."""
     from torch._dynamo.utils import counters
 
     from pmc.trainer import finetune
@@ -279,8 +281,9 @@ def train_with_compile(compile, epochs: int, num_layers: int = 2, num_heads: int
     model = build_tiny(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                        intermediate_size=64, max_position_embeddings=256, seed=0)
     shapes = set()
-    model.register_forward_pre_hook(lambda m, args, kwargs: shapes.add(tuple(kwargs["input_ids"].shape)),
-                                    with_kwargs=True)
+    if watch_shapes:
+        model.register_forward_pre_hook(lambda m, args, kwargs: shapes.add(tuple(kwargs["input_ids"].shape)),
+                                        with_kwargs=True)
     torch._dynamo.reset()
     counters.clear()
     finetune(model, tokenizer, PromptFormat(), qa, TrainingConfig(epochs=epochs, learning_rate=1e-3, batch_size=8,
@@ -305,6 +308,22 @@ def test_compiled_decoder_layers_train_to_the_same_weights_and_leave_the_model_e
         assert torch.equal(expected, actual), name
 
 
+def test_the_whole_model_compiles_as_one_graph_and_trains_to_the_same_weights():
+    """training.compile_regional=false: accelerate compiles the whole prepared model, one graph for every layer and
+    micro-batch width (no graph break, no recompilation; under reduce-overhead one forward and one backward CUDA
+    graph per shape instead of one per layer), with the eager run's weights."""
+    from torch._dynamo.utils import counters
+
+    eager, _, shapes = train_with_compile(False, 3)
+    assert len(shapes) > 1  # micro-batches of several widths
+    for num_layers in (6, 2):
+        whole, graphs, _ = train_with_compile("eager", 3, num_layers=num_layers, watch_shapes=False,
+                                              compile_regional=False)
+        assert graphs == 1 and not counters["graph_break"], (num_layers, dict(counters["graph_break"]))
+    for (name, expected), actual in zip(eager.named_parameters(), whole.parameters()):
+        assert torch.equal(expected, actual), name
+
+
 def test_compiled_training_is_not_specialised_to_a_batch_as_wide_as_a_model_dimension():
     """Micro-batches of 8 rows with 8 attention heads (Llama-3's 8 key-value heads at the usual batch of 8): dynamo's
     duck sizing gave the rows and the heads one symbol, specialised the compiled layers to 8 rows, and the epoch's
@@ -325,6 +344,46 @@ def test_micro_batches_padded_to_a_multiple_come_in_a_few_widths_and_train_as_be
     assert len({width for _, width in padded_shapes}) < len({width for _, width in plain_shapes})
     for (name, expected), actual in zip(plain.named_parameters(), padded.parameters()):
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("method", ["graddiff", "pmc"])
+def test_unlearning_through_the_whole_compiled_model_logs_the_eager_losses(make_config, tmp_path, method):
+    """A run's unlearning with compile_regional=false (the eager backend: traced, the same arithmetic): the methods'
+    losses reach the compiled whole model as they reach the eager one, step for step (PMC samples with the model the
+    run holds, never compiled for training)."""
+    logs = {}
+    for compile in ("false", "eager"):
+        run_dir = tmp_path / compile
+        run_dir.mkdir()
+        run_experiment(make_config(f"method={method}", "method.training.epochs=1", "eval=[paper]",
+                                   f"method.training.compile={compile}", "method.training.compile_regional=false"),
+                       run_dir)
+        logs[compile] = (run_dir / "train_log.jsonl").read_text().splitlines()
+    assert logs["eager"] and logs["eager"] == logs["false"]
+
+
+def test_the_whole_compiled_model_meets_inductors_conditions_for_cuda_graphs(monkeypatch):
+    """compile_regional=false under reduce-overhead: one forward and one backward graph for the whole model, which
+    inductor could record as CUDA graphs (no mutated input, no unsafe op, one device), the weights static inputs."""
+    graphs, settings_seen = [], []
+    compile = torch.compile
+
+    def inspected(module, **settings):
+        settings_seen.append(settings)
+        return compile(module, backend=cuda_graph_inspecting_backend(graphs, owner=type(module).__name__),
+                       dynamic=settings["dynamic"])
+
+    monkeypatch.setattr(torch, "compile", inspected)
+    model, _, _ = train_with_compile(True, 2, watch_shapes=False, compile_mode="reduce-overhead",
+                                     pad_to_multiple_of=16, compile_regional=False)
+    torch._dynamo.reset()
+    assert [(s["backend"], s["mode"], s["dynamic"]) for s in settings_seen] == [("inductor", "reduce-overhead", True)]
+    assert Counter((g["owner"], g["kind"]) for g in graphs) == Counter(
+        [("LlamaForCausalLM", "forward"), ("LlamaForCausalLM", "backward")])
+    for graph in graphs:
+        assert not graph["mutated"] and graph["unsafe"] is None and graph["devices"] == {torch.device("cpu")}, graph
+    forward = next(g for g in graphs if g["kind"] == "forward")
+    assert len(forward["static"]) >= len(list(model.parameters()))
 
 
 def test_compiled_training_layers_meet_inductors_conditions_for_cuda_graphs(monkeypatch):

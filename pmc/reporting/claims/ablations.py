@@ -45,7 +45,8 @@ MODEL_SHAPING = ("model", "benchmark", "stage0", "generation", "method")
 # models' fused optimizer is in the model configs since 2026-11-27: a job whose stage 0 trained otherwise pairs
 # with none of the jobs whose stage 0 did not. Stage 0's other speed settings are in them since 2026-11-27 too
 # (conf/shared/training_speed.yaml)
-TRAINING_SPEED = {"group_by_length": False, "compile": False, "compile_mode": None, "pad_to_multiple_of": None}
+TRAINING_SPEED = {"group_by_length": False, "compile": False, "compile_mode": None, "pad_to_multiple_of": None,
+                  "compile_regional": True}
 ADDED_OPTIONS = {**{f"{settings}.{name}": value for settings in ("method.training", "model.finetune", "model.pretrain")
                     for name, value in TRAINING_SPEED.items()},
                  "method.training.fused_optimizer": False, "method.training.joint_forward": False,
