@@ -23,7 +23,7 @@ from pmc.checkpoint import Checkpoints
 from pmc.checks import check_unlearning_config, check_value
 from pmc.core.errors import CheckpointError
 from pmc.core.generation import configure_generation
-from pmc.core.models import device_for, enable_tf32, load_checkpoint, save_checkpoint, with_lora, without_lora
+from pmc.core.models import device_for, load_checkpoint, save_checkpoint, with_lora, without_lora
 from pmc.distributed import export_launch_environment, is_main_process
 from pmc.failures import stage
 from pmc.loggers import NullLogger
@@ -35,7 +35,7 @@ from pmc.pipeline import (
     checkpoint_config,
     compile_counts,
     compile_counts_since,
-    configure_determinism,
+    configure_kernels,
     eval_cache,
     eval_context,
     evaluate_models,
@@ -85,8 +85,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     with stage("config"):
         pin_code_identity()
         suites = check_config(cfg)
-        configure_determinism(cfg.deterministic)
-        enable_tf32(device_for(cfg.device))
+        configure_kernels(cfg)
         training = check_unlearning_config(cfg)
         checkpoint_config(cfg)
         export_launch_environment(cfg.get("accelerate_config"))
@@ -178,8 +177,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     with stage("config"):
         pin_code_identity()
         suites = check_config(cfg)
-        configure_determinism(cfg.deterministic)
-        enable_tf32(device_for(cfg.device))
+        configure_kernels(cfg)
         check_value("checkpoint", cfg.checkpoint, str)
     timings: dict[str, float] = {}
     compiled_before = compile_counts()

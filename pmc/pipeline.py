@@ -30,7 +30,7 @@ from pmc.checkpoint import CheckpointConfig
 from pmc.checks import check_run_config
 from pmc.core.errors import ConfigError, HarnessError
 from pmc.core.generation import check_generation_options, configure_generation, resolve_batch_size
-from pmc.core.models import device_for
+from pmc.core.models import device_for, enable_tf32
 from pmc.core.prompts import RAW_TEXT, PromptFormat
 from pmc.distributed import world_size
 from pmc.eval_cache import SCORED, EvalCache, harness_digest
@@ -68,13 +68,21 @@ def check_config(cfg: DictConfig) -> dict[str, Suite]:
     return suites
 
 
+def configure_kernels(cfg: DictConfig) -> None:
+    """The kernel settings every job fixes before any model runs: determinism (`deterministic`) and, on a CUDA
+    device, TF32 (`pmc.core.models.enable_tf32`: from the start, so a model decodes and scores at one precision
+    whether or not its process has trained yet)."""
+    configure_determinism(cfg.deterministic)
+    enable_tf32(device_for(cfg.device))
+
+
 def configure_determinism(enabled: bool) -> None:
     """`deterministic=true`: deterministic GPU kernels or an error, never silent run-to-run variation.
 
     cuBLAS gets a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so this runs before any GPU
     work), ops with atomic-add kernels (embedding and gather backward, scatter_add, index_add, flash and
     memory-efficient attention backward) switch to their deterministic versions and ops without one raise, and
-    cuDNN stops autotuning. TF32 (which the trainer turns on for speed) is deterministic on one GPU and stays on.
+    cuDNN stops autotuning. TF32 (which every job turns on for speed) is deterministic on one GPU and stays on.
     `false` leaves torch's defaults. On a CPU runs are deterministic either way. docs/determinism.md has the details.
     """
     if not enabled:

@@ -357,9 +357,10 @@ def unlearn(
     rng = random.Random(seed)
     retain = run.benchmark.retain
     start = time.perf_counter()
-    if not (checkpoints and checkpoints.finished(training.epochs)):  # else only the trained weights are loaded
+    resuming = checkpoints is not None and checkpoints.latest() is not None
+    if not (resuming and checkpoints.finished(training.epochs)):  # else only the trained weights are loaded
         method.setup(run)
-        if not (checkpoints and checkpoints.latest()):
+        if not resuming:
             method.init_state(run)
     setup_s = time.perf_counter() - start
     encode = lambda pairs: encode_pairs(run.tokenizer, run.prompt_format, pairs, training.max_length,

@@ -14,6 +14,7 @@ import torch
 from conftest import SMALL
 
 import pmc.experiment
+import pmc.pipeline
 from pmc.core.models import enable_tf32
 from pmc.experiment import run_experiment
 from pmc.methods.base import Method
@@ -133,7 +134,7 @@ def test_every_job_sets_its_matmul_precision_before_any_model_runs(make_config, 
     """TF32 from the job's start, not from the first training step: a model decodes and scores at one precision
     whether or not its process has trained yet (PMC's initial answers, pmc.evaluate's scores)."""
     calls = []
-    monkeypatch.setattr(pmc.experiment, "enable_tf32", lambda device: calls.append(device))
+    monkeypatch.setattr(pmc.pipeline, "enable_tf32", lambda device: calls.append(device))
 
     def stop(*args, **kwargs):
         assert calls == [torch.device("cpu")]
