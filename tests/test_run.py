@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -134,17 +135,19 @@ def test_real_tofu_author_subset_runs(make_config, tmp_path):
     assert {r["question"] for r in per_example["forget"]}.isdisjoint({r["question"] for r in per_example["retain"]})
 
 
-def run_cli(*args, cwd=REPO):
+def run_cli(*args, cwd=REPO, env=None):
     return subprocess.run([sys.executable, "-m", "pmc.run", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
 
 
 def test_cli_missing_data_dir_is_one_clear_error(tmp_path):
-    out = run_cli("benchmark=tofu", f"benchmark.data_dir={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}")
+    """A wrong TOFU_DATA_DIR (benchmark.data_dir's default) is named with where it came from."""
+    out = run_cli("benchmark=tofu", f"hydra.run.dir={tmp_path / 'run'}",
+                  env={**os.environ, "TOFU_DATA_DIR": str(tmp_path / "nowhere")})
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
-        f"error: TOFU data directory {tmp_path / 'nowhere'} does not exist; set benchmark.data_dir to a directory "
-        "holding the TOFU JSON files (or leave it unset to download them from the hub)"
+        f"error: TOFU data directory {tmp_path / 'nowhere'} does not exist; set benchmark.data_dir (default "
+        "$TOFU_DATA_DIR) to a directory holding the TOFU JSON files (or leave it unset to download them from the hub)"
     ]
     assert not (tmp_path / "run" / "results.json").exists()
 

@@ -25,6 +25,18 @@ def test_missing_data_dir(tmp_path):
     assert str(missing) in str(e.value)
 
 
+@pytest.mark.parametrize("experiment", ["tofu_subset_tiny", "tofu_subset_smollm2", "tofu_phi"])
+def test_tofu_data_dir_defaults_to_the_environment_else_the_hub(make_config, monkeypatch, tmp_path, experiment):
+    """No TOFU experiment names a machine's folder: TOFU_DATA_DIR when set, else the hub (null), and an explicit
+    benchmark.data_dir wins over both."""
+    monkeypatch.setenv("TOFU_DATA_DIR", str(tmp_path))
+    assert make_config(f"experiment={experiment}", base=[]).benchmark.data_dir == str(tmp_path)
+    assert make_config(f"experiment={experiment}", "benchmark.data_dir=/data/tofu", base=[]).benchmark.data_dir \
+        == "/data/tofu"
+    monkeypatch.delenv("TOFU_DATA_DIR")
+    assert make_config(f"experiment={experiment}", base=[]).benchmark.data_dir is None
+
+
 # --- hub failures ------------------------------------------------------------------------------------------------
 
 
@@ -46,8 +58,8 @@ def test_hub_offline_is_one_error_naming_the_dataset_and_the_local_option(offlin
     message = str(e.value)
     assert "\n" not in message
     assert message.startswith("full/train: the Hugging Face hub dataset someone/TOFU could not be reached (")
-    assert message.endswith("pass benchmark.data_dir=DIR to load a local copy of the TOFU files (the TOFU JSON files) "
-                            "instead")
+    assert message.endswith("set benchmark.data_dir (default $TOFU_DATA_DIR) to a local copy of the TOFU files (the "
+                            "TOFU JSON files) instead")
 
 
 def failing_hub(error):

@@ -105,7 +105,7 @@ def load_tofu(
     """
     if forget_split not in RETAIN_SPLIT:
         raise DataError(f"unknown TOFU forget_split {forget_split!r}; valid: {', '.join(RETAIN_SPLIT)}")
-    source = DatasetSource("TOFU", data_dir, hub_repo, "the TOFU JSON files")
+    source = DatasetSource("TOFU", data_dir, hub_repo, "the TOFU JSON files", env_var="TOFU_DATA_DIR")
 
     full = _read(source, "full", QA_FIELDS)
     index = _author_index(full)
