@@ -190,8 +190,11 @@ def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch
 
 
 def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCache:
-    """The eval cache of this run's stage-0 models, in <cache_dir>/eval (None there: eval_cache=false)."""
+    """The eval cache of this run's stage-0 models, in <cache_dir>/eval (None there: eval_cache=false). Its key holds
+    every generation setting (the batch size resolved) but how a compiled step is traced where nothing is compiled."""
     generation = {**OmegaConf.to_container(cfg.generation, resolve=True), "batch_size": ctx.batch_size}
+    if not generation["compile"]:
+        del generation["compile_dynamic"]
     return EvalCache.for_models(Path(cfg.cache_dir) / "eval" if cfg.eval_cache else None, cfg.model.name,
                                 stage0.checkpoints, benchmark, ctx, generation, device_for(cfg.device))
 

@@ -322,17 +322,20 @@ def test_the_options_added_since_match_the_stage0_keys_and_the_configs():
 
 
 def test_how_stage_0_was_run_does_not_split_an_ablation():
-    """stage0.side_by_side says where a job's stage-0 models were built, not what they are: jobs that differ in it
-    (and in the ablated key) are one ablation line; a job whose stage 0 was fine-tuned otherwise is not."""
+    """stage0.side_by_side says where a job's stage-0 models were built, and generation.compile_dynamic how its
+    decoding step was traced, not what they are: jobs that differ in them (and in the ablated key) are one ablation
+    line; a job whose stage 0 was fine-tuned otherwise is not."""
     from pmc.reporting.claims.ablations import shaping_identity
 
-    def job(side_by_side: bool, epochs: int, lr: float = 1e-5) -> dict:
+    def job(side_by_side: bool, epochs: int, lr: float = 1e-5, compile_dynamic=True) -> dict:
         return {"model": {"name": "tiny", "finetune": {"learning_rate": lr}}, "benchmark": {"name": "tofu"},
                 "stage0": {"target_path": None, "retain_path": None, "side_by_side": side_by_side},
-                "generation": {}, "method": {"name": "pmc", "training": {"epochs": epochs}}}
+                "generation": {"compile_dynamic": compile_dynamic},
+                "method": {"name": "pmc", "training": {"epochs": epochs}}}
 
     key = "method.training.epochs"
     assert shaping_identity(job(True, 5), key) == shaping_identity(job(False, 10), key)
+    assert shaping_identity(job(True, 5), key) == shaping_identity(job(True, 10, compile_dynamic="batch"), key)
     assert shaping_identity(job(True, 5), key) != shaping_identity(job(True, 5, lr=2e-5), key)
 
 

@@ -171,6 +171,26 @@ def test_the_key_changes_with_everything_that_changes_the_scores(tmp_path):
     assert len({base, before, *variants.values()}) == len(variants) + 2, variants
 
 
+def test_how_a_compiled_step_is_traced_keys_only_compiled_runs(make_config, tmp_path):
+    """generation.compile_dynamic decides how a compiled decoding step is traced: part of a compiled run's key, left
+    out where nothing is compiled (a default that changes must not make every eager run score its stage-0 models
+    again)."""
+    from types import SimpleNamespace
+
+    benchmark = make_synthetic_tofu(num_authors=3, forget_authors=1, retain_eval_authors=1)
+    ctx = EvalContext(None, PromptFormat(), benchmark, max_new_tokens=8, batch_size=4)
+    stage0 = SimpleNamespace(checkpoints={"target": fake_checkpoint(tmp_path / "tiny-target-0123", None)})
+
+    def key(*overrides):
+        return pmc.pipeline.eval_cache(make_config(*overrides), stage0, benchmark, ctx).key("tofu", {})
+
+    eager = [key(f"generation.compile_dynamic={mode}") for mode in ("true", "null", "batch")]
+    assert len(set(eager)) == 1
+    compiled = [key("generation.cache_implementation=static", "generation.compile=true",
+                    f"generation.compile_dynamic={mode}") for mode in ("true", "null", "batch")]
+    assert len(set(compiled)) == 3 and eager[0] not in compiled
+
+
 def test_the_harness_digest_follows_scoring_code_and_not_reporting_code(tmp_path):
     """An edit to code that scores (pmc/, benchmarks/) changes the key's harness digest; an edit to the reporting code
     (tables, figures, claims), which never scores, does not, so a sweep's later jobs still read the stage-0 scores.

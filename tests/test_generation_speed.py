@@ -206,28 +206,114 @@ def test_a_static_cache_sized_once_compiles_the_decoding_step_once(tiny):
         torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("compile_dynamic, graphs", [(True, 1), (None, 2)])
-def test_automatic_dynamic_compiles_the_first_width_static_then_the_batch_dynamic(tiny, compile_dynamic, graphs):
+def cache_symbols_recorder(graphs: list[set[int]]):
+    """A dynamo backend that runs each graph eagerly and records, per graph traced, which dimensions of the static
+    cache's keys and values it left symbolic: 0 the batch width, 1 the key-value heads, 2 the cache's length, 3 the
+    head size."""
+    def backend(gm, example_inputs):
+        symbolic = set()
+        for node in gm.graph.nodes:
+            value = node.meta.get("example_value") if node.op == "placeholder" else None
+            if isinstance(value, torch.Tensor) and node.name.endswith(("_keys", "_values")):
+                symbolic |= {dim for dim, size in enumerate(value.shape) if isinstance(size, torch.SymInt)}
+        graphs.append(symbolic)
+        return gm.forward
+    return backend
+
+
+@pytest.mark.parametrize("compile_dynamic, symbolic", [(True, [{0, 1, 2, 3}]), (None, [set(), {0}]),
+                                                       ("varying", [{0, 2}])])
+def test_automatic_dynamic_compiles_the_first_width_static_then_the_batch_dynamic(tiny, compile_dynamic, symbolic):
     """generation.compile_dynamic: true traces one graph with every dimension a symbol, for every width; null (torch's
     automatic dynamic) traces the first width with static shapes and the second with its batch dimension symbolic,
-    which then serves every width: two graphs, each much quicker to compile (configure_generation), the same
-    answers. Batches of 4 and 2 rows (a third call of 4 again): no third graph."""
+    which then serves every width: two graphs, each much quicker to compile (configure_generation); varying traces
+    one graph in which only the batch width and the cache's length are symbolic. The same answers. Batches of 4 and
+    2 rows (a third call of 4 again): no further graph."""
     model, tokenizer = tiny
     questions = WIDENING + WIDENING[:4]
     expected = greedy_answers(model, tokenizer, PromptFormat(), questions, max_new_tokens=6, batch_size=4)
     torch._dynamo.reset()
-    counters.clear()
+    graphs = []
     try:
         configure_generation(model, "static", compile=True, max_cache_len=64, compile_dynamic=compile_dynamic)
-        assert model.generation_config.compile_config.dynamic is compile_dynamic
+        assert model.generation_config.compile_config.dynamic is (None if compile_dynamic == "varying"
+                                                                   else compile_dynamic)
         settings = model.generation_config.compile_config.to_dict()
-        model.generation_config.compile_config = compile_config_on_this_cpu(**{**settings, "backend": "eager",
-                                                                                "mode": None})
+        model.generation_config.compile_config = compile_config_on_this_cpu(
+            **{**settings, "backend": cache_symbols_recorder(graphs), "mode": None})
         assert greedy_answers(model, tokenizer, PromptFormat(), questions, max_new_tokens=6, batch_size=4) == expected
-        assert counters["stats"]["unique_graphs"] == graphs
     finally:
         configure_generation(model)
         torch._dynamo.reset()
+    assert graphs == symbolic
+
+
+def test_varying_marks_the_batch_width_and_the_cache_length_only():
+    """compile_dynamic=varying marks dimension 0 of the token ids, positions, masks and the static cache's keys and
+    values, where it is the step's width, and the cache's length (the keys' and values' dimension 2, the masks' last
+    where it spans the cache); cache_position (one position) and other inputs are left alone."""
+    rows, length, calls = 4, 16, []
+    layer = type("Layer", (), {"keys": torch.zeros(rows, 2, length, 8), "values": torch.zeros(rows, 2, length, 8)})()
+    inputs = {"input_ids": torch.zeros(rows, 1, dtype=torch.long), "position_ids": torch.zeros(rows, 1),
+              "cache_position": torch.zeros(1), "attention_mask": {"full_attention": torch.zeros(rows, 1, 1, length)},
+              "past_key_values": type("Cache", (), {"layers": [layer]})(), "logits_to_keep": torch.zeros(rows + 1)}
+    generation.varying_shapes_call(lambda **received: calls.append(received), **inputs)
+    assert calls == [inputs]
+
+    def marked(tensor):
+        return getattr(tensor, "_dynamo_dynamic_indices", set())
+
+    assert marked(inputs["input_ids"]) == marked(inputs["position_ids"]) == {0}
+    assert marked(inputs["attention_mask"]["full_attention"]) == {0, 3}
+    assert marked(layer.keys) == marked(layer.values) == {0, 2}
+    assert not marked(inputs["cache_position"]) and not marked(inputs["logits_to_keep"])
+
+
+def test_compiled_decoding_goes_through_the_models_own_call_and_only_varying_marks_shapes(tiny):
+    model, _ = tiny
+    try:
+        configure_generation(model, "static", compile=True, max_cache_len=64, compile_dynamic="varying")
+        assert "get_compiled_call" in vars(model) and getattr(model.generation_config, generation.VARYING_SHAPES)
+        configure_generation(model, "static", compile=True, max_cache_len=64, compile_dynamic=None)
+        assert "get_compiled_call" in vars(model)
+        assert not hasattr(model.generation_config, generation.VARYING_SHAPES)
+        configure_generation(model, "static", compile=True, max_cache_len=64, compile_dynamic="varying")
+    finally:
+        configure_generation(model)
+    assert "get_compiled_call" not in vars(model) and not hasattr(model.generation_config, generation.VARYING_SHAPES)
+
+
+@pytest.mark.parametrize("copied", ["before", "after"])
+@pytest.mark.parametrize("compile_dynamic", [True, "varying"])
+def test_a_copy_of_a_compiled_model_decodes_with_its_own_weights(tiny, compile_dynamic, copied):
+    """The unlearned model is a deep copy of the target, made after its generation settings: its compiled decoding
+    must run its own weights. transformers keeps the compiled call on the model, and a copy of a model that had
+    decoded inherited it (the original's weights in every compiled step); `compile_dynamic=varying` wrapped the call
+    in a closure over the original, which a copy inherited even before any decoding. Here the copy's weights are
+    drawn again, and its compiled answers must be its eager ones."""
+    model, tokenizer = tiny
+    model = copy.deepcopy(model)  # the fixture's model keeps no compiled call of this test
+    torch._dynamo.reset()
+    try:
+        configure_generation(model, "static", compile=True, max_cache_len=64, compile_dynamic=compile_dynamic)
+        settings = model.generation_config.compile_config.to_dict()
+        model.generation_config.compile_config = compile_config_on_this_cpu(**{**settings, "backend": "eager",
+                                                                                "mode": None})
+        if copied == "after":
+            greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=6, batch_size=2)
+        other = copy.deepcopy(model)
+        original = greedy_answers(model, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=6, batch_size=2)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for weights in other.parameters():
+                if weights.dim() > 1:
+                    weights.normal_(0.0, 0.3)
+        compiled = greedy_answers(other, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=6, batch_size=2)
+        configure_generation(other)
+        eager = greedy_answers(other, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=6, batch_size=2)
+    finally:
+        torch._dynamo.reset()
+    assert compiled == eager and compiled != original
 
 
 def test_the_options_as_transformers_reads_them_and_the_defaults_leave_the_config_as_loaded(tiny):
@@ -360,7 +446,8 @@ def test_decoding_counts_as_compiled_where_transformers_compiles_it(tiny, monkey
     assert not generation.compiles_decoding(model)
 
 
-def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(tiny, monkeypatch):
+@pytest.mark.parametrize("compile_dynamic", [True, "varying"])
+def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(tiny, monkeypatch, compile_dynamic):
     """generation.compile=true is for CUDA graphs (inductor's reduce-overhead mode), and inductor quietly runs a step
     without them when its graph mutates an input that is not static, holds an op unsafe for CUDA graphs, or spans
     devices. inductor checks that on CUDA only; here the harness's decoding step (its masks, its kept static cache,
@@ -378,7 +465,7 @@ def test_the_compiled_decoding_step_meets_inductors_conditions_for_cuda_graphs(t
     monkeypatch.setattr(generation, "CompileConfig", inspected_on_this_cpu)
     torch._dynamo.reset()
     try:
-        configure_generation(model, "static", compile=True, max_cache_len=128)
+        configure_generation(model, "static", compile=True, max_cache_len=128, compile_dynamic=compile_dynamic)
         # batches of 2, 2 and 2 rows (the kept cache; the last of one question and a copy: `decoding_batch`), then 6
         # samples. A first batch as wide as the fixture's 2 key-value heads: with dynamo's duck sizing the step was
         # specialised to 2 rows (`dimensions_apart`)
@@ -497,11 +584,14 @@ def test_bad_generation_settings_are_one_config_error(batch_size, cache_implemen
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("compile_dynamic", [False, "batch", 1])
-def test_compile_dynamic_is_true_or_null(compile_dynamic):
-    with pytest.raises(ConfigError, match=r"^generation.compile_dynamic must be true \(one trace for every batch "
-                                          r"width\) or null"):
+@pytest.mark.parametrize("compile_dynamic", [False, "Varying", "batch", 1, "true"])
+def test_compile_dynamic_is_varying_true_or_null(compile_dynamic):
+    with pytest.raises(ConfigError, match=r"^generation.compile_dynamic must be varying \(one trace, the batch width "
+                                          r"and the KV cache's length symbolic\), true \(one trace, every "
+                                          r"dimension symbolic\) or null"):
         check_generation_options(8, "static", True, compile_dynamic=compile_dynamic)
+    for valid in (True, None, "varying"):
+        check_generation_options(8, "static", True, compile_dynamic=valid)
 
 
 def test_auto_batch_size_from_free_memory(tiny):

@@ -15,8 +15,10 @@ place goes to the next question at once, paged KV cache, CUDA graphs on a GPU) i
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
+import types
 import weakref
 
 import torch
@@ -252,13 +254,19 @@ AUTO_MEMORY_FRACTION = 0.5  # share of the free memory (after the training reser
 TRAINING_RESERVE_COPIES = 5  # fp32 parameter copies kept free: unlearned copy, reference, gradients, AdamW's 2 moments
 CACHE_IMPLEMENTATIONS = (None, "static")
 CONTINUOUS_BATCHING = "pmc_continuous_batching"  # the generation-config attribute that switches it on
+VARYING_SHAPES = "pmc_varying_shapes"  # the one that marks the compiled step's varying dimensions (compile_dynamic)
+
+
+COMPILE_DYNAMIC = (True, None, "varying")  # generation.compile_dynamic: configure_generation says what each does
 
 
 def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False,
                              compile_dynamic=True) -> None:
     """One ConfigError naming the `generation.*` key, before anything is built."""
-    if compile_dynamic is not True and compile_dynamic is not None:  # identity: 1 == True
-        raise ConfigError(f"generation.compile_dynamic must be true (one trace for every batch width) or null (static "
+    if not any(compile_dynamic is value or (isinstance(value, str) and compile_dynamic == value)
+               for value in COMPILE_DYNAMIC):  # identity for true and null: 1 == True
+        raise ConfigError(f"generation.compile_dynamic must be varying (one trace, the batch width and the KV "
+                          f"cache's length symbolic), true (one trace, every dimension symbolic) or null (static "
                           f"shapes first, then the dimensions that change), got {compile_dynamic!r}")
     if not isinstance(continuous_batching, bool):
         raise ConfigError(f"generation.continuous_batching must be true or false, got {continuous_batching!r}")
@@ -303,7 +311,14 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     cores (inductor; 80 s of it tracing, with dynamo's aot_eager backend), against 34 s with static shapes, and on the
     H100 a PMC job's first compiled call took 227 s (2026-11-28). `compile_dynamic=None` is torch's automatic
     dynamic instead: the first width compiles with static shapes, the next one again with only what changed (the
-    batch width) symbolic, two graphs in 38 s in all with aot_eager on this CPU (one-off measures, docs/gpu.md §4)."""
+    batch width) symbolic, two graphs in 38 s in all with aot_eager on this CPU (one-off measures, docs/gpu.md §4).
+    `compile_dynamic="varying"` compiles one graph in which only what varies between a run's calls is symbolic: the
+    batch width and the static cache's length (PMC's calls with their own max_length need longer caches than
+    evaluation's), marked on each compiled step's inputs and cache (`varying_shapes_call`); the model's dimensions
+    stay static. With inductor on this CPU, SmolLM2's step: one graph in 78 s, against null's two in 89 s
+    (one cache length; more graphs with more) and true's one in 121 s, the same answers (`python
+    scripts/bench_decoding_compile.py`; marked on generate's inputs only, not on each step's and its cache's, the
+    batch dimension was specialised to the first width)."""
     check_generation_options(1, cache_implementation, compile, continuous_batching, compile_dynamic)
     _KEPT_CACHES.pop(model, None)  # caches kept under the previous settings
     config = model.generation_config
@@ -311,19 +326,72 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     backend = compile_backend(compile, "generation.compile")
     # inductor's reduce-overhead mode is transformers' default (its kernels, then CUDA graphs); another backend
     # takes no mode
-    config.compile_config = (CompileConfig(dynamic=compile_dynamic, backend=backend,
-                                           mode="reduce-overhead" if backend == "inductor" else None)
+    config.compile_config = (CompileConfig(dynamic=None if compile_dynamic == "varying" else compile_dynamic,
+                                           backend=backend, mode="reduce-overhead" if backend == "inductor" else None)
                              if backend else None)
+    if backend:  # a bound method: a deep copy of the model (the unlearned model, PMC's copies) gets its own
+        model.get_compiled_call = types.MethodType(own_compiled_call, model)
+    elif "get_compiled_call" in vars(model):
+        del model.get_compiled_call
     if compile and not hasattr(type(model), "create_masks_for_generate"):  # a model with its own masks keeps them
         model.create_masks_for_generate = fresh_decoding_masks
     elif "create_masks_for_generate" in vars(model):
         del model.create_masks_for_generate
     config.disable_compile = None if cache_implementation is None else not compile
     config.max_cache_len = max_cache_len if cache_implementation == "static" else None
-    if continuous_batching:
-        setattr(config, CONTINUOUS_BATCHING, True)
-    elif hasattr(config, CONTINUOUS_BATCHING):
-        delattr(config, CONTINUOUS_BATCHING)
+    for attribute, on in ((CONTINUOUS_BATCHING, continuous_batching),
+                          (VARYING_SHAPES, bool(backend) and compile_dynamic == "varying")):
+        if on:
+            setattr(config, attribute, True)
+        elif hasattr(config, attribute):
+            delattr(config, attribute)
+
+
+def own_compiled_call(model, compile_config):
+    """transformers' `get_compiled_call` (which `generate` asks for the compiled decoding step), made for this model:
+    transformers keeps the compiled call on the model (`_compiled_call`, compiled from `model.__call__`), and a deep
+    copy of a model that has decoded inherited it, so the copy decoded with the original's weights; such a call is
+    dropped and compiled again for the copy. Under `compile_dynamic=varying` the call marks the step's varying
+    dimensions dynamic first (`varying_shapes_call`)."""
+    inherited = getattr(getattr(model, "_compiled_call", None), "_torchdynamo_orig_callable", None)
+    if inherited is not None and getattr(inherited, "__self__", model) is not model:
+        del model._compiled_call
+    compiled = type(model).get_compiled_call(model, compile_config)
+    if getattr(model.generation_config, VARYING_SHAPES, False):
+        return functools.partial(varying_shapes_call, compiled)
+    return compiled
+
+
+BATCHED_INPUTS = ("input_ids", "inputs_embeds", "position_ids", "token_type_ids", "attention_mask")
+
+
+def varying_shapes_call(compiled, *args, **inputs):
+    """`compiled(*args, **inputs)` with the dimensions that vary between decoding calls marked dynamic, so that
+    dynamo's first trace has them as its only symbols: the batch width (dimension 0 of the token ids, positions and
+    masks, a dict of masks or one, and of every layer's keys and values in the static cache) and the cache's length
+    (the keys' and values' dimension 2, the masks' last). A tensor's dimension 0 is marked only where it is the
+    step's width (`cache_position`, of one position, is not batched); batches are never of 1 row (`decoding_batch`),
+    which dynamo would specialise."""
+    width = next((inputs[name].shape[0] for name in ("input_ids", "inputs_embeds")
+                  if isinstance(inputs.get(name), torch.Tensor)), None)
+    if width is None or width < 2:
+        return compiled(*args, **inputs)
+    masks = inputs.get("attention_mask")
+    masks = list(masks.values()) if isinstance(masks, dict) else [masks]
+    cache = inputs.get("past_key_values", inputs.get("cache"))
+    cached = [tensor for layer in getattr(cache, "layers", ())
+              for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None))
+              if isinstance(tensor, torch.Tensor) and tensor.dim() == 4]
+    for tensor in [inputs.get(name) for name in BATCHED_INPUTS] + masks + cached:
+        if isinstance(tensor, torch.Tensor) and tensor.dim() and tensor.shape[0] == width:
+            torch._dynamo.mark_dynamic(tensor, 0)
+    if cached:  # (batch, heads, length, head size); a mask spans the cache's positions in its last dimension
+        for tensor in cached:
+            torch._dynamo.mark_dynamic(tensor, 2)
+        for mask in masks:
+            if isinstance(mask, torch.Tensor) and mask.dim() > 1 and mask.shape[-1] == cached[0].shape[2]:
+                torch._dynamo.mark_dynamic(mask, mask.dim() - 1)
+    return compiled(*args, **inputs)
 
 
 def fresh_decoding_masks(*args, **kwargs):
