@@ -1,4 +1,4 @@
-"""scripts/bench_throughput.py and bench_pmc_sampling.py on the tiny model, and the GPU check scripts: shell syntax,
+"""scripts/bench_throughput.py, bench_pmc_sampling.py and bench_decoding_compile.py on the tiny model, and the GPU check scripts: shell syntax,
 and (slow) the dry run of scripts/gpu_check.sh, the same pipeline on this CPU."""
 
 from __future__ import annotations
@@ -243,6 +243,20 @@ def test_bench_pmc_sampling_without_its_baseline(stage0_cache, capsys):
     assert [r["mode"] for r in rows] == ["epoch"]
     printed = capsys.readouterr().out
     assert f"| epoch | cpu | {rows[0]['epoch_s']:.2f} | - | 1 |" in printed and "GradDiff, the same" not in printed
+
+
+def test_bench_decoding_compile_compares_the_modes_each_in_its_own_process(stage0_cache, capsys):
+    """Each mode compiles in a fresh process (dynamo's eager backend here: tracing only) and reports its graphs:
+    null traces the first width static and then the batch symbolic, varying one graph for every width, both with the
+    same greedy answers."""
+    rows = load_script("bench_decoding_compile").main([
+        "--modes", "null,varying", "--questions", "6", f"cache_dir={stage0_cache}", *SMALL,
+        "generation.compile=eager", "generation.batch_size=4"])
+    assert [(r["mode"], r["compiled_graphs"]) for r in rows] == [("null", 2), ("varying", 1)]
+    assert rows[0]["answers"] == rows[1]["answers"] and len(rows[0]["answers"]) == 6
+    printed = capsys.readouterr().out
+    assert printed.startswith("device: ") and "[cpu]; torch " in printed.splitlines()[0] and "backend eager" in printed
+    assert f"| varying | 1 | {rows[1]['compile_s']:.1f} | {rows[1]['seconds']:.1f} | 0 | yes |" in printed
 
 
 @pytest.mark.parametrize("setting, message", [
