@@ -1,5 +1,5 @@
-"""scripts/bench_throughput.py, bench_pmc_sampling.py and bench_decoding_compile.py on the tiny model, and the GPU check scripts: shell syntax,
-and (slow) the dry run of scripts/gpu_check.sh, the same pipeline on this CPU."""
+"""scripts/bench_throughput.py, bench_pmc_sampling.py and bench_decoding_compile.py on the tiny model, and the GPU
+check scripts: shell syntax, and (slow) the dry run of scripts/gpu_check.sh, the same pipeline on this CPU."""
 
 from __future__ import annotations
 
