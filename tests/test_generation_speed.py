@@ -137,7 +137,8 @@ def compiled_decoding_graphs(model, tokenizer, max_cache_len: int | None) -> int
     counters.clear()
     if hasattr(model, "_previous_max_cache_length"):  # transformers' memory of the longest cache so far
         del model._previous_max_cache_length
-    configure_generation(model, "static", compile=True, max_cache_len=max_cache_len)
+    # static shapes: transformers' own compile settings, and no shapes marked (compile_dynamic=varying marks them)
+    configure_generation(model, "static", compile=True, max_cache_len=max_cache_len, compile_dynamic=None)
     model.generation_config.compile_config = compile_config_on_this_cpu(backend="eager", fullgraph=False)
     greedy_answers(model, tokenizer, PromptFormat(), WIDENING, max_new_tokens=6, batch_size=2)
     return counters["stats"]["unique_graphs"]
@@ -324,13 +325,18 @@ def test_the_options_as_transformers_reads_them_and_the_defaults_leave_the_confi
     configure_generation(model, "static", compile=True)
     config = model.generation_config
     assert isinstance(config.compile_config, CompileConfig) and config.disable_compile is False
-    assert config.compile_config.dynamic is True  # one graph for every batch width and cache length
+    # one graph for every batch width and cache length: those dimensions marked on each step (varying), torch's
+    # automatic dynamic for anything else
+    assert config.compile_config.dynamic is None and getattr(config, generation.VARYING_SHAPES)
     assert model.create_masks_for_generate is generation.fresh_decoding_masks  # where generate looks first
     assert (config.compile_config.backend, config.compile_config.mode) == ("inductor", "reduce-overhead")
     configure_generation(model, "static", compile="cudagraphs")  # CUDA graphs without inductor's code generation
     config = model.generation_config
     assert (config.compile_config.backend, config.compile_config.mode) == ("cudagraphs", None)
-    assert config.compile_config.dynamic is True and config.disable_compile is False
+    assert config.compile_config.dynamic is None and config.disable_compile is False
+    configure_generation(model, "static", compile=True, compile_dynamic=True)
+    assert model.generation_config.compile_config.dynamic is True
+    assert not hasattr(model.generation_config, generation.VARYING_SHAPES)
     configure_generation(model)
     assert model.generation_config.to_diff_dict() == loaded
     assert "create_masks_for_generate" not in vars(model)

@@ -261,7 +261,7 @@ COMPILE_DYNAMIC = (True, None, "varying")  # generation.compile_dynamic: configu
 
 
 def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False,
-                             compile_dynamic=True) -> None:
+                             compile_dynamic="varying") -> None:
     """One ConfigError naming the `generation.*` key, before anything is built."""
     if not any(compile_dynamic is value or (isinstance(value, str) and compile_dynamic == value)
                for value in COMPILE_DYNAMIC):  # identity for true and null: 1 == True
@@ -285,7 +285,7 @@ def check_generation_options(batch_size, cache_implementation, compile, continuo
 
 def configure_generation(model, cache_implementation: str | None = None, compile: bool | str = False,
                          max_cache_len: int | None = None, continuous_batching: bool = False,
-                         compile_dynamic: bool | None = True) -> None:
+                         compile_dynamic: bool | str | None = "varying") -> None:
     """Make these transformers' generation defaults of `model` (copies made later inherit them).
 
     static: the KV cache is allocated for the whole call, not grown token by token, `max_cache_len` positions long
@@ -301,8 +301,9 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     A run decodes with batches of many widths (evaluation's full and last batches, PMC's questions x n samples) and,
     where PMC's max_length differs from evaluation's, with two cache lengths. Compiled with static shapes, each new
     width or length traced and compiled the step again (three or four graphs in a PMC run; on a GPU each is an
-    inductor compile and a CUDA-graph capture), so the step is compiled with dynamic shapes (`dynamic=True`: one graph
-    for every batch width and cache length; CUDA graphs are still captured per shape, which is no compile), and its
+    inductor compile and a CUDA-graph capture), so the step is compiled with dynamic shapes (one graph for every batch
+    width and cache length: `compile_dynamic=True`, every dimension symbolic, or "varying", the default, below; CUDA
+    graphs are still captured per shape, which is no compile), and its
     attention mask is always a tensor of its own (`fresh_decoding_masks`) and the batch dimension a symbol of its
     own (`dimensions_apart`): one graph per run (tests/test_generation_speed.py; `decoding_batch` sends no batch of a
     single row, which dynamo would compile apart).
