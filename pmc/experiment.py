@@ -15,6 +15,7 @@ import copy
 import json
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pmc.checkpoint import Checkpoints
 from pmc.checks import check_unlearning_config, check_value
 from pmc.core.errors import CheckpointError
-from pmc.core.generation import configure_generation
+from pmc.core.generation import DEFAULT_TOP_K, configure_generation
 from pmc.core.models import device_for, load_checkpoint, save_checkpoint, with_lora, without_lora
 from pmc.distributed import export_launch_environment, is_main_process
 from pmc.failures import stage
@@ -67,6 +68,19 @@ def method_batch_size(cfg: DictConfig, rows: int, method) -> int:
     if cfg.generation.batch_size != "auto":
         return rows
     return max(1, rows // getattr(method, "num_samples", 1))
+
+
+def pmc_sampling_settings(cfg: DictConfig, rows: int, num_samples: int | None = None) -> dict:
+    """The keyword arguments of one of PMC's sampling calls (`generate_answers`) under this run config, as the
+    benchmark scripts time them: the method's n (`num_samples` where given; 5 for a method without one), temperature,
+    top-p and top-k (PMC's defaults where the method has none), the run's new-token budget, and the questions per
+    call that `method_batch_size` gives for `rows` decoded at once."""
+    handler = OmegaConf.to_container(cfg.method.handler, resolve=True)
+    samples = num_samples or handler.get("num_samples") or 5
+    return {"max_new_tokens": cfg.generation.max_new_tokens, "num_samples": samples,
+            "batch_size": method_batch_size(cfg, rows, SimpleNamespace(num_samples=samples)),
+            "temperature": float(handler.get("temperature", 1.25)), "top_p": float(handler.get("top_p", 0.95)),
+            "top_k": int(handler.get("top_k", DEFAULT_TOP_K))}
 
 
 def build_method(cfg: DictConfig):

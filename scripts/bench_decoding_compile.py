@@ -32,12 +32,11 @@ import time
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from pmc import CONF_DIR
-from pmc.core.generation import DEFAULT_TOP_K, generate_answers, greedy_answers
+from pmc.core.generation import generate_answers, greedy_answers
 from pmc.core.models import compile_backend
-from pmc.experiment import method_batch_size
+from pmc.experiment import pmc_sampling_settings
 from pmc.pipeline import (
     compile_counts,
     device_name,
@@ -62,16 +61,10 @@ def one_mode(mode: str, overrides: list[str], questions: int) -> dict:
     model, tokenizer = stage0.target, stage0.tokenizer
     rows_at_once = prepare_generation(cfg, [model], tokenizer, fmt, benchmark)
     model.generation_config.compile_config._compile_all_devices = True  # transformers compiles on CUDA only
-    handler = OmegaConf.to_container(cfg.method.handler, resolve=True)
-    samples = handler.get("num_samples") or 5
-    sampler = type("Sampler", (), {"num_samples": samples})()
+    sampling = pmc_sampling_settings(cfg, rows_at_once)
     asked = [r.question for records in benchmark.eval_sets.values() for r in records][:questions]
     forget = [r.question for r in benchmark.forget]
     micro_batch = forget[: cfg.method.training.batch_size]
-    sampling = {"max_new_tokens": cfg.generation.max_new_tokens, "num_samples": samples,
-                "batch_size": method_batch_size(cfg, rows_at_once, sampler),
-                "temperature": float(handler.get("temperature", 1.25)), "top_p": float(handler.get("top_p", 0.95)),
-                "top_k": int(handler.get("top_k", DEFAULT_TOP_K))}
     device = next(model.parameters()).device
     seed_everything(cfg.seed)
     start = time.perf_counter()
@@ -85,9 +78,8 @@ def one_mode(mode: str, overrides: list[str], questions: int) -> dict:
     counts = compile_counts()
     return {"mode": mode, "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
             "model": cfg.model.name, "backend": compile_backend(cfg.generation.compile, "generation.compile"),
-            "rows_at_once": rows_at_once,
-            "questions": len(asked), "samples": samples, "micro_batch": len(micro_batch), "seconds": seconds,
-            **counts, "answers": answers}
+            "rows_at_once": rows_at_once, "questions": len(asked), "samples": sampling["num_samples"],
+            "micro_batch": len(micro_batch), "seconds": seconds, **counts, "answers": answers}
 
 
 def in_own_process(mode: str, overrides: list[str], questions: int) -> dict:

@@ -79,14 +79,13 @@ from pmc import CONF_DIR  # noqa: E402
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import (  # noqa: E402
-    DEFAULT_TOP_K,
     compiles_decoding,
     configure_generation,
     generate_answers,
     greedy_answers,
 )
 from pmc.core.losses import answer_nll  # noqa: E402
-from pmc.experiment import method_batch_size, run_experiment  # noqa: E402
+from pmc.experiment import pmc_sampling_settings, run_experiment  # noqa: E402
 from pmc.optimisation import OPTIMIZERS, TrainingConfig, decay_parameter_groups  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     compile_counts,
@@ -477,9 +476,6 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = stage0.target, stage0.tokenizer
     device = next(model.parameters()).device
     rows_at_once = prepare_generation(cfg, [model], tokenizer, fmt, benchmark)
-    method = OmegaConf.to_container(cfg.method.handler, resolve=True)
-    samples = args.samples or method.get("num_samples") or 5
-    sampler = type("Sampler", (), {"num_samples": samples})()
     questions = [r.question for records in benchmark.eval_sets.values() for r in records][: args.questions]
     max_new_tokens = cfg.generation.max_new_tokens
 
@@ -529,10 +525,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # the decoding calls' settings, shared by the timed calls and the profiled ones
     decoding = {"max_new_tokens": max_new_tokens, "batch_size": rows_at_once}
-    pmc_batch = method_batch_size(cfg, rows_at_once, sampler)
-    sampling = {"max_new_tokens": max_new_tokens, "batch_size": pmc_batch, "num_samples": samples,
-                "temperature": float(method.get("temperature", 1.25)), "top_p": float(method.get("top_p", 0.95)),
-                "top_k": int(method.get("top_k", DEFAULT_TOP_K))}
+    sampling = pmc_sampling_settings(cfg, rows_at_once, args.samples)
+    samples, pmc_batch = sampling["num_samples"], sampling["batch_size"]
     greedy = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
     with torch.random.fork_rng():
         sampled = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling)

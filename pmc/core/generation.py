@@ -257,14 +257,11 @@ CONTINUOUS_BATCHING = "pmc_continuous_batching"  # the generation-config attribu
 VARYING_SHAPES = "pmc_varying_shapes"  # the one that marks the compiled step's varying dimensions (compile_dynamic)
 
 
-COMPILE_DYNAMIC = (True, None, "varying")  # generation.compile_dynamic: configure_generation says what each does
-
 
 def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False,
                              compile_dynamic="varying") -> None:
     """One ConfigError naming the `generation.*` key, before anything is built."""
-    if not any(compile_dynamic is value or (isinstance(value, str) and compile_dynamic == value)
-               for value in COMPILE_DYNAMIC):  # identity for true and null: 1 == True
+    if not (compile_dynamic is True or compile_dynamic is None or compile_dynamic == "varying"):  # 1 == True
         raise ConfigError(f"generation.compile_dynamic must be varying (one trace, the batch width and the KV "
                           f"cache's length symbolic), true (one trace, every dimension symbolic) or null (static "
                           f"shapes first, then the dimensions that change), got {compile_dynamic!r}")
@@ -363,7 +360,7 @@ def own_compiled_call(model, compile_config):
     return compiled
 
 
-BATCHED_INPUTS = ("input_ids", "inputs_embeds", "position_ids", "token_type_ids", "attention_mask")
+BATCHED_INPUTS = ("input_ids", "inputs_embeds", "position_ids", "token_type_ids")  # and the masks, below
 
 
 def varying_shapes_call(compiled, *args, **inputs):
