@@ -28,7 +28,8 @@ TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a s
 
 # the run's own keys (the config groups are checked through what they build)
 RUN_KEYS = {
-    "experiment_name": str, "seed": int, "device": str, "cache_dir": str, "deterministic": bool,
+    "experiment_name": str, "seed": int, "device": str, "cache_dir": str, "compile_cache_dir": str | None,
+    "deterministic": bool,
     "eval": dict, "save_unlearned": bool, "method.name": str,
     "generation.max_new_tokens": int, "generation.max_length": int | None,
     "stage0.target_path": str | None, "stage0.retain_path": str | None, "stage0.side_by_side": bool,

@@ -69,11 +69,31 @@ def check_config(cfg: DictConfig) -> dict[str, Suite]:
 
 
 def configure_kernels(cfg: DictConfig) -> None:
-    """The kernel settings every job fixes before any model runs: determinism (`deterministic`) and, on a CUDA
-    device, TF32 (`pmc.core.models.enable_tf32`: from the start, so a model decodes and scores at one precision
-    whether or not its process has trained yet)."""
+    """The kernel settings every job fixes before any model runs: determinism (`deterministic`), where compiled code
+    is kept (`compile_cache_dir`) and, on a CUDA device, TF32 (`pmc.core.models.enable_tf32`: from the start, so a
+    model decodes and scores at one precision whether or not its process has trained yet)."""
     configure_determinism(cfg.deterministic)
+    configure_compile_cache(cfg.get("compile_cache_dir"))
     enable_tf32(device_for(cfg.device))
+
+
+def configure_compile_cache(directory: str | None) -> None:
+    """torch.compile's on-disk caches in `directory` (`compile_cache_dir`, by default beside the stage-0 cache):
+    inductor's generated code, AOTAutograd's graphs and Triton's kernels, keyed by torch's version, the device and
+    the graph, written atomically, so jobs in any number of processes and on any node that sees the folder share them.
+    A sweep's every compiled job compiles the same graphs (the decoding step, the decoder layers); from the second
+    on, inductor reads its code from here instead of generating it: on this CPU the tiny model's compiled decoding
+    step took 37 s to compile in a first process and 4.5 s in a second (`scripts/bench_decoding_compile.py`, its
+    "second process" column). torch's own default, /tmp/torchinductor_<user>, is per node. torch reads the folder
+    from TORCHINDUCTOR_CACHE_DIR whenever it compiles, so the job sets that variable; `None` leaves it as it is."""
+    if directory is None:
+        return
+    directory = str(Path(directory).absolute())
+    earlier = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if earlier not in (None, directory):
+        log.info("compiled code is kept in %s (compile_cache_dir), not in $TORCHINDUCTOR_CACHE_DIR=%s; "
+                 "compile_cache_dir=null keeps the variable's", directory, earlier)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = directory
 
 
 def configure_determinism(enabled: bool) -> None:
@@ -248,15 +268,21 @@ def compile_counts() -> dict[str, float]:
     seconds spent compiling them (dynamo's tracing and the backend's code generation, forward and backward; not the
     CUDA-graph recordings, which happen when a compiled function first runs): on the H100 (2026-11-28) PMC's first
     compiled decoding call took 227 s, and only this says how much of a job's time is compiling;
+    `compile_cache_hits`, `_misses` and `_bypasses`, the graphs whose code inductor read from its on-disk cache
+    (`compile_cache_dir`), generated and stored there, or generated without storing (a graph it does not cache): a
+    sweep's later jobs should hit, and a miss where an earlier job compiled the same says their keys differ;
     `cudagraph_recordings`, the CUDA graphs inductor recorded (one per compiled function and shape, and again when a
     static input's address changes: a recording costs a few replays, so a run should make a handful, not one per
     step); and `cudagraph_skips`, the times inductor ran a compiled function without its CUDA graphs (a graph it
     cannot record, a function past torch's re-record limit). inductor says so only under TORCH_LOGS=cudagraphs, and a
-    skipped step runs at eager speed, so a run records all three."""
+    skipped step runs at eager speed, so a run records them all."""
     if _count_cudagraph_recording not in callback_handler.start_callbacks:  # torch._dynamo.reset() clears them
         callback_handler.register_start_callback(_count_cudagraph_recording)
     return {"compiled_graphs": counters["stats"]["unique_graphs"],
             "compile_s": round(float(calculate_time_spent()["total_wall_time"]), 3),  # an int 0 before a compile
+            "compile_cache_hits": counters["inductor"]["fxgraph_cache_hit"],
+            "compile_cache_misses": counters["inductor"]["fxgraph_cache_miss"],
+            "compile_cache_bypasses": counters["inductor"]["fxgraph_cache_bypass"],
             "cudagraph_recordings": counters["pmc"]["cudagraph_recordings"],
             "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
 

@@ -6,8 +6,10 @@
         benchmark.forget_split=forget10 benchmark.num_authors=40 benchmark.data_dir=.device/tofu device=cuda \
         generation.batch_size=128 model.finetune.epochs=0
 
-Each mode runs in a process of its own with an empty inductor cache (its own TORCHINDUCTOR_CACHE_DIR: torch keeps
-what it compiled on disk, so a second process would compile nothing): the stage-0 target from the stage-0 cache
+Each mode runs in a process of its own with an empty inductor cache (its own TORCHINDUCTOR_CACHE_DIR), as a sweep's
+first compiled job does, then again in a second fresh process on the cache the first filled, as every later job of
+the sweep does (`compile_cache_dir`: torch keeps the code it generated on disk, so the second process traces the step
+but generates no code; --first-only leaves it out): the stage-0 target from the stage-0 cache
 (built there first if absent, untimed), its decoding set up as a run sets it up (`prepare_generation`) with a static
 KV cache, `generation.compile` (inductor, `true`, unless the overrides name another backend) and the mode, then the
 calls of several widths a run makes: greedy answers to --questions evaluation questions at the run's batch size (its
@@ -15,9 +17,10 @@ last batch narrower), and PMC's sampling of one micro-batch of questions and of 
 CPU the decoding step is compiled through transformers' opt-in for every device (it compiles on CUDA only).
 
 The table gives per mode the graphs traced (results.json's `compiled_graphs`), the seconds compiling (torch's compile
-timers, `compile_s`), the wall time of all the calls, the CUDA graphs recorded (GPU), and whether its greedy
-answers are the first mode's (the same arithmetic on a static or a symbolic batch: they should be). The first line
-names the device.
+timers, `compile_s`), the wall time of all the calls, the same two times in the second process with the graphs whose
+code it read from the cache and generated (`compile_cache_hits`, `compile_cache_misses`), the CUDA graphs recorded
+(GPU), and whether its greedy answers, in both processes, are the first mode's (the same arithmetic on a static or a
+symbolic batch: they should be). The first line names the device.
 """
 
 from __future__ import annotations
@@ -82,11 +85,11 @@ def one_mode(mode: str, overrides: list[str], questions: int) -> dict:
             "micro_batch": len(micro_batch), "seconds": seconds, **counts, "answers": answers}
 
 
-def in_own_process(mode: str, overrides: list[str], questions: int) -> dict:
-    """one_mode in a fresh Python process with an empty inductor cache; its result line parsed."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-compile-{mode}-") as cache:
-        done = subprocess.run([sys.executable, __file__, "--child", mode, "--questions", str(questions), *overrides],
-                              env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}, capture_output=True, text=True)
+def in_own_process(mode: str, overrides: list[str], questions: int, cache: str) -> dict:
+    """one_mode in a fresh Python process with inductor's cache in `cache`; its result line parsed. The run config's
+    compile_cache_dir is not applied (no job runs), so the variable alone says where the cache is."""
+    done = subprocess.run([sys.executable, __file__, "--child", mode, "--questions", str(questions), *overrides],
+                          env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode != 0 or not lines:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
@@ -94,11 +97,23 @@ def in_own_process(mode: str, overrides: list[str], questions: int) -> dict:
     return json.loads(lines[-1][len(RESULT):])
 
 
+def first_and_second_process(mode: str, overrides: list[str], questions: int, second: bool) -> dict:
+    """The mode in a process with an empty inductor cache, then (`second`) in another on the cache it filled; the
+    second's numbers under "second"."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-compile-{mode}-") as cache:
+        row = in_own_process(mode, overrides, questions, cache)
+        if second:
+            row["second"] = in_own_process(mode, overrides, questions, cache)
+    return row
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modes", default="true,null,varying", help="comma-separated compile_dynamic values to run")
     parser.add_argument("--questions", type=int, default=64, help="evaluation questions decoded greedily")
+    parser.add_argument("--first-only", action="store_true",
+                        help="leave out each mode's second process, on the cache the first filled")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one mode, in this process
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. device=cuda")
     args = parser.parse_intermixed_args(argv)
@@ -110,17 +125,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(RESULT + json.dumps(one_mode(args.child, args.overrides, args.questions)), flush=True)
         return []
 
-    rows = [in_own_process(mode, args.overrides, args.questions) for mode in modes]
+    rows = [first_and_second_process(mode, args.overrides, args.questions, not args.first_only) for mode in modes]
     first = rows[0]
     print(f"device: {first['device']} [{first['device_type']}]; torch {first['torch']}; model {first['model']}; "
           f"backend {first['backend']}; greedy: {first['questions']} questions at {first['rows_at_once']} rows a "
           f"call; sampling: {first['micro_batch']} and 3 questions x {first['samples']} samples")
-    print("\n| compile_dynamic | graphs | compiling (s) | all calls (s) | CUDA graphs recorded | greedy answers as "
-          f"{first['mode']}'s |\n|---|---:|---:|---:|---:|---|")
+    print("\n| compile_dynamic | graphs | compiling (s) | all calls (s) | second process: compiling (s) | all calls "
+          f"(s) | code cached / generated | CUDA graphs recorded | greedy answers as {first['mode']}'s |\n"
+          "|---|---:|---:|---:|---:|---:|---|---:|---|")
+
+    def differing(r: dict) -> int:
+        return sum(a != b for a, b in zip(r["answers"], first["answers"]))
+
     for r in rows:
-        differ = sum(a != b for a, b in zip(r["answers"], first["answers"]))
-        same = "yes" if differ == 0 else f"{differ} of {len(first['answers'])} differ"
-        print(f"| {r['mode']} | {r['compiled_graphs']} | {r['compile_s']:.1f} | {r['seconds']:.1f} "
+        second = r.get("second")
+        differ = differing(r) + (differing(second) if second else 0)
+        same = "yes" if differ == 0 else f"{differ} of {len(first['answers']) * (2 if second else 1)} differ"
+        second_cells = ("- | - | -" if second is None else f"{second['compile_s']:.1f} | {second['seconds']:.1f} | "
+                        f"{second['compile_cache_hits']} / {second['compile_cache_misses']}")
+        print(f"| {r['mode']} | {r['compiled_graphs']} | {r['compile_s']:.1f} | {r['seconds']:.1f} | {second_cells} "
               f"| {r['cudagraph_recordings']} | {same} |")
     return rows
 

@@ -264,7 +264,8 @@ def job_timings(cfg, results_path: str | None, eval_cache: bool) -> dict:
             # None: a results.json from before 2026-11-27 (graphs) or 2026-11-28 (skips, recordings)
             "graphs_compiled": results.get("compiled_graphs"), "cudagraph_skips": results.get("cudagraph_skips"),
             "cudagraph_recordings": results.get("cudagraph_recordings"),
-            "compile_s": results.get("compile_s")}  # None before 2026-11-28's second GPU session
+            "compile_s": results.get("compile_s"),  # None before 2026-11-28's second GPU session
+            "compile_cache": [results.get(f"compile_cache_{k}") for k in ("hits", "misses", "bypasses")]}
 
 
 PROFILED_STEPS = 3
@@ -599,6 +600,10 @@ def main(argv: list[str] | None = None) -> dict:
         if job["compile_s"] is not None:
             rows.append(("job: compiling", f"{job['compile_s']:.1f}", "s",
                          "dynamo's tracing and the backend's code generation, within the job's stages"))
+        if None not in job["compile_cache"]:  # None: a results.json from before 2026-11-28, late
+            rows.append(("job: compile cache hit / missed / bypassed", " / ".join(map(str, job["compile_cache"])),
+                         "graphs", "inductor's code read from compile_cache_dir / generated and stored / generated "
+                         "and not stored"))
         if job["cudagraph_recordings"] is not None:
             rows.append(("job: CUDA graphs recorded", str(job["cudagraph_recordings"]), "recordings",
                          "inductor's CUDA-graph recordings (per compiled function and shape; a handful per run, not "

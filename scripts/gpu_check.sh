@@ -195,6 +195,8 @@ r = json.load(open(sys.argv[1]))
 m = r["metrics"]
 print("   timings_s", r["timings_s"], "| stage 0 built:", r["stage0"]["built_in_this_run"] or "none",
       "| graphs compiled:", r.get("compiled_graphs", "?"), "in", r.get("compile_s", "?"), "s",
+      "| compile cache hit/missed/bypassed:",
+      "/".join(str(r.get(f"compile_cache_{k}", "?")) for k in ("hits", "misses", "bypasses")),
       "| CUDA graphs recorded:", r.get("cudagraph_recordings", "?"), "| skipped:", r.get("cudagraph_skips", "?"),
       *(["| resumed from step", r["resumed_from_step"]] if r.get("resumed_from_step") else []))
 print("   eval_cache", {k: v for k, v in r["eval_cache"].items()},

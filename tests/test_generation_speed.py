@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -572,6 +573,66 @@ def test_a_run_records_its_cuda_graph_recordings_and_warns_when_inductor_runs_wi
     with caplog.at_level("WARNING", logger="pmc"):
         assert compile_counts_since(before, torch.device("cuda"))["cudagraph_skips"] == 1
     assert "without CUDA graphs in this run; rerun with TORCH_LOGS=cudagraphs" in caplog.text
+
+
+class StopBeforeData(Exception):
+    pass
+
+
+@pytest.mark.parametrize("job", ["run", "evaluate"])
+def test_every_job_keeps_compiled_code_in_its_compile_cache_dir(make_config, stage0_cache, tmp_path, monkeypatch,
+                                                                 caplog, job):
+    """torch reads where to keep inductor's code from TORCHINDUCTOR_CACHE_DIR whenever it compiles: a job sets it from
+    `compile_cache_dir` (by default beside the stage-0 cache, which a sweep's jobs share) before anything compiles, says
+    so when that replaces the variable's own folder, and leaves the variable alone for null."""
+    import pmc.experiment as experiment
+
+    seen = []
+
+    def stop(*args, **kwargs):
+        seen.append(os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+        raise StopBeforeData
+
+    def start(*overrides):
+        extra = (f"checkpoint={tmp_path}",) if job == "evaluate" else ()
+        cfg = make_config(*overrides, *extra, config_name="config" if job == "run" else "evaluate")
+        with pytest.raises(StopBeforeData):
+            (run_experiment if job == "run" else experiment.evaluate_checkpoint)(cfg, tmp_path)
+
+    monkeypatch.setattr(experiment, "load_benchmark", stop)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    start()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "own"))
+    with caplog.at_level("INFO", logger="pmc"):
+        start(f"compile_cache_dir={tmp_path / 'compiled'}")
+    start("compile_cache_dir=null")
+    assert seen == [str(stage0_cache / "compile"), str(tmp_path / "compiled"), str(tmp_path / "compiled")]
+    assert (f"compiled code is kept in {tmp_path / 'compiled'} (compile_cache_dir), not in "
+            f"$TORCHINDUCTOR_CACHE_DIR={tmp_path / 'own'}") in caplog.text
+
+
+def test_a_run_counts_the_graphs_inductor_read_from_its_cache(tmp_path, monkeypatch):
+    """compile_counts' compile_cache_hits / _misses: a graph compiled for the first time is generated and stored (a
+    miss), the same graph compiled again in a fresh dynamo (as in a sweep's next job) is read from the folder (a hit);
+    a job whose graphs an earlier job compiled should show hits only."""
+    from pmc.pipeline import compile_counts, configure_compile_cache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))
+    configure_compile_cache(str(tmp_path / "compiled"))
+
+    def compile_once() -> dict:
+        torch._dynamo.reset()
+        before = compile_counts()
+        step = torch.compile(lambda x: torch.nn.functional.silu(x) * 2 + 1, backend="inductor")
+        assert torch.equal(step(torch.arange(6.0)), torch.nn.functional.silu(torch.arange(6.0)) * 2 + 1)
+        return {key: compile_counts()[key] - before[key] for key in ("compile_cache_hits", "compile_cache_misses")}
+
+    try:
+        assert compile_once() == {"compile_cache_hits": 0, "compile_cache_misses": 1}
+        assert compile_once() == {"compile_cache_hits": 1, "compile_cache_misses": 0}
+    finally:
+        torch._dynamo.reset()
+    assert any((tmp_path / "compiled" / "fxgraph").iterdir()) and not (tmp_path / "before").exists()
 
 
 @pytest.mark.parametrize("batch_size, cache_implementation, compile, message", [

@@ -70,7 +70,8 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
                                                  "eval.greedy_answers": 4.5, "eval.paper": 2.25},
                                    "stage0": {"built_in_this_run": ["tiny-target-0123", "tiny-retain-4567"]},
                                    "compiled_graphs": 1, "cudagraph_skips": 2, "cudagraph_recordings": 3,
-                                   "compile_s": 61.25}))
+                                   "compile_s": 61.25, "compile_cache_hits": 4, "compile_cache_misses": 1,
+                                   "compile_cache_bypasses": 0}))
     numbers = bench().main(["--results", str(results), "--steps", "2", "--questions", "6", "--samples", "3",
                             "--gen-batch", "4", "--compare-warpers", "--json", str(tmp_path / "bench.json"),
                             "--profile", str(tmp_path / "profile"), *SMALL, f"cache_dir={stage0_cache}"])
@@ -127,7 +128,7 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
                         "job: eval.greedy_answers": "4.5", "job: eval.paper": "2.2",  # parts of eval, not in the total
                         "job: unlearn.setup": "3.5", "job: unlearn.sampling": "11.8",  # and of unlearn
                         "job: total": "49.8", "job: graphs compiled": "1", "job: compiling": "61.2",
-                        "job: CUDA graphs recorded": "3",
+                        "job: compile cache hit / missed / bypassed": "4 / 1 / 0", "job: CUDA graphs recorded": "3",
                         "job: CUDA graphs skipped": "2"}
     assert "built: target, retain" in printed
     assert any(line.startswith("| job: unlearn.sampling ") and "part of unlearn: PMC's samples decoded" in line
@@ -250,13 +251,29 @@ def test_bench_decoding_compile_compares_the_modes_each_in_its_own_process(stage
     null traces the first width static and then the batch symbolic, varying one graph for every width, both with the
     same greedy answers."""
     rows = load_script("bench_decoding_compile").main([
-        "--modes", "null,varying", "--questions", "6", f"cache_dir={stage0_cache}", *SMALL,
+        "--modes", "null,varying", "--questions", "6", "--first-only", f"cache_dir={stage0_cache}", *SMALL,
         "generation.compile=eager", "generation.batch_size=4"])
     assert [(r["mode"], r["compiled_graphs"]) for r in rows] == [("null", 2), ("varying", 1)]
     assert rows[0]["answers"] == rows[1]["answers"] and len(rows[0]["answers"]) == 6
     printed = capsys.readouterr().out
     assert printed.startswith("device: ") and "[cpu]; torch " in printed.splitlines()[0] and "backend eager" in printed
-    assert f"| varying | 1 | {rows[1]['compile_s']:.1f} | {rows[1]['seconds']:.1f} | 0 | yes |" in printed
+    assert f"| varying | 1 | {rows[1]['compile_s']:.1f} | {rows[1]['seconds']:.1f} | - | - | - | 0 | yes |" in printed
+
+
+@pytest.mark.slow  # inductor generates C++ code on a CPU: ~1 minute
+def test_bench_decoding_compile_second_process_reads_the_code_the_first_generated(stage0_cache, capsys):
+    """A sweep's later compiled jobs read inductor's code from the cache the first one filled (compile_cache_dir):
+    the second process traces the step again but generates none of its code, so it compiles in a fraction of the
+    first's time, and decodes the same answers."""
+    [row] = load_script("bench_decoding_compile").main([
+        "--modes", "varying", "--questions", "6", f"cache_dir={stage0_cache}", *SMALL, "generation.batch_size=4"])
+    second = row["second"]
+    assert row["backend"] == "inductor" and row["compile_cache_hits"] == 0 and row["compile_cache_misses"] >= 1
+    assert second["compile_cache_hits"] == row["compile_cache_misses"] and second["compile_cache_misses"] == 0
+    assert second["compile_s"] < row["compile_s"] / 2
+    assert second["answers"] == row["answers"]
+    assert (f"| varying | 1 | {row['compile_s']:.1f} | {row['seconds']:.1f} | {second['compile_s']:.1f} | "
+            f"{second['seconds']:.1f} | {second['compile_cache_hits']} / 0 | 0 | yes |") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -324,7 +341,8 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     assert "'target': {'paper': 'hit', 'tofu': 'hit'}" in summary  # the jobs after the first read stage-0 scores
     assert re.search(r"\| initial state: \{'pmc.initial_answers': '(hit|miss)'\}", summary)  # PMC's job says where
     # eager jobs: nothing compiled
-    assert summary.count("| graphs compiled: 0 in 0.0 s | CUDA graphs recorded: 0 | skipped: 0") == 4
+    assert summary.count("| graphs compiled: 0 in 0.0 s | compile cache hit/missed/bypassed: 0/0/0 "
+                         "| CUDA graphs recorded: 0 | skipped: 0") == 4
     # GradDiff and NPO started together and built stage 0 between them: one the target, the other the retain model
     built = {job: set(re.findall(r"'tiny-(\w+)-", re.search(rf"\] {job}: exit 0.*\n.*stage 0 built: (.*)",
                                                               summary).group(1))) for job in ("graddiff", "npo")}
