@@ -33,7 +33,9 @@ Everything after the options is a Hydra override of the run config (model, bench
    the same calls again through transformers' own warpers (`top_p_within_top_k=False`: top-p sorts the whole
    vocabulary at every decoding step), from the same RNG state (the same answers), and the ratio of the two.
    Generated tokens = the answers re-tokenised (without special tokens) + 1 end-of-sequence each: what the model
-   produced, not the padded positions. Both after one untimed warm-up call (a compiled model compiles there).
+   produced, not the padded positions. Both after one untimed warm-up call (a compiled model compiles there; where a
+   job compiled the same step before, inductor reads its code from compile_cache_dir, as the bench's jobs do, and
+   the row says of how many graphs it read the code and how many it generated).
 5. Evaluation's greedy answers of one model (the selected suites' splits, eval=[...]): split by split (one call per
    distinct question list, as the suites ask for them) and planned (every distinct question in one call, longest
    prompt first, as a run decodes them: EvalContext.greedy_answers), both timed here, with decoding calls and the
@@ -89,6 +91,7 @@ from pmc.experiment import pmc_sampling_settings, run_experiment  # noqa: E402
 from pmc.optimisation import OPTIMIZERS, TrainingConfig, decay_parameter_groups  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     compile_counts,
+    configure_kernels,
     device_name,
     eval_context,
     instantiate_node,
@@ -212,16 +215,19 @@ def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: tor
     """Generated tokens/s of `generate_answers` on the questions (after one warm-up call, timed apart with the
     seconds torch.compile spent in it: a compiled step compiles there, or later where a width first seen compiles
     again), and a digest of the answers (two calls that drew the same answers have the same)."""
-    compiled_before = compile_counts()["compile_s"]
+    before = compile_counts()
     _, warmup_seconds = timed(device, lambda: generate_answers(model, tokenizer, fmt,
                                                                questions[: kwargs["batch_size"]], **kwargs))
-    warmup_compile_s = compile_counts()["compile_s"] - compiled_before
+    warmup_compile_s = compile_counts()["compile_s"] - before["compile_s"]
     answers, seconds = timed(device, lambda: generate_answers(model, tokenizer, fmt, questions, **kwargs))
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for row in answers for a in row)
+    after = compile_counts()
     return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens, "answers": len(answers[0]) *
             len(answers), "answers_digest": hashlib.sha256(json.dumps(answers).encode()).hexdigest(),
             "warmup_seconds": warmup_seconds, "warmup_compile_s": warmup_compile_s,
-            "compile_s": compile_counts()["compile_s"] - compiled_before}
+            "compile_s": after["compile_s"] - before["compile_s"],
+            # a short compile may be inductor's code read from compile_cache_dir, where a job compiled it before
+            **{key: after[key] - before[key] for key in ("compile_cache_hits", "compile_cache_misses")}}
 
 
 def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, device: torch.device) -> dict:
@@ -468,6 +474,7 @@ def main(argv: list[str] | None = None) -> dict:
         overrides.append(f"method.training.batch_size={args.train_batch}")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
+    configure_kernels(cfg)  # as a job: TF32 on a GPU, compiled code kept in compile_cache_dir
 
     job = None if args.no_job or args.training_only else job_timings(cfg, args.results, args.eval_cache)
 
@@ -550,8 +557,10 @@ def main(argv: list[str] | None = None) -> dict:
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
 
     def warm_up(numbers: dict) -> str:  # where compiling went: the warm-up call, or timed calls of new widths
+        cached = (f" (inductor's code of {numbers['compile_cache_hits']} graphs read from the compile cache, of "
+                  f"{numbers['compile_cache_misses']} generated)" if numbers["compile_s"] else "")
         return (f"; warm-up call {numbers['warmup_seconds']:.1f} s, compiling {numbers['warmup_compile_s']:.1f} s in "
-                f"it, {numbers['compile_s']:.1f} s in all")
+                f"it, {numbers['compile_s']:.1f} s in all{cached}")
 
     rows = [
         ("greedy decoding", f"{greedy['tokens_per_s']:.0f}", "tokens/s",
