@@ -335,7 +335,7 @@ def test_how_stage_0_was_run_does_not_split_an_ablation():
 
     key = "method.training.epochs"
     assert shaping_identity(job(True, 5), key) == shaping_identity(job(False, 10), key)
-    assert shaping_identity(job(True, 5), key) == shaping_identity(job(True, 10, compile_dynamic="batch"), key)
+    assert shaping_identity(job(True, 5), key) == shaping_identity(job(True, 10, compile_dynamic="varying"), key)
     assert shaping_identity(job(True, 5), key) != shaping_identity(job(True, 5, lr=2e-5), key)
 
 

@@ -184,10 +184,10 @@ def test_how_a_compiled_step_is_traced_keys_only_compiled_runs(make_config, tmp_
     def key(*overrides):
         return pmc.pipeline.eval_cache(make_config(*overrides), stage0, benchmark, ctx).key("tofu", {})
 
-    eager = [key(f"generation.compile_dynamic={mode}") for mode in ("true", "null", "batch")]
+    eager = [key(f"generation.compile_dynamic={mode}") for mode in ("true", "null", "varying")]
     assert len(set(eager)) == 1
     compiled = [key("generation.cache_implementation=static", "generation.compile=true",
-                    f"generation.compile_dynamic={mode}") for mode in ("true", "null", "batch")]
+                    f"generation.compile_dynamic={mode}") for mode in ("true", "null", "varying")]
     assert len(set(compiled)) == 3 and eager[0] not in compiled
 
 

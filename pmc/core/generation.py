@@ -257,7 +257,6 @@ CONTINUOUS_BATCHING = "pmc_continuous_batching"  # the generation-config attribu
 VARYING_SHAPES = "pmc_varying_shapes"  # the one that marks the compiled step's varying dimensions (compile_dynamic)
 
 
-
 def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False,
                              compile_dynamic="varying") -> None:
     """One ConfigError naming the `generation.*` key, before anything is built."""
