@@ -42,8 +42,8 @@ test: install-dev
 
 # decoding, sampling-filter and ICU's tests again under the lent GPU machines' transformers (5.17, with the
 # huggingface-hub it takes), installed beside this checkout's: 5.17 names generate's cache argument past_key_values,
-# which this checkout's transformers alone could not show (docs/gpu.md §1, §3); the sampling filter must keep the
-# tokens 5.17's own warpers keep
+# which this checkout's transformers alone could not show (docs/gpu.md §1, §3); the sampler must keep the tokens
+# 5.17's own warpers keep, and 5.17's greedy generate take its draws
 GPU_MACHINE_TRANSFORMERS = transformers==5.17.0 huggingface-hub==1.33.0
 test-gpu-machine-transformers:
 	rm -rf .cache/gpu-machine-transformers

@@ -499,12 +499,12 @@ def test_top_k_reaches_generate(echo_tokenizer, top_k, expected):
     epoch(method, run, 0)
     greedy, sampled = model.calls
     assert greedy["do_sample"] is False and greedy["top_k"] is None and "logits_processor" not in greedy
-    assert sampled["do_sample"] is True
-    if expected:  # with top-k, the harness's filter (tests/test_sampling_filter.py) in place of transformers' warpers
+    if expected:  # with top-k, the harness's sampler (tests/test_sampling_filter.py) draws and generate takes it
         (sampling,) = sampled["logits_processor"]
-        assert (sampled["temperature"], sampled["top_k"], sampled["top_p"]) == (1.0, 0, 1.0)
+        assert sampled["do_sample"] is False and sampled["top_k"] is None
         assert (sampling.temperature, sampling.top_p, sampling.top_k) == (0.7, 0.9, expected)
     else:
+        assert sampled["do_sample"] is True
         assert (sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (0.7, 0.9, 0)
     assert method.cache.answers == ["the book is blue", "the book is blue"]
 

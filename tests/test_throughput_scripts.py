@@ -103,11 +103,11 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
     assert "| optimizer step, fused " in printed and "the run uses fused (training.fused_optimizer)" in printed
     assert numbers["greedy"]["answers"] == 6 and numbers["greedy"]["batch_size"] == 4
     assert numbers["sampling"]["answers"] == 6 * 3 and numbers["sampling"]["questions_per_call"] == 4
-    # the same sampling through transformers' own warpers, from the same RNG state: the same answers, and the ratio
+    # the same sampling calls through transformers' own warpers and draw, and the ratio
     warpers = numbers["sampling_transformers_warpers"]
-    assert warpers["answers_digest"] == numbers["sampling"]["answers_digest"] and warpers["answers"] == 6 * 3
+    assert warpers["answers"] == 6 * 3 and warpers["tokens_per_s"] > 0
     ratio = numbers["sampling"]["tokens_per_s"] / warpers["tokens_per_s"]
-    assert f"the same answers: True; harness / transformers: {ratio:.2f}" in printed
+    assert f"the draw covering the whole vocabulary; harness / transformers: {ratio:.2f}" in printed
     # one model's evaluation answers (eval=[paper] by default): its 5 splits, then their distinct questions at once
     evaluation = numbers["evaluation_decoding"]
     benchmark = instantiate(make_config().benchmark)

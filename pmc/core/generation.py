@@ -58,9 +58,10 @@ def generate_answers(
 ) -> list[list[str]]:
     """One list of answers per question: greedy (one answer) when temperature is None, or beam search over num_beams
     beams when num_beams > 1; else num_samples samples drawn with temperature, top-p and top-k (0 = no top-k) from
-    the global torch RNG (seeded by the run). With both top-k and top-p, `top_p_within_top_k` filters through
-    `TopPWithinTopK` (transformers' warpers, the same draws, without sorting the whole vocabulary at every step);
-    False: transformers' own warpers (the throughput bench's baseline).
+    the global torch RNG (seeded by the run). With both top-k and top-p, `top_p_within_top_k` draws through
+    `SampleWithinTopK` (transformers' sampling distribution, drawn among the top-k candidates without sorting or
+    drawing over the whole vocabulary at every step); False: transformers' own warpers and draw (the throughput
+    bench's baseline).
 
     Length: exactly one of max_new_tokens (answer tokens) or max_length (prompt + answer tokens, the official
     `max_length`, unlearning/pmc.py L195 and inference.py L28). max_length counts each row's own prompt; the official
@@ -99,15 +100,14 @@ def generate_answers(
             sent = decoding_batch(model, prompts, batch_size)
             input_ids, attention_mask = pad_left(sent, pad_id)
             width = input_ids.shape[1]
+            rule, repeats = decoding_rule(temperature, top_k, top_p, num_samples, top_p_within_top_k)
             out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
+                input_ids=input_ids.repeat_interleave(repeats, 0).to(device),
+                attention_mask=attention_mask.repeat_interleave(repeats, 0).to(device),
                 **kept_static_cache(model, len(sent) * num_samples * num_beams, width + max(budgets)),
                 max_new_tokens=max(budgets),
-                do_sample=sampling,
                 num_beams=num_beams,
-                **sampling_filter(temperature, top_k, top_p, top_p_within_top_k),
-                num_return_sequences=num_samples,
+                **rule,
                 pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
@@ -121,32 +121,42 @@ def generate_answers(
     return answers
 
 
-def sampling_filter(temperature: float | None, top_k: int, top_p: float | None, within_top_k: bool) -> dict:
-    """generate's arguments for the sampling filter: greedy (temperature None) none; with top-k and top-p and
-    `within_top_k`, `TopPWithinTopK` as the one logits processor (transformers' own three warpers switched off);
-    otherwise transformers' warpers."""
+def decoding_rule(temperature: float | None, top_k: int, top_p: float | None, num_samples: int,
+                  within_top_k: bool) -> tuple[dict, int]:
+    """generate's arguments for how each token is chosen, and how many times the caller repeats each prompt row.
+
+    Greedy (temperature None): argmax, no repeats. With top-k and top-p and `within_top_k`: `SampleWithinTopK`
+    draws every token and generate, run greedy, takes it; greedy generate refuses num_return_sequences > 1, so the
+    caller repeats each row num_samples times, as generate's own expansion does (repeat_interleave: row r is sample
+    r % num_samples of prompt r // num_samples). Otherwise transformers' warpers and its draw over the whole
+    vocabulary, generate expanding the rows."""
     if temperature is None:
-        return {"temperature": None, "top_p": None, "top_k": None}
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "num_return_sequences": 1}, 1
     if within_top_k and top_k > 0 and top_p is not None and top_p < 1.0:
-        return {"temperature": 1.0, "top_p": 1.0, "top_k": 0,
-                "logits_processor": LogitsProcessorList([TopPWithinTopK(temperature, top_k, top_p)])}
-    return {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+        sampler = LogitsProcessorList([SampleWithinTopK(temperature, top_k, top_p)])
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "num_return_sequences": 1,
+                "logits_processor": sampler}, num_samples
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+            "num_return_sequences": num_samples}, 1
 
 
-class TopPWithinTopK(LogitsProcessor):
-    """Temperature, top-k, then top-p: transformers' three sampling warpers in the order it applies them
-    (`_get_logits_processor`), with the same scores out, but top-p sorting only the top-k candidates.
+class SampleWithinTopK(LogitsProcessor):
+    """Draws each row's next token from transformers' sampling distribution (temperature, top-k, then top-p, in the
+    order generate applies its warpers, `_get_logits_processor`) and returns it as the row's only finite score, so
+    that generate, run greedy, takes it; it looks only at the top-k candidates.
 
-    Why: transformers' TopPLogitsWarper sorts the whole vocabulary of every row at every decoding step, though after
-    top-k all but k entries are -inf. For PMC's 40 rows (8 questions x n = 5) over SmolLM2's 49,152 tokens its three
-    warpers took 54 ms of a ~250 ms decoding step on 2 CPU cores, this filter 18 ms: torch.topk's k values come
-    sorted already.
+    Why: with do_sample, transformers' TopPLogitsWarper sorts the whole vocabulary of every row at every decoding
+    step, though after top-k all but k entries are -inf, and torch.multinomial then draws one random number per
+    vocabulary entry. For PMC's 40 rows (8 questions x n = 5) over SmolLM2's 49,152 tokens on 2 CPU cores, the three
+    warpers took 54 ms of a ~250 ms decoding step (a Xeon; this filter 18 ms: torch.topk's k values come sorted
+    already), and the draw 51 ms of a ~350 ms step (an AMD EPYC; over the k candidates 0.1 ms).
 
-    The same draws: the kept set and the kept scores are transformers' (ties at the k-th score keep every tied
-    token, as TopKLogitsWarper does; where tied scores lie at the k-th score or on both sides of the nucleus's edge,
-    which of them go depends on torch.sort's order, so transformers' own top-p warper decides), so
-    generate's softmax and torch.multinomial see the same tensor and draw the same tokens from the same RNG. One
-    difference is left: the nucleus's softmax sums k values where transformers sums the whole row with zeros
+    The same distribution: the kept set and the kept scores are transformers' (`filtered` returns what its warpers
+    return; ties at the k-th score keep every tied token, as TopKLogitsWarper does; where tied scores lie at the k-th
+    score or on both sides of the nucleus's edge, which of them go depends on torch.sort's order, so transformers'
+    own top-p warper filters those rows and the draw covers the whole row). Other draws: the random numbers go to
+    k candidates instead of the whole vocabulary, so a seed gives other answers than transformers' do_sample. One
+    rounding difference: the nucleus's softmax sums k values where transformers sums the whole row with zeros
     between them, so a cumulative probability within float rounding (~1e-7) of 1 - top_p may fall the other way
     (tests/test_sampling_filter.py compares both on many rows)."""
 
@@ -154,7 +164,9 @@ class TopPWithinTopK(LogitsProcessor):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.ties = TopPLogitsWarper(top_p)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def candidates(self, scores: torch.FloatTensor):
+        """(scores after temperature and top-k, whole rows; the k candidates' positions and their scores after top-p,
+        ascending, -inf where removed; the rows whose tied scores transformers' own warper must filter)."""
         if self.temperature != 1.0:  # TemperatureLogitsWarper: skipped at 1.0
             scores = scores / self.temperature
         top = torch.topk(scores, min(self.top_k, scores.size(-1)))  # sorted, largest first
@@ -162,16 +174,28 @@ class TopPWithinTopK(LogitsProcessor):
         ascending, positions = top.values.flip(-1), top.indices.flip(-1)  # TopPLogitsWarper sorts ascending
         removed = ascending.softmax(-1).cumsum(-1) <= 1 - self.top_p  # a prefix: the cumulative sum only grows
         removed[..., -1] = False  # min_tokens_to_keep = 1
-        filtered = scores.scatter(-1, positions, ascending.masked_fill(removed, -float("inf")))
         # rows where torch.sort's order among tied scores decides what stays: more tokens tied at the k-th score
-        # than k, or tied scores on both sides of the nucleus's edge; transformers' own warper filters those
+        # than k, or tied scores on both sides of the nucleus's edge
         first_kept = removed.sum(-1, keepdim=True)
         edge_tied = (first_kept > 0) & (ascending.gather(-1, (first_kept - 1).clamp(min=0))
                                         == ascending.gather(-1, first_kept))
         tied = ((scores > -float("inf")).sum(-1) > ascending.size(-1)) | edge_tied.squeeze(-1)
+        return scores, positions, ascending.masked_fill(removed, -float("inf")), tied
+
+    def filtered(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """What transformers' three warpers return for these scores: the distribution `__call__` draws from."""
+        scores, positions, kept, tied = self.candidates(scores)
+        filtered = scores.scatter(-1, positions, kept)
         if bool(tied.any()):
             filtered[tied] = self.ties(input_ids[tied], scores[tied])
         return filtered
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores, positions, kept, tied = self.candidates(scores)
+        drawn = positions.gather(-1, torch.multinomial(kept.softmax(-1), 1))
+        if bool(tied.any()):
+            drawn[tied] = torch.multinomial(self.ties(input_ids[tied], scores[tied]).softmax(-1), 1)
+        return torch.full_like(scores, -float("inf")).scatter_(-1, drawn, 0.0)
 
 
 def _answer_texts(tokenizer, rows: list[list[int]], answer_tag: str) -> list[str]:
