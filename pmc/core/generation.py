@@ -93,6 +93,7 @@ def generate_answers(
         return [[text] for text in _answer_texts(tokenizer, rows, answer_tag)]
     answers: list[list[str]] = []
     starts = range(0, len(questions), batch_size)
+    rule, repeats = decoding_rule(temperature, top_k, top_p, num_samples, top_p_within_top_k)
     with eval_mode(model), dimensions_apart():
         for start in tqdm(starts, desc=desc or "generate", leave=False, disable=desc is None):
             prompts = [fmt.prompt_ids(tokenizer, q) for q in questions[start : start + batch_size]]
@@ -100,7 +101,6 @@ def generate_answers(
             sent = decoding_batch(model, prompts, batch_size)
             input_ids, attention_mask = pad_left(sent, pad_id)
             width = input_ids.shape[1]
-            rule, repeats = decoding_rule(temperature, top_k, top_p, num_samples, top_p_within_top_k)
             out = model.generate(
                 input_ids=input_ids.repeat_interleave(repeats, 0).to(device),
                 attention_mask=attention_mask.repeat_interleave(repeats, 0).to(device),
