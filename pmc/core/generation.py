@@ -36,6 +36,9 @@ from pmc.core.prompts import PromptFormat
 # transformers' GenerationConfig default, which the official PMC sampler gets by passing no top_k
 # (unlearning/pmc.py L192-202); passed explicitly so it does not depend on the model's generation_config.json.
 DEFAULT_TOP_K = 50
+# generate's arguments for one argmax token per row, with the sampling settings a model's generation_config.json may
+# carry switched off (transformers warns about them, and a processor could read them)
+GREEDY = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "num_return_sequences": 1}
 
 
 @torch.no_grad()
@@ -131,11 +134,10 @@ def decoding_rule(temperature: float | None, top_k: int, top_p: float | None, nu
     r % num_samples of prompt r // num_samples). Otherwise transformers' warpers and its draw over the whole
     vocabulary, generate expanding the rows."""
     if temperature is None:
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "num_return_sequences": 1}, 1
+        return dict(GREEDY), 1
     if within_top_k and top_k > 0 and top_p is not None and top_p < 1.0:
         sampler = LogitsProcessorList([SampleWithinTopK(temperature, top_k, top_p)])
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "num_return_sequences": 1,
-                "logits_processor": sampler}, num_samples
+        return {**GREEDY, "logits_processor": sampler}, num_samples
     return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k,
             "num_return_sequences": num_samples}, 1
 
@@ -214,8 +216,7 @@ def _continuous_greedy(model, tokenizer, prompts: list[list[int]], budgets: list
     """Greedy answer tokens per prompt through transformers' `generate_batch`, each cut to its own budget (the call
     decodes up to the largest, as a fixed batch does). Requests are named req_<i> in input order."""
     config = copy.deepcopy(model.generation_config)
-    config.update(max_new_tokens=max(budgets), do_sample=False, num_beams=1, temperature=None, top_p=None,
-                  top_k=None, num_return_sequences=1, pad_token_id=tokenizer.pad_token_id,
+    config.update(max_new_tokens=max(budgets), num_beams=1, **GREEDY, pad_token_id=tokenizer.pad_token_id,
                   eos_token_id=tokenizer.eos_token_id)
     with eval_mode(model):
         # its warm-up captures CUDA graphs: on another device it would only cost time
@@ -256,11 +257,8 @@ def greedy_continuations(
                 attention_mask=attention_mask.to(device),
                 **kept_static_cache(model, len(sent), input_ids.shape[1] + new_tokens),
                 max_new_tokens=new_tokens,
-                do_sample=False,
                 num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
+                **GREEDY,
                 pad_token_id=pad_id,
                 eos_token_id=eos_id,
             )
