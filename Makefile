@@ -40,7 +40,7 @@ test: install-dev
 	$(PYTHON) -m pytest -q
 	$(MAKE) test-gpu-machine-transformers
 
-# decoding, sampling-filter and ICU's tests again under the lent GPU machines' transformers (5.17, with the
+# decoding, sampling-filter, finished-row and ICU tests again under the lent GPU machines' transformers (5.17, with the
 # huggingface-hub it takes), installed beside this checkout's: 5.17 names generate's cache argument past_key_values,
 # which this checkout's transformers alone could not show (docs/gpu.md §1, §3); the sampler must keep the tokens
 # 5.17's own warpers keep, and 5.17's greedy generate take its draws
@@ -49,7 +49,8 @@ test-gpu-machine-transformers:
 	rm -rf .cache/gpu-machine-transformers
 	$(PYTHON) -m pip install -q --no-deps --target .cache/gpu-machine-transformers $(GPU_MACHINE_TRANSFORMERS)
 	PYTHONPATH=.cache/gpu-machine-transformers $(PYTHON) -c "import transformers as t; print('transformers', t.__version__)"
-	PYTHONPATH=.cache/gpu-machine-transformers $(PYTHON) -m pytest -q tests/test_generation_speed.py tests/test_sampling_filter.py tests/test_icu.py
+	PYTHONPATH=.cache/gpu-machine-transformers $(PYTHON) -m pytest -q tests/test_generation_speed.py tests/test_sampling_filter.py tests/test_icu.py \
+		tests/test_drop_finished_rows.py
 
 test-slow: install-dev install-smollm2
 	$(PYTHON) -m pytest -q -m slow

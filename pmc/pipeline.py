@@ -64,7 +64,7 @@ def check_config(cfg: DictConfig) -> dict[str, Suite]:
         raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
     g = cfg.generation
     check_generation_options(g.batch_size, g.cache_implementation, g.compile, g.continuous_batching,
-                             g.compile_dynamic)
+                             g.compile_dynamic, g.drop_finished_rows)
     return suites
 
 
@@ -196,7 +196,7 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
         sequence_length = min(sequence_length, context or sequence_length)
     for model in models:
         configure_generation(model, g.cache_implementation, g.compile, sequence_length, g.continuous_batching,
-                             g.compile_dynamic)
+                             g.compile_dynamic, g.drop_finished_rows)
     return resolve_batch_size(g.batch_size, models[0], sequence_length)
 
 

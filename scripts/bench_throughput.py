@@ -47,6 +47,9 @@ Stage 0 comes from the stage-0 cache (`cache_dir`), built there if absent (the j
 --steps 8 experiment=tofu_subset_smollm2 model.finetune.epochs=0 method.training.fused_optimizer=false`.
 --continuous-batching: the greedy row's questions again through transformers' continuous batching
 (generation.continuous_batching), with the ratio of the two.
+--compare-dropping: the greedy and PMC sampling rows again with generation.drop_finished_rows the other way
+(finished rows kept in the batch where the run drops them, as on a CPU by default, or dropped where it keeps them),
+with the ratio dropped / kept in generated tokens/s (sampling: other draws, so other answer lengths).
 --profile DIR: where each step's time goes, from torch.profiler: 3 training steps of the harness's loop (after the
 warm-up steps and one more), one greedy decoding call and one PMC sampling call (after the timed ones), each as wall
 time, eager operators that run a kernel (OperatorCount, in a separate untimed pass: on any device about the kernels a
@@ -65,6 +68,7 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,6 +87,7 @@ from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import (  # noqa: E402
     compiles_decoding,
     configure_generation,
+    drops_finished_rows,
     generate_answers,
     greedy_answers,
 )
@@ -228,6 +233,21 @@ def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: tor
             "compile_s": after["compile_s"] - before["compile_s"],
             # a short compile may be inductor's code read from compile_cache_dir, where a job compiled it before
             **{key: after[key] - before[key] for key in ("compile_cache_hits", "compile_cache_misses")}}
+
+
+@contextmanager
+def generation_settings(model, cfg, **changes):
+    """The model's decoding configured as the run's `generation:` block with `changes` (configure_generation's
+    keywords), then as the run's again."""
+    g = cfg.generation
+    settings = {"cache_implementation": g.cache_implementation, "compile": g.compile,
+                "max_cache_len": model.generation_config.max_cache_len, "continuous_batching": g.continuous_batching,
+                "compile_dynamic": g.compile_dynamic, "drop_finished_rows": g.drop_finished_rows}
+    configure_generation(model, **{**settings, **changes})
+    try:
+        yield
+    finally:
+        configure_generation(model, **settings)
 
 
 def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, device: torch.device) -> dict:
@@ -450,6 +470,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also time PMC sampling through transformers' own top-k / top-p warpers")
     parser.add_argument("--continuous-batching", action="store_true",
                         help="also time the greedy questions through transformers' continuous batching")
+    parser.add_argument("--compare-dropping", action="store_true",
+                        help="also time greedy decoding and PMC sampling with generation.drop_finished_rows the "
+                             "other way")
     parser.add_argument("--results", default=None, help="per-stage times from this results.json instead of a job")
     parser.add_argument("--eval-cache", action="store_true", help="let the job read stage-0 scores from the cache")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
@@ -461,9 +484,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--steps: at least 1 timed training step, got {args.steps}")
     if args.warmup_steps < 1:  # the timing starts at the end of the last warm-up step
         parser.error(f"--warmup-steps: at least 1, got {args.warmup_steps}")
-    if args.training_only and (args.profile or args.results or args.continuous_batching or args.compare_warpers):
-        parser.error("--training-only times training alone: no --profile, --results, --continuous-batching or "
-                     "--compare-warpers")
+    if args.training_only and (args.profile or args.results or args.continuous_batching or args.compare_warpers
+                               or args.compare_dropping):
+        parser.error("--training-only times training alone: no --profile, --results, --continuous-batching, "
+                     "--compare-warpers or --compare-dropping")
 
     overrides = list(args.overrides)
     if args.device:
@@ -546,13 +570,15 @@ def main(argv: list[str] | None = None) -> dict:
     evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, rows_at_once, device)
     continuous = None
     if args.continuous_batching:  # the greedy row's questions again, through generate_batch
-        g = cfg.generation
-        cache_len = model.generation_config.max_cache_len
-        configure_generation(model, g.cache_implementation, g.compile, cache_len, continuous_batching=True,
-                             compile_dynamic=g.compile_dynamic)
-        continuous = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
-        configure_generation(model, g.cache_implementation, g.compile, cache_len, g.continuous_batching,
-                             g.compile_dynamic)
+        with generation_settings(model, cfg, continuous_batching=True):
+            continuous = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
+    toggled = None
+    if args.compare_dropping:  # the greedy and sampling rows again, finished rows treated the other way
+        dropped = drops_finished_rows(model)
+        with generation_settings(model, cfg, drop_finished_rows=not dropped), torch.random.fork_rng():
+            toggled = {"drop_finished_rows": not dropped,
+                       "greedy": decoding_throughput(model, tokenizer, fmt, questions, device, **decoding),
+                       "sampling": decoding_throughput(model, tokenizer, fmt, questions, device, **sampling)}
 
     gen = f"{len(questions)} questions, {max_new_tokens} new tokens max"
 
@@ -578,6 +604,16 @@ def main(argv: list[str] | None = None) -> dict:
         rows.insert(2, ("PMC sampling, transformers' warpers", f"{warpers['tokens_per_s']:.0f}", "tokens/s",
                         f"top-p sorting and the draw covering the whole vocabulary; harness / transformers: "
                         f"{sampled['tokens_per_s'] / warpers['tokens_per_s']:.2f}"))
+    if toggled is not None:  # after the sampling rows: the greedy and the sampling row, the other way
+        way = "dropped" if toggled["drop_finished_rows"] else "kept"
+        other_way = []
+        for name, measured, key in (("greedy decoding", greedy, "greedy"), ("PMC sampling", sampled, "sampling")):
+            other = toggled[key]["tokens_per_s"]
+            dropped, kept = (other, measured["tokens_per_s"])[:: 1 if toggled["drop_finished_rows"] else -1]
+            other_way.append((f"{name}, finished rows {way}", f"{other:.0f}", "tokens/s",
+                              f"the same calls, generation.drop_finished_rows="
+                              f"{str(toggled['drop_finished_rows']).lower()}; dropped / kept: {dropped / kept:.2f}"))
+        rows[2 + (warpers is not None) : 2 + (warpers is not None)] = other_way
     if continuous is not None:
         rows.append(("greedy decoding, continuous batching", f"{continuous['tokens_per_s']:.0f}", "tokens/s",
                      f"the same questions through generate_batch; / fixed batches: "
@@ -629,6 +665,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "sampling": {**sampled, "num_samples": samples, "questions_per_call": pmc_batch},
                     "sampling_transformers_warpers": warpers,
                     "evaluation_decoding": evaluation, "continuous_batching": continuous,
+                    "finished_rows_toggled": toggled,
                     "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job,
                     "profile": profiles})
     return write_numbers(args.json, numbers)

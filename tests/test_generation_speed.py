@@ -756,7 +756,7 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
     records = [QARecord(q, "An answer.") for q in QUESTIONS]
     benchmark = QABenchmark(name="widths", forget=records[:1], retain=records[1:], eval_sets={"retain": records[1:]})
     cfg = OmegaConf.create({"generation": {"batch_size": 4, "compile": False, "continuous_batching": False,
-                                           "compile_dynamic": True, **generation}})
+                                           "compile_dynamic": True, "drop_finished_rows": False, **generation}})
     try:
         assert prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark) == 4
         if expected == "longest prompt + 10":
@@ -837,7 +837,8 @@ def test_a_run_decodes_each_models_distinct_questions_in_full_batches(make_confi
     from hydra.utils import instantiate
 
     cfg = make_config("method=graddiff", "method.training.epochs=1", "eval=[paper,tofu]",
-                      "generation.batch_size=16", "eval_cache=false")
+                      "generation.batch_size=16", "eval_cache=false",
+                      "generation.drop_finished_rows=false")  # one generate call per batch, not one per 4 tokens
     calls = rows_per_generate_call(monkeypatch)
     run_experiment(cfg, tmp_path)
     benchmark = instantiate(cfg.benchmark)

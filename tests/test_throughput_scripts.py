@@ -73,7 +73,8 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
                                    "compile_s": 61.25, "compile_cache_hits": 4, "compile_cache_misses": 1,
                                    "compile_cache_bypasses": 0}))
     numbers = bench().main(["--results", str(results), "--steps", "2", "--questions", "6", "--samples", "3",
-                            "--gen-batch", "4", "--compare-warpers", "--json", str(tmp_path / "bench.json"),
+                            "--gen-batch", "4", "--compare-warpers", "--compare-dropping",
+                            "--json", str(tmp_path / "bench.json"),
                             "--profile", str(tmp_path / "profile"), *SMALL, f"cache_dir={stage0_cache}"])
     printed = capsys.readouterr().out
     assert printed.startswith("device: ") and "torch " in printed and "float32" in printed
@@ -108,6 +109,14 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
     assert warpers["answers"] == 6 * 3 and warpers["tokens_per_s"] > 0
     ratio = numbers["sampling"]["tokens_per_s"] / warpers["tokens_per_s"]
     assert f"the draw covering the whole vocabulary; harness / transformers: {ratio:.2f}" in printed
+    # the greedy and sampling calls again with finished rows kept (a CPU drops them by default): the same greedy
+    # answers, and the ratio
+    toggled = numbers["finished_rows_toggled"]
+    assert toggled["drop_finished_rows"] is False and toggled["sampling"]["answers"] == 6 * 3
+    assert toggled["greedy"]["answers"] == 6 and toggled["greedy"]["tokens"] == numbers["greedy"]["tokens"]
+    for name, key in (("greedy decoding", "greedy"), ("PMC sampling", "sampling")):
+        ratio = numbers[key]["tokens_per_s"] / toggled[key]["tokens_per_s"]
+        assert f"| {name}, finished rows kept " in printed and f"; dropped / kept: {ratio:.2f}" in printed
     # one model's evaluation answers (eval=[paper] by default): its 5 splits, then their distinct questions at once
     evaluation = numbers["evaluation_decoding"]
     benchmark = instantiate(make_config().benchmark)

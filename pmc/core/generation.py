@@ -24,7 +24,7 @@ import weakref
 import torch
 import transformers
 from tqdm.auto import tqdm
-from transformers import CompileConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList, StaticCache
+from transformers import CompileConfig, DynamicCache, GenerationMixin, LogitsProcessor, LogitsProcessorList, StaticCache
 from transformers.generation.logits_process import TopPLogitsWarper
 from transformers.masking_utils import create_masks_for_generate
 
@@ -104,16 +104,10 @@ def generate_answers(
             sent = decoding_batch(model, prompts, batch_size)
             input_ids, attention_mask = pad_left(sent, pad_id)
             width = input_ids.shape[1]
-            out = model.generate(
-                input_ids=input_ids.repeat_interleave(repeats, 0).to(device),
-                attention_mask=attention_mask.repeat_interleave(repeats, 0).to(device),
-                **kept_static_cache(model, len(sent) * num_samples * num_beams, width + max(budgets)),
-                max_new_tokens=max(budgets),
-                num_beams=num_beams,
-                **rule,
-                pad_token_id=pad_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
+            row_budgets = [b for b in budgets + [budgets[-1]] * (len(sent) - len(prompts)) for _ in range(repeats)]
+            out = decode(model, input_ids.repeat_interleave(repeats, 0).to(device),
+                         attention_mask.repeat_interleave(repeats, 0).to(device), row_budgets,
+                         num_beams=num_beams, **rule, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
             # row r is sample r % num_samples of question r // num_samples; each keeps its own budget of tokens (the
             # rows of decoding_batch's copies come last and are left out)
             rows = [row[: budgets[r // num_samples]].tolist()
@@ -122,6 +116,62 @@ def generate_answers(
             for i in range(len(prompts)):
                 answers.append(texts[i * num_samples : (i + 1) * num_samples])
     return answers
+
+
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, budgets: list[int], **kwargs) -> torch.Tensor:
+    """generate's token ids for these left-padded rows (prompt, then answer, then padding after the end of
+    sequence), each row decoded for at least its own budget of new tokens (a call decodes up to its largest budget;
+    the caller cuts each row to its own). Where the model drops finished rows (`drops_finished_rows`) and each input
+    row gives one output row (greedy, or `SampleWithinTopK` with the caller's repeats), through
+    `decode_dropping_finished`; else one generate call, with the model's kept static cache where it has one."""
+    expansion = kwargs.get("num_return_sequences", 1) * kwargs.get("num_beams", 1)
+    if expansion == 1 and drops_finished_rows(model):
+        return decode_dropping_finished(model, input_ids, attention_mask, budgets, **kwargs)
+    rows, length = input_ids.shape[0] * expansion, input_ids.shape[1] + max(budgets)
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kept_static_cache(model, rows, length),
+                          max_new_tokens=max(budgets), **kwargs)
+
+
+def decode_dropping_finished(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, budgets: list[int], *,
+                             eos_token_id: int, pad_token_id: int, **kwargs) -> torch.Tensor:
+    """`decode` for one output row per input row, with the rows that have finished (an end of sequence, or their
+    budget decoded) left out of the batch every DROP_EVERY tokens. generate decodes every row until the call's
+    longest answer ends, and a finished row costs a CPU as much as a live one: SmolLM2's greedy answers to TOFU,
+    fine-tuned, end after ~30 of 64 tokens on average, so a batch of 32 spent about half its rows' compute on
+    padding. Here generate decodes DROP_EVERY tokens at a time into a KV cache it is handed, the finished rows are
+    taken out of the cache (`batch_select_indices`) and the token ids, and generate goes on from the cache with the
+    rest, as it continues any cached prompt (only the last token, whose keys and values are not cached yet, is
+    encoded). Each row's tokens are the ones one generate call gives, to float rounding: a row's logits do not depend
+    on the other rows, but a narrower batch may be multiplied in another order (tests/test_generation_speed.py
+    compares them). Sampling draws its random numbers for fewer rows, so a seed gives other samples than one call.
+    On a GPU, where a step of a small model costs the same for few rows as for many, it only adds calls: `auto`
+    (configure_generation) drops rows off CUDA only."""
+    width, end = input_ids.shape[1], input_ids.shape[1] + max(budgets)
+    out = torch.full((input_ids.shape[0], end), pad_token_id, dtype=input_ids.dtype, device=input_ids.device)
+    out[:, :width] = input_ids
+    budget = torch.tensor(budgets, device=input_ids.device)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)  # the output rows still decoding
+    stops = torch.tensor(eos_token_id, device=input_ids.device).reshape(-1)
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    ids, mask, decoded = input_ids, attention_mask, 0
+    while True:
+        tokens = min(DROP_EVERY, int(budget[rows].max()) - decoded)
+        sequences = model.generate(input_ids=ids, attention_mask=mask, **{cache_keyword(model): cache},
+                                   max_new_tokens=tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                                   **kwargs)
+        new = sequences[:, ids.shape[1]:]
+        out[rows, width + decoded : width + decoded + new.shape[1]] = new
+        decoded += new.shape[1]
+        # generate stops early only when every row has ended
+        live = ~torch.isin(new, stops).any(1) & (budget[rows] > decoded) & (new.shape[1] == tokens)
+        if not bool(live.any()):
+            return out
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], new.shape[1])], 1)
+        if not bool(live.all()):
+            keep = live.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, sequences, mask = rows[keep], sequences[keep], mask[keep]
+        ids = sequences
 
 
 def decoding_rule(temperature: float | None, top_k: int, top_p: float | None, num_samples: int,
@@ -212,6 +262,13 @@ def continuous_batching(model) -> bool:
     return bool(getattr(getattr(model, "generation_config", None), CONTINUOUS_BATCHING, False))
 
 
+def drops_finished_rows(model) -> bool:
+    """Whether `configure_generation` asked for finished rows to leave the batch (`decode_dropping_finished`); never
+    with a static cache, whose compiled steps and kept caches are made for fixed widths."""
+    config = getattr(model, "generation_config", None)
+    return bool(getattr(config, DROP_FINISHED_ROWS, False)) and getattr(config, "cache_implementation", None) is None
+
+
 def _continuous_greedy(model, tokenizer, prompts: list[list[int]], budgets: list[int], desc: str | None):
     """Greedy answer tokens per prompt through transformers' `generate_batch`, each cut to its own budget (the call
     decodes up to the largest, as a fixed batch does). Requests are named req_<i> in input order."""
@@ -251,17 +308,9 @@ def greedy_continuations(
                           disable=desc is None):
             sent = decoding_batch(model, [prompts[i] for i in batch], batch_size)
             input_ids, attention_mask = pad_left(sent, pad_id)
-            new_tokens = max(lengths[i] for i in batch)
-            out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                **kept_static_cache(model, len(sent), input_ids.shape[1] + new_tokens),
-                max_new_tokens=new_tokens,
-                num_beams=1,
-                **GREEDY,
-                pad_token_id=pad_id,
-                eos_token_id=eos_id,
-            )
+            row_budgets = [lengths[i] for i in batch] + [lengths[batch[-1]]] * (len(sent) - len(batch))
+            out = decode(model, input_ids.to(device), attention_mask.to(device), row_budgets, num_beams=1, **GREEDY,
+                         pad_token_id=pad_id, eos_token_id=eos_id)
             for i, row in zip(batch, out[:, input_ids.shape[1] :].tolist()):  # decoding_batch's copies come last
                 row = row[: lengths[i]]
                 continuations[i] = row[: row.index(eos_id)] if eos_id in row else row
@@ -277,11 +326,16 @@ TRAINING_RESERVE_COPIES = 5  # fp32 parameter copies kept free: unlearned copy, 
 CACHE_IMPLEMENTATIONS = (None, "static")
 CONTINUOUS_BATCHING = "pmc_continuous_batching"  # the generation-config attribute that switches it on
 VARYING_SHAPES = "pmc_varying_shapes"  # the one that marks the compiled step's varying dimensions (compile_dynamic)
+DROP_FINISHED_ROWS = "pmc_drop_finished_rows"  # the one that drops finished rows from eager decoding
+DROP_EVERY = 4  # new tokens decoded between two looks at which rows have finished (decode_dropping_finished)
 
 
 def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False,
-                             compile_dynamic="varying") -> None:
+                             compile_dynamic="varying", drop_finished_rows="auto") -> None:
     """One ConfigError naming the `generation.*` key, before anything is built."""
+    if not (isinstance(drop_finished_rows, bool) or drop_finished_rows == "auto"):
+        raise ConfigError(f"generation.drop_finished_rows must be auto (off CUDA only), true or false, got "
+                          f"{drop_finished_rows!r}")
     if not (compile_dynamic is True or compile_dynamic is None or compile_dynamic == "varying"):  # 1 == True
         raise ConfigError(f"generation.compile_dynamic must be varying (one trace, the batch width and the KV "
                           f"cache's length symbolic), true (one trace, every dimension symbolic) or null (static "
@@ -303,7 +357,8 @@ def check_generation_options(batch_size, cache_implementation, compile, continuo
 
 def configure_generation(model, cache_implementation: str | None = None, compile: bool | str = False,
                          max_cache_len: int | None = None, continuous_batching: bool = False,
-                         compile_dynamic: bool | str | None = "varying") -> None:
+                         compile_dynamic: bool | str | None = "varying",
+                         drop_finished_rows: bool | str = False) -> None:
     """Make these transformers' generation defaults of `model` (copies made later inherit them).
 
     static: the KV cache is allocated for the whole call, not grown token by token, `max_cache_len` positions long
@@ -314,7 +369,8 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     of COMPILE_BACKENDS (cudagraphs: CUDA graphs without inductor's code generation, a shorter compile); with a
     static cache and compile=false its automatic compilation is switched off, so the two can be measured apart.
     continuous_batching: greedy decoding goes through `generate_batch` (sampling and beam search keep fixed
-    batches). The defaults (null, false) leave the model's generation config as loaded.
+    batches). drop_finished_rows: finished rows leave an eager decoding batch (`decode_dropping_finished`); `auto`
+    where the model is not on a CUDA device. The defaults (null, false) leave the model's generation config as loaded.
 
     A run decodes with batches of many widths (evaluation's full and last batches, PMC's questions x n samples) and,
     where PMC's max_length differs from evaluation's, with two cache lengths. Compiled with static shapes, each new
@@ -338,7 +394,10 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     (one cache length; more graphs with more) and true's one in 121 s, the same answers (`python
     scripts/bench_decoding_compile.py`; marked on generate's inputs only, not on each step's and its cache's, the
     batch dimension was specialised to the first width)."""
-    check_generation_options(1, cache_implementation, compile, continuous_batching, compile_dynamic)
+    check_generation_options(1, cache_implementation, compile, continuous_batching, compile_dynamic,
+                             drop_finished_rows)
+    if drop_finished_rows == "auto":
+        drop_finished_rows = next(model.parameters()).device.type != "cuda"
     _KEPT_CACHES.pop(model, None)  # caches kept under the previous settings
     config = model.generation_config
     config.cache_implementation = cache_implementation
@@ -359,7 +418,8 @@ def configure_generation(model, cache_implementation: str | None = None, compile
     config.disable_compile = None if cache_implementation is None else not compile
     config.max_cache_len = max_cache_len if cache_implementation == "static" else None
     for attribute, on in ((CONTINUOUS_BATCHING, continuous_batching),
-                          (VARYING_SHAPES, bool(backend) and compile_dynamic == "varying")):
+                          (VARYING_SHAPES, bool(backend) and compile_dynamic == "varying"),
+                          (DROP_FINISHED_ROWS, drop_finished_rows)):
         if on:
             setattr(config, attribute, True)
         elif hasattr(config, attribute):
