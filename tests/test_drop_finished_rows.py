@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_generation_speed import QUESTIONS as SPEED_QUESTIONS
+from test_generation_speed import TEXTS
 
 from pmc.core.errors import ConfigError
 from pmc.core.generation import (
@@ -19,10 +21,7 @@ from pmc.core.generation import (
 from pmc.core.models import build_tiny, train_tokenizer
 from pmc.core.prompts import PromptFormat
 
-TEXTS = ["Question: Who wrote the book?\nAnswer: Jane wrote it.", "the quick brown fox jumps over the lazy dog",
-         "Question: Where is the cat?\nAnswer: The cat sat on the mat near the door."] * 4
-QUESTIONS = ["Who wrote the book?", "Where is the quick brown fox going in the lazy world today?", "Who?",
-             "Where is the cat?", "What?", "Why is the dog lazy?", "When did Jane write it?", "Is the door near?"]
+QUESTIONS = SPEED_QUESTIONS + ["Why is the dog lazy?", "When did Jane write it?", "Is the door near?"]
 FMT = PromptFormat()
 
 

@@ -136,13 +136,13 @@ def decode_dropping_finished(model, input_ids: torch.Tensor, attention_mask: tor
                              eos_token_id: int, pad_token_id: int, **kwargs) -> torch.Tensor:
     """`decode` for one output row per input row, with the rows that have finished (an end of sequence, or their
     budget decoded) left out of the batch every DROP_EVERY tokens. generate decodes every row until the call's
-    longest answer ends, and a finished row costs a CPU as much as a live one: SmolLM2's greedy answers to TOFU,
+    longest answer ends, and a finished row costs a CPU nearly what a live one does: SmolLM2's greedy answers to TOFU,
     fine-tuned, end after ~30 of 64 tokens on average, so a batch of 32 spent about half its rows' compute on
     padding. Here generate decodes DROP_EVERY tokens at a time into a KV cache it is handed, the finished rows are
     taken out of the cache (`batch_select_indices`) and the token ids, and generate goes on from the cache with the
     rest, as it continues any cached prompt (only the last token, whose keys and values are not cached yet, is
     encoded). Each row's tokens are the ones one generate call gives, to float rounding: a row's logits do not depend
-    on the other rows, but a narrower batch may be multiplied in another order (tests/test_generation_speed.py
+    on the other rows, but a narrower batch may be multiplied in another order (tests/test_drop_finished_rows.py
     compares them). Sampling draws its random numbers for fewer rows, so a seed gives other samples than one call.
     On a GPU, where a step of a small model costs the same for few rows as for many, it only adds calls: `auto`
     (configure_generation) drops rows off CUDA only."""
