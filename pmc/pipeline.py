@@ -195,9 +195,16 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
         context = getattr(models[0].config, "max_position_embeddings", None)
         sequence_length = min(sequence_length, context or sequence_length)
     for model in models:
-        configure_generation(model, g.cache_implementation, g.compile, sequence_length, g.continuous_batching,
-                             g.compile_dynamic, g.drop_finished_rows)
+        configure_generation(model, max_cache_len=sequence_length, **generation_options(g))
     return resolve_batch_size(g.batch_size, models[0], sequence_length)
+
+
+def generation_options(g: DictConfig) -> dict:
+    """configure_generation's keywords from the run's `generation:` block (all but max_cache_len, which
+    prepare_generation sizes from the benchmark)."""
+    return {"cache_implementation": g.cache_implementation, "compile": g.compile,
+            "continuous_batching": g.continuous_batching, "compile_dynamic": g.compile_dynamic,
+            "drop_finished_rows": g.drop_finished_rows}
 
 
 # --- evaluation and the record --------------------------------------------------------------------------------------

@@ -99,6 +99,7 @@ from pmc.pipeline import (  # noqa: E402
     configure_kernels,
     device_name,
     eval_context,
+    generation_options,
     instantiate_node,
     load_stage0,
     metric_suites,
@@ -239,10 +240,7 @@ def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: tor
 def generation_settings(model, cfg, **changes):
     """The model's decoding configured as the run's `generation:` block with `changes` (configure_generation's
     keywords), then as the run's again."""
-    g = cfg.generation
-    settings = {"cache_implementation": g.cache_implementation, "compile": g.compile,
-                "max_cache_len": model.generation_config.max_cache_len, "continuous_batching": g.continuous_batching,
-                "compile_dynamic": g.compile_dynamic, "drop_finished_rows": g.drop_finished_rows}
+    settings = {**generation_options(cfg.generation), "max_cache_len": model.generation_config.max_cache_len}
     configure_generation(model, **{**settings, **changes})
     try:
         yield
@@ -609,7 +607,8 @@ def main(argv: list[str] | None = None) -> dict:
         other_way = []
         for name, measured, key in (("greedy decoding", greedy, "greedy"), ("PMC sampling", sampled, "sampling")):
             other = toggled[key]["tokens_per_s"]
-            dropped, kept = (other, measured["tokens_per_s"])[:: 1 if toggled["drop_finished_rows"] else -1]
+            dropped, kept = ((other, measured["tokens_per_s"]) if toggled["drop_finished_rows"]
+                             else (measured["tokens_per_s"], other))
             other_way.append((f"{name}, finished rows {way}", f"{other:.0f}", "tokens/s",
                               f"the same calls, generation.drop_finished_rows="
                               f"{str(toggled['drop_finished_rows']).lower()}; dropped / kept: {dropped / kept:.2f}"))

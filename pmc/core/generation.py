@@ -104,9 +104,9 @@ def generate_answers(
             sent = decoding_batch(model, prompts, batch_size)
             input_ids, attention_mask = pad_left(sent, pad_id)
             width = input_ids.shape[1]
-            row_budgets = [b for b in budgets + [budgets[-1]] * (len(sent) - len(prompts)) for _ in range(repeats)]
             out = decode(model, input_ids.repeat_interleave(repeats, 0).to(device),
-                         attention_mask.repeat_interleave(repeats, 0).to(device), row_budgets,
+                         attention_mask.repeat_interleave(repeats, 0).to(device),
+                         [b for b in budgets for _ in range(repeats)],
                          num_beams=num_beams, **rule, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
             # row r is sample r % num_samples of question r // num_samples; each keeps its own budget of tokens (the
             # rows of decoding_batch's copies come last and are left out)
@@ -121,9 +121,11 @@ def generate_answers(
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, budgets: list[int], **kwargs) -> torch.Tensor:
     """generate's token ids for these left-padded rows (prompt, then answer, then padding after the end of
     sequence), each row decoded for at least its own budget of new tokens (a call decodes up to its largest budget;
-    the caller cuts each row to its own). Where the model drops finished rows (`drops_finished_rows`) and each input
-    row gives one output row (greedy, or `SampleWithinTopK` with the caller's repeats), through
-    `decode_dropping_finished`; else one generate call, with the model's kept static cache where it has one."""
+    the caller cuts each row to its own); rows after the last budget (decoding_batch's copies of the last prompt)
+    take that one. Where the model drops finished rows (`drops_finished_rows`) and each input row gives one output
+    row (greedy, or `SampleWithinTopK` with the caller's repeats), through `decode_dropping_finished`; else one
+    generate call, with the model's kept static cache where it has one."""
+    budgets = budgets + [budgets[-1]] * (input_ids.shape[0] - len(budgets))
     expansion = kwargs.get("num_return_sequences", 1) * kwargs.get("num_beams", 1)
     if expansion == 1 and drops_finished_rows(model):
         return decode_dropping_finished(model, input_ids, attention_mask, budgets, **kwargs)
@@ -308,9 +310,8 @@ def greedy_continuations(
                           disable=desc is None):
             sent = decoding_batch(model, [prompts[i] for i in batch], batch_size)
             input_ids, attention_mask = pad_left(sent, pad_id)
-            row_budgets = [lengths[i] for i in batch] + [lengths[batch[-1]]] * (len(sent) - len(batch))
-            out = decode(model, input_ids.to(device), attention_mask.to(device), row_budgets, num_beams=1, **GREEDY,
-                         pad_token_id=pad_id, eos_token_id=eos_id)
+            out = decode(model, input_ids.to(device), attention_mask.to(device), [lengths[i] for i in batch],
+                         num_beams=1, **GREEDY, pad_token_id=pad_id, eos_token_id=eos_id)
             for i, row in zip(batch, out[:, input_ids.shape[1] :].tolist()):  # decoding_batch's copies come last
                 row = row[: lengths[i]]
                 continuations[i] = row[: row.index(eos_id)] if eos_id in row else row
