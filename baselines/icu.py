@@ -254,7 +254,7 @@ class ICU(Method):
             return
         pad_id, eos_id = run.tokenizer.pad_token_id, run.tokenizer.eos_token_id
         ma = memorisation_accuracy(run.model, self.prompts, self.continuations, pad_id=pad_id,
-                                   batch_size=run.generation_batch_size)
+                                   batch_size=run.scoring_batch_size)
         el = extraction_likelihood(run.model, self.prompts, self.continuations, self.el_n, pad_id=pad_id,
                                    eos_id=eos_id, batch_size=run.generation_batch_size)
         self.check.update(memorisation_accuracy=ma, extraction_likelihood=el)

@@ -190,7 +190,8 @@ def check_run_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
         check_value(key, plain(value) if OmegaConf.is_config(value) else value, annotation)
     values = plain(cfg)
-    # generation.batch_size (an int or "auto") is checked by check_generation_options with the other decoding settings
+    # generation.batch_size and scoring_batch_size (ints or "auto") are checked with the other decoding settings
+    # (pipeline.check_config)
     if cfg.generation.max_new_tokens < 1:
         raise ConfigError(f"generation.max_new_tokens must be at least 1, got {cfg.generation.max_new_tokens}")
     if cfg.generation.max_length is not None and cfg.generation.max_length < 2:

@@ -124,13 +124,13 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     fmt = prompt_format(cfg, benchmark)
     stage0 = load_stage0(cfg, benchmark, fmt, timings)
 
-    batch_size = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
+    batch_sizes = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
 
     # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
     seed_everything(cfg.seed)
     lora = OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None
     unlearned = with_lora(copy.deepcopy(stage0.target), lora)
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_size)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_sizes)
     cache = eval_cache(cfg, stage0, benchmark, ctx)
     initial_state: dict[str, str] = {}  # results.json's initial_state_cache: where each value came from
 
@@ -141,7 +141,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         return value
 
     run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
-                     method_batch_size(cfg, batch_size, method), before_unlearning=before_unlearning)
+                     method_batch_size(cfg, batch_sizes.decoding, method), before_unlearning=before_unlearning,
+                     scoring_batch_size=batch_sizes.scoring)
     checkpoint = checkpoint_config(cfg)
     checkpoints = (Checkpoints(run_dir / "checkpoints", checkpoint.every_steps, checkpoint.min_interval_s)
                    if checkpoint.enabled else None)
@@ -206,8 +207,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
             "model and benchmark config it was trained from"
         )
     models = {"target": stage0.target, "retain": stage0.retain, "checkpoint": model.to(device_for(cfg.device))}
-    batch_size = prepare_generation(cfg, list(models.values()), tokenizer, fmt, benchmark)
-    ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_size)
+    batch_sizes = prepare_generation(cfg, list(models.values()), tokenizer, fmt, benchmark)
+    ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_sizes)
     metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings,
                                           eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):

@@ -29,7 +29,13 @@ from benchmarks.metrics import EvalContext, Suite, build_suites
 from pmc.checkpoint import CheckpointConfig
 from pmc.checks import check_run_config
 from pmc.core.errors import ConfigError, HarnessError
-from pmc.core.generation import check_generation_options, configure_generation, resolve_batch_size
+from pmc.core.generation import (
+    BatchSizes,
+    check_generation_options,
+    check_scoring_batch_size,
+    configure_generation,
+    resolve_batch_sizes,
+)
 from pmc.core.models import device_for, enable_tf32
 from pmc.core.prompts import RAW_TEXT, PromptFormat
 from pmc.distributed import world_size
@@ -65,6 +71,7 @@ def check_config(cfg: DictConfig) -> dict[str, Suite]:
     g = cfg.generation
     check_generation_options(g.batch_size, g.cache_implementation, g.compile, g.continuous_batching,
                              g.compile_dynamic, g.drop_finished_rows)
+    check_scoring_batch_size(g.scoring_batch_size)
     return suites
 
 
@@ -180,14 +187,15 @@ def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
     return stage0
 
 
-def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> int:
-    """Set the KV-cache and compile options on the models (copies made later inherit them) and return the number of
-    rows decoded at once: generation.batch_size, or with `auto` what fits beside the first model. Both the static
-    cache and `auto` are sized for the longest decoding evaluation does: the benchmark's longest prompt plus
-    max_new_tokens (or generation.max_length), at most the model's context."""
+def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> BatchSizes:
+    """Set the KV-cache and compile options on the models (copies made later inherit them) and return the numbers of
+    rows decoded and scored at once: generation.batch_size and generation.scoring_batch_size, or with `auto` what
+    fits beside the first model. Both the static cache and `auto` are sized for the longest decoding evaluation
+    does: the benchmark's longest prompt plus max_new_tokens (or generation.max_length), at most the model's
+    context."""
     g = cfg.generation
     sequence_length = None
-    if g.batch_size == "auto" or g.cache_implementation == "static":
+    if "auto" in (g.batch_size, g.scoring_batch_size) or g.cache_implementation == "static":
         questions = {r.question for r in benchmark.forget} | {r.question for records in benchmark.eval_sets.values()
                                                               for r in records}
         longest_prompt = max(len(fmt.prompt_ids(tokenizer, q)) for q in questions)
@@ -196,7 +204,7 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
         sequence_length = min(sequence_length, context or sequence_length)
     for model in models:
         configure_generation(model, max_cache_len=sequence_length, **generation_options(g))
-    return resolve_batch_size(g.batch_size, models[0], sequence_length)
+    return resolve_batch_sizes(g.batch_size, g.scoring_batch_size, models[0], sequence_length)
 
 
 def generation_options(g: DictConfig) -> dict:
@@ -210,16 +218,17 @@ def generation_options(g: DictConfig) -> dict:
 # --- evaluation and the record --------------------------------------------------------------------------------------
 
 
-def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch_size: int) -> EvalContext:
+def eval_context(cfg: DictConfig, tokenizer, fmt: PromptFormat, benchmark, batch_sizes: BatchSizes) -> EvalContext:
     """What every suite scores with (each suite carries its own settings)."""
-    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_size,
-                       generation_max_length=cfg.generation.max_length)
+    return EvalContext(tokenizer, fmt, benchmark, cfg.generation.max_new_tokens, batch_sizes.decoding,
+                       scoring_batch_size=batch_sizes.scoring, generation_max_length=cfg.generation.max_length)
 
 
 def eval_cache(cfg: DictConfig, stage0, benchmark, ctx: EvalContext) -> EvalCache:
     """The eval cache of this run's stage-0 models, in <cache_dir>/eval (None there: eval_cache=false). Its key holds
-    every generation setting (the batch size resolved) but how a compiled step is traced where nothing is compiled."""
-    generation = {**OmegaConf.to_container(cfg.generation, resolve=True), "batch_size": ctx.batch_size}
+    every generation setting (the batch sizes resolved) but how a compiled step is traced where nothing is compiled."""
+    generation = {**OmegaConf.to_container(cfg.generation, resolve=True), "batch_size": ctx.batch_size,
+                  "scoring_batch_size": ctx.scoring_batch_size}
     if not generation["compile"]:
         del generation["compile_dynamic"]
     return EvalCache.for_models(Path(cfg.cache_dir) / "eval" if cfg.eval_cache else None, cfg.model.name,

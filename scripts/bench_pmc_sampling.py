@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 
 from benchmarks.metrics.paper import PaperSuite
 from pmc import CONF_DIR
+from pmc.core.generation import BatchSizes
 from pmc.experiment import method_batch_size
 from pmc.methods import collapse
 from pmc.methods.base import RunContext
@@ -48,12 +49,12 @@ from pmc.pipeline import (
 from pmc.trainer import unlearn
 
 
-def unlearned_once(cfg, stage0, benchmark, fmt, rows_at_once: int, method, label: str) -> dict:
+def unlearned_once(cfg, stage0, benchmark, fmt, batch_sizes: BatchSizes, method, label: str) -> dict:
     """A copy of the target unlearned with `method` (the run re-seeded, cfg's training settings) and scored."""
     seed_everything(cfg.seed)
     model = copy.deepcopy(stage0.target)
     run = RunContext(model, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
-                     method_batch_size(cfg, rows_at_once, method))
+                     method_batch_size(cfg, batch_sizes.decoding, method), scoring_batch_size=batch_sizes.scoring)
     calls = 0
     sample = collapse.generate_answers
 
@@ -70,7 +71,7 @@ def unlearned_once(cfg, stage0, benchmark, fmt, rows_at_once: int, method, label
     finally:
         collapse.generate_answers = sample
     epoch_s = (time.perf_counter() - start - parts["setup"]) / training.epochs  # without PMC's initial answers
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, rows_at_once)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_sizes)
     scores = PaperSuite().score_model(model, ctx, label).summary
     pmc = isinstance(method, collapse.PartialModelCollapse)
     return {"mode": label, "device": str(next(model.parameters()).device), "epoch_s": epoch_s, "calls": calls,
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     fmt = prompt_format(cfg, benchmark)
     start = time.perf_counter()
     stage0 = load_stage0(cfg, benchmark, fmt, {})
-    rows_at_once = prepare_generation(cfg, [stage0.target], stage0.tokenizer, fmt, benchmark)
+    batch_sizes = prepare_generation(cfg, [stage0.target], stage0.tokenizer, fmt, benchmark)
     h = cfg.method.handler
     device = next(stage0.target.parameters()).device
     print(f"device: {device_name(device)} [{device.type}]; torch {torch.__version__}")
@@ -110,10 +111,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{cfg.method.training.gradient_accumulation_steps} a step; n={h.num_samples} T={h.temperature} "
           f"top_p={h.top_p} top_k={h.top_k} max_length={h.max_length} max_new_tokens={h.max_new_tokens}")
 
-    rows = [unlearned_once(cfg, stage0, benchmark, fmt, rows_at_once,
+    rows = [unlearned_once(cfg, stage0, benchmark, fmt, batch_sizes,
                            instantiate(cfg.method.handler, sample_every=mode), mode)
             for mode in args.modes.split(",")]
-    reference = None if args.no_baseline else unlearned_once(cfg, stage0, benchmark, fmt, rows_at_once,
+    reference = None if args.no_baseline else unlearned_once(cfg, stage0, benchmark, fmt, batch_sizes,
                                                              instantiate(baseline), "graddiff")
     print("\n| sample_every | device | s / epoch | PMC / GradDiff | sampling calls | sampled answers "
           "| final mean selected score | unlearn quality | utility |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")

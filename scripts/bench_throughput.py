@@ -85,6 +85,7 @@ from pmc import CONF_DIR  # noqa: E402
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
 from pmc.core.generation import (  # noqa: E402
+    BatchSizes,
     compiles_decoding,
     configure_generation,
     drops_finished_rows,
@@ -248,9 +249,10 @@ def generation_settings(model, cfg, **changes):
         configure_generation(model, **settings)
 
 
-def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, device: torch.device) -> dict:
+def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_sizes: BatchSizes, device: torch.device) -> dict:
     """One model's evaluation greedy answers, decoded split by split and planned (point 5 of the docstring)."""
-    ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_size)
+    ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_sizes)
+    batch_size = batch_sizes.decoding
     splits = list(dict.fromkeys(tuple(questions) for suite in metric_suites(cfg).values()
                                 for questions in suite.greedy_questions(ctx).values()))
     distinct = list(dict.fromkeys(q for questions in splits for q in questions))
@@ -260,7 +262,7 @@ def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_size: int, 
             greedy_answers(model, tokenizer, fmt, list(questions), batch_size=batch_size, **ctx.answer_length())
 
     def planned():
-        fresh = eval_context(cfg, tokenizer, fmt, benchmark, batch_size)
+        fresh = eval_context(cfg, tokenizer, fmt, benchmark, batch_sizes)
         fresh.plan_greedy_answers(distinct)
         fresh.greedy_answers(model, list(splits[0]))
 
@@ -505,7 +507,8 @@ def main(argv: list[str] | None = None) -> dict:
     stage0 = load_stage0(cfg, benchmark, fmt, {})
     model, tokenizer = stage0.target, stage0.tokenizer
     device = next(model.parameters()).device
-    rows_at_once = prepare_generation(cfg, [model], tokenizer, fmt, benchmark)
+    batch_sizes = prepare_generation(cfg, [model], tokenizer, fmt, benchmark)
+    rows_at_once = batch_sizes.decoding
     questions = [r.question for records in benchmark.eval_sets.values() for r in records][: args.questions]
     max_new_tokens = cfg.generation.max_new_tokens
 
@@ -565,7 +568,7 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.random.fork_rng():
             warpers = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling,
                                           top_p_within_top_k=False)
-    evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, rows_at_once, device)
+    evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_sizes, device)
     continuous = None
     if args.continuous_batching:  # the greedy row's questions again, through generate_batch
         with generation_settings(model, cfg, continuous_batching=True):

@@ -8,7 +8,7 @@ import pytest
 
 import benchmarks.metrics.common as common
 from benchmarks.metrics.common import EvalContext
-from pmc.core.generation import generate_answers
+from pmc.core.generation import BatchSizes, generate_answers
 from pmc.core.models import build_tiny, train_tokenizer
 from pmc.core.prompts import PromptFormat
 from pmc.pipeline import eval_context
@@ -49,11 +49,11 @@ def test_max_length_counts_the_prompt():
 def test_paper_experiments_evaluate_with_the_official_max_length(make_config, experiment):
     cfg = make_config(f"experiment={experiment}", base=[])
     assert cfg.generation.max_length == 200
-    assert eval_context(cfg, None, PromptFormat(), None, 8).answer_length() == {"max_length": 200}
+    assert eval_context(cfg, None, PromptFormat(), None, BatchSizes(8, 8)).answer_length() == {"max_length": 200}
 
 
 def test_default_is_answer_tokens(make_config):
     cfg = make_config()
     assert cfg.generation.max_length is None
-    assert eval_context(cfg, None, PromptFormat(), None, 8).answer_length() == {
+    assert eval_context(cfg, None, PromptFormat(), None, BatchSizes(8, 8)).answer_length() == {
         "max_new_tokens": cfg.generation.max_new_tokens}

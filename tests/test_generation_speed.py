@@ -1,11 +1,12 @@
-"""Decoding speed settings: `generation.batch_size` (an int or `auto`), `cache_implementation` and `compile`.
-None of them may change what is decoded."""
+"""Decoding speed settings: `generation.batch_size` and `scoring_batch_size` (ints or `auto`),
+`cache_implementation` and `compile`. None of them may change what is decoded."""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
+import math
 import os
 
 import pytest
@@ -18,17 +19,19 @@ from transformers.generation.utils import GenerationMixin
 import pmc.core.generation as generation
 from pmc.core.errors import ConfigError
 from pmc.core.generation import (
-    AUTO_MAX_BATCH_SIZE,
-    CPU_BATCH_SIZE,
-    auto_batch_size,
+    AUTO_MOST_ROWS,
+    CPU_MOST_ROWS,
+    BatchSizes,
+    auto_batch_sizes,
     cache_keyword,
     check_generation_options,
     configure_generation,
+    decoding_row_bytes,
     generate_answers,
     greedy_answers,
     kept_static_cache,
-    resolve_batch_size,
-    row_bytes,
+    resolve_batch_sizes,
+    scoring_row_bytes,
 )
 from pmc.core.models import build_tiny, train_tokenizer
 from pmc.core.prompts import PromptFormat
@@ -662,48 +665,92 @@ def test_compile_dynamic_is_varying_true_or_null(compile_dynamic):
         check_generation_options(8, "static", True, compile_dynamic=valid)
 
 
-def test_auto_batch_size_from_free_memory(tiny):
-    model, _ = tiny  # 2 layers, 2 heads of 32 (no grouped KV), hidden 64, MLP 128, vocabulary 300, float32
-    sequence = 10
-    kv_cache = 2 * 2 * 2 * 32 * sequence * 4  # keys and values x layers x heads x head size x positions x bytes
+TINY_KV_CACHE = 2 * 2 * 2 * 32 * 4  # per position: keys and values x layers x heads x head size x bytes
+MOST = BatchSizes(decoding=4096, scoring=4096)  # no cap in the way of the arithmetic
+
+
+def tiny_row_bytes(model, sequence):
+    """By hand, for the tiny model (2 layers, 2 heads of 32, no grouped KV, hidden 64, MLP 128, float32): a decoded
+    row's and a scored row's bytes."""
+    vocabulary = len(model.get_output_embeddings().weight)
+    kv_cache = TINY_KV_CACHE * sequence
     activations = (sequence * (4 * 64 + 3 * 128) + 2 * sequence**2) * 4
-    logits = 3 * 4 * len(model.get_output_embeddings().weight) * sequence  # float32, every position, 3 copies
-    row = kv_cache + activations + logits
-    assert row_bytes(model.config, sequence, 4) == row
-    reserve = 5 * 4 * sum(p.numel() for p in model.parameters())  # unlearned copy, reference, grads, AdamW moments
-    # half of what is left after the reserve fits 37 rows: the power of two below is 32
-    assert auto_batch_size(model, sequence, reserve + 2 * 37 * row) == 32
-    assert auto_batch_size(model, sequence, reserve + 2 * 64 * row) == 64
-    assert auto_batch_size(model, sequence, reserve + 2 * 10**6 * row) == AUTO_MAX_BATCH_SIZE
-    assert auto_batch_size(model, sequence, reserve // 2) == 1  # nothing left: one row at a time
+    last_logits = 3 * 4 * vocabulary  # float32 logits, probabilities, top-p's sorted copy: last position only
+    all_logits = 3 * 4 * vocabulary * sequence  # logits, log-softmax, a copy: every position
+    return kv_cache + activations + last_logits, kv_cache + activations + all_logits
 
 
-def test_auto_batch_size_counts_the_caches_kept_for_each_width_where_decoding_is_compiled(tiny, monkeypatch):
-    """Compiled, a cache is kept per width decoded (2, 4, ..., the batch size): under twice the batch's rows of
-    cache, so `auto` budgets each row's cache twice."""
+def test_auto_batch_sizes_from_free_memory(tiny):
     model, _ = tiny
     sequence = 10
-    kv_cache = 2 * 2 * 2 * 32 * sequence * 4
-    row = row_bytes(model.config, sequence, 4)
-    assert row_bytes(model.config, sequence, 4, kept_caches=2) == row + kv_cache
+    decoding, scoring = tiny_row_bytes(model, sequence)
+    assert decoding_row_bytes(model.config, sequence, 4) == decoding
+    assert scoring_row_bytes(model.config, sequence, 4) == scoring
+    assert scoring > decoding  # every position's logits against the last one's
+    reserve = 5 * 4 * sum(p.numel() for p in model.parameters())  # unlearned copy, reference, grads, AdamW moments
+    # half of what is left after the reserve fits 37 scored rows: the power of two below is 32
+    free = reserve + 2 * 37 * scoring
+    sizes = auto_batch_sizes(model, sequence, free, MOST)
+    assert sizes.scoring == 32
+    assert sizes.decoding == 2 ** int(math.log2(37 * scoring // decoding))
+    assert auto_batch_sizes(model, sequence, reserve + 2 * 64 * scoring, MOST).scoring == 64
+    assert auto_batch_sizes(model, sequence, reserve + 2 * 10**6 * scoring) == AUTO_MOST_ROWS  # the caps
+    assert auto_batch_sizes(model, sequence, reserve + 2 * 10**6 * scoring, CPU_MOST_ROWS) == BatchSizes(128, 32)
+    assert auto_batch_sizes(model, sequence, reserve // 2, MOST) == BatchSizes(1, 1)  # nothing left: one at a time
+
+
+def test_auto_batch_sizes_count_the_caches_kept_for_each_width_where_decoding_is_compiled(tiny, monkeypatch):
+    """Compiled, a cache is kept per width decoded (2, 4, ..., the batch size): under twice the batch's rows of
+    cache, so `auto` budgets each decoded row's cache twice (a scored row keeps none)."""
+    model, _ = tiny
+    sequence = 10
+    decoding, _ = tiny_row_bytes(model, sequence)
+    assert decoding_row_bytes(model.config, sequence, 4, kept_caches=2) == decoding + TINY_KV_CACHE * sequence
     reserve = 5 * 4 * sum(p.numel() for p in model.parameters())
-    free = reserve + 2 * 64 * row  # 64 rows with one cache each: fewer than 64 when each row's cache counts twice
+    free = reserve + 2 * 64 * decoding  # 64 rows with one cache each: fewer than 64 when each row's cache counts twice
     try:
         configure_generation(model, "static", compile=True)
-        assert auto_batch_size(model, sequence, free) == 64  # a CPU: transformers does not compile here
+        assert auto_batch_sizes(model, sequence, free, MOST).decoding == 64  # a CPU: transformers does not compile
+        scoring = auto_batch_sizes(model, sequence, free, MOST).scoring
         monkeypatch.setattr(generation, "CompileConfig", compile_config_on_this_cpu)
         configure_generation(model, "static", compile=True)
-        assert auto_batch_size(model, sequence, free) == 32
+        assert auto_batch_sizes(model, sequence, free, MOST) == BatchSizes(32, scoring)
     finally:
         configure_generation(model)
 
 
-def test_resolve_batch_size(tiny):
+def test_resolve_batch_sizes(tiny, monkeypatch):
     model, _ = tiny
-    assert resolve_batch_size(12, model, 100) == 12
-    assert resolve_batch_size("auto", model, 100) == CPU_BATCH_SIZE  # the model is on the CPU
-    with pytest.raises(ConfigError, match="batch_size"):
-        resolve_batch_size(-1, model, 100)
+    assert resolve_batch_sizes(12, 5, model, 100) == BatchSizes(12, 5)
+    # the model is on the CPU: the CPU caps with ample memory, the host's available memory where it is short
+    assert resolve_batch_sizes("auto", "auto", model, 100) == CPU_MOST_ROWS
+    assert resolve_batch_sizes("auto", 5, model, 100) == BatchSizes(CPU_MOST_ROWS.decoding, 5)
+    assert resolve_batch_sizes(12, "auto", model, 100) == BatchSizes(12, CPU_MOST_ROWS.scoring)
+    decoding, scoring = tiny_row_bytes(model, 100)
+    reserve = 5 * 4 * sum(p.numel() for p in model.parameters())
+    available = reserve + 2 * 9 * scoring  # 9 scored rows fit: 8; decoded rows many more
+    monkeypatch.setattr(generation.psutil, "virtual_memory", lambda: type("Memory", (), {"available": available}))
+    assert resolve_batch_sizes("auto", "auto", model, 100) == BatchSizes(
+        min(128, 2 ** int(math.log2(9 * scoring // decoding))), 8)
+    with pytest.raises(ConfigError, match="generation.batch_size"):
+        resolve_batch_sizes(-1, 4, model, 100)
+    with pytest.raises(ConfigError, match=r"generation.scoring_batch_size must be a positive integer or 'auto', "
+                                          r"got True"):
+        resolve_batch_sizes(4, True, model, 100)
+
+
+def test_smollm2_on_a_cpu_decodes_128_rows_and_scores_32_at_once_where_memory_allows():
+    """The figures the README and BatchSizes quote, from SmolLM2-135M's config (no weights needed): 30 layers,
+    3 KV heads of 64, vocabulary 49,152, float32; a mini-paper decoding of ~130 positions."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152)
+    model = torch.nn.Module()
+    model.config, model.weights = config, torch.nn.Parameter(torch.zeros(134_515_008 // 64, 64))  # 135M fp32
+    assert auto_batch_sizes(model, 130, 20 * 2**30, CPU_MOST_ROWS) == BatchSizes(128, 32)  # a 24 GB machine
+    assert auto_batch_sizes(model, 130, 6 * 2**30, CPU_MOST_ROWS) == BatchSizes(128, 16)  # 6 GB available
+    assert auto_batch_sizes(model, 130, 4 * 2**30, CPU_MOST_ROWS) == BatchSizes(64, 8)
 
 
 def test_auto_counts_decoded_rows_and_pmc_decodes_n_per_question(make_config):
@@ -755,10 +802,11 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
     model, tokenizer = tiny
     records = [QARecord(q, "An answer.") for q in QUESTIONS]
     benchmark = QABenchmark(name="widths", forget=records[:1], retain=records[1:], eval_sets={"retain": records[1:]})
-    cfg = OmegaConf.create({"generation": {"batch_size": 4, "compile": False, "continuous_batching": False,
+    cfg = OmegaConf.create({"generation": {"batch_size": 4, "scoring_batch_size": 2, "compile": False,
+                                           "continuous_batching": False,
                                            "compile_dynamic": True, "drop_finished_rows": False, **generation}})
     try:
-        assert prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark) == 4
+        assert prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark) == BatchSizes(4, 2)
         if expected == "longest prompt + 10":
             expected = max(len(PromptFormat().prompt_ids(tokenizer, q)) for q in QUESTIONS) + 10
         assert model.generation_config.max_cache_len == expected

@@ -36,8 +36,9 @@ class EvalContext:
     prompt_format: object  # pmc.core.prompts.PromptFormat
     benchmark: QABenchmark
     max_new_tokens: int
-    batch_size: int
+    batch_size: int  # rows decoded at once (greedy answers, the analyses' samples)
     max_length: int | None = None  # token budget of a scored question+answer; None: the model's context size
+    scoring_batch_size: int | None = None  # rows scored at once (token log-probabilities); None: batch_size
     # greedy answers' budget as prompt + answer tokens (the official evaluation's max_length) instead of max_new_tokens
     generation_max_length: int | None = None
     _planned: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
@@ -45,6 +46,10 @@ class EvalContext:
     _memos: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     # seconds spent decoding greedy answers (every model): results.json's timings_s "eval.greedy_answers"
     decoding_s: float = field(default=0.0, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.scoring_batch_size is None:
+            self.scoring_batch_size = self.batch_size
 
     def answer_length(self) -> dict:
         """The length argument of greedy decoding: max_length (prompt included; the official evaluation's) when

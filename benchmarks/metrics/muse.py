@@ -242,7 +242,7 @@ def membership(model, ctx: EvalContext, sets: dict[str, list[QARecord]]) -> dict
     """Per MIA set, one row per text: its token count and the four attack scores."""
     names = [s for s in (MIA_FORGET, MIA_HOLDOUT, MIA_RETAIN) if sets.get(s)]
     texts = [r.answer for s in names for r in sets[s]]
-    scored = text_token_scores(model, ctx.tokenizer, texts, min(ctx.batch_size, MIA_BATCH_SIZE),
+    scored = text_token_scores(model, ctx.tokenizer, texts, min(ctx.scoring_batch_size, MIA_BATCH_SIZE),
                                max_length_for(model, ctx))
     rows, position = {}, 0
     for s in names:

@@ -83,7 +83,7 @@ def answer_logprob_means(model, tokenizer, fmt, pairs: Sequence[tuple[str, str]]
 
 def answer_logprobs(model, ctx: EvalContext, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
     """{pair: mean answer log-probability} of the (question, answer) pairs under `model` (`answer_logprob_means` with
-    the context's tokenizer, prompt format, batch size and max_length_for), each pair scored once per model and
+    the context's tokenizer, prompt format, scoring batch size and max_length_for), each pair scored once per model and
     context: TOFU's truth ratio and the least-likely attack both score the forget questions' paraphrased and
     perturbed answers, ~5 % of a SmolLM2 model's scoring time on a CPU. The pairs asked for later are batched among
     themselves, so a value can differ from scoring them together with other pairs by float rounding (other padding
@@ -92,7 +92,8 @@ def answer_logprobs(model, ctx: EvalContext, pairs: Sequence[tuple[str, str]]) -
     missing = [p for p in dict.fromkeys(pairs) if p not in known]
     if missing:
         known.update(zip(missing, answer_logprob_means(model, ctx.tokenizer, ctx.prompt_format, missing,
-                                                       ctx.batch_size, max_length_for(model, ctx)), strict=True))
+                                                       ctx.scoring_batch_size, max_length_for(model, ctx)),
+                         strict=True))
     return {p: known[p] for p in pairs}
 
 

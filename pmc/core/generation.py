@@ -5,7 +5,8 @@ Prompts are left-padded so every row's answer starts at the same position; answe
 tokens, the prompt format's answer tag is removed (Phi writes "Answer: " itself) and the text stripped, which is
 what ROUGE scores.
 
-Speed settings (the run config's `generation:` block): `batch_size` (an int, or `auto`: see `auto_batch_size`),
+Speed settings (the run config's `generation:` block): `batch_size` and `scoring_batch_size` (ints, or `auto`: see
+`BatchSizes` and `resolve_batch_sizes`),
 `cache_implementation` and `compile`, set once per model as transformers' generation defaults
 (`configure_generation`), so every decoding call (evaluation, PMC's samples, ICU's checks) uses them; and
 `continuous_batching`: greedy answers through transformers' continuous batching (`generate_batch`: a finished row's
@@ -20,7 +21,9 @@ import inspect
 import math
 import types
 import weakref
+from dataclasses import dataclass
 
+import psutil
 import torch
 import transformers
 from tqdm.auto import tqdm
@@ -320,9 +323,27 @@ def greedy_continuations(
 
 # --- speed settings: batch size, KV cache, compilation ----------------------------------------------------------------
 
-CPU_BATCH_SIZE = 32  # generation.batch_size=auto off CUDA: rows decoded at once (a CPU gains little beyond this)
-AUTO_MAX_BATCH_SIZE = 512  # a decoding step of a small model costs the same up to ~512 rows on an H200 (docs/gpu.md)
-AUTO_MEMORY_FRACTION = 0.5  # share of the free memory (after the training reserve) decoding may fill
+@dataclass(frozen=True)
+class BatchSizes:
+    """Rows decoded at once (greedy answers, PMC's samples, ICU's continuations: `generation.batch_size`) and rows
+    scored at once (answer log-probabilities, ICU's memorisation accuracy: `generation.scoring_batch_size`).
+
+    Two numbers because the two cost memory differently: a decoding row holds its KV cache and the last position's
+    logits, a scoring row the logits of every position (SmolLM2, ~200 tokens: ~120 MB of float32 logits against
+    ~9 MB of cache). And on a CPU decoding gains from wide batches where scoring does not: a SmolLM2 decoding step on
+    2 cores costs ~70 ms plus ~3 ms per row, so 128 rows decode ~1.4x faster per row than 32 (one model's 337 paper
+    questions: 60 s against 86 s, finished rows dropped), while a scoring pass is compute-bound at 32 rows."""
+
+    decoding: int
+    scoring: int
+
+
+# `auto` batch sizes at most (BatchSizes: rows decoded, rows scored at once). A GPU: a decoding step of a small model
+# costs the same up to ~512 rows on an H200 (docs/gpu.md). A CPU: a decoding step costs ~70 ms plus ~3 ms per row
+# (SmolLM2, 2 cores), so decoding gains up to ~128 rows; a scoring pass gains little beyond 32 rows
+AUTO_MOST_ROWS = BatchSizes(decoding=512, scoring=512)
+CPU_MOST_ROWS = BatchSizes(decoding=128, scoring=32)
+AUTO_MEMORY_FRACTION = 0.5  # share of the free memory (after the training reserve) a batch may fill
 TRAINING_RESERVE_COPIES = 5  # fp32 parameter copies kept free: unlearned copy, reference, gradients, AdamW's 2 moments
 CACHE_IMPLEMENTATIONS = (None, "static")
 CONTINUOUS_BATCHING = "pmc_continuous_batching"  # the generation-config attribute that switches it on
@@ -586,47 +607,86 @@ class KeptStaticCache(StaticCache):
                 layer.values.copy_(layer.values.index_select(0, index))
 
 
-def row_bytes(config, sequence_length: int, dtype_bytes: int, kept_caches: int = 1) -> int:
-    """Memory one row of a batch needs at most. Decoding: its KV cache (keys and values of every layer for every
-    position), `kept_caches` times where caches of several widths are kept (`auto_batch_size`), and one layer's
-    prefill activations (attention projections, MLP and the attention score matrix).
-    Scoring (the suites score answers `batch_size` rows at a time too): float32 logits over the vocabulary at every
-    position, three times over (logits, cross-entropy's log-softmax, a contiguous copy); this also covers the last
-    position's logits, probabilities and top-p's sorted copy while decoding."""
+def decoding_row_bytes(config, sequence_length: int, dtype_bytes: int, kept_caches: int = 1) -> int:
+    """Memory one decoded row needs at most: its KV cache (keys and values of every layer for every position),
+    `kept_caches` times where caches of several widths are kept (`auto_batch_sizes`), one layer's prefill
+    activations, and the last position's float32 logits three times over (logits, probabilities, top-p's sorted
+    copy)."""
+    return (kv_cache_bytes(config, sequence_length, dtype_bytes) * kept_caches
+            + activation_bytes(config, sequence_length, dtype_bytes) + 3 * 4 * config.vocab_size)
+
+
+def scoring_row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
+    """Memory one scored row needs at most: float32 logits over the vocabulary at every position, three times over
+    (logits, cross-entropy's log-softmax, a contiguous copy), the KV cache its forward pass builds, and one layer's
+    activations."""
+    return (kv_cache_bytes(config, sequence_length, dtype_bytes)
+            + activation_bytes(config, sequence_length, dtype_bytes) + 3 * 4 * config.vocab_size * sequence_length)
+
+
+def kv_cache_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
+    """Keys and values of every layer for every position of one row."""
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    kv_cache = kept_caches * 2 * config.num_hidden_layers * kv_heads * head_dim * sequence_length * dtype_bytes
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * sequence_length * dtype_bytes
+
+
+def activation_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
+    """One layer's activations for one row: attention projections, MLP and the attention score matrix."""
     intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
-    activations = (sequence_length * (4 * config.hidden_size + 3 * intermediate)
-                   + heads * sequence_length**2) * dtype_bytes
-    return kv_cache + activations + 3 * 4 * config.vocab_size * sequence_length
+    return (sequence_length * (4 * config.hidden_size + 3 * intermediate)
+            + config.num_attention_heads * sequence_length**2) * dtype_bytes
 
 
-def auto_batch_size(model, sequence_length: int, free_bytes: int) -> int:
-    """Rows to decode or score at once on a GPU with `free_bytes` free: what fits in AUTO_MEMORY_FRACTION of the
-    memory left after keeping TRAINING_RESERVE_COPIES fp32 copies of the parameters free for unlearning, rounded down
-    to a power of two (stable across jobs whose free memory differs a little), between 1 and AUTO_MAX_BATCH_SIZE.
+def rows_that_fit(model, free_bytes: int, row: int, most: int) -> int:
+    """Rows of `row` bytes that fit in AUTO_MEMORY_FRACTION of the memory left after keeping
+    TRAINING_RESERVE_COPIES fp32 copies of the parameters free for unlearning, rounded down to a power of two (stable
+    across jobs whose free memory differs a little), between 1 and `most`."""
+    parameters = sum(p.numel() for p in model.parameters())
+    budget = AUTO_MEMORY_FRACTION * (free_bytes - TRAINING_RESERVE_COPIES * 4 * parameters)
+    rows = int(budget // row)
+    return 1 if rows < 1 else min(most, 2 ** int(math.log2(rows)))
+
+
+def auto_batch_sizes(model, sequence_length: int, free_bytes: int, most: BatchSizes = AUTO_MOST_ROWS) -> BatchSizes:
+    """Rows to decode and rows to score at once with `free_bytes` free (`rows_that_fit`), at most `most`.
     Where the decoding step is compiled, a static cache is kept for each width decoded (2, 4, ... up to the batch
     size: `decoding_batch`, `kept_static_cache`), under twice the batch's rows in all, so a row's cache counts twice."""
-    parameters = sum(p.numel() for p in model.parameters())
-    dtype_bytes = next(model.parameters()).element_size()
-    budget = AUTO_MEMORY_FRACTION * (free_bytes - TRAINING_RESERVE_COPIES * 4 * parameters)
+    config, dtype_bytes = model.config, next(model.parameters()).element_size()
     kept_caches = 2 if compiles_decoding(model) else 1
-    rows = int(budget // row_bytes(model.config, sequence_length, dtype_bytes, kept_caches))
-    if rows < 1:
-        return 1
-    return min(AUTO_MAX_BATCH_SIZE, 2 ** int(math.log2(rows)))
+    return BatchSizes(
+        rows_that_fit(model, free_bytes, decoding_row_bytes(config, sequence_length, dtype_bytes, kept_caches),
+                      most.decoding),
+        rows_that_fit(model, free_bytes, scoring_row_bytes(config, sequence_length, dtype_bytes), most.scoring))
 
 
-def resolve_batch_size(batch_size, model, sequence_length: int | None) -> int:
-    """generation.batch_size as a number: an int as given; `auto` from the free memory of the model's CUDA device
-    (auto_batch_size), CPU_BATCH_SIZE elsewhere."""
+def free_memory(device: torch.device) -> int:
+    """Bytes free where the model lives: the CUDA device's free memory, else the host's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
+
+
+def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: int | None) -> BatchSizes:
+    """generation.batch_size and generation.scoring_batch_size as numbers: an int as given; `auto` from the free
+    memory where the model lives (`auto_batch_sizes`), at most AUTO_MOST_ROWS on a CUDA device and CPU_MOST_ROWS
+    elsewhere (a CPU run's sizes change only where memory is short: with 6 GB available SmolLM2 decodes 128 rows and
+    scores 16 at ~130 positions, with 20 GB 128 and 32)."""
     check_generation_options(batch_size, None, False)
-    if batch_size != "auto":
-        return batch_size
+    check_scoring_batch_size(scoring_batch_size)
+    if "auto" not in (batch_size, scoring_batch_size):
+        return BatchSizes(batch_size, scoring_batch_size)
     device = next(model.parameters()).device
-    if device.type != "cuda":
-        return CPU_BATCH_SIZE
-    free, _total = torch.cuda.mem_get_info(device)
-    return auto_batch_size(model, sequence_length, free)
+    auto = auto_batch_sizes(model, sequence_length, free_memory(device),
+                            AUTO_MOST_ROWS if device.type == "cuda" else CPU_MOST_ROWS)
+    return BatchSizes(auto.decoding if batch_size == "auto" else batch_size,
+                      auto.scoring if scoring_batch_size == "auto" else scoring_batch_size)
+
+
+def check_scoring_batch_size(scoring_batch_size) -> None:
+    """A ConfigError unless generation.scoring_batch_size is a positive int or `auto`."""
+    if scoring_batch_size != "auto" and (isinstance(scoring_batch_size, bool) or not isinstance(scoring_batch_size, int)
+                                         or scoring_batch_size < 1):
+        raise ConfigError(f"generation.scoring_batch_size must be a positive integer or 'auto', got "
+                          f"{scoring_batch_size!r}")

@@ -59,9 +59,14 @@ class RunContext:
     prompt_format: PromptFormat
     benchmark: QABenchmark
     max_new_tokens: int
-    generation_batch_size: int
+    generation_batch_size: int  # questions decoded per call (PMC decodes n rows per question)
     epoch: int = 0
     before_unlearning: Callable[[str, dict, Callable[[], Any]], Any] = computed_here
+    scoring_batch_size: int | None = None  # rows scored per forward pass (ICU's check); None: generation_batch_size
+
+    def __post_init__(self):
+        if self.scoring_batch_size is None:
+            self.scoring_batch_size = self.generation_batch_size
 
 
 class Method:

@@ -231,12 +231,12 @@ class CollateralText:
         texts, rows = [texts[i] for i in keep], [rows[i] for i in keep]
         forget_ids = forget_token_ids(tokenizer, ctx.prompt_format, list(benchmark.forget) + list(questions))
         return cls(c, texts, rows, dropped, forget_ids, target,
-                   text_token_logprobs(target, tokenizer, rows, ctx.batch_size))
+                   text_token_logprobs(target, tokenizer, rows, ctx.scoring_batch_size))
 
     def score(self, model, ctx: EvalContext) -> tuple[dict, list[dict], list[dict]]:
         """Summary, per-text rows and per-subset distributions of the model's shifts against the target."""
         own = (self.reference if model is self.target
-               else text_token_logprobs(model, ctx.tokenizer, self.rows, ctx.batch_size))
+               else text_token_logprobs(model, ctx.tokenizer, self.rows, ctx.scoring_batch_size))
         summary, per_text, distributions = collateral(
             [o - t for o, t in zip(own, self.reference)], [np.asarray(r[1:]) for r in self.rows], self.forget_ids,
             self.texts, self.settings.histogram.edges(), own)
