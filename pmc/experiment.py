@@ -166,7 +166,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
         # resumed_from_step: timings_s holds this process's times only, unlearning's from that step on
-        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, method=cfg.method.name,
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, batch_sizes, method=cfg.method.name,
                              resumed_from_step=resumed_from_step, initial_state_cache=initial_state,
                              **compile_counts_since(compiled_before, device_for(cfg.device)))
         write_json_atomic(run_dir / "results.json", results)
@@ -212,7 +212,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings,
                                           eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
-        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, checkpoint=str(cfg.checkpoint),
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, batch_sizes,
+                             checkpoint=str(cfg.checkpoint),
                              **compile_counts_since(compiled_before, device_for(cfg.device)))
         write_json_atomic(run_dir / "results.json", results)
     return results

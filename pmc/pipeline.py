@@ -9,6 +9,7 @@ a public function here, so the two jobs (and the benchmark scripts) build their 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -323,12 +324,14 @@ def compile_counts_since(before: dict[str, float], device: torch.device) -> dict
 
 
 def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: dict, timings: dict,
-               **extra) -> dict:
-    """What results.json holds, common to training runs and stand-alone evaluations."""
+               batch_sizes: BatchSizes, **extra) -> dict:
+    """What results.json holds, common to training runs and stand-alone evaluations; `batch_sizes`: the rows decoded
+    and scored at once, as `auto` resolved them (the config says `auto`)."""
     return {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seed": cfg.seed,
         "benchmark": benchmark.name,
+        "batch_sizes": dataclasses.asdict(batch_sizes),
         **extra,
         "metrics": metrics,
         "eval_cache": provenance,

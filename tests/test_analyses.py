@@ -442,3 +442,26 @@ def test_tofu_and_the_attack_score_each_answer_once_per_model(make_config, tmp_p
     options = {(row["question"], option) for row in attack for option in row["options"]}
     assert options and all(options <= set(pairs) for pairs in scored.values())  # every model met them, once
     assert 0.0 <= results["metrics"]["unlearned"]["analyses"]["least_likely_attack_rate"] <= 1.0
+
+
+def test_suites_score_with_the_scoring_batch_and_decode_with_the_decoding_batch(make_config, tmp_path, monkeypatch):
+    """generation.scoring_batch_size batches every token-scoring pass (TOFU's and the attack's answer
+    log-probabilities, the collateral texts), generation.batch_size every greedy decoding call."""
+    scored, decoded = set(), set()
+    score_batches, greedy_answers = scoring.score_batches, common.greedy_answers
+
+    def scoring_spy(model, lengths, batch_size, *args):
+        scored.add(batch_size)
+        return score_batches(model, lengths, batch_size, *args)
+
+    def decoding_spy(*args, batch_size, **kwargs):
+        decoded.add(batch_size)
+        return greedy_answers(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(scoring, "score_batches", scoring_spy)
+    monkeypatch.setattr(common, "greedy_answers", decoding_spy)
+    results = run_experiment(make_config("eval=[tofu,analyses]", "method.training.epochs=1", "eval_cache=false",
+                                         "generation.max_new_tokens=8", "eval.analyses.sampling.k=2",
+                                         "generation.batch_size=6", "generation.scoring_batch_size=3"), tmp_path)
+    assert scored == {3} and decoded == {6}
+    assert results["batch_sizes"] == {"decoding": 6, "scoring": 3}

@@ -784,6 +784,8 @@ def test_a_run_with_auto_batches_and_a_static_cache_scores_as_before(make_config
                                       "generation.cache_implementation=static"), tmp_path / "fast")
     assert caches and set(caches) == {"static"}  # PMC's decoding and every model's evaluation
     assert fast["eval_cache"]["target"]["paper"] == "miss"  # other generation settings: scored, not read
+    assert fast["batch_sizes"] == {"decoding": 128, "scoring": 32}  # auto on a CPU with memory to spare
+    assert plain["batch_sizes"] == {"decoding": 64, "scoring": 64}  # the test config's int, which scoring follows
     for model in ("target", "retain"):
         assert fast["metrics"][model] == plain["metrics"][model]
 

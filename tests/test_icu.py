@@ -333,10 +333,11 @@ def scripted_icu(monkeypatch, model, tokenizer):
     continuation, `f1[answer]` and `bleu[answer]` its scores, `scores.ma` and `scores.el` the forget set's MA and EL.
     Every call is recorded in `calls`."""
     monkeypatch.setattr(ICU, "encoder", lambda self: StubEncoder())
-    s = SimpleNamespace(answers={}, f1={}, bleu={}, scores=SimpleNamespace(ma=1.0, el=1.0), calls=[])
+    s = SimpleNamespace(answers={}, f1={}, bleu={}, scores=SimpleNamespace(ma=1.0, el=1.0), calls=[], batch_sizes={})
 
     def fake_generate_answers(model, tokenizer, fmt, questions, **kwargs):
         s.calls.append(("generate", list(questions), kwargs["max_new_tokens"], kwargs["num_beams"]))
+        s.batch_sizes["generate"] = kwargs["batch_size"]
         return [[s.answers[q]] for q in questions]
 
     def fake_bertscore(candidates, references):
@@ -345,10 +346,12 @@ def scripted_icu(monkeypatch, model, tokenizer):
 
     def fake_ma(model, prompts, continuations, **kwargs):
         s.calls.append(("ma", len(prompts)))
+        s.batch_sizes["ma"] = kwargs["batch_size"]
         return s.scores.ma
 
     def fake_el(model, prompts, continuations, n, **kwargs):
         s.calls.append(("el", len(prompts), n))
+        s.batch_sizes["el"] = kwargs["batch_size"]
         return s.scores.el
 
     monkeypatch.setattr(ICU, "bertscorer", lambda self, device: fake_bertscore)
@@ -410,6 +413,15 @@ def test_every_item_is_rejudged_and_a_forgotten_item_can_return(scripted_icu):
 
     script_check(s, 2, [KNOWN, KNOWN, KNOWN])
     assert icu.forget_examples(s.run) == expected_examples([0, 1, 2])
+
+
+def test_the_check_decodes_with_the_decoding_batch_and_scores_with_the_scoring_batch(scripted_icu):
+    """Memorisation accuracy is one forward pass over whole sequences (every position's logits): the run's scoring
+    batch size; the continuations are decoded with the decoding one."""
+    s = scripted_icu
+    s.run.scoring_batch_size = 2  # run_context decodes 4 questions per call
+    script_check(s, 0, [KNOWN, KNOWN, KNOWN])
+    assert s.batch_sizes == {"generate": 4, "ma": 2, "el": 4}
 
 
 def test_training_stops_when_no_item_is_left(scripted_icu):

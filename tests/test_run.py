@@ -64,6 +64,8 @@ def test_run_leaves_its_files(pmc_run):
     assert on_disk["eval_cache"]["unlearned"] == {"paper": "scored"}
     assert on_disk["eval_cache"]["target"]["paper"] in ("hit", "miss")  # another test may have scored it first
     assert on_disk["versions"]["torch"] and on_disk["config"]["method"]["handler"]["num_samples"] == 5
+    rows = on_disk["config"]["generation"]["batch_size"]  # an int: scoring follows it
+    assert on_disk["batch_sizes"] == {"decoding": rows, "scoring": rows}
     # the machine it ran on: CPU results repeat bit for bit only with the same kernels, picked by instruction set
     machine = on_disk["machine"]
     assert machine["device"] == "cpu" and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
