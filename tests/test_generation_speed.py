@@ -695,7 +695,7 @@ def test_auto_batch_sizes_from_free_memory(tiny):
     assert sizes.decoding == 2 ** int(math.log2(37 * scoring // decoding))
     assert auto_batch_sizes(model, sequence, reserve + 2 * 64 * scoring, MOST).scoring == 64
     assert auto_batch_sizes(model, sequence, reserve + 2 * 10**6 * scoring) == AUTO_MOST_ROWS  # the caps
-    assert auto_batch_sizes(model, sequence, reserve + 2 * 10**6 * scoring, CPU_MOST_ROWS) == BatchSizes(128, 32)
+    assert auto_batch_sizes(model, sequence, reserve + 2 * 10**6 * scoring, CPU_MOST_ROWS) == BatchSizes(128, 8)
     assert auto_batch_sizes(model, sequence, reserve // 2, MOST) == BatchSizes(1, 1)  # nothing left: one at a time
 
 
@@ -728,10 +728,10 @@ def test_resolve_batch_sizes(tiny, monkeypatch):
     assert resolve_batch_sizes(12, "auto", model, 100) == BatchSizes(12, CPU_MOST_ROWS.scoring)
     decoding, scoring = tiny_row_bytes(model, 100)
     reserve = 5 * 4 * sum(p.numel() for p in model.parameters())
-    available = reserve + 2 * 9 * scoring  # 9 scored rows fit: 8; decoded rows many more
+    available = reserve + 2 * 5 * scoring  # 5 scored rows fit: 4; decoded rows many more
     monkeypatch.setattr(generation.psutil, "virtual_memory", lambda: type("Memory", (), {"available": available}))
     assert resolve_batch_sizes("auto", "auto", model, 100) == BatchSizes(
-        min(128, 2 ** int(math.log2(9 * scoring // decoding))), 8)
+        min(128, 2 ** int(math.log2(5 * scoring // decoding))), 4)
     with pytest.raises(ConfigError, match="generation.batch_size"):
         resolve_batch_sizes(-1, 4, model, 100)
     with pytest.raises(ConfigError, match=r"generation.scoring_batch_size must be a positive integer or 'auto', "
@@ -739,7 +739,7 @@ def test_resolve_batch_sizes(tiny, monkeypatch):
         resolve_batch_sizes(4, True, model, 100)
 
 
-def test_smollm2_on_a_cpu_decodes_128_rows_and_scores_32_at_once_where_memory_allows():
+def test_smollm2_on_a_cpu_decodes_128_rows_and_scores_8_at_once_where_memory_allows():
     """The figures the README and BatchSizes quote, from SmolLM2-135M's config (no weights needed): 30 layers,
     3 KV heads of 64, vocabulary 49,152, float32; a mini-paper decoding of ~130 positions."""
     from transformers import LlamaConfig
@@ -748,9 +748,10 @@ def test_smollm2_on_a_cpu_decodes_128_rows_and_scores_32_at_once_where_memory_al
                          num_key_value_heads=3, vocab_size=49152)
     model = torch.nn.Module()
     model.config, model.weights = config, torch.nn.Parameter(torch.zeros(134_515_008 // 64, 64))  # 135M fp32
-    assert auto_batch_sizes(model, 130, 20 * 2**30, CPU_MOST_ROWS) == BatchSizes(128, 32)  # a 24 GB machine
-    assert auto_batch_sizes(model, 130, 6 * 2**30, CPU_MOST_ROWS) == BatchSizes(128, 16)  # 6 GB available
-    assert auto_batch_sizes(model, 130, 4 * 2**30, CPU_MOST_ROWS) == BatchSizes(64, 8)
+    assert auto_batch_sizes(model, 130, 20 * 2**30, CPU_MOST_ROWS) == BatchSizes(128, 8)  # a 24 GB machine
+    assert auto_batch_sizes(model, 130, 6 * 2**30, CPU_MOST_ROWS) == BatchSizes(128, 8)
+    assert auto_batch_sizes(model, 130, 4 * 2**30, CPU_MOST_ROWS) == BatchSizes(64, 8)  # 4 GB available
+    assert auto_batch_sizes(model, 130, 3 * 2**30, CPU_MOST_ROWS) == BatchSizes(16, 2)
 
 
 def test_auto_counts_decoded_rows_and_pmc_decodes_n_per_question(make_config):
@@ -784,7 +785,7 @@ def test_a_run_with_auto_batches_and_a_static_cache_scores_as_before(make_config
                                       "generation.cache_implementation=static"), tmp_path / "fast")
     assert caches and set(caches) == {"static"}  # PMC's decoding and every model's evaluation
     assert fast["eval_cache"]["target"]["paper"] == "miss"  # other generation settings: scored, not read
-    assert fast["batch_sizes"] == {"decoding": 128, "scoring": 32}  # auto on a CPU with memory to spare
+    assert fast["batch_sizes"] == {"decoding": 128, "scoring": 8}  # auto on a CPU with memory to spare
     assert plain["batch_sizes"] == {"decoding": 64, "scoring": 64}  # the test config's int, which scoring follows
     for model in ("target", "retain"):
         assert fast["metrics"][model] == plain["metrics"][model]

@@ -330,9 +330,10 @@ class BatchSizes:
 
     Two numbers because the two cost memory differently: a decoding row holds its KV cache and the last position's
     logits, a scoring row the logits of every position (SmolLM2, ~200 tokens: ~120 MB of float32 logits against
-    ~9 MB of cache). And on a CPU decoding gains from wide batches where scoring does not: a SmolLM2 decoding step on
+    ~9 MB of cache). And on a CPU decoding gains from wide batches where scoring loses: a SmolLM2 decoding step on
     2 cores costs ~70 ms plus ~3 ms per row, so 128 rows decode ~1.4x faster per row than 32 (one model's 337 paper
-    questions: 60 s against 86 s, finished rows dropped), while a scoring pass is compute-bound at 32 rows."""
+    questions: 60 s against 86 s, finished rows dropped), while scoring runs faster in small batches, its logits
+    passing through the caches (the TOFU suite's scoring of one model: 186 s at 8 rows against 220 s at 32)."""
 
     decoding: int
     scoring: int
@@ -340,9 +341,10 @@ class BatchSizes:
 
 # `auto` batch sizes at most (BatchSizes: rows decoded, rows scored at once). A GPU: a decoding step of a small model
 # costs the same up to ~512 rows on an H200 (docs/gpu.md). A CPU: a decoding step costs ~70 ms plus ~3 ms per row
-# (SmolLM2, 2 cores), so decoding gains up to ~128 rows; a scoring pass gains little beyond 32 rows
+# (SmolLM2, 2 cores), so decoding gains up to ~128 rows; scoring is fastest at 4-8 rows (256 answers: 32 s at 8,
+# 41-51 s at 32, 52 s at 128)
 AUTO_MOST_ROWS = BatchSizes(decoding=512, scoring=512)
-CPU_MOST_ROWS = BatchSizes(decoding=128, scoring=32)
+CPU_MOST_ROWS = BatchSizes(decoding=128, scoring=8)
 AUTO_MEMORY_FRACTION = 0.5  # share of the free memory (after the training reserve) a batch may fill
 TRAINING_RESERVE_COPIES = 5  # fp32 parameter copies kept free: unlearned copy, reference, gradients, AdamW's 2 moments
 CACHE_IMPLEMENTATIONS = (None, "static")
@@ -671,8 +673,8 @@ def free_memory(device: torch.device) -> int:
 def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: int | None) -> BatchSizes:
     """generation.batch_size and generation.scoring_batch_size as numbers: an int as given; `auto` from the free
     memory where the model lives (`auto_batch_sizes`), at most AUTO_MOST_ROWS on a CUDA device and CPU_MOST_ROWS
-    elsewhere (a CPU run's sizes change only where memory is short: with 6 GB available SmolLM2 decodes 128 rows and
-    scores 16 at ~130 positions, with 20 GB 128 and 32)."""
+    elsewhere (a CPU run's sizes change only where memory is short: with 4 GB available SmolLM2 decodes 64 rows at
+    ~130 positions, with 6 GB or more 128)."""
     check_generation_options(batch_size, None, False)
     check_scoring_batch_size(scoring_batch_size)
     if "auto" not in (batch_size, scoring_batch_size):
