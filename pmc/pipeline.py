@@ -33,7 +33,6 @@ from pmc.core.errors import ConfigError, HarnessError
 from pmc.core.generation import (
     BatchSizes,
     check_generation_options,
-    check_scoring_batch_size,
     configure_generation,
     resolve_batch_sizes,
 )
@@ -71,8 +70,7 @@ def check_config(cfg: DictConfig) -> dict[str, Suite]:
         raise ConfigError(f"eval_cache must be true or false, got {cfg.eval_cache!r}")
     g = cfg.generation
     check_generation_options(g.batch_size, g.cache_implementation, g.compile, g.continuous_batching,
-                             g.compile_dynamic, g.drop_finished_rows)
-    check_scoring_batch_size(g.scoring_batch_size)
+                             g.compile_dynamic, g.drop_finished_rows, g.scoring_batch_size)
     return suites
 
 

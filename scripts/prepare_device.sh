@@ -35,7 +35,7 @@ COMPILED=(pyarrow xxhash)  # what datasets imports that is not pure Python; the 
 # the lists above, every requirement of pyproject.toml must be one of these, which is checked before anything is
 # downloaded (scripts/check_requirements.py; gpu_check.sh checks the machine itself once the wheels are installed).
 ON_MACHINE=(torch transformers tokenizers safetensors numpy scipy tqdm pandas pyyaml sacrebleu accelerate peft
-            matplotlib huggingface-hub)
+            matplotlib huggingface-hub psutil)  # psutil: accelerate requires it
 PLATFORMS=(--python-version 3.12 --implementation cp --abi cp312 --platform manylinux_2_28_x86_64
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 TOFU_FILES=(full.json forget10.json forget10_perturbed.json retain90.json retain_perturbed.json real_authors.json

@@ -764,6 +764,9 @@ def test_auto_counts_decoded_rows_and_pmc_decodes_n_per_question(make_config):
 def test_a_bad_setting_fails_before_anything_is_built(make_config, tmp_path):
     with pytest.raises(ConfigError, match="generation.batch_size"):
         run_experiment(make_config("generation.batch_size=0"), tmp_path)
+    with pytest.raises(ConfigError, match=r"^generation.scoring_batch_size must be a positive integer or 'auto', "
+                                          r"got 'many'"):
+        run_experiment(make_config("generation.scoring_batch_size=many"), tmp_path)
     with pytest.raises(ConfigError, match="eval_cache must be true or false"):
         run_experiment(make_config("eval_cache=sometimes"), tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -355,7 +355,7 @@ DROP_EVERY = 4  # new tokens decoded between two looks at which rows have finish
 
 
 def check_generation_options(batch_size, cache_implementation, compile, continuous_batching=False,
-                             compile_dynamic="varying", drop_finished_rows="auto") -> None:
+                             compile_dynamic="varying", drop_finished_rows="auto", scoring_batch_size="auto") -> None:
     """One ConfigError naming the `generation.*` key, before anything is built."""
     if not (isinstance(drop_finished_rows, bool) or drop_finished_rows == "auto"):
         raise ConfigError(f"generation.drop_finished_rows must be auto (off CUDA only), true or false, got "
@@ -369,8 +369,8 @@ def check_generation_options(batch_size, cache_implementation, compile, continuo
     if continuous_batching and not hasattr(GenerationMixin, "generate_batch"):
         raise ConfigError("generation.continuous_batching=true needs transformers' generate_batch, which this "
                           f"transformers ({transformers.__version__}) lacks")
-    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"generation.batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    check_rows(batch_size, "generation.batch_size")
+    check_rows(scoring_batch_size, "generation.scoring_batch_size")
     if cache_implementation not in CACHE_IMPLEMENTATIONS:
         raise ConfigError(f"generation.cache_implementation must be null or 'static', got {cache_implementation!r}")
     compile_backend(compile, "generation.compile")
@@ -675,8 +675,7 @@ def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: 
     memory where the model lives (`auto_batch_sizes`), at most AUTO_MOST_ROWS on a CUDA device and CPU_MOST_ROWS
     elsewhere (a CPU run's sizes change only where memory is short: with 4 GB available SmolLM2 decodes 64 rows at
     ~130 positions, with 6 GB or more 128)."""
-    check_generation_options(batch_size, None, False)
-    check_scoring_batch_size(scoring_batch_size)
+    check_generation_options(batch_size, None, False, scoring_batch_size=scoring_batch_size)
     if "auto" not in (batch_size, scoring_batch_size):
         return BatchSizes(batch_size, scoring_batch_size)
     device = next(model.parameters()).device
@@ -686,9 +685,7 @@ def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: 
                       auto.scoring if scoring_batch_size == "auto" else scoring_batch_size)
 
 
-def check_scoring_batch_size(scoring_batch_size) -> None:
-    """A ConfigError unless generation.scoring_batch_size is a positive int or `auto`."""
-    if scoring_batch_size != "auto" and (isinstance(scoring_batch_size, bool) or not isinstance(scoring_batch_size, int)
-                                         or scoring_batch_size < 1):
-        raise ConfigError(f"generation.scoring_batch_size must be a positive integer or 'auto', got "
-                          f"{scoring_batch_size!r}")
+def check_rows(rows, key: str) -> None:
+    """A ConfigError naming `key` unless `rows` (a batch size) is a positive int or `auto`."""
+    if rows != "auto" and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+        raise ConfigError(f"{key} must be a positive integer or 'auto', got {rows!r}")
