@@ -37,7 +37,11 @@ Everything after the options is a Hydra override of the run config (model, bench
    produced, not the padded positions. Both after one untimed warm-up call (a compiled model compiles there; where a
    job compiled the same step before, inductor reads its code from compile_cache_dir, as the bench's jobs do, and
    the row says of how many graphs it read the code and how many it generated).
-5. Evaluation's greedy answers of one model (the selected suites' splits, eval=[...]): split by split (one call per
+5. Scoring: the answer log-probabilities of the first --questions evaluation (question, answer) pairs, as the suites
+   score them (`benchmarks.metrics.scoring.answer_logprob_means`, generation.scoring_batch_size rows per forward
+   pass), after one untimed warm-up batch; tokens = the pairs' non-padding tokens. With --score-batches 8,32,...
+   the same pairs again at each of those rows per pass, with the ratio to the run's.
+6. Evaluation's greedy answers of one model (the selected suites' splits, eval=[...]): split by split (one call per
    distinct question list, as the suites ask for them) and planned (every distinct question in one call, longest
    prompt first, as a run decodes them: EvalContext.greedy_answers), both timed here, with decoding calls and the
    ratio of the two times.
@@ -81,6 +85,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
 
+from benchmarks.metrics.scoring import answer_logprob_means, max_length_for  # noqa: E402
 from pmc import CONF_DIR  # noqa: E402
 from pmc.checks import check_training  # noqa: E402
 from pmc.core.batches import encode_pairs  # noqa: E402
@@ -216,6 +221,16 @@ def optimizer_step_seconds(model, training: TrainingConfig, device: torch.device
         _, seconds = timed(device, lambda step=optimizer.step: [step() for _ in range(steps)])
         found[name] = seconds / steps
     return found
+
+
+def scoring_throughput(model, tokenizer, fmt, pairs: list[tuple[str, str]], batch_size: int, max_length: int,
+                       device: torch.device) -> dict:
+    """Scored tokens/s of the pairs' answer log-probabilities at `batch_size` rows per forward pass (point 5)."""
+    answer_logprob_means(model, tokenizer, fmt, pairs[:batch_size], batch_size, max_length)  # warm-up
+    _, seconds = timed(device, lambda: answer_logprob_means(model, tokenizer, fmt, pairs, batch_size, max_length))
+    tokens = int(encode_pairs(tokenizer, fmt, pairs, max_length).attention_mask.sum())
+    return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens, "answers": len(pairs),
+            "batch_size": batch_size}
 
 
 def decoding_throughput(model, tokenizer, fmt, questions: list[str], device: torch.device, **kwargs) -> dict:
@@ -462,6 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="untimed, unprofiled training steps first (compile_mode=reduce-overhead records CUDA "
                              "graphs for each micro-batch shape it meets: give it enough to meet them all)")
     parser.add_argument("--questions", type=int, default=64, help="evaluation questions decoded")
+    parser.add_argument("--score-batches", default=None, type=rows_list,
+                        help="also score the pairs at these rows per forward pass, e.g. 8,32,128")
     parser.add_argument("--no-job", action="store_true", help="skip the job (no per-stage times)")
     parser.add_argument("--training-only", action="store_true",
                         help="only the training rows (no job, no decoding): a training change measured in minutes "
@@ -485,9 +502,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.warmup_steps < 1:  # the timing starts at the end of the last warm-up step
         parser.error(f"--warmup-steps: at least 1, got {args.warmup_steps}")
     if args.training_only and (args.profile or args.results or args.continuous_batching or args.compare_warpers
-                               or args.compare_dropping):
+                               or args.compare_dropping or args.score_batches):
         parser.error("--training-only times training alone: no --profile, --results, --continuous-batching, "
-                     "--compare-warpers or --compare-dropping")
+                     "--compare-warpers, --compare-dropping or --score-batches")
 
     overrides = list(args.overrides)
     if args.device:
@@ -509,7 +526,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = next(model.parameters()).device
     batch_sizes = prepare_generation(cfg, [model], tokenizer, fmt, benchmark)
     rows_at_once = batch_sizes.decoding
-    questions = [r.question for records in benchmark.eval_sets.values() for r in records][: args.questions]
+    records = [r for records in benchmark.eval_sets.values() for r in records][: args.questions]
+    questions = [r.question for r in records]
     max_new_tokens = cfg.generation.max_new_tokens
 
     training_cfg = check_training(OmegaConf.to_container(cfg.method.training, resolve=True), "method.training")
@@ -569,6 +587,10 @@ def main(argv: list[str] | None = None) -> dict:
             warpers = decoding_throughput(model, tokenizer, fmt, questions, device, **sampling,
                                           top_p_within_top_k=False)
     evaluation = evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_sizes, device)
+    pairs = [(r.question, r.answer) for r in records]
+    max_length = max_length_for(model, eval_context(cfg, tokenizer, fmt, benchmark, batch_sizes))
+    scored = {rows: scoring_throughput(model, tokenizer, fmt, pairs, rows, max_length, device)
+              for rows in dict.fromkeys([batch_sizes.scoring, *(args.score_batches or [])])}
     continuous = None
     if args.continuous_batching:  # the greedy row's questions again, through generate_batch
         with generation_settings(model, cfg, continuous_batching=True):
@@ -594,6 +616,13 @@ def main(argv: list[str] | None = None) -> dict:
          f"{gen}, batch {rows_at_once}{warm_up(greedy)}"),
         ("PMC sampling", f"{sampled['tokens_per_s']:.0f}", "tokens/s",
          f"{gen}, n = {samples}, {pmc_batch} questions x {samples} per call{warm_up(sampled)}"),
+        ("scoring", f"{scored[batch_sizes.scoring]['tokens_per_s']:.0f}", "tokens/s",
+         f"{len(pairs)} answers' log-probabilities, {batch_sizes.scoring} rows per forward pass "
+         f"(generation.scoring_batch_size)"),
+        *((f"scoring, {rows} rows", f"{other['tokens_per_s']:.0f}", "tokens/s",
+           f"the same answers; / {batch_sizes.scoring} rows: "
+           f"{other['tokens_per_s'] / scored[batch_sizes.scoring]['tokens_per_s']:.2f}")
+          for rows, other in scored.items() if rows != batch_sizes.scoring),
         ("evaluation decoding, split by split", f"{evaluation['split_by_split']['seconds']:.2f}", "s",
          f"one model, eval=[{','.join(cfg.eval)}]: {evaluation['splits']} splits, {evaluation['answers']} answers, "
          f"{evaluation['split_by_split']['calls']} calls of up to {rows_at_once} rows"),
@@ -666,11 +695,23 @@ def main(argv: list[str] | None = None) -> dict:
     numbers.update({"greedy": {**greedy, "batch_size": rows_at_once},
                     "sampling": {**sampled, "num_samples": samples, "questions_per_call": pmc_batch},
                     "sampling_transformers_warpers": warpers,
+                    "scoring": list(scored.values()),
                     "evaluation_decoding": evaluation, "continuous_batching": continuous,
                     "finished_rows_toggled": toggled,
                     "generation": OmegaConf.to_container(cfg.generation, resolve=True), "job": job,
                     "profile": profiles})
     return write_numbers(args.json, numbers)
+
+
+def rows_list(text: str) -> list[int]:
+    """--score-batches: positive ints, comma-separated."""
+    try:
+        rows = [int(part) for part in text.split(",")]
+    except ValueError:
+        rows = []
+    if not rows or min(rows) < 1:
+        raise argparse.ArgumentTypeError(f"comma-separated positive ints, e.g. 8,32,128, got {text!r}")
+    return rows
 
 
 def write_numbers(path: str | None, numbers: dict) -> dict:

@@ -15,6 +15,9 @@ from conftest import REPO, SMALL, TOFU_DIR, load_script
 from hydra.utils import instantiate
 from torch.autograd import DeviceType
 
+from pmc.core.batches import encode_pairs
+from pmc.pipeline import load_stage0, prompt_format
+
 
 def bench():
     return load_script("bench_throughput")
@@ -73,7 +76,7 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
                                    "compile_s": 61.25, "compile_cache_hits": 4, "compile_cache_misses": 1,
                                    "compile_cache_bypasses": 0}))
     numbers = bench().main(["--results", str(results), "--steps", "2", "--questions", "6", "--samples", "3",
-                            "--gen-batch", "4", "--compare-warpers", "--compare-dropping",
+                            "--gen-batch", "4", "--compare-warpers", "--compare-dropping", "--score-batches", "1,3",
                             "--json", str(tmp_path / "bench.json"),
                             "--profile", str(tmp_path / "profile"), *SMALL, f"cache_dir={stage0_cache}"])
     printed = capsys.readouterr().out
@@ -117,6 +120,22 @@ def test_bench_throughput_table_from_a_results_file(stage0_cache, make_config, t
     for name, key in (("greedy decoding", "greedy"), ("PMC sampling", "sampling")):
         ratio = numbers[key]["tokens_per_s"] / toggled[key]["tokens_per_s"]
         assert f"| {name}, finished rows kept " in printed and f"; dropped / kept: {ratio:.2f}" in printed
+    # scoring: the 6 pairs' answer log-probabilities at the run's rows per pass (4: --gen-batch, which scoring
+    # follows), then at 1 and 3, each row with its ratio; tokens = the pairs' non-padding tokens, the same each time
+    cfg = make_config()
+    benchmark = instantiate(cfg.benchmark)
+    fmt = prompt_format(cfg, benchmark)
+    tokenizer = load_stage0(cfg, benchmark, fmt, {}).tokenizer  # from the cache the bench filled
+    first = [r for records in benchmark.eval_sets.values() for r in records][:6]
+    pair_tokens = sum(encode_pairs(tokenizer, fmt, [(r.question, r.answer)], 512).input_ids.shape[1]
+                      for r in first)  # one pair at a time: no padding
+    assert [(s["batch_size"], s["answers"], s["tokens"]) for s in numbers["scoring"]] == [
+        (4, 6, pair_tokens), (1, 6, pair_tokens), (3, 6, pair_tokens)]
+    assert any(line.startswith("| scoring ") and "6 answers' log-probabilities, 4 rows per forward pass" in line
+               for line in printed.splitlines())
+    for other in numbers["scoring"][1:]:
+        ratio = other["tokens_per_s"] / numbers["scoring"][0]["tokens_per_s"]
+        assert f"| scoring, {other['batch_size']} rows " in printed and f"/ 4 rows: {ratio:.2f}" in printed
     # one model's evaluation answers (eval=[paper] by default): its 5 splits, then their distinct questions at once
     evaluation = numbers["evaluation_decoding"]
     benchmark = instantiate(make_config().benchmark)
