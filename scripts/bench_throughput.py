@@ -265,7 +265,7 @@ def generation_settings(model, cfg, **changes):
 
 
 def evaluation_decoding(model, cfg, tokenizer, fmt, benchmark, batch_sizes: BatchSizes, device: torch.device) -> dict:
-    """One model's evaluation greedy answers, decoded split by split and planned (point 5 of the docstring)."""
+    """One model's evaluation greedy answers, decoded split by split and planned (point 6 of the docstring)."""
     ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_sizes)
     batch_size = batch_sizes.decoding
     splits = list(dict.fromkeys(tuple(questions) for suite in metric_suites(cfg).values()

@@ -620,8 +620,9 @@ def decoding_row_bytes(config, sequence_length: int, dtype_bytes: int, kept_cach
 
 def scoring_row_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
     """Memory one scored row needs at most: float32 logits over the vocabulary at every position, three times over
-    (logits, cross-entropy's log-softmax, a contiguous copy), the KV cache its forward pass builds, and one layer's
-    activations."""
+    (logits, cross-entropy's log-softmax, a contiguous copy), and one layer's activations; plus a KV cache's worth as
+    a margin (scoring forwards build none, `pmc.core.losses.logits_of`; ~7 % of a SmolLM2 row, counted since
+    decoding and scoring shared one row size)."""
     return (kv_cache_bytes(config, sequence_length, dtype_bytes)
             + activation_bytes(config, sequence_length, dtype_bytes) + 3 * 4 * config.vocab_size * sequence_length)
 
