@@ -560,8 +560,9 @@ def kept_static_cache(model, rows: int, length: int) -> dict:
 
     transformers makes a new static cache in every `generate` call, and its tensors are marked as static
     addresses, so a compiled decoding step re-recorded its CUDA graphs in every call: once per PMC step (official
-    schedule) and per evaluation batch (torch 2.13 leaves these out of its limit of 128 re-recordings, after which
-    it stops using CUDA graphs for a function; older versions are not checked here). Where the step is compiled, one
+    schedule) and per evaluation batch (neither torch 2.13 nor the GPU machines' 2.11 stops recording them: 2.13
+    leaves them out of its limit of 128 re-recordings, 2.11 has no limit while dynamo inlines modules, docs/gpu.md
+    §4; each recording costs a few replays' time). Where the step is compiled, one
     cache is kept per batch width, so that a width that comes back (PMC's micro-batches alternate between a few,
     `decoding_batch`) replays the graphs recorded with its cache; otherwise the last cache only. Only the last model's
     caches are kept (target, retain and unlearned model each keeping theirs would triple the memory)."""
