@@ -53,11 +53,11 @@ test-gpu-machine-transformers:
 		tests/test_drop_finished_rows.py
 
 # Opt-in: the whole fast suite, and the slow tests of the compiled, distributed, resume and GPU-check paths, under
-# the lent GPU machines' torch as well as their transformers (torch 2.11.0+cu130 on all five machines so far,
+# the lent GPU machines' torch as well as their transformers (torch 2.11.0+cu130 on the machines so far,
 # docs/gpu.md §3; this checkout's is 2.13). The code reads torch's compile counters and callbacks and traces
 # through dynamo and inductor, whose internals change between releases, and a GPU session (15 minutes, drawn
 # rarely) is the wrong place to find out. torch's CUDA build runs on a CPU; with its CUDA libraries it is ~4.6 GB
-# installed (about a minute to fetch here), too much for `make test`. About 15 minutes of tests.
+# installed (about a minute to fetch here), too much for `make test`. About 20 minutes with the installs.
 GPU_MACHINE_TORCH = torch==2.11.0
 GPU_MACHINE_STACK = PYTHONPATH=.cache/gpu-machine-transformers:.cache/gpu-machine-torch
 test-gpu-machine-torch: install-dev test-gpu-machine-transformers
