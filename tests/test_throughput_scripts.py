@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -310,7 +311,8 @@ def test_bench_decoding_compile_second_process_reads_the_code_the_first_generate
 ])
 def test_gpu_check_refuses_a_bad_setting_before_doing_anything(tmp_path, setting, message):
     out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, capture_output=True, text=True,
-                         env=dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path / "out"), **setting), timeout=60)
+                         env=dict(os.environ, PYTHON=sys.executable, GPU_CHECK_DRY="1", OUT=str(tmp_path / "out"),
+                                  **setting), timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip() == message
     assert not (tmp_path / "out").exists()  # nothing packed, nothing made
@@ -351,7 +353,7 @@ def test_every_device_call_that_prepare_device_plans_fits_in_64_mib():
 @pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
 def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     runs = tmp_path / "runs-kept-between-calls"
-    env = dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1",
+    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1",
                GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"),  # TOFU from ../shared, nothing to install
                # every job keeps its checkpoints (1.6 GB each for SmolLM2): the archive must leave them out
                GPU_CHECK_EXTRA="checkpoint.keep=true checkpoint.min_interval_s=0",
@@ -408,7 +410,8 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
 @pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
 def test_gpu_check_reports_a_job_cut_by_its_limit_as_timed_out(tmp_path):
     # 2000 epochs cannot finish in what a 66 s budget leaves the first job: timeout's status must reach the summary
-    env = dict(os.environ, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1", GPU_CHECK_BENCH="0",
+    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1",
+               GPU_CHECK_BENCH="0",
                GPU_CHECK_BUDGET_S="66", GPU_CHECK_EXTRA="method.training.epochs=2000",
                GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"))
     out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
