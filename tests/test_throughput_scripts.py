@@ -305,14 +305,20 @@ def test_bench_decoding_compile_second_process_reads_the_code_the_first_generate
             f"{second['seconds']:.1f} | {second['compile_cache_hits']} / 0 | 0 | yes |") in capsys.readouterr().out
 
 
+def gpu_check_dry_run(out_dir, timeout: int, **settings: str) -> subprocess.CompletedProcess:
+    """scripts/gpu_check.sh's dry run (GPU_CHECK_DRY=1) packing into `out_dir`, with `settings` as its environment
+    variables; PYTHON is the tests' interpreter (the script's default, the python3 on the PATH, need not be it)."""
+    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_DRY="1", OUT=str(out_dir), **settings)
+    return subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 @pytest.mark.parametrize("setting, message", [
     ({"GPU_CHECK_PARALLEL": "two"}, "error: GPU_CHECK_PARALLEL: a positive integer, not 'two'"),
     ({"GPU_CHECK_BENCH": "yes"}, "error: GPU_CHECK_BENCH: 1, 0 or leftover, not 'yes'"),
 ])
 def test_gpu_check_refuses_a_bad_setting_before_doing_anything(tmp_path, setting, message):
-    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHON=sys.executable, GPU_CHECK_DRY="1", OUT=str(tmp_path / "out"),
-                                  **setting), timeout=60)
+    out = gpu_check_dry_run(tmp_path / "out", 60, **setting)
     assert out.returncode == 2
     assert out.stderr.strip() == message
     assert not (tmp_path / "out").exists()  # nothing packed, nothing made
@@ -353,14 +359,13 @@ def test_every_device_call_that_prepare_device_plans_fits_in_64_mib():
 @pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
 def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     runs = tmp_path / "runs-kept-between-calls"
-    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1",
-               GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"),  # TOFU from ../shared, nothing to install
-               # every job keeps its checkpoints (1.6 GB each for SmolLM2): the archive must leave them out
-               GPU_CHECK_EXTRA="checkpoint.keep=true checkpoint.min_interval_s=0",
-               GPU_CHECK_MORE="ga_lr1e-4=method=ga,method.training.learning_rate=1e-4",
-               GPU_CHECK_PARALLEL="2", GPU_CHECK_RUNS=str(runs))
-    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=600)
+    settings = dict(OMP_NUM_THREADS="1",
+                    GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"),  # TOFU from ../shared, nothing to install
+                    # every job keeps its checkpoints (1.6 GB each for SmolLM2): the archive must leave them out
+                    GPU_CHECK_EXTRA="checkpoint.keep=true checkpoint.min_interval_s=0",
+                    GPU_CHECK_MORE="ga_lr1e-4=method=ga,method.training.learning_rate=1e-4",
+                    GPU_CHECK_PARALLEL="2", GPU_CHECK_RUNS=str(runs))
+    out = gpu_check_dry_run(tmp_path, 600, **settings)
     assert out.returncode == 0, out.stdout + out.stderr
     summary = (tmp_path / "summary.txt").read_text()
     for job in ("graddiff", "npo", "pmc", "ga_lr1e-4"):
@@ -391,10 +396,9 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
     # the same command again, as on a machine still warm: the finished jobs are skipped, a new one runs with the
     # whole budget (none kept for the throughput table), and the table comes in the time it leaves, with options
     # and overrides of its own after the check's overrides (docs/gpu.md's second call)
-    env.update(GPU_CHECK_BENCH="leftover", GPU_CHECK_MORE=env["GPU_CHECK_MORE"] + " idk=method=idk",
-               GPU_CHECK_BENCH_ARGS="--warmup-steps 2 method.training.pad_to_multiple_of=64")
-    again = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=600)
+    settings.update(GPU_CHECK_BENCH="leftover", GPU_CHECK_MORE=settings["GPU_CHECK_MORE"] + " idk=method=idk",
+                    GPU_CHECK_BENCH_ARGS="--warmup-steps 2 method.training.pad_to_multiple_of=64")
+    again = gpu_check_dry_run(tmp_path, 600, **settings)
     assert again.returncode == 0, again.stdout + again.stderr
     summary = (tmp_path / "summary.txt").read_text()
     for job in ("graddiff", "npo", "pmc", "ga_lr1e-4"):
@@ -410,12 +414,9 @@ def test_gpu_check_dry_run_packs_three_jobs_and_both_tables(tmp_path):
 @pytest.mark.skipif(not (TOFU_DIR / "forget10.json").is_file(), reason=f"real TOFU data not found at {TOFU_DIR}")
 def test_gpu_check_reports_a_job_cut_by_its_limit_as_timed_out(tmp_path):
     # 2000 epochs cannot finish in what a 66 s budget leaves the first job: timeout's status must reach the summary
-    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_DRY="1", OUT=str(tmp_path), OMP_NUM_THREADS="1",
-               GPU_CHECK_BENCH="0",
-               GPU_CHECK_BUDGET_S="66", GPU_CHECK_EXTRA="method.training.epochs=2000",
-               GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"))
-    out = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = gpu_check_dry_run(tmp_path, 300, OMP_NUM_THREADS="1", GPU_CHECK_BENCH="0", GPU_CHECK_BUDGET_S="66",
+                            GPU_CHECK_EXTRA="method.training.epochs=2000",
+                            GPU_CHECK_DEVICE_DIR=str(tmp_path / "no-device-folder"))
     assert out.returncode == 0, out.stdout + out.stderr
     summary = (tmp_path / "summary.txt").read_text()
     assert re.search(r"graddiff: exit 124 after \d+s \(limit \d+s\), TIMED OUT", summary), summary
