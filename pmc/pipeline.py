@@ -180,7 +180,7 @@ def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
     """Target and retain models for this config, from the stage-0 cache (built there first if absent)."""
     with timed(timings, "stage0"):
         stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, cfg.cache_dir,
-                                cfg.seed, device_for(cfg.device), cfg.stage0.target_path, cfg.stage0.retain_path,
+                                cfg.stage0.seed, device_for(cfg.device), cfg.stage0.target_path, cfg.stage0.retain_path,
                                 checkpoint_config(cfg), cfg.stage0.side_by_side)
     log.info("stage 0: %s", "built " + ", ".join(stage0.built) if stage0.built else "all models from cache")
     return stage0

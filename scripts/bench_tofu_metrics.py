@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     fmt = PromptFormat(**cfg.model.prompt)
     device = device_for(cfg.device)
     (stage0, stage0_s) = timed(lambda: prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt,
-                                                      args.cache_dir, cfg.seed, device))
+                                                      args.cache_dir, cfg.stage0.seed, device))
     print(f"stage 0: {'built ' + ', '.join(stage0.built) if stage0.built else 'from cache'} in {stage0_s:.1f} s "
           f"({args.cache_dir}); device {device}, {torch.get_num_threads()} torch threads")
     model, tokenizer = getattr(stage0, args.model), stage0.tokenizer

@@ -77,6 +77,12 @@ main     simnpo            experiment=mini_paper_smollm2 method=simnpo
 main     idk               experiment=mini_paper_smollm2 method=idk
 main     idkdpo            experiment=mini_paper_smollm2 method=idkdpo
 main     flat              experiment=mini_paper_smollm2 method=flat
+main     pmc_lr3e-5_seed1  experiment=mini_paper_smollm2_fronts method=pmc method.training.learning_rate=3e-5 method.handler.max_length=null seed=1
+main     pmc_lr1e-4_seed1  experiment=mini_paper_smollm2_fronts method=pmc method.training.learning_rate=1e-4 method.handler.max_length=null seed=1
+main     npo_lr1e-4_seed1  experiment=mini_paper_smollm2_fronts method=npo method.training.learning_rate=1e-4 seed=1
+main     graddiff_lr1e-4_seed1 experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=1e-4 seed=1
+main     npo_lr3e-5_seed1  experiment=mini_paper_smollm2_fronts method=npo method.training.learning_rate=3e-5 seed=1
+main     graddiff_lr3e-5_seed1 experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=3e-5 seed=1
 samples  samples_n1        experiment=ablation_samples_smollm2 method.handler.num_samples=1
 epochs   epochs_5          experiment=ablation_smollm2 method.training.epochs=5
 retain_weight retain_weight_0_5 experiment=ablation_smollm2 method.handler.retain_weight=0.5
@@ -85,6 +91,10 @@ temperature temperature_0_9 experiment=ablation_smollm2 method.handler.temperatu
 temperature temperature_2   experiment=ablation_smollm2 method.handler.temperature=2.0
 icu      icu               experiment=mini_paper_smollm2_icu method=icu
 "
+# The *_seed1 units repeat the fronts' six settings with a second unlearning seed, on the same stage-0 models
+# (stage0.seed stays 0: conf/config.yaml) and the same target and retain scores (eval cache), so the claims table
+# averages PMC, NPO and GradDiff over two seeds and shows their spread; first the settings the verdicts read (PMC at
+# both rates: C1, C5; each method at its highest unlearn quality, 1e-4: C2, C3, C6).
 # The ablation units (claim C4; group = the ablation's name in scripts/claims.py) are PMC at 3e-5 with one setting
 # changed, one job each; their partner is unit pmc_lr3e-5 (n = 5, 10 epochs, λ = 1.5, T = 1.25; claims.py
 # pairs jobs by config): n = 1; 5 epochs; λ = 0.5 and 3; T = 0.9 and 2.

@@ -448,16 +448,33 @@ def test_run_script_parses_and_runs_each_sweep_setting_as_one_unit():
                             return_hydra_config=True).hydra.sweeper.params
             assert not [axis for axis, values in swept.items() if "," in str(values) and axis not in args], unit
             covered.setdefault(args["experiment"], []).append(
-                (args.get("method"), args.get("method.training.learning_rate")))
-    fronts = [(method, lr) for method in SWEEPS["mini_paper_smollm2_fronts"] for lr in ("3e-5", "1e-4")]
+                (args.get("method"), args.get("method.training.learning_rate"), args.get("seed", "0")))
+    # the fronts twice: seed 0 and a second unlearning seed
+    fronts = [(method, lr, seed) for method in SWEEPS["mini_paper_smollm2_fronts"] for lr in ("3e-5", "1e-4")
+              for seed in ("0", "1")]
     assert sorted(covered.pop("mini_paper_smollm2_fronts")) == sorted(fronts)
-    assert {e: sorted(m for m, _ in settings) for e, settings in covered.items() if e in SWEEPS} == \
+    assert {e: sorted(m for m, _, _ in settings) for e, settings in covered.items() if e in SWEEPS} == \
         {e: sorted(m) for e, m in SWEEPS.items() if e != "mini_paper_smollm2_fronts"}
-    assert covered["ablation_samples_smollm2"] == [(None, None)]
+    assert covered["ablation_samples_smollm2"] == [(None, None, "0")]
     ablated = [dict(o.split("=", 1) for o in overrides.split()) for _, _, overrides in units
                if "experiment=ablation_smollm2" in overrides]
     assert sorted(key for args in ablated for key in args if key != "experiment") == \
         ["method.handler.retain_weight"] * 2 + ["method.handler.temperature"] * 2 + ["method.training.epochs"]
+
+
+def test_jobs_from_different_targets_are_refused_not_compared_with_the_first(tmp_path):
+    """Every claim compares with "the target" (C1's bars, C2's shift, C3's rate, C6's fluency): jobs that unlearned
+    different stage-0 models (another stage0.seed) are one clear error, not compared with the first job's target."""
+    dirs = main_sweep(tmp_path)
+    other = dirs[0] / "0" / "results.json"
+    results = json.loads(other.read_text())
+    results["stage0"]["checkpoints"] = {"target": "elsewhere/cache/target-seed1", "retain": "cache/retain"}
+    other.write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match=r"start from different ones .*target-seed1"):
+        claims.Sweeps(dirs)
+    results["stage0"]["checkpoints"]["target"] = "elsewhere/cache/target"  # another cache directory, the same entry
+    other.write_text(json.dumps(results))
+    assert verdicts(dirs)["C1"].verdict == "holds"
 
 
 def test_c5_a_retain_loss_that_never_rises_has_nothing_to_recover(tmp_path):
@@ -580,7 +597,7 @@ def test_units_finished_on_another_machine_are_kept_and_reported_from_their_arch
     run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     log = (tmp_path / "results" / "smollm2" / "run.log").read_text()
-    assert "start pmc_lr3e-5" not in log
+    assert "start pmc_lr3e-5:" not in log
     assert re.findall(r" start ([\w-]+):", log) == units[1:]  # every other unit ran again, in order
     assert sorted(p.name for p in runs.iterdir()) == sorted(units)  # no .partial left
     assert json.loads((runs / "pmc_lr3e-5" / "0" / "results.json").read_text()) == {"from": "another machine"}

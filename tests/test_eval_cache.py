@@ -119,6 +119,31 @@ def test_second_run_reads_the_stage0_scores_and_gets_the_same_metrics(make_confi
     assert sorted(p.name for p in (stage0_cache / "eval").glob("*.json")) == entries
 
 
+def test_a_sweeps_seeds_unlearn_one_target_scored_once(make_config, tmp_path):
+    """`seed` seeds unlearning, `stage0.seed` (0 unless set) the fine-tuning of target and retain: seed=1 starts from
+    seed 0's stage-0 models and reads their scores, as the paper's seeds all start from TOFU's one published target.
+    Setting stage0.seed builds other models."""
+    overrides = ("eval=[paper]", "method.training.epochs=1")
+    runs = {}
+    for name, extra in (("seed0", ()), ("seed1", ("seed=1",)), ("stage0_seed1", ("seed=1", "stage0.seed=1"))):
+        (tmp_path / name).mkdir()
+        runs[name] = run_experiment(make_config(*overrides, *extra), tmp_path / name)
+    checkpoints = {name: run["stage0"]["checkpoints"] for name, run in runs.items()}
+    assert checkpoints["seed1"] == checkpoints["seed0"]
+    assert runs["seed1"]["stage0"]["built_in_this_run"] == []
+    assert runs["seed1"]["eval_cache"]["target"] == {"paper": HIT} == runs["seed1"]["eval_cache"]["retain"]
+    assert runs["seed1"]["metrics"]["target"] == runs["seed0"]["metrics"]["target"]
+    assert runs["seed1"]["seed"] == 1 and runs["seed1"]["config"]["stage0"]["seed"] == 0
+    # PMC's draws follow `seed`: the same target, another unlearned model
+    assert runs["seed1"]["metrics"]["unlearned"] != runs["seed0"]["metrics"]["unlearned"]
+
+    # built in that run: both models (and the tiny model's pre-trained base, seeded too)
+    assert {Path(path).name for path in checkpoints["stage0_seed1"].values()} <= set(
+        runs["stage0_seed1"]["stage0"]["built_in_this_run"])
+    assert set(checkpoints["stage0_seed1"].values()).isdisjoint(checkpoints["seed0"].values())
+    assert runs["stage0_seed1"]["eval_cache"]["target"] == {"paper": MISS}
+
+
 # --- the key --------------------------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ suite files, a claim's row, and the number formatting of the claims table."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,11 @@ class Sweeps:
         self.per_job, self.summary, self.failed = collect(dirs)
         self.unlearned = (self.per_job[self.per_job["model"] == "unlearned"] if not self.per_job.empty
                           else self.per_job)
+        starts = {job: stage0_pair(job) for job in self.unlearned["job"]} if not self.unlearned.empty else {}
+        if len(set(starts.values()) - {None}) > 1:
+            raise SystemExit("error: the claims compare every job with one target and retain model, but these jobs "
+                             "start from different ones (another stage0.seed or stage-0 setting): " + "; ".join(
+                                 f"{job}: {pair}" for job, pair in starts.items()) + ". Report them apart.")
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(self.unlearned["method"])) if not self.unlearned.empty else []
@@ -94,6 +100,15 @@ class Sweeps:
             if found is not None:
                 return found
         return None
+
+
+def stage0_pair(job: str) -> tuple[str, str] | None:
+    """The names of the target and retain checkpoints a job started from (its results.json), None if unrecorded."""
+    results = Path(job) / "results.json"
+    checkpoints = json.loads(results.read_text()).get("stage0", {}).get("checkpoints") if results.is_file() else None
+    if not checkpoints:
+        return None
+    return Path(checkpoints["target"]).name, Path(checkpoints["retain"]).name
 
 
 def analyses_at_best(sweeps: Sweeps, method: str) -> tuple[str, list[dict]] | str:
