@@ -121,7 +121,7 @@ def test_second_run_reads_the_stage0_scores_and_gets_the_same_metrics(make_confi
 
 def test_a_sweeps_seeds_unlearn_one_target_scored_once(make_config, tmp_path):
     """`seed` seeds unlearning, `stage0.seed` (0 unless set) the fine-tuning of target and retain: seed=1 starts from
-    seed 0's stage-0 models and reads their scores, as the paper's seeds all start from TOFU's one published target.
+    seed 0's stage-0 models and reads their scores (open-unlearning's seeds share TOFU's one published target).
     Setting stage0.seed builds other models."""
     overrides = ("eval=[paper]", "method.training.epochs=1")
     runs = {}

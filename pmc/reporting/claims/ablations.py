@@ -52,7 +52,7 @@ ADDED_OPTIONS = {**{f"{settings}.{name}": value for settings in ("method.trainin
                  "method.training.fused_optimizer": False, "method.training.joint_forward": False,
                  "generation.continuous_batching": False,
                  "model.finetune.fused_optimizer": False, "model.pretrain.fused_optimizer": False,
-                 "stage0.seed": 0}  # since 2026-11-28; before, stage 0 was fine-tuned with `seed`
+                 "stage0.seed": 0}  # since 2026-11-29; before, stage 0 was fine-tuned with `seed`
 # where a job's models were made, or how its decoding step was traced (the same answers for every value,
 # tests/test_generation_speed.py), not what they are: left out of every identity
 NOT_SHAPING = ("stage0.side_by_side", "generation.compile_dynamic")
