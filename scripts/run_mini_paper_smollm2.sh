@@ -83,6 +83,12 @@ main     npo_lr1e-4_seed1  experiment=mini_paper_smollm2_fronts method=npo metho
 main     graddiff_lr1e-4_seed1 experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=1e-4 seed=1
 main     npo_lr3e-5_seed1  experiment=mini_paper_smollm2_fronts method=npo method.training.learning_rate=3e-5 seed=1
 main     graddiff_lr3e-5_seed1 experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=3e-5 seed=1
+icu      icu_seed1         experiment=mini_paper_smollm2_icu method=icu seed=1
+main     ga_seed1          experiment=mini_paper_smollm2 method=ga seed=1
+main     simnpo_seed1      experiment=mini_paper_smollm2 method=simnpo seed=1
+main     idk_seed1         experiment=mini_paper_smollm2 method=idk seed=1
+main     idkdpo_seed1      experiment=mini_paper_smollm2 method=idkdpo seed=1
+main     flat_seed1        experiment=mini_paper_smollm2 method=flat seed=1
 samples  samples_n1        experiment=ablation_samples_smollm2 method.handler.num_samples=1
 epochs   epochs_5          experiment=ablation_smollm2 method.training.epochs=5
 retain_weight retain_weight_0_5 experiment=ablation_smollm2 method.handler.retain_weight=0.5
@@ -95,6 +101,8 @@ icu      icu               experiment=mini_paper_smollm2_icu method=icu
 # (stage0.seed stays 0: conf/config.yaml) and the same target and retain scores (eval cache), so the claims table
 # averages PMC, NPO and GradDiff over two seeds and shows their spread; first the settings the verdicts read (PMC at
 # both rates: C1, C5; each method at its highest unlearn quality, 1e-4: C2, C3, C6).
+# Then the other methods' second seeds, so every row of the table has two; ICU's first (with --with-icu), as it
+# is the longest unit by far (~40 min), so two workers finish at about the same time.
 # The ablation units (claim C4; group = the ablation's name in scripts/claims.py) are PMC at 3e-5 with one setting
 # changed, one job each; their partner is unit pmc_lr3e-5 (n = 5, 10 epochs, λ = 1.5, T = 1.25; claims.py
 # pairs jobs by config): n = 1; 5 epochs; λ = 0.5 and 3; T = 0.9 and 2.

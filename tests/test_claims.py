@@ -449,12 +449,13 @@ def test_run_script_parses_and_runs_each_sweep_setting_as_one_unit():
             assert not [axis for axis, values in swept.items() if "," in str(values) and axis not in args], unit
             covered.setdefault(args["experiment"], []).append(
                 (args.get("method"), args.get("method.training.learning_rate"), args.get("seed", "0")))
-    # the fronts twice: seed 0 and a second unlearning seed
+    # every setting twice: seed 0 and a second unlearning seed
     fronts = [(method, lr, seed) for method in SWEEPS["mini_paper_smollm2_fronts"] for lr in ("3e-5", "1e-4")
               for seed in ("0", "1")]
     assert sorted(covered.pop("mini_paper_smollm2_fronts")) == sorted(fronts)
-    assert {e: sorted(m for m, _, _ in settings) for e, settings in covered.items() if e in SWEEPS} == \
-        {e: sorted(m) for e, m in SWEEPS.items() if e != "mini_paper_smollm2_fronts"}
+    assert {e: sorted(settings) for e, settings in covered.items() if e in SWEEPS} == \
+        {e: sorted((m, None, seed) for m in methods for seed in ("0", "1"))
+         for e, methods in SWEEPS.items() if e != "mini_paper_smollm2_fronts"}
     assert covered["ablation_samples_smollm2"] == [(None, None, "0")]
     ablated = [dict(o.split("=", 1) for o in overrides.split()) for _, _, overrides in units
                if "experiment=ablation_smollm2" in overrides]
