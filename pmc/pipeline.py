@@ -42,7 +42,7 @@ from pmc.distributed import world_size
 from pmc.eval_cache import SCORED, EvalCache, harness_digest
 from pmc.failures import stage
 from pmc.results import versions, write_json_atomic
-from pmc.stage0 import prepare_models
+from pmc.stage0 import prepare_models, weights_sha256
 
 log = logging.getLogger("pmc")
 
@@ -333,7 +333,8 @@ def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: di
         **extra,
         "metrics": metrics,
         "eval_cache": provenance,
-        "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built},
+        "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built,
+                   "weights_sha256": {role: weights_sha256(path) for role, path in stage0.checkpoints.items()}},
         "timings_s": timings,
         "versions": versions(),
         "machine": machine(device_for(cfg.device)),

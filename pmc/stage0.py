@@ -79,16 +79,29 @@ class Stage0Models:
 MANIFEST = "stage0.json"  # written last into an entry: every file's size and sha256
 
 
-def file_digests(directory: Path) -> dict[str, dict]:
-    """{relative path: {"bytes", "sha256"}} of every file under `directory` but the manifest."""
+def file_digests(directory: Path, pattern: str = "*") -> dict[str, dict]:
+    """{relative path: {"bytes", "sha256"}} of every file under `directory` matching `pattern` but the manifest."""
     digests = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for path in sorted(p for p in directory.rglob(pattern) if p.is_file() and p.name != MANIFEST):
         sha = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(2**20), b""):
                 sha.update(block)
         digests[str(path.relative_to(directory))] = {"bytes": path.stat().st_size, "sha256": sha.hexdigest()}
     return digests
+
+
+def weights_sha256(checkpoint: str | Path) -> dict[str, str]:
+    """{file: sha256} of a checkpoint's weights (its *.safetensors files): from the manifest of a cache entry (hashed
+    when it was written, checked when it was loaded), else hashed now. results.json records it because a cache
+    entry's name does not tell its weights apart: an entry rebuilt on another machine keeps its name (the key leaves
+    the machine out) and its weights may differ in the last bits, so reports compare this, not the name."""
+    directory = Path(checkpoint)
+    try:
+        files = json.loads((directory / MANIFEST).read_text())["files"]
+        return {name: entry["sha256"] for name, entry in files.items() if name.endswith(".safetensors")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {name: entry["sha256"] for name, entry in file_digests(directory, "*.safetensors").items()}
 
 
 def entry_problem(entry: Path) -> str | None:

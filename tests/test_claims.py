@@ -471,11 +471,31 @@ def test_jobs_from_different_targets_are_refused_not_compared_with_the_first(tmp
     results = json.loads(other.read_text())
     results["stage0"]["checkpoints"] = {"target": "elsewhere/cache/target-seed1", "retain": "cache/retain"}
     other.write_text(json.dumps(results))
-    with pytest.raises(SystemExit, match=r"start from different ones .*target-seed1"):
+    with pytest.raises(SystemExit, match=r"start from different checkpoints .*target-seed1"):
         claims.Sweeps(dirs)
     results["stage0"]["checkpoints"]["target"] = "elsewhere/cache/target"  # another cache directory, the same entry
     other.write_text(json.dumps(results))
     assert verdicts(dirs)["C1"].verdict == "holds"
+
+
+def test_jobs_whose_stage0_entries_share_a_name_but_not_weights_are_refused(tmp_path):
+    """A cache entry rebuilt on another machine keeps its name: jobs that record their stage-0 weights' sha256 are
+    compared by it; jobs run before results.json recorded it are compared by name only."""
+    dirs = main_sweep(tmp_path)
+    jobs = [dirs[0] / "0", dirs[0] / "1", dirs[1] / "0"]
+
+    def record(job, target_sha):
+        results = json.loads((job / "results.json").read_text())
+        results["stage0"]["weights_sha256"] = {"target": {"model.safetensors": target_sha},
+                                               "retain": {"model.safetensors": "bb"}}
+        (job / "results.json").write_text(json.dumps(results))
+
+    record(jobs[0], "aa")
+    record(jobs[1], "aa")
+    assert verdicts(dirs)["C1"].verdict == "holds"  # the other jobs have no digests: compared by name
+    record(jobs[2], "cc")
+    with pytest.raises(SystemExit, match=r"different weights .*cc"):
+        claims.Sweeps(dirs)
 
 
 def test_c5_a_retain_loss_that_never_rises_has_nothing_to_recover(tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,6 +75,9 @@ def test_run_leaves_its_files(pmc_run):
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert on_disk["versions"]["pmc-harness-commit"].removesuffix("+modified") == head  # which code made it
     assert set(on_disk["stage0"]["checkpoints"]) == {"target", "retain"}
+    for role, entry in on_disk["stage0"]["checkpoints"].items():  # which weights, not only which entry name
+        weights = (Path(entry) / "model.safetensors").read_bytes()
+        assert on_disk["stage0"]["weights_sha256"][role] == {"model.safetensors": hashlib.sha256(weights).hexdigest()}
     for model in ("target", "retain", "unlearned"):
         per_example = json.loads((run_dir / "eval" / model / "paper.json").read_text())
         forget = per_example["examples"]["forget"]

@@ -19,6 +19,7 @@ import torch
 from conftest import REPO
 
 from pmc.core.errors import ConfigError
+from pmc.stage0 import weights_sha256
 
 # A process that builds (or reuses) stage 0 for a tiny config and prints which cache entries it built itself.
 BUILD = textwrap.dedent("""
@@ -282,6 +283,22 @@ def test_an_intact_entry_is_loaded_as_it_is(built_cache, tmp_path):
     copy = tmp_path / "cache"
     shutil.copytree(cache, copy)
     assert prepare(copy).built == []
+
+
+def test_the_weights_digest_comes_from_an_entrys_manifest_and_is_hashed_for_any_other_checkpoint(built_cache,
+                                                                                                  tmp_path):
+    """results.json's stage0.weights_sha256: a cache entry's from its manifest; a checkpoint given by path (no
+    manifest, sharded or not) hashed when the run records it."""
+    cache, original = built_cache
+    entry = Path(original.checkpoints["target"])
+    assert weights_sha256(entry) == {"model.safetensors": sha256(entry / "model.safetensors")}
+    given = tmp_path / "given"
+    given.mkdir()
+    for shard in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        (given / shard).write_bytes(shard.encode())
+    (given / "config.json").write_text("{}")
+    assert weights_sha256(given) == {shard: hashlib.sha256(shard.encode()).hexdigest() for shard in
+                                     ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")}
 
 
 def test_a_failed_build_leaves_nothing_half_written(tmp_path, monkeypatch):

@@ -68,11 +68,14 @@ class Sweeps:
         self.per_job, self.summary, self.failed = collect(dirs)
         self.unlearned = (self.per_job[self.per_job["model"] == "unlearned"] if not self.per_job.empty
                           else self.per_job)
-        starts = {job: stage0_pair(job) for job in self.unlearned["job"]} if not self.unlearned.empty else {}
-        if len(set(starts.values()) - {None}) > 1:
-            raise SystemExit("error: the claims compare every job with one target and retain model, but these jobs "
-                             "start from different ones (another stage0.seed or stage-0 setting): " + "; ".join(
-                                 f"{job}: {pair}" for job, pair in starts.items()) + ". Report them apart.")
+        starts = {job: stage0_start(job) for job in self.unlearned["job"]} if not self.unlearned.empty else {}
+        for part, why in (("checkpoints", "another stage0.seed or stage-0 setting"),
+                          ("weights", "the same cache entries built twice, on machines whose weights differ")):
+            recorded = {job: start[part] for job, start in starts.items() if start and start[part] is not None}
+            if len(set(recorded.values())) > 1:
+                raise SystemExit(f"error: the claims compare every job with one target and retain model, but these "
+                                 f"jobs start from different {part} ({why}): " + "; ".join(
+                                     f"{job}: {value}" for job, value in recorded.items()) + ". Report them apart.")
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(self.unlearned["method"])) if not self.unlearned.empty else []
@@ -102,13 +105,18 @@ class Sweeps:
         return None
 
 
-def stage0_pair(job: str) -> tuple[str, str] | None:
-    """The names of the target and retain checkpoints a job started from (its results.json), None if unrecorded."""
+def stage0_start(job: str) -> dict | None:
+    """What a job's results.json says it started from, None if it has no record: "checkpoints", the target's and
+    retain model's names, and "weights", their weight files' sha256 (None in jobs run before results.json held them,
+    so those are compared by name only)."""
     results = Path(job) / "results.json"
-    checkpoints = json.loads(results.read_text()).get("stage0", {}).get("checkpoints") if results.is_file() else None
-    if not checkpoints:
+    stage0 = json.loads(results.read_text()).get("stage0", {}) if results.is_file() else {}
+    if not stage0.get("checkpoints"):
         return None
-    return Path(checkpoints["target"]).name, Path(checkpoints["retain"]).name
+    weights = stage0.get("weights_sha256")
+    return {"checkpoints": tuple(Path(stage0["checkpoints"][role]).name for role in ("target", "retain")),
+            "weights": None if weights is None else tuple(
+                tuple(sorted(weights[role].items())) for role in ("target", "retain"))}
 
 
 def analyses_at_best(sweeps: Sweeps, method: str) -> tuple[str, list[dict]] | str:
