@@ -96,6 +96,12 @@ retain_weight retain_weight_3   experiment=ablation_smollm2 method.handler.retai
 temperature temperature_0_9 experiment=ablation_smollm2 method.handler.temperature=0.9
 temperature temperature_2   experiment=ablation_smollm2 method.handler.temperature=2.0
 icu      icu               experiment=mini_paper_smollm2_icu method=icu
+temperature temperature_0_9_seed1 experiment=ablation_smollm2 method.handler.temperature=0.9 seed=1
+temperature temperature_2_seed1 experiment=ablation_smollm2 method.handler.temperature=2.0 seed=1
+samples  samples_n1_seed1  experiment=ablation_samples_smollm2 method.handler.num_samples=1 seed=1
+epochs   epochs_5_seed1    experiment=ablation_smollm2 method.training.epochs=5 seed=1
+retain_weight retain_weight_0_5_seed1 experiment=ablation_smollm2 method.handler.retain_weight=0.5 seed=1
+retain_weight retain_weight_3_seed1 experiment=ablation_smollm2 method.handler.retain_weight=3.0 seed=1
 "
 # The *_seed1 units repeat the fronts' six settings with a second unlearning seed, on the same stage-0 models
 # (stage0.seed stays 0: conf/config.yaml) and the same target and retain scores (eval cache), so the claims table
@@ -105,7 +111,10 @@ icu      icu               experiment=mini_paper_smollm2_icu method=icu
 # is the longest unit by far (~40 min), so two workers finish at about the same time.
 # The ablation units (claim C4; group = the ablation's name in scripts/claims.py) are PMC at 3e-5 with one setting
 # changed, one job each; their partner is unit pmc_lr3e-5 (n = 5, 10 epochs, λ = 1.5, T = 1.25; claims.py
-# pairs jobs by config): n = 1; 5 epochs; λ = 0.5 and 3; T = 0.9 and 2.
+# pairs jobs by config): n = 1; 5 epochs; λ = 0.5 and 3; T = 0.9 and 2. Their *_seed1 units, last, repeat them at
+# the second unlearning seed, T first (the ablation whose verdict one seed left in doubt); an ablation with a
+# finished *_seed1 unit also has pmc_lr3e-5_seed1 as its partner, so each of its settings is a mean over the same
+# seeds.
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
 # that run to the cap would cost ~2.5x the sampling time, and the answers PMC scores match those evaluated.
@@ -233,22 +242,29 @@ fi
 # --- tables, figures, analyses report, claims: from every finished unit's archive --------------------------------------------
 main_dirs=()
 declare -A ablation_dirs  # ablation name -> its finished units' sweep directories
+declare -A partner_units  # ablation name -> its partner's units, PMC at 3e-5 at the seeds the ablation ran
 while read -r group unit _; do
   [ -z "$group" ] && continue
   dir=$(finished_dir "$unit")
   [ -z "$dir" ] && continue
   case $group in
     main|icu) main_dirs+=("$dir") ;;
-    *) ablation_dirs[$group]+="$dir " ;;
+    *) ablation_dirs[$group]+="$dir "
+       partner_units[$group]=${partner_units[$group]:-pmc_lr3e-5}
+       case $unit in *_seed1) partner_units[$group]="pmc_lr3e-5 pmc_lr3e-5_seed1" ;; esac ;;
   esac
 done <<< "$UNITS"
+partner_dirs() {  # ablation name: its partner's finished archives
+  local unit
+  for unit in ${partner_units[$1]}; do finished_dir "$unit"; done
+}
 if [ "${#main_dirs[@]}" = 0 ]; then
   log "no finished unit: nothing to report"
   exit 1
 fi
 ablation_args=()
 for name in "${!ablation_dirs[@]}"; do  # each ablation's jobs with their partner, PMC at 3e-5
-  for dir in ${ablation_dirs[$name]} $(finished_dir pmc_lr3e-5); do ablation_args+=(--ablation "$name=$dir"); done
+  for dir in ${ablation_dirs[$name]} $(partner_dirs "$name"); do ablation_args+=(--ablation "$name=$dir"); done
 done
 
 failed=0
@@ -263,7 +279,7 @@ step "results/analyses/$NAME.md" "$PYTHON" scripts/analyses_report.py "${main_di
 for name in "${!ablation_dirs[@]}"; do
   # shellcheck disable=SC2086  # the directories are words
   step "results/tables/${NAME}_ablation_$name.*" "$PYTHON" scripts/collect.py ${ablation_dirs[$name]} \
-    $(finished_dir pmc_lr3e-5) --name "${NAME}_ablation_$name"
+    $(partner_dirs "$name") --name "${NAME}_ablation_$name"
 done
 step "$CLAIMS_OUT" "$PYTHON" scripts/claims.py "${main_dirs[@]}" "${ablation_args[@]}" --out "$CLAIMS_OUT"
 exit "$failed"
