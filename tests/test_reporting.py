@@ -100,11 +100,13 @@ def test_jobs_that_repeat_a_seed_count_once(sweep, tmp_path):
 def test_a_stage0_model_built_again_on_another_machine_is_another_reference_row(sweep, tmp_path):
     """A sweep spread over machines: each built its own stage 0 under the same cache key (the same checkpoint name)
     with other weights. Its scores are another target / retain model, not dropped as a duplicate: the reference rows
-    show the mean and std over the builds; the same scores under the same name stay one row."""
+    show the mean and std over the builds; the same scores under the same name stay one row, also when read from
+    another cache directory."""
     elsewhere = tmp_path / "elsewhere"
     write_job(elsewhere / "0", ["lr=1"], {"paper": {"unlearn_quality": 78.0, "utility": 93.0}}, seed=2)
     results = json.loads((elsewhere / "0" / "results.json").read_text())
     results["metrics"]["target"] = {"paper": {"unlearn_quality": 34.0, "utility": 95.0}}  # retain: the same scores
+    results["stage0"]["checkpoints"]["retain"] = "/abs/other_cache/retain"
     (elsewhere / "0" / "results.json").write_text(json.dumps(results))
     _, summary, _ = tables.collect([sweep, elsewhere])
     references = summary.set_index("method").loc[["target", "retain"]]

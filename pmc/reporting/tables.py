@@ -34,9 +34,10 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tu
     """(one row per job, one row per setting with mean and std, {job without results: jobs.job_problem(job)}).
 
     Rows are the unlearned models; the target and retain models (stage 0, the same for every job that shares them)
-    are added as reference rows, once per checkpoint and scores: a stage-0 cache entry built again on another
+    are added as reference rows, once per checkpoint name and scores: a stage-0 cache entry built again on another
     machine has the same name (its key) but other weights, so jobs from two machines give two reference rows, whose
-    mean and std the summary shows (`seeds` then counts the builds).
+    mean and std the summary shows (`seeds` then counts the builds); one entry read from two cache directories
+    (another `cache_dir`) is one row.
 
     A setting's mean and std are over its distinct seeds, `seeds` counts them and `jobs` its jobs: jobs that repeat
     a seed (a reproducibility check on another GPU, a rerun) are averaged into that seed first, so they neither
@@ -48,7 +49,7 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tu
         rows.append({"job": str(job.path), "model": "unlearned", "setting": job.setting, "method": results["method"],
                      "seed": results["seed"], **metric_row(results, "unlearned")})
         for model in REFERENCES:
-            checkpoint = results.get("stage0", {}).get("checkpoints", {}).get(model, model)
+            checkpoint = Path(results.get("stage0", {}).get("checkpoints", {}).get(model, model)).name
             scores = metric_row(results, model)
             references.setdefault((model, checkpoint, json.dumps(scores, sort_keys=True, default=str)), {
                 "job": str(job.path), "model": model, "setting": f"{model} model (stage 0)", "method": model,
