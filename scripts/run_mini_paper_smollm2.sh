@@ -113,8 +113,9 @@ retain_weight retain_weight_3_seed1 experiment=ablation_smollm2 method.handler.r
 # changed, one job each; their partner is unit pmc_lr3e-5 (n = 5, 10 epochs, λ = 1.5, T = 1.25; claims.py
 # pairs jobs by config): n = 1; 5 epochs; λ = 0.5 and 3; T = 0.9 and 2. Their *_seed1 units, last, repeat them at
 # the second unlearning seed, T first (the ablation whose verdict one seed left in doubt); an ablation with a
-# finished *_seed1 unit also has pmc_lr3e-5_seed1 as its partner, so each of its settings is a mean over the same
-# seeds.
+# finished *_seed1 unit also has pmc_lr3e-5_seed1 as its partner, so every ablated setting meets the partner at its
+# own seed (claims.py averages seeds whose configs agree but for the seed; the committed seed-1 jobs decode with
+# other generation defaults than the seed-0 ones, so the claims show each seed as its own line).
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
 # that run to the cap would cost ~2.5x the sampling time, and the answers PMC scores match those evaluated.
