@@ -243,21 +243,18 @@ fi
 # --- tables, figures, analyses report, claims: from every finished unit's archive --------------------------------------------
 main_dirs=()
 declare -A ablation_dirs  # ablation name -> its finished units' sweep directories
-declare -A partner_units  # ablation name -> its partner's units, PMC at 3e-5 at the seeds the ablation ran
 while read -r group unit _; do
   [ -z "$group" ] && continue
   dir=$(finished_dir "$unit")
   [ -z "$dir" ] && continue
   case $group in
     main|icu) main_dirs+=("$dir") ;;
-    *) ablation_dirs[$group]+="$dir "
-       partner_units[$group]=${partner_units[$group]:-pmc_lr3e-5}
-       case $unit in *_seed1) partner_units[$group]="pmc_lr3e-5 pmc_lr3e-5_seed1" ;; esac ;;
+    *) ablation_dirs[$group]+="$dir " ;;
   esac
 done <<< "$UNITS"
-partner_dirs() {  # ablation name: its partner's finished archives
-  local unit
-  for unit in ${partner_units[$1]}; do finished_dir "$unit"; done
+partner_dirs() {  # ablation name: its partner's finished archives, PMC at 3e-5 at the seeds the ablation ran
+  finished_dir pmc_lr3e-5
+  case " ${ablation_dirs[$1]}" in *_seed1\ *) finished_dir pmc_lr3e-5_seed1 ;; esac
 }
 if [ "${#main_dirs[@]}" = 0 ]; then
   log "no finished unit: nothing to report"
