@@ -334,7 +334,8 @@ def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: di
         "metrics": metrics,
         "eval_cache": provenance,
         "stage0": {"checkpoints": stage0.checkpoints, "built_in_this_run": stage0.built,
-                   "weights_sha256": {role: weights_sha256(path) for role, path in stage0.checkpoints.items()}},
+                   "weights_sha256": {role: weights_sha256(path, Path(cfg.cache_dir) / "digests")
+                                      for role, path in stage0.checkpoints.items()}},
         "timings_s": timings,
         "versions": versions(),
         "machine": machine(device_for(cfg.device)),

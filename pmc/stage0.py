@@ -79,29 +79,53 @@ class Stage0Models:
 MANIFEST = "stage0.json"  # written last into an entry: every file's size and sha256
 
 
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 def file_digests(directory: Path, pattern: str = "*") -> dict[str, dict]:
     """{relative path: {"bytes", "sha256"}} of every file under `directory` matching `pattern` but the manifest."""
-    digests = {}
-    for path in sorted(p for p in directory.rglob(pattern) if p.is_file() and p.name != MANIFEST):
-        sha = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(2**20), b""):
-                sha.update(block)
-        digests[str(path.relative_to(directory))] = {"bytes": path.stat().st_size, "sha256": sha.hexdigest()}
-    return digests
+    return {str(path.relative_to(directory)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+            for path in sorted(p for p in directory.rglob(pattern) if p.is_file() and p.name != MANIFEST)}
 
 
-def weights_sha256(checkpoint: str | Path) -> dict[str, str]:
+def remembered_sha256(path: Path, memo_dir: Path) -> str:
+    """A file's sha256, hashed once per (path, size, modification time) and kept in `memo_dir`: a sweep over a
+    checkpoint given by path (a published 3B model is ~12 GB, ~10-25 s to hash) hashes it in its first job only. A
+    file rewritten in place changes its modification time, so it is hashed again."""
+    path = path.resolve()
+    stat = path.stat()
+    identity = {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    memo = memo_dir / f"{fingerprint(str(path))}.json"
+    try:
+        kept = json.loads(memo.read_text())
+        if {name: kept[name] for name in identity} == identity:
+            return kept["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = file_sha256(path)
+    write_json_atomic(memo, {**identity, "sha256": digest})
+    return digest
+
+
+def weights_sha256(checkpoint: str | Path, memo_dir: Path | None = None) -> dict[str, str]:
     """{file: sha256} of a checkpoint's weights (its *.safetensors files): from the manifest of a cache entry (hashed
-    when it was written, checked when it was loaded), else hashed now. results.json records it because a cache
-    entry's name does not tell its weights apart: an entry rebuilt on another machine keeps its name (the key leaves
-    the machine out) and its weights may differ in the last bits, so reports compare this, not the name."""
+    when it was written, checked when it was loaded), else hashed now, or taken from `memo_dir` when an earlier job
+    hashed the same unchanged file (`remembered_sha256`). results.json records it because a cache entry's name does
+    not tell its weights apart: an entry rebuilt on another machine keeps its name (the key leaves the machine out)
+    and its weights may differ in the last bits, so reports compare this, not the name."""
     directory = Path(checkpoint)
     try:
         files = json.loads((directory / MANIFEST).read_text())["files"]
         return {name: entry["sha256"] for name, entry in files.items() if name.endswith(".safetensors")}
     except (OSError, ValueError, KeyError, TypeError):
-        return {name: entry["sha256"] for name, entry in file_digests(directory, "*.safetensors").items()}
+        weights = sorted(p for p in directory.rglob("*.safetensors") if p.is_file())
+        return {str(path.relative_to(directory)): remembered_sha256(path, memo_dir) if memo_dir else file_sha256(path)
+                for path in weights}
 
 
 def entry_problem(entry: Path) -> str | None:

@@ -116,6 +116,34 @@ def test_a_stage0_model_built_again_on_another_machine_is_another_reference_row(
     assert references.loc["retain", "unlearn quality"] == 90.0
 
 
+def test_a_job_that_scored_a_build_with_fewer_suites_adds_no_reference_row(sweep, tmp_path):
+    """The SmolLM2 ablations score the paper suite alone: their target row (the paper's values, no TOFU ones) is the
+    build that the sweep's jobs scored with both suites, not another; values that differ in the shared columns are
+    another build."""
+    def with_tofu(job, target_forget_quality):
+        results = json.loads((job / "results.json").read_text())
+        results["metrics"]["target"] = {**REFERENCE_METRICS["target"],
+                                        "tofu": {"forget_quality": target_forget_quality, "model_utility": 0.5}}
+        (job / "results.json").write_text(json.dumps(results))
+
+    for job in ("0", "1", "10"):
+        with_tofu(sweep / job, 0.01)
+    ablation = tmp_path / "ablation"
+    write_job(ablation / "0", ["temperature=2"], {"paper": {"unlearn_quality": 66.0, "utility": 50.0}})
+    _, summary, _ = tables.collect([sweep, ablation])
+    references = summary.set_index("method").loc[["target", "retain"]]
+    assert references["seeds"].tolist() == [1, 1]
+    assert references.loc["target", "forget quality"] == 0.01
+    other = tmp_path / "other"
+    write_job(other / "0", ["temperature=2"], {"paper": {"unlearn_quality": 66.0, "utility": 50.0}})
+    results = json.loads((other / "0" / "results.json").read_text())
+    results["metrics"]["target"] = {"paper": {"unlearn_quality": 31.0, "utility": 95.0}}
+    (other / "0" / "results.json").write_text(json.dumps(results))
+    _, summary, _ = tables.collect([sweep, ablation, other])
+    target = summary.set_index("method").loc["target"]
+    assert (target["seeds"], target["unlearn quality"]) == (2, 30.5)
+
+
 def test_columns_are_the_ones_the_suites_declare(sweep, monkeypatch):
     assert [c.title for c in table_columns()] == ["unlearn quality", "utility", "forget quality", "model utility"]
     declared = (Column("muse", "privleak", "privacy leak", "PrivLeak (%)"), *table_columns())

@@ -301,6 +301,25 @@ def test_the_weights_digest_comes_from_an_entrys_manifest_and_is_hashed_for_any_
                                      ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")}
 
 
+def test_a_given_checkpoints_digest_is_kept_while_the_file_is_unchanged(tmp_path):
+    """A sweep over a checkpoint given by path hashes each weight file in its first job only: the digest is kept by
+    path, size and modification time, so a file rewritten (a new mtime) is hashed again."""
+    given, memo = tmp_path / "given", tmp_path / "cache" / "digests"
+    given.mkdir()
+    weights = given / "model.safetensors"
+    weights.write_bytes(b"first weights")
+    first = {"model.safetensors": hashlib.sha256(b"first weights").hexdigest()}
+    assert weights_sha256(given, memo) == first
+    assert len(list(memo.glob("*.json"))) == 1
+    stamp = weights.stat().st_mtime_ns
+    weights.write_bytes(b"other weights")  # the same size, the old modification time: read from the memo
+    os.utime(weights, ns=(stamp, stamp))
+    assert weights_sha256(given, memo) == first
+    os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))
+    assert weights_sha256(given, memo) == {"model.safetensors": hashlib.sha256(b"other weights").hexdigest()}
+    assert weights_sha256(given) == weights_sha256(given, memo)  # without a memo: hashed each time
+
+
 def test_a_failed_build_leaves_nothing_half_written(tmp_path, monkeypatch):
     import pmc.stage0
     from pmc.core.models import build_tiny, train_tokenizer

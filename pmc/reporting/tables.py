@@ -30,6 +30,20 @@ def metric_row(results: dict, model: str) -> dict:
     return {c.title: metrics.get(c.suite, {}).get(c.key) for c in table_columns()}
 
 
+def distinct_builds(references: dict[tuple, dict]) -> list[dict]:
+    """The reference rows ({(model, checkpoint name, scores): row}) less those that another row of the same
+    checkpoint covers: a job that ran fewer suites (an ablation scored by the paper suite alone) scored the same build
+    as a job whose row has those same values and more, so it is not another build."""
+    def scored(row: dict) -> dict:
+        return {c.title: row[c.title] for c in table_columns() if row[c.title] is not None}
+
+    def covered(key: tuple, row: dict) -> bool:
+        return any(other_key[:2] == key[:2] and other_key != key and scored(row).items() < scored(other).items()
+                   for other_key, other in references.items())
+
+    return [row for key, row in references.items() if not covered(key, row)]
+
+
 def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[str, str]]]:
     """(one row per job, one row per setting with mean and std, {job without results: jobs.job_problem(job)}).
 
@@ -54,7 +68,7 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tu
             references.setdefault((model, checkpoint, json.dumps(scores, sort_keys=True, default=str)), {
                 "job": str(job.path), "model": model, "setting": f"{model} model (stage 0)", "method": model,
                 "seed": results["seed"], **scores})
-    per_job = pd.DataFrame(rows + list(references.values()))
+    per_job = pd.DataFrame(rows + distinct_builds(references))
     if per_job.empty:
         return per_job, per_job, problems
     per_job = per_job.dropna(axis=1, how="all")
