@@ -102,6 +102,13 @@ samples  samples_n1_seed1  experiment=ablation_samples_smollm2 method.handler.nu
 epochs   epochs_5_seed1    experiment=ablation_smollm2 method.training.epochs=5 seed=1
 retain_weight retain_weight_0_5_seed1 experiment=ablation_smollm2 method.handler.retain_weight=0.5 seed=1
 retain_weight retain_weight_3_seed1 experiment=ablation_smollm2 method.handler.retain_weight=3.0 seed=1
+main     pmc_lr3e-5_seed2  experiment=mini_paper_smollm2_fronts method=pmc method.training.learning_rate=3e-5 method.handler.max_length=null seed=2
+temperature temperature_0_9_seed2 experiment=ablation_smollm2 method.handler.temperature=0.9 seed=2
+temperature temperature_2_seed2 experiment=ablation_smollm2 method.handler.temperature=2.0 seed=2
+retain_weight retain_weight_0_5_seed2 experiment=ablation_smollm2 method.handler.retain_weight=0.5 seed=2
+retain_weight retain_weight_3_seed2 experiment=ablation_smollm2 method.handler.retain_weight=3.0 seed=2
+samples  samples_n1_seed2  experiment=ablation_samples_smollm2 method.handler.num_samples=1 seed=2
+epochs   epochs_5_seed2    experiment=ablation_smollm2 method.training.epochs=5 seed=2
 "
 # The *_seed1 units repeat the fronts' six settings with a second unlearning seed, on the same stage-0 models
 # (stage0.seed stays 0: conf/config.yaml) and the same target and retain scores (eval cache), so the claims table
@@ -115,7 +122,9 @@ retain_weight retain_weight_3_seed1 experiment=ablation_smollm2 method.handler.r
 # the second unlearning seed, T first (the ablation whose verdict one seed left in doubt); an ablation with a
 # finished *_seed1 unit also has pmc_lr3e-5_seed1 as its partner, so every ablated setting meets the partner at its
 # own seed (claims.py averages seeds whose configs agree but for the seed; the committed seed-1 jobs decode with
-# other generation defaults than the seed-0 ones, so the claims show each seed as its own line).
+# other generation defaults than the seed-0 ones, so the claims show each seed as its own line). The *_seed2 units,
+# PMC at 3e-5 and the ablations at a third seed, decode with the seed-1 jobs' defaults, so the claims average seeds
+# 1 and 2 into one line per ablation beside seed 0's; T and λ first (the verdicts two seeds left closest).
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
 # that run to the cap would cost ~2.5x the sampling time, and the answers PMC scores match those evaluated.
@@ -254,7 +263,10 @@ while read -r group unit _; do
 done <<< "$UNITS"
 partner_dirs() {  # ablation name: its partner's finished archives, PMC at 3e-5 at the seeds the ablation ran
   finished_dir pmc_lr3e-5
-  case " ${ablation_dirs[$1]}" in *_seed1\ *) finished_dir pmc_lr3e-5_seed1 ;; esac
+  local dir
+  for dir in ${ablation_dirs[$1]}; do
+    case $dir in *_seed*) echo "${dir##*_seed}" ;; esac
+  done | sort -un | while read -r seed; do finished_dir "pmc_lr3e-5_seed$seed"; done
 }
 if [ "${#main_dirs[@]}" = 0 ]; then
   log "no finished unit: nothing to report"

@@ -449,17 +449,17 @@ def test_run_script_parses_and_runs_each_sweep_setting_as_one_unit():
             assert not [axis for axis, values in swept.items() if "," in str(values) and axis not in args], unit
             covered.setdefault(args["experiment"], []).append(
                 (args.get("method"), args.get("method.training.learning_rate"), args.get("seed", "0")))
-    # every setting twice: seed 0 and a second unlearning seed
+    # every setting twice: seed 0 and a second unlearning seed; PMC at 3e-5, the ablations' partner, a third time
     fronts = [(method, lr, seed) for method in SWEEPS["mini_paper_smollm2_fronts"] for lr in ("3e-5", "1e-4")
-              for seed in ("0", "1")]
+              for seed in ("0", "1")] + [("pmc", "3e-5", "2")]
     assert sorted(covered.pop("mini_paper_smollm2_fronts")) == sorted(fronts)
     assert {e: sorted(settings) for e, settings in covered.items() if e in SWEEPS} == \
         {e: sorted((m, None, seed) for m in methods for seed in ("0", "1"))
          for e, methods in SWEEPS.items() if e != "mini_paper_smollm2_fronts"}
-    assert covered["ablation_samples_smollm2"] == [(None, None, "0"), (None, None, "1")]
+    assert covered["ablation_samples_smollm2"] == [(None, None, "0"), (None, None, "1"), (None, None, "2")]
     ablated = [dict(o.split("=", 1) for o in overrides.split()) for _, _, overrides in units
                if "experiment=ablation_smollm2" in overrides]
-    for seed in ("0", "1"):  # each ablated setting at both seeds
+    for seed in ("0", "1", "2"):  # each ablated setting at the three seeds
         assert sorted((key, value) for args in ablated if args.get("seed", "0") == seed
                       for key, value in args.items() if key not in ("experiment", "seed")) == \
             [("method.handler.retain_weight", "0.5"), ("method.handler.retain_weight", "3.0"),
@@ -637,22 +637,26 @@ def test_units_finished_on_another_machine_are_kept_and_reported_from_their_arch
     assert "multirun" not in " ".join(calls)
 
 
-def test_an_ablation_at_two_seeds_has_its_partner_at_both_and_one_at_seed_0_only_the_first(tmp_path):
+def test_an_ablations_partner_comes_at_the_seeds_its_units_ran(tmp_path):
     """An ablation's settings are means over seeds: its partner (PMC at 3e-5) comes at the seeds its units ran,
     so a report from a partial set (--report-only) never compares a two-seed partner with one-seed settings."""
     script, env, _ = run_script_copy(tmp_path, job="true")
     runs = tmp_path / "results" / "smollm2" / "runs"
-    for unit in ("pmc_lr3e-5", "pmc_lr3e-5_seed1", "temperature_0_9", "temperature_0_9_seed1", "samples_n1"):
+    for unit in ("pmc_lr3e-5", "pmc_lr3e-5_seed1", "pmc_lr3e-5_seed2", "temperature_0_9", "temperature_0_9_seed1",
+                 "temperature_2_seed2", "temperature_0_9_seed2", "epochs_5_seed1", "samples_n1"):
         (runs / unit / "0").mkdir(parents=True)
     run = subprocess.run(["bash", str(script), "--report-only"], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     claims_call = next(call for call in report_calls(tmp_path) if call.startswith("scripts/claims.py"))
     ablations = sorted(re.findall(r"--ablation (\S+)", claims_call))
     assert ablations == sorted(f"{name}=results/smollm2/runs/{unit}" for name, unit in [
-        ("temperature", "temperature_0_9"), ("temperature", "temperature_0_9_seed1"), ("temperature", "pmc_lr3e-5"),
-        ("temperature", "pmc_lr3e-5_seed1"), ("samples", "samples_n1"), ("samples", "pmc_lr3e-5")])
+        ("temperature", "temperature_0_9"), ("temperature", "temperature_0_9_seed1"),
+        ("temperature", "temperature_0_9_seed2"), ("temperature", "temperature_2_seed2"),
+        ("temperature", "pmc_lr3e-5"), ("temperature", "pmc_lr3e-5_seed1"), ("temperature", "pmc_lr3e-5_seed2"),
+        ("epochs", "epochs_5_seed1"), ("epochs", "pmc_lr3e-5"), ("epochs", "pmc_lr3e-5_seed1"),
+        ("samples", "samples_n1"), ("samples", "pmc_lr3e-5")])
     table = next(call for call in report_calls(tmp_path) if "ablation_samples" in call)
-    assert "pmc_lr3e-5_seed1" not in table and "runs/pmc_lr3e-5 " in table
+    assert "pmc_lr3e-5_seed" not in table and "runs/pmc_lr3e-5 " in table
 
 
 def test_a_stop_file_ends_the_run_after_the_unit_under_way_and_without_a_report(tmp_path):
