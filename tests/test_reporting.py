@@ -259,6 +259,30 @@ def test_analyses_report_shows_each_build_of_the_stage0_models(tmp_path):
     assert colour("target [c_other_machine]", methods) == colour("target", methods)
 
 
+def test_analyses_report_keeps_every_seed_of_archived_units_and_one_row_per_build(tmp_path):
+    """The SmolLM2 mini paper's archives name every job "0" (runs/<unit>/0): PMC at three seeds gives three rows,
+    labelled by seed, none replacing another; the target scored again by a later unit with the last digits moved (a
+    relative 1e-8: batches of another composition) is the same build, a relative 1e-3 another, named by unit."""
+    from pmc.reporting.analyses import load, same_scores
+
+    for unit, seed, target_nll in (("pmc", 0, 3.0964558436705283), ("pmc_seed1", 1, 3.0964558436705283),
+                                   ("pmc_seed2", 2, 3.0964558335154098), ("pmc_seed3", 3, 3.0995)):
+        job = tmp_path / unit / "0"
+        write_job(job, ["method=pmc"], {}, seed=seed)
+        for model in ("target", "retain", "unlearned"):
+            (job / "eval" / model).mkdir(parents=True)
+            nll = {"target": target_nll, "retain": 2.5, "unlearned": 1.0 + seed}[model]
+            summary = {"fluency_nll": nll, "rates": [0.5, 0.25]}
+            (job / "eval" / model / "analyses.json").write_text(json.dumps({"summary": summary, "examples": {}}))
+    models, _, _ = load([tmp_path])
+    assert list(models) == ["target", "retain", "pmc", "pmc [seed 1]", "pmc [seed 2]", "target [pmc_seed3/0]",
+                            "pmc [seed 3]"]
+    assert [models[label]["analyses"]["summary"]["fluency_nll"] for label in ("pmc", "pmc [seed 1]",
+                                                                             "pmc [seed 2]")] == [1.0, 2.0, 3.0]
+    assert not same_scores({"a": [1.0, 2.0]}, {"a": [1.0]}) and not same_scores({"a": 1}, {"b": 1})
+    assert not same_scores("0.5", 0.5) and same_scores({"a": [0, "x"]}, {"a": [1e-13, "x"]})
+
+
 def test_a_table_and_an_analyses_report_of_one_name_never_replace_each_other(tmp_path, capsys):
     """collect.py and analyses_report.py both write <out>/<name>.md: given the name of the other's files in the same
     folder, each stops with one error naming the file and writes nothing (docs/gpu.md once gave both one name)."""

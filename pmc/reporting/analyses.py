@@ -3,13 +3,14 @@ and every job's unlearned model, example answers, and PNG figures (collateral da
 rate vs chance, leakage under sampling and prefilling, response quality). Reads each job's eval/<model>/*.json
 through pmc.reporting.jobs. Stage 0 is shared by the jobs of a sweep, so the target and retain rows come from the
 first job that has them; jobs whose stage-0 models scored differently (built again on another machine: a mini paper
-spread over sessions) add their own rows, labelled with that job's name, as the tables add a reference row.
+spread over sessions) add their own rows, labelled with that job's name, as the tables add a reference row; scores
+that agree to a relative 1e-6 are the same build scored again (`same_scores`).
 """
 
 from __future__ import annotations
 
-import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -31,7 +32,8 @@ SETTINGS_KEYS = (("sampling", "k"), ("sampling", "temperature"), ("sampling", "t
 def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
     """model label -> {"analyses": suite file, "paper": suite file or None, "job": dir}; the first job's
     results.json; jobs without analyses results. A method run in several settings is labelled in each by what sets
-    it apart from the method's other settings (`npo [method.handler.retain_weight=0]`), the job's name if nothing."""
+    it apart from the method's other settings (`npo [method.handler.retain_weight=0]`); a setting's later seeds by
+    their seed (`npo [seed 1]`), jobs that share a seed too by their name (archived units' jobs by unit and name)."""
     models: dict[str, dict] = {}
     first, skipped, jobs = None, [], []
     for job in load_jobs(roots)[0]:
@@ -43,24 +45,45 @@ def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
     for job, method in jobs:
         settings.setdefault(method, []).append(job.setting)
     apart = {method: distinguishing(s) for method, s in settings.items() if len(s) > 1}
-    builds: dict[tuple[str, str], str] = {}  # (stage-0 model, its analyses summary) -> its label
+    names = Counter(job.path.name for job, _ in jobs)  # archived units all name their one job "0"
+
+    def job_name(job) -> str:
+        return job.path.name if names[job.path.name] == 1 else "/".join(job.path.parts[-2:])
+
+    def unique(label: str, *tags) -> str:
+        """`label`, else the first of "label [tag]" no other row has; the job's whole path at last."""
+        return next((candidate for candidate in (label, *(f"{label} [{tag}]" for tag in tags))
+                     if candidate not in models), f"{label} [{tags[-1]}]")
+
+    builds: list[tuple[str, dict, str]] = []  # (stage-0 model, its analyses summary, its label)
     for job, method in jobs:
         first = first or job.results
         own = apart.get(method, {}).get(job.setting, "")
         labels = []
         for model in REFERENCES:
-            summary = json.dumps((suite_file(job.path, model, "analyses") or {}).get("summary"), sort_keys=True)
-            if (model, summary) not in builds:
-                seen = any(built == model for built, _ in builds)
-                builds[model, summary] = f"{model} [{job.path.name}]" if seen else model
-                labels.append((model, builds[model, summary]))
-        labels.append(("unlearned", f"{method} [{own}]" if own else method))
+            summary = (suite_file(job.path, model, "analyses") or {}).get("summary")
+            if not any(built == model and same_scores(summary, scores) for built, scores, _ in builds):
+                label = unique(model, job_name(job), job.path)
+                builds.append((model, summary, label))
+                labels.append((model, label))
+        base = f"{method} [{own}]" if own else method
+        labels.append(("unlearned", unique(base, f"seed {job.results.get('seed')}", job_name(job), job.path)))
         for model, label in labels:
-            if label in models:
-                label = f"{label} [{job.path.name}]"
             models[label] = {"analyses": suite_file(job.path, model, "analyses"),
                              "paper": suite_file(job.path, model, "paper"), "job": str(job.path)}
     return models, first, skipped
+
+
+def same_scores(a, b) -> bool:
+    """Whether two analyses summaries agree to a relative 1e-6: a stage-0 model scored again (a sweep's later job,
+    after the eval cache's key changed) decodes and scores in batches of another composition, which moves the last
+    digits of a mean, and is not another build."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_scores(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(same_scores, a, b))
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12) if numbers else a == b
 
 
 def reference_of(label: str) -> str | None:
