@@ -109,6 +109,9 @@ retain_weight retain_weight_0_5_seed2 experiment=ablation_smollm2 method.handler
 retain_weight retain_weight_3_seed2 experiment=ablation_smollm2 method.handler.retain_weight=3.0 seed=2
 samples  samples_n1_seed2  experiment=ablation_samples_smollm2 method.handler.num_samples=1 seed=2
 epochs   epochs_5_seed2    experiment=ablation_smollm2 method.training.epochs=5 seed=2
+main     pmc_lr1e-4_seed2  experiment=mini_paper_smollm2_fronts method=pmc method.training.learning_rate=1e-4 method.handler.max_length=null seed=2
+main     npo_lr1e-4_seed2  experiment=mini_paper_smollm2_fronts method=npo method.training.learning_rate=1e-4 seed=2
+main     graddiff_lr1e-4_seed2 experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=1e-4 seed=2
 "
 # The *_seed1 units repeat the fronts' six settings with a second unlearning seed, on the same stage-0 models
 # (stage0.seed stays 0: conf/config.yaml) and the same target and retain scores (eval cache), so the claims table
@@ -124,7 +127,8 @@ epochs   epochs_5_seed2    experiment=ablation_smollm2 method.training.epochs=5 
 # own seed (claims.py averages seeds whose configs agree but for the seed; the committed seed-1 jobs decode with
 # other generation defaults than the seed-0 ones, so the claims show each seed as its own line). The *_seed2 units,
 # PMC at 3e-5 and the ablations at a third seed, decode with the seed-1 jobs' defaults, so the claims average seeds
-# 1 and 2 into one line per ablation beside seed 0's; T and λ first (the verdicts two seeds left closest).
+# 1 and 2 into one line per ablation beside seed 0's; T and λ first (the verdicts two seeds left closest). Then the
+# settings the verdicts of C2, C3, C5 and C6 read (PMC, NPO and GradDiff at 1e-4) at the third seed.
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
 # that run to the cap would cost ~2.5x the sampling time, and the answers PMC scores match those evaluated.
