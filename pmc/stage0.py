@@ -108,7 +108,10 @@ def remembered_sha256(path: Path, memo_dir: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     digest = file_sha256(path)
-    write_json_atomic(memo, {**identity, "sha256": digest})
+    try:
+        write_json_atomic(memo, {**identity, "sha256": digest})
+    except OSError as error:  # the digest is right; only the next job's shortcut is lost, not this job's results
+        log.warning("could not keep the sha256 of %s in %s (%s); later jobs hash it again", path, memo_dir, error)
     return digest
 
 

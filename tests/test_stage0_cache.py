@@ -318,6 +318,9 @@ def test_a_given_checkpoints_digest_is_kept_while_the_file_is_unchanged(tmp_path
     os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))
     assert weights_sha256(given, memo) == {"model.safetensors": hashlib.sha256(b"other weights").hexdigest()}
     assert weights_sha256(given) == weights_sha256(given, memo)  # without a memo: hashed each time
+    blocked = tmp_path / "read-only"
+    blocked.write_text("a file where the memo folder would go")
+    assert weights_sha256(given, blocked / "digests") == weights_sha256(given)  # no memo kept, the digest still right
 
 
 def test_a_failed_build_leaves_nothing_half_written(tmp_path, monkeypatch):
