@@ -55,17 +55,16 @@ def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
         return next((candidate for candidate in (label, *(f"{label} [{tag}]" for tag in tags))
                      if candidate not in models), f"{label} [{tags[-1]}]")
 
-    builds: list[tuple[str, dict, str]] = []  # (stage-0 model, its analyses summary, its label)
+    builds: list[tuple[str, dict]] = []  # (stage-0 model, its analyses summary), one per build seen
     for job, method in jobs:
         first = first or job.results
         own = apart.get(method, {}).get(job.setting, "")
         labels = []
         for model in REFERENCES:
             summary = (suite_file(job.path, model, "analyses") or {}).get("summary")
-            if not any(built == model and same_scores(summary, scores) for built, scores, _ in builds):
-                label = unique(model, job_name(job), job.path)
-                builds.append((model, summary, label))
-                labels.append((model, label))
+            if not any(built == model and same_scores(summary, scores) for built, scores in builds):
+                builds.append((model, summary))
+                labels.append((model, unique(model, job_name(job), job.path)))
         base = f"{method} [{own}]" if own else method
         labels.append(("unlearned", unique(base, f"seed {job.results.get('seed')}", job_name(job), job.path)))
         for model, label in labels:
