@@ -112,6 +112,14 @@ epochs   epochs_5_seed2    experiment=ablation_smollm2 method.training.epochs=5 
 main     pmc_lr1e-4_seed2  experiment=mini_paper_smollm2_fronts method=pmc method.training.learning_rate=1e-4 method.handler.max_length=null seed=2
 main     npo_lr1e-4_seed2  experiment=mini_paper_smollm2_fronts method=npo method.training.learning_rate=1e-4 seed=2
 main     graddiff_lr1e-4_seed2 experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=1e-4 seed=2
+icu      icu_seed2         experiment=mini_paper_smollm2_icu method=icu seed=2
+main     idkdpo_seed2      experiment=mini_paper_smollm2 method=idkdpo seed=2
+main     idk_seed2         experiment=mini_paper_smollm2 method=idk seed=2
+main     npo_lr3e-5_seed2  experiment=mini_paper_smollm2_fronts method=npo method.training.learning_rate=3e-5 seed=2
+main     graddiff_lr3e-5_seed2 experiment=mini_paper_smollm2_fronts method=graddiff method.training.learning_rate=3e-5 seed=2
+main     simnpo_seed2      experiment=mini_paper_smollm2 method=simnpo seed=2
+main     flat_seed2        experiment=mini_paper_smollm2 method=flat seed=2
+main     ga_seed2          experiment=mini_paper_smollm2 method=ga seed=2
 "
 # The *_seed1 units repeat the fronts' six settings with a second unlearning seed, on the same stage-0 models
 # (stage0.seed stays 0: conf/config.yaml) and the same target and retain scores (eval cache), so the claims table
@@ -128,7 +136,9 @@ main     graddiff_lr1e-4_seed2 experiment=mini_paper_smollm2_fronts method=gradd
 # other generation defaults than the seed-0 ones, so the claims show each seed as its own line). The *_seed2 units,
 # PMC at 3e-5 and the ablations at a third seed, decode with the seed-1 jobs' defaults, so the claims average seeds
 # 1 and 2 into one line per ablation beside seed 0's; T and λ first (the verdicts two seeds left closest). Then the
-# settings the verdicts of C2, C3, C5 and C6 read (PMC, NPO and GradDiff at 1e-4) at the third seed.
+# settings the verdicts of C2, C3, C5 and C6 read (PMC, NPO and GradDiff at 1e-4) at the third seed. Last, every
+# other setting's third seed, so each row of the table has three: ICU first (with --with-icu; the longest), then
+# the baselines closest to PMC's front (IdkDPO, IDK: C1) and the rest.
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
 # that run to the cap would cost ~2.5x the sampling time, and the answers PMC scores match those evaluated.
