@@ -144,6 +144,32 @@ def test_a_job_that_scored_a_build_with_fewer_suites_adds_no_reference_row(sweep
     assert (target["seeds"], target["unlearn quality"]) == (2, 30.5)
 
 
+def test_a_build_scored_again_is_one_reference_row_and_recorded_weights_tell_builds_apart(sweep, tmp_path):
+    """A stage-0 model scored again (the eval cache's key changed) moves the last digits: scores within a relative
+    1e-6 of a row's are that build (1e-8 off: one row, its first scores), 1e-3 off another build. Jobs that recorded
+    the weights' digests are told apart by them: other weights with equal scores are another build, and a job that
+    recorded none is compared by its scores alone."""
+    def job(name, target_unlearn_quality, target_weights=None):
+        write_job(tmp_path / name / "0", ["lr=1"], {"paper": {"unlearn_quality": 75.0, "utility": 92.0}})
+        results = json.loads((tmp_path / name / "0" / "results.json").read_text())
+        results["metrics"]["target"] = {"paper": {"unlearn_quality": target_unlearn_quality, "utility": 95.0}}
+        if target_weights is not None:
+            results["stage0"]["weights_sha256"] = {"target": {"model.safetensors": target_weights},
+                                                   "retain": {"model.safetensors": "bb"}}
+        (tmp_path / name / "0" / "results.json").write_text(json.dumps(results))
+        return tmp_path / name
+
+    def target(*roots):
+        per_job, summary, _ = tables.collect([sweep, *roots])
+        row = summary.set_index("method").loc["target"]
+        return row["seeds"], row["unlearn quality"], len(per_job[per_job["model"] == "target"])
+
+    assert target(job("z_rescored", 30.0 * (1 + 1e-8))) == (1, 30.0, 1)
+    assert target(job("z_another", 30.0 * (1 + 1e-3))) == (2, pytest.approx(30.015), 2)
+    assert target(job("digest_a", 30.0, "aa"), job("digest_a_again", 30.0 * (1 + 1e-8), "aa")) == (1, 30.0, 1)
+    assert target(job("digest_b", 30.0, "bb"), tmp_path / "digest_a") == (2, 30.0, 2)
+
+
 def test_columns_are_the_ones_the_suites_declare(sweep, monkeypatch):
     assert [c.title for c in table_columns()] == ["unlearn quality", "utility", "forget quality", "model utility"]
     declared = (Column("muse", "privleak", "privacy leak", "PrivLeak (%)"), *table_columns())
@@ -263,7 +289,8 @@ def test_analyses_report_keeps_every_seed_of_archived_units_and_one_row_per_buil
     """The SmolLM2 mini paper's archives name every job "0" (runs/<unit>/0): PMC at three seeds gives three rows,
     labelled by seed, none replacing another; the target scored again by a later unit with the last digits moved (a
     relative 1e-8: batches of another composition) is the same build, a relative 1e-3 another, named by unit."""
-    from pmc.reporting.analyses import load, same_scores
+    from pmc.reporting.analyses import load
+    from pmc.reporting.jobs import same_scores
 
     for unit, seed, target_nll in (("pmc", 0, 3.0964558436705283), ("pmc_seed1", 1, 3.0964558436705283),
                                    ("pmc_seed2", 2, 3.0964558335154098), ("pmc_seed3", 3, 3.0995)):

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pmc.reporting.figures import distinguishing  # noqa: E402
-from pmc.reporting.jobs import REFERENCES, load_jobs, suite_file  # noqa: E402
+from pmc.reporting.jobs import REFERENCES, load_jobs, same_scores, suite_file  # noqa: E402
 from pmc.reporting.tables import markdown_table  # noqa: E402
 
 COLOURS = {"target": "#4d4d4d", "retain": "#8c8c8c"}
@@ -71,18 +71,6 @@ def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
             models[label] = {"analyses": suite_file(job.path, model, "analyses"),
                              "paper": suite_file(job.path, model, "paper"), "job": str(job.path)}
     return models, first, skipped
-
-
-def same_scores(a, b) -> bool:
-    """Whether two analyses summaries agree to a relative 1e-6: a stage-0 model scored again (a sweep's later job,
-    after the eval cache's key changed) decodes and scores in batches of another composition, which moves the last
-    digits of a mean, and is not another build."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same_scores(a[key], b[key]) for key in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(map(same_scores, a, b))
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12) if numbers else a == b
 
 
 def reference_of(label: str) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,27 @@ class Job:
     path: Path
     setting: str
     results: dict
+
+
+def same_scores(a, b) -> bool:
+    """Whether two scores of a stage-0 model (numbers, or summaries of them) agree to a relative 1e-6: a model scored
+    again (a sweep's later job, after the eval cache's key changed) decodes and scores in batches of another
+    composition, which moves the last digits of a mean (docs/determinism.md); it is the same build, not another."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_scores(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(same_scores, a, b))
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12) if numbers else a == b
+
+
+def stage0_build(results: dict, model: str) -> tuple[str, dict | None]:
+    """What names the build of a job's stage-0 `model` ("target", "retain"): its checkpoint's name (a cache entry's
+    key, the same on every machine that built it) and its weights' sha256 digests (None for jobs before results.json
+    recorded them)."""
+    stage0 = results.get("stage0", {})
+    return (Path(stage0.get("checkpoints", {}).get(model, model)).name,
+            (stage0.get("weights_sha256") or {}).get(model))
 
 
 def natural_order(path: Path) -> list:

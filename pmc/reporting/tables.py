@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.metrics import Column, table_columns
-from pmc.reporting.jobs import REFERENCES, load_jobs
+from pmc.reporting.jobs import REFERENCES, load_jobs, same_scores, stage0_build
 
 
 def column(suite: str, key: str) -> Column:
@@ -30,18 +30,32 @@ def metric_row(results: dict, model: str) -> dict:
     return {c.title: metrics.get(c.suite, {}).get(c.key) for c in table_columns()}
 
 
-def distinct_builds(references: dict[tuple, dict]) -> list[dict]:
-    """The reference rows ({(model, checkpoint name, scores): row}) less those that another row of the same
-    checkpoint covers: a job that ran fewer suites (an ablation scored by the paper suite alone) scored the same build
-    as a job whose row has those same values and more, so it is not another build."""
-    def scored(row: dict) -> dict:
-        return {c.title: row[c.title] for c in table_columns() if row[c.title] is not None}
+def distinct_builds(references: list[tuple[tuple, dict]]) -> list[dict]:
+    """The reference rows, one per build: of the rows [((model, checkpoint name, weights digests), row)] that are one
+    build, the first of those with the most columns. Two rows of a model are one build when they name the same
+    checkpoint, the same weights where both jobs recorded them, and agree in every column both have (`same_scores`:
+    a build scored again moves the last digits) while one row's columns are all the other's: a job that ran fewer
+    suites (an ablation scored by the paper suite alone) scored the same build as a job with those values and more."""
+    distinct = {}  # the rows less exact repeats (every job of a sweep repeats its stage-0 rows), in order
+    for build, row in references:
+        scores = {c.title: row[c.title] for c in table_columns() if row[c.title] is not None}
+        distinct.setdefault(json.dumps([build, scores], sort_keys=True, default=str), (build, scores, row))
+    candidates = list(distinct.values())
 
-    def covered(key: tuple, row: dict) -> bool:
-        return any(other_key[:2] == key[:2] and other_key != key and scored(row).items() < scored(other).items()
-                   for other_key, other in references.items())
+    def same_build(a: tuple, b: tuple) -> bool:
+        (model, checkpoint, weights), scores, _ = a
+        (other_model, other_checkpoint, other_weights), other_scores, _ = b
+        nested = scores.keys() <= other_scores.keys() or other_scores.keys() <= scores.keys()
+        return ((model, checkpoint) == (other_model, other_checkpoint) and nested
+                and (weights is None or other_weights is None or weights == other_weights)
+                and all(same_scores(scores[title], other_scores[title]) for title in scores.keys() & other_scores))
 
-    return [row for key, row in references.items() if not covered(key, row)]
+    def covered(index: int) -> bool:  # another row of its build has more columns, or as many and comes first
+        rank = (len(candidates[index][1]), -index)
+        return any(position != index and (len(other[1]), -position) > rank and same_build(candidates[index], other)
+                   for position, other in enumerate(candidates))
+
+    return [row for index, (_, _, row) in enumerate(candidates) if not covered(index)]
 
 
 def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[str, str]]]:
@@ -57,17 +71,15 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tu
     a seed (a reproducibility check on another GPU, a rerun) are averaged into that seed first, so they neither
     weigh it twice nor show as seeds that agree to the last digit."""
     jobs, problems = load_jobs(roots)
-    rows, references = [], {}
+    rows, references = [], []
     for job in jobs:
         results = job.results
         rows.append({"job": str(job.path), "model": "unlearned", "setting": job.setting, "method": results["method"],
                      "seed": results["seed"], **metric_row(results, "unlearned")})
         for model in REFERENCES:
-            checkpoint = Path(results.get("stage0", {}).get("checkpoints", {}).get(model, model)).name
-            scores = metric_row(results, model)
-            references.setdefault((model, checkpoint, json.dumps(scores, sort_keys=True, default=str)), {
+            references.append(((model, *stage0_build(results, model)), {
                 "job": str(job.path), "model": model, "setting": f"{model} model (stage 0)", "method": model,
-                "seed": results["seed"], **scores})
+                "seed": results["seed"], **metric_row(results, model)}))
     per_job = pd.DataFrame(rows + distinct_builds(references))
     if per_job.empty:
         return per_job, per_job, problems

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pmc.reporting.jobs import DEFAULTS, suite_file
+from pmc.reporting.jobs import DEFAULTS, REFERENCES, stage0_build, suite_file
 from pmc.reporting.tables import collect, column
 
 UQ = column("paper", "unlearn_quality").title
@@ -110,13 +110,13 @@ def stage0_start(job: str) -> dict | None:
     retain model's names, and "weights", their weight files' sha256 (None in jobs run before results.json held them,
     so those are compared by name only)."""
     results = Path(job) / "results.json"
-    stage0 = json.loads(results.read_text()).get("stage0", {}) if results.is_file() else {}
-    if not stage0.get("checkpoints"):
+    results = json.loads(results.read_text()) if results.is_file() else {}
+    if not results.get("stage0", {}).get("checkpoints"):
         return None
-    weights = stage0.get("weights_sha256")
-    return {"checkpoints": tuple(Path(stage0["checkpoints"][role]).name for role in ("target", "retain")),
-            "weights": None if weights is None else tuple(
-                tuple(sorted(weights[role].items())) for role in ("target", "retain"))}
+    builds = [stage0_build(results, role) for role in REFERENCES]
+    return {"checkpoints": tuple(name for name, _ in builds),
+            "weights": None if any(weights is None for _, weights in builds) else tuple(
+                tuple(sorted(weights.items())) for _, weights in builds)}
 
 
 def analyses_at_best(sweeps: Sweeps, method: str) -> tuple[str, list[dict]] | str:
