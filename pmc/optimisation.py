@@ -154,11 +154,6 @@ class LearningRateSchedule:
         self.total = total
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """The multiplier of optimizer step `step` in a schedule of `total` steps that is never re-sized."""
-    return LearningRateSchedule(schedule, warmup, total)(step)
-
-
 def decay_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """The trainable parameters in two optimizer groups: with weight decay, and without it for biases and the
     weights of normalisation layers (HF Trainer's get_decay_parameter_names: transformers 4.51.3 trainer.py

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from pmc.core.records import DataError, QARecord, load_jsonl, load_lines
+from pmc.core.records import DataError, QARecord, jsonl_rows, load_lines, parse_records
+
+
+def load_jsonl(path, required=("question", "answer")):
+    """A local JSON-lines file's QA records, read as benchmarks.source reads one (jsonl_rows, then parse_records)."""
+    return parse_records(jsonl_rows(path), str(path), required)
 
 
 def write(path, lines):

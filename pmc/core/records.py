@@ -168,11 +168,6 @@ def parse_records(
     return records
 
 
-def load_jsonl(path: str | Path, required: tuple[str, ...] = ("question", "answer")) -> list[QARecord]:
-    """Read a JSON-lines file of QA records; any malformed line or missing field is one DataError naming file:line."""
-    return parse_records(jsonl_rows(path), str(path), required)
-
-
 def load_lines(path: str | Path) -> list[str]:
     """Read a plain list of non-empty lines (e.g. TOFU's idontknow.jsonl, which is one refusal per line)."""
     lines = [line.strip() for _, line in numbered_lines(path)]
