@@ -283,6 +283,15 @@ def test_analyses_report_shows_each_build_of_the_stage0_models(tmp_path):
     methods = [label for label in models if not reference_of(label)]
     assert methods == ["npo", "pmc", "graddiff"]
     assert colour("target [c_other_machine]", methods) == colour("target", methods)
+    # other weights, as the jobs recorded them, are another build even where the scores agree
+    for name, target_weights in (("b_same_build", "aa"), ("a_first", "bb")):
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        results["stage0"]["weights_sha256"] = {"target": {"model.safetensors": target_weights},
+                                               "retain": {"model.safetensors": "cc"}}
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    models, _, _ = load([tmp_path])
+    assert list(models) == ["target", "retain", "npo", "target [b_same_build]", "pmc", "target [c_other_machine]",
+                            "graddiff"]
 
 
 def test_analyses_report_keeps_every_seed_of_archived_units_and_one_row_per_build(tmp_path):
