@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pmc.core.models import build_tiny
+from pmc.core.records import jsonl_rows, parse_records
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -54,6 +55,11 @@ def make_config(stage0_cache):
             return compose(config_name, overrides=[*base, f"cache_dir={stage0_cache}", *overrides])
 
     return make
+
+
+def load_jsonl(path, required=("question", "answer")):
+    """A local JSON-lines file's QA records, read as benchmarks.source reads one (jsonl_rows, then parse_records)."""
+    return parse_records(jsonl_rows(path), str(path), required)
 
 
 def load_script(name: str):

@@ -11,6 +11,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from conftest import load_jsonl
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_muse import FILES as MUSE_FILES
@@ -21,7 +22,7 @@ from benchmarks.muse import load_muse
 from benchmarks.tofu import load_tofu
 from benchmarks.tofu.data import AUTHOR_EVAL_FIELDS, QA_FIELDS, UTILITY_EVAL_FIELDS
 from pmc.core import records
-from pmc.core.records import DataError, load_jsonl
+from pmc.core.records import DataError
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SMALL_LINE_LIMIT = 4096  # MAX_LINE_BYTES while these tests run, so an "enormous" line stays cheap to write

@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import load_jsonl
 
-from pmc.core.records import DataError, QARecord, jsonl_rows, load_lines, parse_records
-
-
-def load_jsonl(path, required=("question", "answer")):
-    """A local JSON-lines file's QA records, read as benchmarks.source reads one (jsonl_rows, then parse_records)."""
-    return parse_records(jsonl_rows(path), str(path), required)
+from pmc.core.records import DataError, QARecord, load_lines
 
 
 def write(path, lines):

@@ -18,9 +18,9 @@ from pmc.core.records import QABenchmark, QARecord
 from pmc.experiment import run_experiment
 from pmc.methods.base import ForgetExample, Method, RunContext, frozen_copy
 from pmc.optimisation import (
+    LearningRateSchedule,
     TrainingConfig,
     decay_parameter_groups,
-    lr_factor,
     optimizer_steps_per_epoch,
     warmup_steps,
 )
@@ -211,8 +211,8 @@ def test_an_empty_epoch_ends_training_and_zero_epochs_build_nothing():
         (9, 10, 3, "constant", 1.0),
     ],
 )
-def test_lr_factor(step, total, warmup, schedule, expected):
-    assert lr_factor(step, total, warmup, schedule) == pytest.approx(expected)
+def test_learning_rate_schedule_never_resized(step, total, warmup, schedule, expected):
+    assert LearningRateSchedule(schedule, warmup, total)(step) == pytest.approx(expected)
 
 
 # --- config ------------------------------------------------------------------------------------------------------
