@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pmc.reporting.figures import distinguishing  # noqa: E402
-from pmc.reporting.jobs import REFERENCES, load_jobs, same_scores, stage0_build, suite_file  # noqa: E402
+from pmc.reporting.jobs import REFERENCES, load_jobs, same_scores, same_weights, stage0_build, suite_file  # noqa: E402
 from pmc.reporting.tables import markdown_table  # noqa: E402
 
 COLOURS = {"target": "#4d4d4d", "retain": "#8c8c8c"}
@@ -64,8 +64,8 @@ def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
         for model in REFERENCES:
             summary = (suite_file(job.path, model, "analyses") or {}).get("summary")
             _, weights = stage0_build(job.results, model)
-            if not any(built == model and (None in (weights, digests) or weights == digests)
-                       and same_scores(summary, scores) for built, digests, scores in builds):
+            if not any(built == model and same_weights(weights, digests) and same_scores(summary, scores)
+                       for built, digests, scores in builds):
                 builds.append((model, weights, summary))
                 labels.append((model, unique(model, job_name(job), job.path)))
         base = f"{method} [{own}]" if own else method

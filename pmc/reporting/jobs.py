@@ -55,6 +55,12 @@ def stage0_build(results: dict, model: str) -> tuple[str, dict | None]:
             (stage0.get("weights_sha256") or {}).get(model))
 
 
+def same_weights(digests: dict | None, other: dict | None) -> bool:
+    """Whether two jobs' weight digests of a stage-0 model (`stage0_build`) allow one build: the same digests, or a
+    job that recorded none (it is compared by its scores alone)."""
+    return digests is None or other is None or digests == other
+
+
 def natural_order(path: Path) -> list:
     """Sort key that puts job 2 before job 10."""
     return [int(part) if part.isdigit() else part for part in path.parts]

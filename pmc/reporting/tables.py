@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.metrics import Column, table_columns
-from pmc.reporting.jobs import REFERENCES, load_jobs, same_scores, stage0_build
+from pmc.reporting.jobs import REFERENCES, load_jobs, same_scores, same_weights, stage0_build
 
 
 def column(suite: str, key: str) -> Column:
@@ -47,7 +47,7 @@ def distinct_builds(references: list[tuple[tuple, dict]]) -> list[dict]:
         (other_model, other_checkpoint, other_weights), other_scores, _ = b
         nested = scores.keys() <= other_scores.keys() or other_scores.keys() <= scores.keys()
         return ((model, checkpoint) == (other_model, other_checkpoint) and nested
-                and (weights is None or other_weights is None or weights == other_weights)
+                and same_weights(weights, other_weights)
                 and all(same_scores(scores[title], other_scores[title]) for title in scores.keys() & other_scores))
 
     def covered(index: int) -> bool:  # another row of its build has more columns, or as many and comes first

@@ -109,8 +109,8 @@ def stage0_start(job: str) -> dict | None:
     """What a job's results.json says it started from, None if it has no record: "checkpoints", the target's and
     retain model's names, and "weights", their weight files' sha256 (None in jobs run before results.json held them,
     so those are compared by name only)."""
-    results = Path(job) / "results.json"
-    results = json.loads(results.read_text()) if results.is_file() else {}
+    path = Path(job) / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
     if not results.get("stage0", {}).get("checkpoints"):
         return None
     builds = [stage0_build(results, role) for role in REFERENCES]
