@@ -292,6 +292,16 @@ def test_analyses_report_shows_each_build_of_the_stage0_models(tmp_path):
     models, _, _ = load([tmp_path])
     assert list(models) == ["target", "retain", "npo", "target [b_same_build]", "pmc", "target [c_other_machine]",
                             "graddiff"]
+    # another checkpoint name (another cache key: another recipe) is another build even with the same weights and
+    # scores, as in the tables
+    for name in ("a_first", "b_same_build"):
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        results["stage0"]["weights_sha256"]["target"] = {"model.safetensors": "aa"}
+        results["stage0"]["checkpoints"]["target"] = f"cache/{name}-target"
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    models, _, _ = load([tmp_path])
+    assert list(models) == ["target", "retain", "npo", "target [b_same_build]", "pmc", "target [c_other_machine]",
+                            "graddiff"]
 
 
 def test_analyses_report_keeps_every_seed_of_archived_units_and_one_row_per_build(tmp_path):

@@ -34,7 +34,9 @@ def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
     """model label -> {"analyses": suite file, "paper": suite file or None, "job": dir}; the first job's
     results.json; jobs without analyses results. A method run in several settings is labelled in each by what sets
     it apart from the method's other settings (`npo [method.handler.retain_weight=0]`); a setting's later seeds by
-    their seed (`npo [seed 1]`), jobs that share a seed too by their name (archived units' jobs by unit and name)."""
+    their seed (`npo [seed 1]`), jobs that share a seed too by their name (archived units' jobs by unit and name).
+    The target and retain get a row per build, as in the tables: another checkpoint name, other weights (where both
+    jobs recorded them) or other scores make another build, labelled by its first job."""
     models: dict[str, dict] = {}
     first, skipped, jobs = None, [], []
     for job in load_jobs(roots)[0]:
@@ -56,17 +58,19 @@ def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
         return next((candidate for candidate in (label, *(f"{label} [{tag}]" for tag in tags))
                      if candidate not in models), f"{label} [{tags[-1]}]")
 
-    builds: list[tuple[str, dict | None, dict]] = []  # (stage-0 model, weights digests, analyses summary) per build
+    # per build: (stage-0 model, checkpoint name, weights digests, analyses summary), compared as the tables compare
+    # reference rows (tables.distinct_builds)
+    builds: list[tuple[str, str, dict | None, dict]] = []
     for job, method in jobs:
         first = first or job.results
         own = apart.get(method, {}).get(job.setting, "")
         labels = []
         for model in REFERENCES:
             summary = (suite_file(job.path, model, "analyses") or {}).get("summary")
-            _, weights = stage0_build(job.results, model)
-            if not any(built == model and same_weights(weights, digests) and same_scores(summary, scores)
-                       for built, digests, scores in builds):
-                builds.append((model, weights, summary))
+            checkpoint, weights = stage0_build(job.results, model)
+            if not any((built, name) == (model, checkpoint) and same_weights(weights, digests)
+                       and same_scores(summary, scores) for built, name, digests, scores in builds):
+                builds.append((model, checkpoint, weights, summary))
                 labels.append((model, unique(model, job_name(job), job.path)))
         base = f"{method} [{own}]" if own else method
         labels.append(("unlearned", unique(base, f"seed {job.results.get('seed')}", job_name(job), job.path)))
