@@ -4,8 +4,8 @@ rate vs chance, leakage under sampling and prefilling, response quality). Reads 
 through pmc.reporting.jobs. Stage 0 is shared by the jobs of a sweep, so the target and retain rows come from the
 first job that has them; jobs whose stage-0 models scored differently (built again on another machine: a mini paper
 spread over sessions) add their own rows, labelled with that job's name, as the tables add a reference row; scores
-that agree to a relative 1e-6 are the same build scored again (`same_scores`), unless the two jobs recorded other
-weights' digests (`stage0_build`).
+that agree to a relative 1e-6 are the same build scored again (`same_scores`), unless the two jobs name other
+checkpoints or recorded other weights' digests (`one_build`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pmc.reporting.figures import distinguishing  # noqa: E402
-from pmc.reporting.jobs import REFERENCES, load_jobs, same_scores, same_weights, stage0_build, suite_file  # noqa: E402
+from pmc.reporting.jobs import REFERENCES, load_jobs, one_build, same_scores, stage0_build, suite_file  # noqa: E402
 from pmc.reporting.tables import markdown_table  # noqa: E402
 
 COLOURS = {"target": "#4d4d4d", "retain": "#8c8c8c"}
@@ -58,19 +58,16 @@ def load(roots: list[Path]) -> tuple[dict[str, dict], dict, list[str]]:
         return next((candidate for candidate in (label, *(f"{label} [{tag}]" for tag in tags))
                      if candidate not in models), f"{label} [{tags[-1]}]")
 
-    # per build: (stage-0 model, checkpoint name, weights digests, analyses summary), compared as the tables compare
-    # reference rows (tables.distinct_builds)
-    builds: list[tuple[str, str, dict | None, dict]] = []
+    builds: list[tuple[tuple, dict]] = []  # per build: ((stage-0 model, checkpoint name, weights digests), summary)
     for job, method in jobs:
         first = first or job.results
         own = apart.get(method, {}).get(job.setting, "")
         labels = []
         for model in REFERENCES:
             summary = (suite_file(job.path, model, "analyses") or {}).get("summary")
-            checkpoint, weights = stage0_build(job.results, model)
-            if not any((built, name) == (model, checkpoint) and same_weights(weights, digests)
-                       and same_scores(summary, scores) for built, name, digests, scores in builds):
-                builds.append((model, checkpoint, weights, summary))
+            build = (model, *stage0_build(job.results, model))
+            if not any(one_build(build, built) and same_scores(summary, scores) for built, scores in builds):
+                builds.append((build, summary))
                 labels.append((model, unique(model, job_name(job), job.path)))
         base = f"{method} [{own}]" if own else method
         labels.append(("unlearned", unique(base, f"seed {job.results.get('seed')}", job_name(job), job.path)))

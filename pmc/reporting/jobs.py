@@ -55,10 +55,13 @@ def stage0_build(results: dict, model: str) -> tuple[str, dict | None]:
             (stage0.get("weights_sha256") or {}).get(model))
 
 
-def same_weights(digests: dict | None, other: dict | None) -> bool:
-    """Whether two jobs' weight digests of a stage-0 model (`stage0_build`) allow one build: the same digests, or a
-    job that recorded none (it is compared by its scores alone)."""
-    return digests is None or other is None or digests == other
+def one_build(build: tuple, other: tuple) -> bool:
+    """Whether two jobs' records of a stage-0 build, (model, checkpoint name, weights digests) as `stage0_build` gives
+    them after the model, allow one build: the same model and checkpoint name, and the same digests unless a job
+    recorded none (it is compared by its scores alone). The tables' reference rows and the analyses report's rows
+    both ask this, then compare the scores."""
+    (*name, digests), (*other_name, other_digests) = build, other
+    return name == other_name and (digests is None or other_digests is None or digests == other_digests)
 
 
 def natural_order(path: Path) -> list:

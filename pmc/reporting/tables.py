@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.metrics import Column, table_columns
-from pmc.reporting.jobs import REFERENCES, load_jobs, same_scores, same_weights, stage0_build
+from pmc.reporting.jobs import REFERENCES, load_jobs, one_build, same_scores, stage0_build
 
 
 def column(suite: str, key: str) -> Column:
@@ -43,11 +43,9 @@ def distinct_builds(references: list[tuple[tuple, dict]]) -> list[dict]:
     candidates = list(distinct.values())
 
     def same_build(a: tuple, b: tuple) -> bool:
-        (model, checkpoint, weights), scores, _ = a
-        (other_model, other_checkpoint, other_weights), other_scores, _ = b
+        (build, scores, _), (other_build, other_scores, _) = a, b
         nested = scores.keys() <= other_scores.keys() or other_scores.keys() <= scores.keys()
-        return ((model, checkpoint) == (other_model, other_checkpoint) and nested
-                and same_weights(weights, other_weights)
+        return (one_build(build, other_build) and nested
                 and all(same_scores(scores[title], other_scores[title]) for title in scores.keys() & other_scores))
 
     def covered(index: int) -> bool:  # another row of its build has more columns, or as many and comes first
