@@ -133,8 +133,8 @@ main     ga_seed2          experiment=mini_paper_smollm2 method=ga seed=2
 # the second unlearning seed, T first (the ablation whose verdict one seed left in doubt); an ablation with a
 # finished *_seed1 unit also has pmc_lr3e-5_seed1 as its partner, so every ablated setting meets the partner at its
 # own seed (claims.py averages seeds whose configs agree but for the seed; every seed-0 unit was run again with the
-# seed-1 jobs' generation defaults, so the claims average every seed into one line per ablation). The *_seed2 units, PMC at 3e-5 and the ablations at a third seed, come next; T and λ first
-# (the verdicts two seeds left closest). Then the settings the verdicts of C2, C3, C5 and C6 read (PMC, NPO and
+# seed-1 jobs' generation defaults, so the claims average every seed into one line per ablation). The *_seed2 units,
+# PMC at 3e-5 and the ablations at a third seed, come next; T and λ first (the verdicts two seeds left closest). Then the settings the verdicts of C2, C3, C5 and C6 read (PMC, NPO and
 # GradDiff at 1e-4) at the third seed. Last, every other setting's third seed, so each row of the table has three:
 # ICU first (with --with-icu; the longest), then the baselines closest to PMC's front (IdkDPO, IDK: C1) and the rest.
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
