@@ -33,6 +33,7 @@ RUN_KEYS = {
     "eval": dict, "save_unlearned": bool, "method.name": str,
     "generation.max_new_tokens": int, "generation.max_length": int | None,
     "stage0.seed": int, "stage0.target_path": str | None, "stage0.retain_path": str | None, "stage0.side_by_side": bool,
+    "stage0.offload_during_unlearning": bool,
 }
 LORA_TYPES = {"r": int, "alpha": float, "dropout": float, "target_modules": str | list[str]}
 TINY_ARCHITECTURE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",

@@ -43,6 +43,7 @@ from pmc.pipeline import (
     instantiate_node,
     load_benchmark,
     load_stage0,
+    offloaded,
     pin_code_identity,
     prepare_generation,
     prompt_format,
@@ -154,7 +155,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         train_log.flush()
         logger.log_step(record)
 
-    with timed(timings, "unlearn"), train_log:
+    with (timed(timings, "unlearn"), train_log,
+          offloaded([stage0.target, stage0.retain], cfg.stage0.offload_during_unlearning)):
         parts = unlearn(method, run, training, cfg.seed, log_step, checkpoints)
     timings.update({f"unlearn.{name}": seconds for name, seconds in parts.items()})
     unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model

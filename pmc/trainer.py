@@ -167,8 +167,13 @@ def optimise(
     checkpoints: Checkpoints | None = None,
     caller_state: CallerState | None = None,
 ) -> None:
-    """Run training.epochs epochs. epoch_batches(epoch) gives that epoch's micro-batches as a sized iterable; they
-    are taken one at a time (a method may build each with the current weights), and moved to the training device.
+    """Run training.epochs epochs. epoch_batches(epoch) gives that epoch's micro-batches as a sequence; they are
+    taken one at a time by index (a method may build each with the current weights), and moved to the training
+    device. They are built, and epoch_batches called after the first epoch, under accelerate's autocast as the loss
+    is computed, so what a method decodes while training (PMC's samples, ICU's checks) runs at the training
+    precision: under bf16-mixed in bf16 (with a bf16 KV cache) as the official DeepSpeed runs decode with their bf16
+    weights, not in the fp32 master weights' precision. epoch_batches(0) itself (the first epoch's own work) runs
+    before the master weights exist, with the weights as stored (bf16 for the hub models).
     compute_loss(model, micro_batch) gets the model as accelerate wrapped it. Epochs may differ in length (ICU trains
     on the items it has not forgotten yet): the learning-rate schedule is sized from the first epoch's optimizer
     steps and re-sized at the start of an epoch whose step count differs (LearningRateSchedule); an empty epoch ends
@@ -217,7 +222,8 @@ def optimise(
                   disable=not accelerator.is_main_process) as bar:
             for epoch in range(first_epoch, training.epochs):
                 if epoch != first_epoch:
-                    micro_batches = epoch_batches(epoch)
+                    with accelerator.autocast():  # the epoch's own work too (PMC's sample_every=epoch, ICU's checks)
+                        micro_batches = epoch_batches(epoch)
                     start = 0
                 count = len(micro_batches)
                 if not count:
@@ -230,9 +236,9 @@ def optimise(
                     bar.total = session.schedule.total
                 logged: dict[str, float] = {}
                 # resuming mid-epoch: the micro-batches already trained on are skipped without being built
-                remaining = enumerate(micro_batches) if not start else (
-                    (k, micro_batches[k]) for k in range(start, count))
-                for index, micro_batch in remaining:
+                for index in range(start, count):
+                    with accelerator.autocast():  # a method builds it at the training precision (PMC: its samples)
+                        micro_batch = micro_batches[index]
                     group_size = min(accumulation, count - index // accumulation * accumulation)
                     if index % accumulation == 0:
                         # the epoch's last group may be shorter: advance the counter so accumulate() syncs after it

@@ -23,6 +23,10 @@ vocabulary). The architecture is the model config's (the tiny model's `architect
 config.json, read where its weights would be: the hub, which needs the network, a local directory, or SmolLM2's GGUF
 file) or --architecture FILE, a config.json (offline; scripts/architectures/ holds Llama-3.2-3B-Instruct's).
 
+A job moves its target and retain models to host memory while it unlearns (stage0.offload_during_unlearning, on
+by default); untouched then, their bytes come off the peak exactly, which the table's "offloaded" column gives beside
+the peak with all three on the device (the bench keeps them there, so both come from one run).
+
 Counted: the bytes of the tensors torch allocates (CUDA: `torch.cuda.max_memory_allocated`; CPU: the allocations and
 frees torch.profiler records), not the CUDA context (~0.5 GB) or what the caching allocator keeps on top
 (`reserved`, printed on CUDA).
@@ -181,7 +185,14 @@ def measure(cfg, arch: PretrainedConfig, layers: int, steps: int) -> dict:
     numbers = {"layers": layers, "parameters": sum(p.numel() for p in target.parameters()), "held": held["net"]}
     numbers.update({name: held["net"] + training_bytes[name] for name in ("peak", "reserved_peak")
                     if name in training_bytes})
+    # target and retain are not touched while the method trains: in host memory then (a job's default), the peak
+    # is lower by exactly their bytes
+    numbers["peak_offloaded"] = numbers["peak"] - sum(tensor_bytes(model) for model in (target, retain))
     return numbers
+
+
+def tensor_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 def line_through(first: dict, second: dict, key: str = "peak"):
@@ -207,13 +218,14 @@ def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.devi
     depth = arch.num_hidden_layers
     rows = [dict(m, measured=True) for m in measures]
     if len(measures) > 1:
-        peak_line, held_line, size_line = (line_through(measures[0], measures[1], key)
-                                           for key in ("peak", "held", "parameters"))
+        lines = {key: line_through(measures[0], measures[1], key)
+                 for key in ("parameters", "held", "peak", "peak_offloaded")}
         for row in rows[2:]:
-            row["line"] = peak_line(row["layers"])
+            row["line"] = lines["peak"](row["layers"])
         if depth not in {m["layers"] for m in measures}:
-            rows.append({"layers": depth, "parameters": round(size_line(depth)), "held": held_line(depth),
-                         "peak": peak_line(depth), "measured": False})
+            extrapolated = {key: line(depth) for key, line in lines.items()}
+            rows.append({**extrapolated, "parameters": round(extrapolated["parameters"]), "layers": depth,
+                         "measured": False})
     training = cfg.method.training
     return {"device": device_name(device), "torch": torch.__version__, "method": cfg.method.name,
             "handler": OmegaConf.to_container(cfg.method.handler, resolve=True),
@@ -235,12 +247,13 @@ def table(numbers: dict) -> str:
                f"of {numbers['micro_batch']} rows x {numbers['max_length']} tokens, "
                f"{numbers['gradient_accumulation_steps']} to an optimizer step")
     lines = [f"device: {numbers['device']}, torch {numbers['torch']}", setting, "",
-             "| decoder layers | parameters | the job's three models | peak while unlearning | on the line of the "
-             "first two | peak reserved |", "|---:|---:|---:|---:|---:|---:|"]
+             "| decoder layers | parameters | the job's three models | peak while unlearning | the same, target and "
+             "retain offloaded (the default) | on the line of the first two | peak reserved |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in numbers["rows"]:
         depth = str(row["layers"]) if row["measured"] else f"{row['layers']} (extrapolated)"
         cells = [depth, f"{row['parameters'] / 1e9:.3f}B", size(row["held"]), size(row["peak"]),
-                 size(row["line"]) if "line" in row else "-",
+                 size(row["peak_offloaded"]), size(row["line"]) if "line" in row else "-",
                  size(row["reserved_peak"]) if "reserved_peak" in row else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

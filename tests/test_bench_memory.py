@@ -87,7 +87,8 @@ def test_a_jobs_memory_lies_on_a_line_in_its_depth(tmp_path):
     """NPO on a small Llama at 1, 2 and 4 decoder layers: the three models a job holds are counted to the byte
     (three models built here from the same architecture, parameters and buffers); the peak while unlearning holds at
     least the models, the trained copy's fp32 gradients and two AdamW states; the line through 1 and 2 layers gives
-    4 layers' peak; the architecture's own 6 layers are extrapolated, with its parameter count."""
+    4 layers' peak; the architecture's own 6 layers are extrapolated, with its parameter count. With target and
+    retain offloaded (a job's default) the peak is lower by exactly their bytes."""
     path = tmp_path / "config.json"
     path.write_text(json.dumps(SMALL_ARCHITECTURE))
     numbers = bench().main(["--architecture", str(path), "--layers", "1,2,4", "--json", str(tmp_path / "m.json"),
@@ -104,6 +105,7 @@ def test_a_jobs_memory_lies_on_a_line_in_its_depth(tmp_path):
         if depth != 6:
             model_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
             assert rows[depth]["held"] == 3 * model_bytes
+            assert rows[depth]["peak_offloaded"] == rows[depth]["peak"] - 2 * model_bytes  # target and retain
             assert rows[depth]["peak"] >= rows[depth]["held"] + 3 * 4 * parameters
     assert rows[4]["line"] == pytest.approx(rows[4]["peak"], rel=0.01)
     assert rows[6]["peak"] == pytest.approx(rows[4]["peak"] + (rows[4]["peak"] - rows[2]["peak"]), rel=0.02)

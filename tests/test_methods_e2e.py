@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from pmc.core.models import load_checkpoint
 from pmc.experiment import run_experiment
@@ -54,3 +55,29 @@ def test_lora_run_changes_the_model_and_saves_a_plain_checkpoint(make_config, tm
     saved, _ = load_checkpoint(tmp_path / "unlearned_model")
     assert not any("lora" in name for name in saved.state_dict())
     assert not (tmp_path / "unlearned_model" / "adapter_config.json").exists()
+
+
+def test_pmc_under_bf16_mixed_samples_in_bf16(make_config, tmp_path, monkeypatch):
+    """PMC at bf16-mixed (the hub models' precision): the initial answers are decoded before training with the weights
+    as stored, and every sample while training under bf16 autocast, as the loss's forward (the official runs decode
+    with their DeepSpeed bf16 weights); the run finishes with a bf16-trained model's results."""
+    import pmc.methods.collapse as collapse
+
+    autocast_in = {"greedy": [], "sampled": []}
+    greedy, sampled = collapse.greedy_answers, collapse.generate_answers
+
+    def spy(kind, decode):
+        def decoding(*args, **kwargs):
+            autocast_in[kind].append(torch.is_autocast_enabled("cpu"))
+            return decode(*args, **kwargs)
+        return decoding
+
+    monkeypatch.setattr(collapse, "greedy_answers", spy("greedy", greedy))
+    monkeypatch.setattr(collapse, "generate_answers", spy("sampled", sampled))
+    cfg = make_config("method=pmc", "method.training.epochs=1", "method.training.gradient_accumulation_steps=1",
+                      "method.training.precision=bf16-mixed", "eval=[paper]",
+                      "eval_cache=false")  # the initial answers decoded here, not read from another test's run
+    results = run_experiment(cfg, tmp_path)
+    assert autocast_in["greedy"] == [False]
+    assert autocast_in["sampled"] and all(autocast_in["sampled"])
+    assert results["metrics"]["unlearned"] != results["metrics"]["target"]

@@ -3,6 +3,7 @@ integrity (an entry whose files no longer match their checksums is rebuilt; a fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -400,3 +401,36 @@ def test_the_tiny_models_base_key_reads_the_pretraining_settings_as_training_doe
     assert model_base_key(hub, 0, benchmark) == fingerprint(
         CACHE_FORMAT, {"name": "smollm2_135m", "source": "gguf", "dtype": "float32"}, 0,
         records_digest(benchmark.pretrain))
+
+
+class MovesRecorded(torch.nn.Module):
+    """A model on the meta device (a CPU test has no GPU) that notes the devices it is asked to move to."""
+
+    def __init__(self, moves: list):
+        super().__init__()
+        self.weight, self.moves = torch.nn.Parameter(torch.zeros(1, device="meta")), moves
+
+    def to(self, device):
+        self.moves.append((self, str(device)))
+        return self
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_offloaded_models_wait_in_host_memory_and_come_back(fails):
+    """stage0.offload_during_unlearning: the target and retain go to the host before unlearning and back to their
+    device after it, also when unlearning fails (a job stopped there still evaluates nothing with models left behind);
+    switched off, nothing moves."""
+    from pmc.pipeline import offloaded
+
+    moves = []
+    target, retain = MovesRecorded(moves), MovesRecorded(moves)
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+        with offloaded([target, retain], enabled=True):
+            assert moves == [(target, "cpu"), (retain, "cpu")]
+            if fails:
+                raise RuntimeError("unlearning failed")
+    assert moves[2:] == [(target, "meta"), (retain, "meta")]
+    moves.clear()
+    with offloaded([target, retain], enabled=False):
+        pass
+    assert moves == []

@@ -148,9 +148,9 @@ def test_model_left_in_eval_mode():
     assert not model.training
 
 
-class RecordedIterable:
-    """A sized, non-indexable stream of micro-batches that notes when each one is built (as a method that builds
-    micro-batches with the current weights does)."""
+class RecordedMicroBatches:
+    """A sized sequence of micro-batches that notes when each one is built, i.e. indexed (as a method that builds
+    micro-batches with the current weights does: `pmc.trainer.LazyMicroBatches`)."""
 
     def __init__(self, items, events):
         self.items, self.events = items, events
@@ -158,10 +158,9 @@ class RecordedIterable:
     def __len__(self):
         return len(self.items)
 
-    def __iter__(self):
-        for number, item in enumerate(self.items):
-            self.events.append(f"built {number}")
-            yield item
+    def __getitem__(self, number):
+        self.events.append(f"built {number}")
+        return self.items[number]
 
 
 def test_micro_batches_are_taken_one_at_a_time_between_optimizer_steps():
@@ -169,7 +168,7 @@ def test_micro_batches_are_taken_one_at_a_time_between_optimizer_steps():
     handle = register_optimizer_step_pre_hook(lambda *_: events.append("step"))
     try:
         optimise(model, TrainingConfig(epochs=1, learning_rate=0.1, gradient_accumulation_steps=2),
-                 lambda e: RecordedIterable([1.0, 2.0, 3.0, 4.0, 5.0], events),
+                 lambda e: RecordedMicroBatches([1.0, 2.0, 3.0, 4.0, 5.0], events),
                  lambda m, c: {"loss": constant_loss(m.w, c)})
     finally:
         handle.remove()
@@ -468,6 +467,39 @@ def test_precision_decides_autocast_and_master_weights_are_fp32():
     # fp32: fp32 weights, fp32 activations; bf16-mixed: fp32 weights under bf16 autocast
     assert seen == [(torch.float32, torch.float32), (torch.float32, torch.bfloat16)]
     assert model.weight.dtype == torch.bfloat16 and model.bias.dtype == torch.bfloat16  # stored as loaded
+
+
+def test_micro_batches_are_built_at_the_training_precision():
+    """A method may decode while a micro-batch is built (PMC's samples) or an epoch starts (PMC's sample_every=epoch,
+    ICU's checks): under bf16-mixed that runs in bf16 as the loss's forward does (the official DeepSpeed runs decode
+    with their bf16 weights), not at the fp32 master weights' precision. Epoch 0's own work comes before the master
+    weights exist: with the weights as stored (here bf16)."""
+    model = torch.nn.Linear(4, 4).to(torch.bfloat16)
+    run_model = lambda: model(torch.ones(2, 4, dtype=model.weight.dtype)).dtype
+
+    class RunWhenBuilt:  # one micro-batch, which runs the model when it is built
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, k):
+            built.append(run_model())
+            return torch.ones(2, 4)
+
+        def __iter__(self):
+            return (self[k] for k in range(len(self)))
+
+    def epoch_batches(epoch):
+        started.append(run_model())
+        return RunWhenBuilt()
+
+    seen = {}
+    for precision in ("fp32", "bf16-mixed"):
+        built, started = [], []
+        optimise(model, TrainingConfig(epochs=2, learning_rate=1e-3, precision=precision), epoch_batches,
+                 lambda m, x: {"loss": m(x).float().sum()})
+        seen[precision] = (started, built)
+    assert seen["fp32"] == ([torch.bfloat16, torch.float32], [torch.float32, torch.float32])
+    assert seen["bf16-mixed"] == ([torch.bfloat16, torch.bfloat16], [torch.bfloat16, torch.bfloat16])
 
 
 # --- optimizer ---------------------------------------------------------------------------------------------------
