@@ -95,6 +95,7 @@ def allocated_bytes(device: torch.device):
     numbers: dict[str, int] = {}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # what an earlier depth left cached is not this one's slack
         before, reserved = torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)
         torch.cuda.reset_peak_memory_stats(device)
         yield numbers
