@@ -323,9 +323,10 @@ def finetune(
 
 
 class LazyMicroBatches:
-    """One epoch's micro-batches as a sized iterable: the count is known up front, each micro-batch is built only when
-    the iteration reaches it, so a method chooses its forget targets with the weights of the step that trains on them
-    (PMC samples per micro-batch). Iterate once: a second pass would build (and sample) again."""
+    """One epoch's micro-batches as a sized sequence: the count is known up front, micro-batch k is built only when
+    the loop asks for it, so a method chooses its forget targets with the weights of the step that trains on them
+    (PMC samples per micro-batch), and a resumed epoch builds none before its checkpoint's. Each k once: asked again,
+    it is built (and sampled) again."""
 
     def __init__(self, count: int, build: Callable[[int], object]):
         self._count, self._build = count, build
@@ -333,11 +334,7 @@ class LazyMicroBatches:
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self):
-        return (self._build(k) for k in range(self._count))
-
     def __getitem__(self, k: int):
-        """Micro-batch k alone: a resumed epoch starts at its checkpoint's micro-batch, building none before it."""
         return self._build(k)
 
 
