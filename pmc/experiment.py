@@ -11,7 +11,6 @@ failure.json and exit status 1, and no results.json (pmc.failures).
 
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from pmc.checkpoint import Checkpoints
 from pmc.checks import check_unlearning_config, check_value
 from pmc.core.errors import CheckpointError
 from pmc.core.generation import DEFAULT_TOP_K, configure_generation
-from pmc.core.models import device_for, load_checkpoint, save_checkpoint, with_lora, without_lora
+from pmc.core.models import device_for, load_checkpoint, save_checkpoint, without_lora
 from pmc.distributed import export_launch_environment, is_main_process
 from pmc.failures import stage
 from pmc.loggers import NullLogger
@@ -43,6 +42,8 @@ from pmc.pipeline import (
     instantiate_node,
     load_benchmark,
     load_stage0,
+    lora_settings,
+    model_to_unlearn,
     offloaded,
     pin_code_identity,
     prepare_generation,
@@ -127,10 +128,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
 
     batch_sizes = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
 
-    # Re-seed so unlearning does not depend on whether stage 0 was built in this run or read from the cache.
-    seed_everything(cfg.seed)
-    lora = OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None
-    unlearned = with_lora(copy.deepcopy(stage0.target), lora)
+    lora = lora_settings(cfg)
+    unlearned = model_to_unlearn(cfg, stage0.target)
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_sizes)
     cache = eval_cache(cfg, stage0, benchmark, ctx)
     initial_state: dict[str, str] = {}  # results.json's initial_state_cache: where each value came from

@@ -9,6 +9,7 @@ a public function here, so the two jobs (and the benchmark scripts) build their 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -36,7 +37,7 @@ from pmc.core.generation import (
     configure_generation,
     resolve_batch_sizes,
 )
-from pmc.core.models import device_for, enable_tf32
+from pmc.core.models import device_for, enable_tf32, with_lora
 from pmc.core.prompts import RAW_TEXT, PromptFormat
 from pmc.distributed import world_size
 from pmc.eval_cache import SCORED, EvalCache, harness_digest
@@ -184,6 +185,19 @@ def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
                                 checkpoint_config(cfg), cfg.stage0.side_by_side)
     log.info("stage 0: %s", "built " + ", ".join(stage0.built) if stage0.built else "all models from cache")
     return stage0
+
+
+def lora_settings(cfg: DictConfig) -> dict | None:
+    """model.lora as a plain dict (None where the model config has none)."""
+    return OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None
+
+
+def model_to_unlearn(cfg: DictConfig, target: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the stage-0 target, with LoRA adapters where model.lora.r > 0, made after seeding again: unlearning,
+    the adapters' first values included, does not depend on whether stage 0 was built in this run or read from the
+    cache."""
+    seed_everything(cfg.seed)
+    return with_lora(copy.deepcopy(target), lora_settings(cfg))
 
 
 @contextmanager

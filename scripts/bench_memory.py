@@ -67,13 +67,18 @@ from pmc.core.models import (  # noqa: E402
     tiny_config,
     torch_dtype,
     train_tokenizer,
-    with_lora,
 )
 from pmc.core.prompts import PromptFormat  # noqa: E402
 from pmc.core.records import QABenchmark, QARecord  # noqa: E402
 from pmc.experiment import build_method, method_batch_size  # noqa: E402
 from pmc.methods.base import RunContext  # noqa: E402
-from pmc.pipeline import configure_kernels, device_name, prepare_generation, seed_everything  # noqa: E402
+from pmc.pipeline import (  # noqa: E402
+    configure_kernels,
+    device_name,
+    lora_settings,
+    model_to_unlearn,
+    prepare_generation,
+)
 from pmc.trainer import unlearn  # noqa: E402
 
 GIB = 2**30
@@ -171,14 +176,12 @@ def measure(cfg, arch: PretrainedConfig, layers: int, steps: int) -> dict:
     arch = at_depth(arch, layers, tokenizer)
     device, dtype = device_for(cfg.device), torch_dtype(cfg.model.dtype)
     method = build_method(cfg)
-    lora = OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None
     with allocated_bytes(device) as held:
         with torch.device(device):
             target = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
             retain = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
         batch_sizes = prepare_generation(cfg, [target, retain], tokenizer, fmt, benchmark)
-        seed_everything(cfg.seed)
-        unlearned = with_lora(copy.deepcopy(target), lora)
+        unlearned = model_to_unlearn(cfg, target)
     run = RunContext(unlearned, tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      method_batch_size(cfg, batch_sizes.decoding, method), scoring_batch_size=batch_sizes.scoring)
     with allocated_bytes(device) as training_bytes:
@@ -232,7 +235,7 @@ def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.devi
             "handler": OmegaConf.to_container(cfg.method.handler, resolve=True),
             "model": cfg.model.name, "architecture": arch.model_type, "dtype": cfg.model.dtype,
             "precision": training.precision, "gradient_checkpointing": training.gradient_checkpointing,
-            "lora_r": int(cfg.model.lora.r) if cfg.model.get("lora") is not None else 0,
+            "lora_r": int((lora_settings(cfg) or {}).get("r", 0)),
             "micro_batch": training.batch_size, "gradient_accumulation_steps": training.gradient_accumulation_steps,
             "max_length": training.max_length, "rows": rows}
 

@@ -134,9 +134,10 @@ main     ga_seed2          experiment=mini_paper_smollm2 method=ga seed=2
 # finished *_seed1 unit also has pmc_lr3e-5_seed1 as its partner, so every ablated setting meets the partner at its
 # own seed (claims.py averages seeds whose configs agree but for the seed; every seed-0 unit was run again with the
 # seed-1 jobs' generation defaults, so the claims average every seed into one line per ablation). The *_seed2 units,
-# PMC at 3e-5 and the ablations at a third seed, come next; T and λ first (the verdicts two seeds left closest). Then the settings the verdicts of C2, C3, C5 and C6 read (PMC, NPO and
-# GradDiff at 1e-4) at the third seed. Last, every other setting's third seed, so each row of the table has three:
-# ICU first (with --with-icu; the longest), then the baselines closest to PMC's front (IdkDPO, IDK: C1) and the rest.
+# PMC at 3e-5 and the ablations at a third seed, come next; T and λ first (the verdicts two seeds left closest). Then
+# the settings the verdicts of C2, C3, C5 and C6 read (PMC, NPO and GradDiff at 1e-4) at the third seed. Last, every
+# other setting's third seed, so each row of the table has three: ICU first (with --with-icu; the longest), then the
+# baselines closest to PMC's front (IdkDPO, IDK: C1) and the rest.
 # PMC decodes its initial answers and samples with the evaluation's 64 new tokens (method.handler.max_length=null,
 # as ablation_samples_smollm2 sets), not the official 200 tokens with the prompt: on 2 CPU cores samples at T = 1.25
 # that run to the cap would cost ~2.5x the sampling time, and the answers PMC scores match those evaluated.

