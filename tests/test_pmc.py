@@ -598,7 +598,7 @@ def test_model_configs_carry_the_official_prompts(make_config):
     phi = PromptFormat(**make_config(base=["model=phi_1_5"]).model.prompt)
     assert (phi.question_template, phi.answer_prefix, phi.answer_tag) == ("Question: {question}\n", "Answer: ",
                                                                          "Answer: ")
-    for name in ("llama3_2_1b_instruct", "llama3_2_3b_instruct"):
+    for name in ("llama3_2_1b_instruct", "llama3_2_3b_instruct", "llama3_1_8b_instruct"):
         llama = PromptFormat(**make_config(base=[f"model={name}"]).model.prompt)
         assert llama.chat_template_kwargs == {"date_string": "10 Apr 2025"}
         assert (llama.style, llama.system_prompt, llama.answer_tag) == ("chat", "You are a helpful assistant.", "")

@@ -591,7 +591,9 @@ def cache_keyword(model) -> str:
     """The name under which this transformers' `generate` takes a cache: `cache` since it was renamed (5.24 here),
     `past_key_values` before (5.17 on the lent H100, which refused `cache` as a keyword no model uses). The new name
     shows in the signature of the model's `prepare_inputs_for_generation`, where generate checks its keywords; the
-    old name still works after the rename, but warns that it is deprecated."""
+    old name still works after the rename, but warns that it is deprecated. A LoRA model (peft) passes generate's
+    keywords on to the transformers model it wraps, whose signature is the one that counts."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
     parameters = inspect.signature(model.prepare_inputs_for_generation).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
