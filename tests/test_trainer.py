@@ -611,6 +611,27 @@ def test_lora_trains_only_the_adapters_and_the_reference_stays_the_model_before(
     assert torch.allclose(merged(input_ids=ids).logits, after, atol=1e-5)
 
 
+@pytest.mark.parametrize("launcher_variable", [None, "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_a_lora_models_reference_shares_its_frozen_base_weights_unless_they_are_sharded(pairing_tokenizer, monkeypatch,
+                                                                                         launcher_variable):
+    """The reference of a LoRA model holds the very tensors of the model's frozen base (no second copy of a 7-8B
+    model), in modules of its own (eval mode while the model trains); under FSDP or DeepSpeed, which swap the trained
+    model's parameters for shards when it is prepared, a copy of its own."""
+    model = with_lora(build_tiny(pairing_tokenizer, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                                 max_position_embeddings=64, seed=0),
+                      {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": "all-linear"})
+    if launcher_variable:
+        monkeypatch.setenv(launcher_variable, "true")
+    reference = frozen_copy(model.train())
+    base = {p.data_ptr() for p in model.parameters() if not p.requires_grad}
+    held = {p.data_ptr() for p in reference.parameters()}
+    assert len(held) == len(base) > 0
+    assert held == base if launcher_variable is None else held.isdisjoint(base)
+    assert model.training and not any(m.training for m in reference.modules())
+    assert not any(p.requires_grad for p in reference.parameters())
+    assert any(p.requires_grad for p in model.parameters())  # the adapters still train
+
+
 @pytest.mark.parametrize("lora", [{"r": -1}, {"r": 4, "rank": 8}, {"r": 4, "target_modules": ["no_such_layer"]}])
 def test_bad_lora_settings_are_config_errors(pairing_tokenizer, lora):
     model = build_tiny(pairing_tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,

@@ -7,6 +7,7 @@ default experiment run on 2 CPU cores; everything else is a real pretrained mode
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
@@ -212,6 +213,14 @@ def with_lora(model, lora: dict | None):
             return get_peft_model(model, config)
     except ValueError as e:  # e.g. target_modules naming no layer of this model
         raise ConfigError(f"model.lora: {e}") from None
+
+
+def weights_are_sharded() -> bool:
+    """Whether this process trains under FSDP or DeepSpeed, as accelerate's launch variables say (pmc.distributed
+    sets them for SLURM tasks too): there, preparing the model replaces its parameters' storage with this process's
+    shard, so no other module may hold the same parameters."""
+    return any(os.environ.get(name, "").lower() == "true"
+               for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
 
 
 def without_lora(model):

@@ -15,6 +15,7 @@ import torch
 from pmc.core.batches import Batch
 from pmc.core.errors import ConfigError
 from pmc.core.losses import answer_kl, answer_nll
+from pmc.core.models import weights_are_sharded
 from pmc.core.prompts import PromptFormat
 from pmc.core.records import QABenchmark
 
@@ -31,9 +32,18 @@ class ForgetExample:
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """The model as it is now, in eval mode and without gradients: the reference of NPO, DPO and KL terms. Of a
-    LoRA model (peft), the base model without the adapters: what the model was before unlearning."""
-    reference = copy.deepcopy(model)
+    """The model as it is now, in eval mode and without gradients: the reference of NPO, DPO and KL terms.
+
+    Of a LoRA model (peft), the base model without the adapters: what the model was before unlearning. Its weights
+    are the LoRA model's own frozen base weights, not copies (TRL's DPO reads a LoRA model's reference with the
+    adapters disabled, for the same reason): only the adapters train, so the base stays as it was until the adapters
+    are merged into it after training (`without_lora`), and a reference costs no second copy of the model (16 GB for
+    Llama-3.1-8B in bf16). Under FSDP or DeepSpeed, whose preparation swaps the trained model's parameters for
+    shards, the reference is a copy of its own."""
+    shared = {}
+    if hasattr(model, "get_base_model") and not weights_are_sharded():
+        shared = {id(p): p for p in model.parameters() if not p.requires_grad}  # deepcopy keeps these as they are
+    reference = copy.deepcopy(model, memo=shared)
     if hasattr(reference, "unload"):
         reference = reference.unload()
     reference.eval().requires_grad_(False)
