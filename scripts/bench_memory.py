@@ -13,7 +13,8 @@ in model.dtype, then the harness's own loop (`pmc.trainer.unlearn` with the conf
 set-up, e.g. NPO's frozen reference copy or PMC's decoding of initial answers and samples; method.training's
 precision, with fp32 master weights under bf16-mixed, gradient checkpointing, the fused AdamW) for --steps optimizer
 steps. The peak comes after the first step, when the optimizer state, the gradients and a micro-batch's activations
-are all held, so --steps is at least 2.
+are all held, so --steps is at least 2; a method that ends training before them (ICU, whose checks find every item a
+model of random weights continues forgotten) is an error, not a peak without training.
 
 Memory depends on shapes, not on values, so nothing is downloaded or fine-tuned: the models are built from the
 architecture alone with random weights (`from_config`), and the forget and retain rows are synthetic, each as long as
@@ -21,7 +22,8 @@ method.training.max_length allows (prompt and answer), the most a micro-batch of
 tokenizer trained on them gives the token ids (within the architecture's vocabulary; the logits have the whole
 vocabulary). The architecture is the model config's (the tiny model's `architecture`; a pretrained model's
 config.json, read where its weights would be: the hub, which needs the network, a local directory, or SmolLM2's GGUF
-file) or --architecture FILE, a config.json (offline; scripts/architectures/ holds Llama-3.2-3B-Instruct's).
+file) or --architecture FILE, a config.json (offline; scripts/architectures/ holds Llama-3.2-3B-Instruct's and
+Llama-3.1-8B-Instruct's).
 
 A job moves its target and retain models to host memory while it unlearns (stage0.offload_during_unlearning, on
 by default); untouched then, their bytes come off the peak exactly, which the table's "offloaded" column gives beside
@@ -184,8 +186,15 @@ def measure(cfg, arch: PretrainedConfig, layers: int, steps: int) -> dict:
         unlearned = model_to_unlearn(cfg, target)
     run = RunContext(unlearned, tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      method_batch_size(cfg, batch_sizes.decoding, method), scoring_batch_size=batch_sizes.scoring)
+    trained: list[int] = []
     with allocated_bytes(device) as training_bytes:
-        unlearn(method, run, training, cfg.seed)
+        unlearn(method, run, training, cfg.seed, log_step=lambda record: trained.append(record["step"]))
+    if len(trained) < steps:
+        raise SystemExit(
+            f"bench_memory.py: {cfg.method.name} trained {len(trained)} of {steps} optimizer steps at {layers} "
+            "layers: the method ended training itself, so its peak would leave training out (ICU judges the items a "
+            "model of random weights continues as forgotten; measure it with method.handler.f1_threshold=-1 "
+            "method.handler.bleu_threshold=0, which keep every item: the checks still decode)")
     numbers = {"layers": layers, "parameters": sum(p.numel() for p in target.parameters()), "held": held["net"]}
     numbers.update({name: held["net"] + training_bytes[name] for name in ("peak", "reserved_peak")
                     if name in training_bytes})

@@ -136,6 +136,19 @@ def test_a_gguf_models_architecture_is_read_offline_from_its_file(make_config):
     assert (arch.num_hidden_layers, arch.hidden_size, arch.vocab_size) == (30, 576, 49_152)
 
 
+def test_a_method_that_ends_training_itself_is_an_error_not_a_peak(tmp_path):
+    """ICU judges every item a model of random weights continues as forgotten and trains no step: the bench says so
+    and writes nothing, where it printed the checks' peak as the training's (a first Llama-3.2-3B measure, not kept);
+    with thresholds that keep every item it trains its steps."""
+    module, out = bench(), tmp_path / "icu.json"
+    small = ["method=icu", "method.training.max_length=48", "method.handler.continuation_tokens=8"]
+    with pytest.raises(SystemExit, match="icu trained 0 of 2 optimizer steps at 4 layers"):
+        module.main([*small, "--json", str(out)])
+    assert not out.exists()
+    (row,) = module.main([*small, "method.handler.f1_threshold=-1", "method.handler.bleu_threshold=0"])["rows"]
+    assert row["peak"] > row["held"] > 0
+
+
 def test_bad_settings_are_one_clear_error(tmp_path, capsys):
     module = bench()
     with pytest.raises(SystemExit):
