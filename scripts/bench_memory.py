@@ -10,11 +10,12 @@ Everything after the options is a Hydra override of the run config (model, metho
 What is measured is what a job holds and allocates while it unlearns (`pmc.experiment`): the stage-0 target and
 retain models and the model being unlearned (a copy of the target, with LoRA adapters where model.lora.r > 0), all
 in model.dtype, then the harness's own loop (`pmc.trainer.unlearn` with the configured method: its loss and
-set-up, e.g. NPO's frozen reference copy or PMC's decoding of initial answers and samples; method.training's
-precision, with fp32 master weights under bf16-mixed, gradient checkpointing, the fused AdamW) for --steps optimizer
-steps. The peak comes after the first step, when the optimizer state, the gradients and a micro-batch's activations
-are all held, so --steps is at least 2; a method that ends training before them (ICU, whose checks find every item a
-model of random weights continues forgotten) is an error, not a peak without training.
+set-up, e.g. NPO's frozen reference, a copy or with LoRA the model's own base weights, or PMC's decoding of initial
+answers and samples; method.training's precision, with fp32 master weights under bf16-mixed, gradient checkpointing,
+the fused AdamW) for --steps optimizer steps. The peak comes after the first step, when the optimizer state, the
+gradients and a micro-batch's activations are all held, so --steps is at least 2; a method that ends training before
+them (ICU, whose checks find every item a model of random weights continues forgotten) is an error, not a peak
+without training.
 
 Memory depends on shapes, not on values, so nothing is downloaded or fine-tuned: the models are built from the
 architecture alone with random weights (`from_config`), and the forget and retain rows are synthetic, each as long as
