@@ -38,6 +38,9 @@ frees torch.profiler records), not the CUDA context (~0.5 GB) or what the cachin
 and saved activations grow by the same bytes per decoder layer, so the peak at the architecture's depth is
 extrapolated along the line through the two smallest depths; a third depth checks the line (its prediction is
 printed beside its measure). This is how a CPU measures a model whose training does not fit its memory.
+--stage finetune measures stage 0 instead (`pmc.stage0`: model.finetune's recipe, full fine-tuning of the model
+on the device while it starts from a copy in host memory): the retain model's build, with the finished target
+beside it, and the target's, alone.
 --json PATH also writes the numbers as JSON.
 """
 
@@ -75,6 +78,7 @@ from pmc.core.prompts import PromptFormat  # noqa: E402
 from pmc.core.records import QABenchmark, QARecord  # noqa: E402
 from pmc.experiment import build_method, method_batch_size  # noqa: E402
 from pmc.methods.base import RunContext  # noqa: E402
+from pmc.optimisation import TrainingConfig  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     configure_kernels,
     device_name,
@@ -82,7 +86,7 @@ from pmc.pipeline import (  # noqa: E402
     model_to_unlearn,
     prepare_generation,
 )
-from pmc.trainer import unlearn  # noqa: E402
+from pmc.trainer import finetune, unlearn  # noqa: E402
 
 GIB = 2**30
 QUESTION_WORDS = 12
@@ -167,17 +171,29 @@ def synthetic_benchmark(rows: int, max_length: int, seed: int = 0) -> QABenchmar
                        idk_answers=["I don't know.", "I have no idea."])
 
 
-def measure(cfg, arch: PretrainedConfig, layers: int, steps: int) -> dict:
-    """Bytes held by a job's three models at `layers` decoder layers, and the peak while it unlearns for `steps`
-    optimizer steps."""
-    training = check_unlearning_config(cfg)
-    training = replace(training, epochs=1)
+def stage_training(cfg, stage: str) -> TrainingConfig:
+    """The optimisation settings of the measured stage, for one epoch: the method's (unlearning) or the model
+    config's fine-tuning recipe (stage 0)."""
+    if stage == "unlearning":
+        return replace(check_unlearning_config(cfg), epochs=1)
+    try:
+        return replace(TrainingConfig(**OmegaConf.to_container(cfg.model.finetune, resolve=True)), epochs=1)
+    except TypeError as e:
+        raise ConfigError(f"model.finetune: {e}") from None
+
+
+def measure(cfg, arch: PretrainedConfig, layers: int, steps: int, stage: str = "unlearning") -> dict:
+    """Bytes held at `layers` decoder layers and the peak while the stage trains for `steps` optimizer steps:
+    unlearning (a job's three models, the method's training) or stage 0's fine-tuning (`measure_finetune`)."""
+    training = stage_training(cfg, stage)
     rows = steps * training.batch_size * training.gradient_accumulation_steps
     benchmark = synthetic_benchmark(rows, training.max_length)
     tokenizer = train_tokenizer(benchmark.texts(), min(TOKENIZER_VOCAB, arch.vocab_size))
     fmt = PromptFormat()
     arch = at_depth(arch, layers, tokenizer)
     device, dtype = device_for(cfg.device), torch_dtype(cfg.model.dtype)
+    if stage == "finetune":
+        return measure_finetune(arch, benchmark, tokenizer, fmt, training, cfg.seed, device, dtype, layers, steps)
     method = build_method(cfg)
     with allocated_bytes(device) as held:
         with torch.device(device):
@@ -196,12 +212,33 @@ def measure(cfg, arch: PretrainedConfig, layers: int, steps: int) -> dict:
             "layers: the method ended training itself, so its peak would leave training out (ICU judges the items a "
             "model of random weights continues as forgotten; measure it with method.handler.f1_threshold=-1 "
             "method.handler.bleu_threshold=0, which keep every item: the checks still decode)")
-    numbers = {"layers": layers, "parameters": sum(p.numel() for p in target.parameters()), "held": held["net"]}
-    numbers.update({name: held["net"] + training_bytes[name] for name in ("peak", "reserved_peak")
-                    if name in training_bytes})
     # target and retain are not touched while the method trains: in host memory then (a job's default), the peak
     # is lower by exactly their bytes
-    numbers["peak_offloaded"] = numbers["peak"] - sum(tensor_bytes(model) for model in (target, retain))
+    return measured(layers, target, held, training_bytes, set_aside=[target, retain])
+
+
+def measure_finetune(arch, benchmark, tokenizer, fmt, training: TrainingConfig, seed: int, device, dtype, layers: int,
+                     steps: int) -> dict:
+    """Stage 0 (`pmc.stage0`): the model starts in host memory and a copy of it is fine-tuned on the device, the
+    target first and then the retain model, with the finished target on the device beside it. So the retain's build
+    is the peak ("peak"), and the target's, with nothing beside it, is that less the target's bytes
+    ("peak_offloaded")."""
+    with allocated_bytes(device) as held:
+        with torch.device(device):
+            target = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
+            trained = AutoModelForCausalLM.from_config(arch, dtype=dtype)
+    with allocated_bytes(device) as training_bytes:
+        finetune(trained, tokenizer, fmt, benchmark.forget, training, seed, desc="stage0: retain")
+    return measured(layers, target, held, training_bytes, set_aside=[target])
+
+
+def measured(layers: int, model, held: dict, training_bytes: dict, set_aside: list) -> dict:
+    """A depth's row: the parameters of one model, the bytes of the models held, the peak while training, and the
+    peak with the `set_aside` models off the device."""
+    numbers = {"layers": layers, "parameters": sum(p.numel() for p in model.parameters()), "held": held["net"]}
+    numbers.update({name: held["net"] + training_bytes[name] for name in ("peak", "reserved_peak")
+                    if name in training_bytes})
+    numbers["peak_offloaded"] = numbers["peak"] - sum(tensor_bytes(m) for m in set_aside)
     return numbers
 
 
@@ -226,7 +263,7 @@ def depths_list(text: str) -> list[int]:
     return depths
 
 
-def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.device) -> dict:
+def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.device, stage: str = "unlearning") -> dict:
     """The table's numbers: each measured depth, and the architecture's own depth extrapolated where it was not
     measured."""
     depth = arch.num_hidden_layers
@@ -240,12 +277,12 @@ def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.devi
             extrapolated = {key: line(depth) for key, line in lines.items()}
             rows.append({**extrapolated, "parameters": round(extrapolated["parameters"]), "layers": depth,
                          "measured": False})
-    training = cfg.method.training
-    return {"device": device_name(device), "torch": torch.__version__, "method": cfg.method.name,
-            "handler": OmegaConf.to_container(cfg.method.handler, resolve=True),
+    training = stage_training(cfg, stage)
+    method = {"method": cfg.method.name, "handler": OmegaConf.to_container(cfg.method.handler, resolve=True),
+              "lora_r": int((lora_settings(cfg) or {}).get("r", 0))} if stage == "unlearning" else {}
+    return {"device": device_name(device), "torch": torch.__version__, "stage": stage, **method,
             "model": cfg.model.name, "architecture": arch.model_type, "dtype": cfg.model.dtype,
             "precision": training.precision, "gradient_checkpointing": training.gradient_checkpointing,
-            "lora_r": int((lora_settings(cfg) or {}).get("r", 0)),
             "micro_batch": training.batch_size, "gradient_accumulation_steps": training.gradient_accumulation_steps,
             "max_length": training.max_length, "rows": rows}
 
@@ -254,15 +291,28 @@ def size(value: float) -> str:
     return f"{value / GIB:.2f} GiB" if value >= GIB else f"{value / 2**20:.1f} MiB"
 
 
+# the table's columns of held bytes, peak and peak with models set aside, per stage
+COLUMNS = {
+    "unlearning": ("the job's three models", "peak while unlearning",
+                   "the same, target and retain offloaded (the default)"),
+    "finetune": ("the two stage-0 models", "peak, the retain's build (the target beside it)",
+                 "peak, the target's build (alone)"),
+}
+
+
 def table(numbers: dict) -> str:
-    setting = (f"{numbers['method']} on {numbers['model']}'s architecture ({numbers['architecture']}): weights "
+    stage = numbers.get("stage", "unlearning")
+    what = (f"{numbers['method']}, LoRA r={numbers['lora_r']}," if stage == "unlearning"
+            else "stage 0's fine-tuning (model.finetune),")
+    setting = (f"{what} on {numbers['model']}'s architecture ({numbers['architecture']}): weights "
                f"{numbers['dtype']}, training {numbers['precision']}, gradient checkpointing "
-               f"{'on' if numbers['gradient_checkpointing'] else 'off'}, LoRA r={numbers['lora_r']}, micro-batches "
+               f"{'on' if numbers['gradient_checkpointing'] else 'off'}, micro-batches "
                f"of {numbers['micro_batch']} rows x {numbers['max_length']} tokens, "
                f"{numbers['gradient_accumulation_steps']} to an optimizer step")
+    held, peak, aside = COLUMNS[stage]
     lines = [f"device: {numbers['device']}, torch {numbers['torch']}", setting, "",
-             "| decoder layers | parameters | the job's three models | peak while unlearning | the same, target and "
-             "retain offloaded (the default) | on the line of the first two | peak reserved |",
+             f"| decoder layers | parameters | {held} | {peak} | {aside} | on the line of the first two "
+             "| peak reserved |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in numbers["rows"]:
         depth = str(row["layers"]) if row["measured"] else f"{row['layers']} (extrapolated)"
@@ -281,6 +331,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--layers", type=depths_list, default=None,
                         help="measure at these depths, e.g. 1,2 (default: the architecture's own)")
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps (at least 2)")
+    parser.add_argument("--stage", choices=sorted(COLUMNS), default="unlearning",
+                        help="what trains: a job's unlearning (the method) or stage 0's fine-tuning (model.finetune)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. experiment=tofu_llama3b")
     args = parser.parse_intermixed_args(argv)
@@ -294,9 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = device_for(cfg.device)
     measures = []
     for layers in args.layers or [arch.num_hidden_layers]:
-        measures.append(measure(cfg, arch, layers, args.steps))
+        measures.append(measure(cfg, arch, layers, args.steps, args.stage))
         print(f"measured {layers} layers: peak {measures[-1]['peak'] / GIB:.2f} GiB", flush=True)
-    numbers = report(cfg, arch, measures, device)
+    numbers = report(cfg, arch, measures, device, args.stage)
     print(table(numbers))
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2) + "\n")
