@@ -67,6 +67,7 @@ class TrainingSession:
     schedule: LearningRateSchedule  # the scheduler's multiplier, re-sized when an epoch's step count changes
     steps_per_epoch: int  # of the first epoch
     total_steps: int  # as first planned: the first epoch's steps times training.epochs
+    forward_before: object = None  # the model's own instance-level forward before accelerate wrapped it (usually none)
 
 
 def _new_accelerator(training: TrainingConfig, on_cpu: bool) -> Accelerator:
@@ -121,8 +122,10 @@ def start_session(model: torch.nn.Module, training: TrainingConfig, micro_batche
     )
     schedule = LearningRateSchedule(training.schedule, warmup, total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    forward_before = model.__dict__.get("forward")
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    return TrainingSession(accelerator, prepared, optimizer, scheduler, schedule, steps_per_epoch, total)
+    return TrainingSession(accelerator, prepared, optimizer, scheduler, schedule, steps_per_epoch, total,
+                           forward_before)
 
 
 def _activation_checkpointing(model: torch.nn.Module, enable: bool) -> None:
@@ -147,6 +150,14 @@ def _finish_session(session: TrainingSession, model: torch.nn.Module, training: 
     """The model as evaluation expects it: accelerate's autocast wrapper removed, trained weights back in the
     dtype the model is stored in, activations no longer recomputed, eval mode."""
     session.accelerator.unwrap_model(session.model, keep_fp32_wrapper=False)
+    # Under mixed precision that unwrapping sets model.forward to the innermost function under every `__wrapped__`,
+    # past transformers' own decorators (return_dict=False, renamed keywords), as a method bound to the model in its
+    # own __dict__: a reference cycle that kept a trained model's weights (a finished stage-0 model on the GPU)
+    # until Python's cyclic collector ran. The model gets back the forward it had before (its class's).
+    if session.forward_before is None:
+        model.__dict__.pop("forward", None)
+    else:
+        model.forward = session.forward_before
     if session.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         for parameter in model.parameters():  # sharded parameters stay as the engine keeps them
             parameter.data = parameter.data.to(storage_dtypes[parameter])

@@ -38,9 +38,9 @@ frees torch.profiler records), not the CUDA context (~0.5 GB) or what the cachin
 and saved activations grow by the same bytes per decoder layer, so the peak at the architecture's depth is
 extrapolated along the line through the two smallest depths; a third depth checks the line (its prediction is
 printed beside its measure). This is how a CPU measures a model whose training does not fit its memory.
---stage finetune measures stage 0 instead (`pmc.stage0`: model.finetune's recipe, full fine-tuning of the model
-on the device while it starts from a copy in host memory): the retain model's build, with the finished target
-beside it, and the target's, alone.
+--stage finetune measures stage 0 instead (`pmc.stage0`: model.finetune's recipe, full fine-tuning of a copy of
+the model on the device while the model it starts from waits in host memory; target and retain are built one after
+the other, each with the device to itself).
 --json PATH also writes the numbers as JSON.
 """
 
@@ -219,26 +219,25 @@ def measure(cfg, arch: PretrainedConfig, layers: int, steps: int, stage: str = "
 
 def measure_finetune(arch, benchmark, tokenizer, fmt, training: TrainingConfig, seed: int, device, dtype, layers: int,
                      steps: int) -> dict:
-    """Stage 0 (`pmc.stage0`): the model starts in host memory and a copy of it is fine-tuned on the device, the
-    target first and then the retain model, with the finished target on the device beside it. So the retain's build
-    is the peak ("peak"), and the target's, with nothing beside it, is that less the target's bytes
-    ("peak_offloaded")."""
+    """Stage 0 (`pmc.stage0`): the model it starts from waits in host memory while a copy of it is fine-tuned on the
+    device, the target's and then the retain's; a finished model is saved and read back into host memory (the
+    trained copy freed at once, `pmc.trainer`), so each build has the device to itself and both peak alike."""
     with allocated_bytes(device) as held:
         with torch.device(device):
-            target = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
             trained = AutoModelForCausalLM.from_config(arch, dtype=dtype)
     with allocated_bytes(device) as training_bytes:
-        finetune(trained, tokenizer, fmt, benchmark.forget, training, seed, desc="stage0: retain")
-    return measured(layers, target, held, training_bytes, set_aside=[target])
+        finetune(trained, tokenizer, fmt, benchmark.forget, training, seed, desc="stage0: fine-tuning")
+    return measured(layers, trained, held, training_bytes)
 
 
-def measured(layers: int, model, held: dict, training_bytes: dict, set_aside: list) -> dict:
+def measured(layers: int, model, held: dict, training_bytes: dict, set_aside: list | None = None) -> dict:
     """A depth's row: the parameters of one model, the bytes of the models held, the peak while training, and the
-    peak with the `set_aside` models off the device."""
+    peak with the `set_aside` models off the device ("peak_offloaded")."""
     numbers = {"layers": layers, "parameters": sum(p.numel() for p in model.parameters()), "held": held["net"]}
     numbers.update({name: held["net"] + training_bytes[name] for name in ("peak", "reserved_peak")
                     if name in training_bytes})
-    numbers["peak_offloaded"] = numbers["peak"] - sum(tensor_bytes(m) for m in set_aside)
+    if set_aside is not None:
+        numbers["peak_offloaded"] = numbers["peak"] - sum(tensor_bytes(m) for m in set_aside)
     return numbers
 
 
@@ -270,7 +269,7 @@ def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.devi
     rows = [dict(m, measured=True) for m in measures]
     if len(measures) > 1:
         lines = {key: line_through(measures[0], measures[1], key)
-                 for key in ("parameters", "held", "peak", "peak_offloaded")}
+                 for key in ("parameters", "held", "peak", "peak_offloaded") if key in measures[0]}
         for row in rows[2:]:
             row["line"] = lines["peak"](row["layers"])
         if depth not in {m["layers"] for m in measures}:
@@ -295,8 +294,7 @@ def size(value: float) -> str:
 COLUMNS = {
     "unlearning": ("the job's three models", "peak while unlearning",
                    "the same, target and retain offloaded (the default)"),
-    "finetune": ("the two stage-0 models", "peak, the retain's build (the target beside it)",
-                 "peak, the target's build (alone)"),
+    "finetune": ("the model fine-tuned", "peak while fine-tuning (the target's build, the retain's alike)", None),
 }
 
 
@@ -309,15 +307,16 @@ def table(numbers: dict) -> str:
                f"{'on' if numbers['gradient_checkpointing'] else 'off'}, micro-batches "
                f"of {numbers['micro_batch']} rows x {numbers['max_length']} tokens, "
                f"{numbers['gradient_accumulation_steps']} to an optimizer step")
-    held, peak, aside = COLUMNS[stage]
+    titles = [title for title in COLUMNS[stage] if title]
     lines = [f"device: {numbers['device']}, torch {numbers['torch']}", setting, "",
-             f"| decoder layers | parameters | {held} | {peak} | {aside} | on the line of the first two "
+             "| decoder layers | parameters | " + " | ".join(titles) + " | on the line of the first two "
              "| peak reserved |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---:|" + "---:|" * (len(titles) + 2)]
     for row in numbers["rows"]:
         depth = str(row["layers"]) if row["measured"] else f"{row['layers']} (extrapolated)"
         cells = [depth, f"{row['parameters'] / 1e9:.3f}B", size(row["held"]), size(row["peak"]),
-                 size(row["peak_offloaded"]), size(row["line"]) if "line" in row else "-",
+                 *([size(row["peak_offloaded"])] if "peak_offloaded" in row else []),
+                 size(row["line"]) if "line" in row else "-",
                  size(row["reserved_peak"]) if "reserved_peak" in row else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
