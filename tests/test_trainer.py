@@ -700,6 +700,8 @@ def test_experiment_configs_take_the_official_optimizer_steps(make_config, exper
     # stage 0: official max_steps = epochs · 4000 // effective batch (finetuning/training.py L14-15): the saved
     # checkpoints are checkpoint-625 (Phi) and checkpoint-1250 (Llama)
     assert finetune_steps * finetune.epochs == {"tofu_phi": 625, "tofu_llama3b": 1250}[experiment]
+    # finetuning/configs/phi.yaml gradient_checkpointing: False, llama3.yaml: True (on one 80 GB H100)
+    assert finetune.gradient_checkpointing == (experiment == "tofu_llama3b")
     if experiment == "tofu_llama3b":  # official max_steps = 30 · 400 // 16 = 750 (unlearning.py L27-28)
         assert unlearning_steps * cfg.method.training.epochs == 750
 
