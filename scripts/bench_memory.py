@@ -193,7 +193,7 @@ def measure(cfg, arch: PretrainedConfig, layers: int, steps: int, stage: str = "
     arch = at_depth(arch, layers, tokenizer)
     device, dtype = device_for(cfg.device), torch_dtype(cfg.model.dtype)
     if stage == "finetune":
-        return measure_finetune(arch, benchmark, tokenizer, fmt, training, cfg.seed, device, dtype, layers, steps)
+        return measure_finetune(arch, benchmark, tokenizer, fmt, training, cfg.seed, device, dtype, layers)
     method = build_method(cfg)
     with allocated_bytes(device) as held:
         with torch.device(device):
@@ -217,8 +217,8 @@ def measure(cfg, arch: PretrainedConfig, layers: int, steps: int, stage: str = "
     return measured(layers, target, held, training_bytes, set_aside=[target, retain])
 
 
-def measure_finetune(arch, benchmark, tokenizer, fmt, training: TrainingConfig, seed: int, device, dtype, layers: int,
-                     steps: int) -> dict:
+def measure_finetune(arch, benchmark, tokenizer, fmt, training: TrainingConfig, seed: int, device, dtype,
+                     layers: int) -> dict:
     """Stage 0 (`pmc.stage0`): the model it starts from waits in host memory while a copy of it is fine-tuned on the
     device, the target's and then the retain's; a finished model is saved and read back into host memory (the
     trained copy freed at once, `pmc.trainer`), so each build has the device to itself and both peak alike."""
