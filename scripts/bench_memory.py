@@ -182,10 +182,11 @@ def stage_training(cfg, stage: str) -> TrainingConfig:
         raise ConfigError(f"model.finetune: {e}") from None
 
 
-def measure(cfg, arch: PretrainedConfig, layers: int, steps: int, stage: str = "unlearning") -> dict:
-    """Bytes held at `layers` decoder layers and the peak while the stage trains for `steps` optimizer steps:
-    unlearning (a job's three models, the method's training) or stage 0's fine-tuning (`measure_finetune`)."""
-    training = stage_training(cfg, stage)
+def measure(cfg, training: TrainingConfig, arch: PretrainedConfig, layers: int, steps: int,
+            stage: str = "unlearning") -> dict:
+    """Bytes held at `layers` decoder layers and the peak while the stage trains (`training`, from stage_training)
+    for `steps` optimizer steps: unlearning (a job's three models, the method's training) or stage 0's fine-tuning
+    (`measure_finetune`)."""
     rows = steps * training.batch_size * training.gradient_accumulation_steps
     benchmark = synthetic_benchmark(rows, training.max_length)
     tokenizer = train_tokenizer(benchmark.texts(), min(TOKENIZER_VOCAB, arch.vocab_size))
@@ -262,7 +263,8 @@ def depths_list(text: str) -> list[int]:
     return depths
 
 
-def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.device, stage: str = "unlearning") -> dict:
+def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.device, training: TrainingConfig,
+           stage: str = "unlearning") -> dict:
     """The table's numbers: each measured depth, and the architecture's own depth extrapolated where it was not
     measured."""
     depth = arch.num_hidden_layers
@@ -276,7 +278,6 @@ def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.devi
             extrapolated = {key: line(depth) for key, line in lines.items()}
             rows.append({**extrapolated, "parameters": round(extrapolated["parameters"]), "layers": depth,
                          "measured": False})
-    training = stage_training(cfg, stage)
     method = {"method": cfg.method.name, "handler": OmegaConf.to_container(cfg.method.handler, resolve=True),
               "lora_r": int((lora_settings(cfg) or {}).get("r", 0))} if stage == "unlearning" else {}
     return {"device": device_name(device), "torch": torch.__version__, "stage": stage, **method,
@@ -343,11 +344,12 @@ def main(argv: list[str] | None = None) -> dict:
     configure_kernels(cfg)
     arch = architecture(cfg, args.architecture)
     device = device_for(cfg.device)
+    training = stage_training(cfg, args.stage)
     measures = []
     for layers in args.layers or [arch.num_hidden_layers]:
-        measures.append(measure(cfg, arch, layers, args.steps, args.stage))
+        measures.append(measure(cfg, training, arch, layers, args.steps, args.stage))
         print(f"measured {layers} layers: peak {measures[-1]['peak'] / GIB:.2f} GiB", flush=True)
-    numbers = report(cfg, arch, measures, device, args.stage)
+    numbers = report(cfg, arch, measures, device, training, args.stage)
     print(table(numbers))
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2) + "\n")

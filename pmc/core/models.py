@@ -7,12 +7,12 @@ default experiment run on 2 CPU cores; everything else is a real pretrained mode
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from pathlib import Path
 
 import torch
 import torch.fx.experimental._config as symbolic_shapes_config
+from accelerate.utils import parse_flag_from_env
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -216,11 +216,10 @@ def with_lora(model, lora: dict | None):
 
 
 def weights_are_sharded() -> bool:
-    """Whether this process trains under FSDP or DeepSpeed, as accelerate's launch variables say (pmc.distributed
-    sets them for SLURM tasks too): there, preparing the model replaces its parameters' storage with this process's
-    shard, so no other module may hold the same parameters."""
-    return any(os.environ.get(name, "").lower() == "true"
-               for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+    """Whether this process trains under FSDP or DeepSpeed, as accelerate's launch variables say, read as accelerate
+    reads them (pmc.distributed sets them for SLURM tasks too): there, preparing the model replaces its parameters'
+    storage with this process's shard, so no other module may hold the same parameters."""
+    return any(parse_flag_from_env(name) for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
 
 
 def without_lora(model):
