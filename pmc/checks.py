@@ -30,7 +30,7 @@ TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a s
 RUN_KEYS = {
     "experiment_name": str, "seed": int, "device": str, "cache_dir": str, "compile_cache_dir": str | None,
     "deterministic": bool,
-    "eval": dict, "save_unlearned": bool, "method.name": str,
+    "eval": dict, "eval_one_model_on_device": bool, "save_unlearned": bool, "method.name": str,
     "generation.max_new_tokens": int, "generation.max_length": int | None,
     "stage0.seed": int, "stage0.target_path": str | None, "stage0.retain_path": str | None, "stage0.side_by_side": bool,
     "stage0.offload_during_unlearning": bool,

@@ -44,6 +44,7 @@ from pmc.pipeline import (
     load_stage0,
     lora_settings,
     model_to_unlearn,
+    models_on_device,
     offloaded,
     pin_code_identity,
     prepare_generation,
@@ -129,7 +130,6 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     batch_sizes = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
 
     lora = lora_settings(cfg)
-    unlearned = model_to_unlearn(cfg, stage0.target)
     ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_sizes)
     cache = eval_cache(cfg, stage0, benchmark, ctx)
     initial_state: dict[str, str] = {}  # results.json's initial_state_cache: where each value came from
@@ -140,9 +140,6 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         value, initial_state[name] = cache.value(name, {**settings, "lora": lora}, compute)
         return value
 
-    run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
-                     method_batch_size(cfg, batch_sizes.decoding, method), before_unlearning=before_unlearning,
-                     scoring_batch_size=batch_sizes.scoring)
     checkpoint = checkpoint_config(cfg)
     checkpoints = (Checkpoints(run_dir / "checkpoints", checkpoint.every_steps, checkpoint.min_interval_s)
                    if checkpoint.enabled else None)
@@ -154,14 +151,22 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
         train_log.flush()
         logger.log_step(record)
 
-    with (timed(timings, "unlearn"), train_log,
-          offloaded([stage0.target, stage0.retain], cfg.stage0.offload_during_unlearning)):
-        parts = unlearn(method, run, training, cfg.seed, log_step, checkpoints)
+    # the copy unlearned is made once target and retain are off the device (at most two models there at a time);
+    # with one model on the device in evaluation they stay off it until their turns
+    with offloaded([stage0.target, stage0.retain], cfg.stage0.offload_during_unlearning,
+                   restore=not cfg.eval_one_model_on_device):
+        unlearned = model_to_unlearn(cfg, stage0.target, device_for(cfg.device))
+        run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
+                         method_batch_size(cfg, batch_sizes.decoding, method), before_unlearning=before_unlearning,
+                         scoring_batch_size=batch_sizes.scoring)
+        with timed(timings, "unlearn"), train_log:
+            parts = unlearn(method, run, training, cfg.seed, log_step, checkpoints)
     timings.update({f"unlearn.{name}": seconds for name, seconds in parts.items()})
     unlearned = without_lora(unlearned)  # LoRA adapters merged: evaluated and saved as a plain model
 
     models = {"target": stage0.target, "retain": stage0.retain, "unlearned": unlearned}
-    metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings, cache)
+    with models_on_device(cfg, models, timings):
+        metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings, cache)
     with stage("save"):
         if cfg.save_unlearned:
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
@@ -207,11 +212,14 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
             f"{cfg.checkpoint}: its tokenizer differs from the one of model={cfg.model.name}; evaluate it with the "
             "model and benchmark config it was trained from"
         )
-    models = {"target": stage0.target, "retain": stage0.retain, "checkpoint": model.to(device_for(cfg.device))}
+    # taking turns (eval_one_model_on_device), the checkpoint comes onto the device in its turn
+    models = {"target": stage0.target, "retain": stage0.retain,
+              "checkpoint": model if cfg.eval_one_model_on_device else model.to(device_for(cfg.device))}
     batch_sizes = prepare_generation(cfg, list(models.values()), tokenizer, fmt, benchmark)
     ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_sizes)
-    metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings,
-                                          eval_cache(cfg, stage0, benchmark, ctx))
+    with models_on_device(cfg, models, timings):
+        metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings,
+                                              eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
         results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, batch_sizes,
                              checkpoint=str(cfg.checkpoint),

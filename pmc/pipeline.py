@@ -35,10 +35,12 @@ from pmc.core.generation import (
     BatchSizes,
     check_generation_options,
     configure_generation,
+    release_kept_caches,
     resolve_batch_sizes,
 )
 from pmc.core.models import device_for, enable_tf32, with_lora
 from pmc.core.prompts import RAW_TEXT, PromptFormat
+from pmc.core.residency import taking_turns
 from pmc.distributed import world_size
 from pmc.eval_cache import SCORED, EvalCache, harness_digest
 from pmc.failures import stage
@@ -192,20 +194,21 @@ def lora_settings(cfg: DictConfig) -> dict | None:
     return OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None
 
 
-def model_to_unlearn(cfg: DictConfig, target: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the stage-0 target, with LoRA adapters where model.lora.r > 0, made after seeding again: unlearning,
-    the adapters' first values included, does not depend on whether stage 0 was built in this run or read from the
-    cache."""
+def model_to_unlearn(cfg: DictConfig, target: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A copy of the stage-0 target on `device` (the target may wait in host memory), with LoRA adapters where
+    model.lora.r > 0, made after seeding again: unlearning, the adapters' first values included, does not depend on
+    whether stage 0 was built in this run or read from the cache."""
     seed_everything(cfg.seed)
-    return with_lora(copy.deepcopy(target), lora_settings(cfg))
+    return with_lora(copy.deepcopy(target).to(device), lora_settings(cfg))
 
 
 @contextmanager
-def offloaded(models: list[torch.nn.Module], enabled: bool):
-    """`models` in host memory while the block runs, back on their devices after it (also when it fails). A job's
-    target and retain models wait so while the method trains a copy of the target: a GPU then holds the model being
-    trained and what the method keeps, not two idle models beside it (Llama-3.2-3B in bf16: 11.2 GiB of 80,
-    `scripts/bench_memory.py`). On a CPU nothing moves."""
+def offloaded(models: list[torch.nn.Module], enabled: bool, restore: bool = True):
+    """`models` in host memory while the block runs, back on their devices after it (also when it fails) unless
+    `restore` is false (they come back in their turns, `models_on_device`). A job's target and retain models wait so
+    while the method trains a copy of the target: a GPU then holds the model being trained and what the method keeps,
+    not two idle models beside it (Llama-3.2-3B in bf16: 11.2 GiB of 80, `scripts/bench_memory.py`). On a CPU
+    nothing moves."""
     devices = [next(model.parameters()).device for model in models]
     if enabled:
         for model in models:
@@ -213,9 +216,21 @@ def offloaded(models: list[torch.nn.Module], enabled: bool):
     try:
         yield
     finally:
-        if enabled:
+        if enabled and restore:
             for model, device in zip(models, devices):
                 model.to(device)
+
+
+@contextmanager
+def models_on_device(cfg: DictConfig, models: dict[str, torch.nn.Module], timings: dict):
+    """With eval_one_model_on_device, the models take turns on the run's device while the block runs (one there at a
+    time, the others in host memory, `pmc.core.residency`), and timings gets the seconds their moves took
+    (`eval.turns`, part of `eval`); else nothing moves."""
+    with taking_turns(models.values(), device_for(cfg.device), cfg.eval_one_model_on_device,
+                      on_park=release_kept_caches) as turns:
+        yield
+    if turns is not None:
+        timings["eval.turns"] = round(turns.moving_s, 3)
 
 
 def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> BatchSizes:

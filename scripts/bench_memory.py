@@ -41,6 +41,9 @@ printed beside its measure). This is how a CPU measures a model whose training d
 --stage finetune measures stage 0 instead (`pmc.stage0`: model.finetune's recipe, full fine-tuning of a copy of
 the model on the device while the model it starts from waits in host memory; target and retain are built one after
 the other, each with the device to itself).
+--stage eval measures a job's evaluation instead (`pmc.pipeline.evaluate_models`): the three models on the device, one
+of them decoding a full batch of greedy answers and scoring a full batch of answers, the peak beside the two others
+(the default) and without them (`eval_one_model_on_device`: the models take turns on the device).
 --json PATH also writes the numbers as JSON.
 """
 
@@ -64,9 +67,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the harness's own packages first
 
+from benchmarks.metrics.scoring import answer_logprob_means  # noqa: E402
 from pmc import CONF_DIR  # noqa: E402
 from pmc.checks import check_unlearning_config  # noqa: E402
 from pmc.core.errors import CheckpointError, ConfigError  # noqa: E402
+from pmc.core.generation import AUTO_MOST_ROWS, CPU_MOST_ROWS, greedy_answers  # noqa: E402
 from pmc.core.models import (  # noqa: E402
     device_for,
     pretrained_architecture,
@@ -171,9 +176,11 @@ def synthetic_benchmark(rows: int, max_length: int, seed: int = 0) -> QABenchmar
                        idk_answers=["I don't know.", "I have no idea."])
 
 
-def stage_training(cfg, stage: str) -> TrainingConfig:
+def stage_training(cfg, stage: str) -> TrainingConfig | None:
     """The optimisation settings of the measured stage, for one epoch: the method's (unlearning) or the model
-    config's fine-tuning recipe (stage 0)."""
+    config's fine-tuning recipe (stage 0); evaluation trains nothing (None)."""
+    if stage == "eval":
+        return None
     if stage == "unlearning":
         return replace(check_unlearning_config(cfg), epochs=1)
     try:
@@ -182,26 +189,31 @@ def stage_training(cfg, stage: str) -> TrainingConfig:
         raise ConfigError(f"model.finetune: {e}") from None
 
 
-def measure(cfg, training: TrainingConfig, arch: PretrainedConfig, layers: int, steps: int,
+def measure(cfg, training: TrainingConfig | None, arch: PretrainedConfig, layers: int, steps: int,
             stage: str = "unlearning") -> dict:
     """Bytes held at `layers` decoder layers and the peak while the stage trains (`training`, from stage_training)
     for `steps` optimizer steps: unlearning (a job's three models, the method's training) or stage 0's fine-tuning
-    (`measure_finetune`)."""
-    rows = steps * training.batch_size * training.gradient_accumulation_steps
-    benchmark = synthetic_benchmark(rows, training.max_length)
+    (`measure_finetune`); or the peak of evaluation (`measure_eval`)."""
+    if stage == "eval":
+        rows, length = max_eval_rows(cfg), cfg.generation.max_length or cfg.generation.max_new_tokens
+    else:
+        rows, length = steps * training.batch_size * training.gradient_accumulation_steps, training.max_length
+    benchmark = synthetic_benchmark(rows, length)
     tokenizer = train_tokenizer(benchmark.texts(), min(TOKENIZER_VOCAB, arch.vocab_size))
     fmt = PromptFormat()
     arch = at_depth(arch, layers, tokenizer)
     device, dtype = device_for(cfg.device), torch_dtype(cfg.model.dtype)
     if stage == "finetune":
         return measure_finetune(arch, benchmark, tokenizer, fmt, training, cfg.seed, device, dtype, layers)
+    if stage == "eval":
+        return measure_eval(cfg, arch, benchmark, tokenizer, fmt, device, dtype, layers)
     method = build_method(cfg)
     with allocated_bytes(device) as held:
         with torch.device(device):
             target = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
             retain = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
         batch_sizes = prepare_generation(cfg, [target, retain], tokenizer, fmt, benchmark)
-        unlearned = model_to_unlearn(cfg, target)
+        unlearned = model_to_unlearn(cfg, target, device)
     run = RunContext(unlearned, tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      method_batch_size(cfg, batch_sizes.decoding, method), scoring_batch_size=batch_sizes.scoring)
     trained: list[int] = []
@@ -229,6 +241,46 @@ def measure_finetune(arch, benchmark, tokenizer, fmt, training: TrainingConfig, 
     with allocated_bytes(device) as training_bytes:
         finetune(trained, tokenizer, fmt, benchmark.forget, training, seed, desc="stage0: fine-tuning")
     return measured(layers, trained, held, training_bytes)
+
+
+def max_eval_rows(cfg) -> int:
+    """The most rows evaluation decodes or scores at once: generation.batch_size and scoring_batch_size (`auto` as
+    the most it can give on this device; `measure_eval` reports what it resolved to)."""
+    most = AUTO_MOST_ROWS if device_for(cfg.device).type == "cuda" else CPU_MOST_ROWS
+    return max(most.decoding if cfg.generation.batch_size == "auto" else cfg.generation.batch_size,
+               most.scoring if cfg.generation.scoring_batch_size == "auto" else cfg.generation.scoring_batch_size)
+
+
+def measure_eval(cfg, arch, benchmark: QABenchmark, tokenizer, fmt, device, dtype, layers: int) -> dict:
+    """Evaluation (`pmc.pipeline.evaluate_models`): the job's three models on the device, one of them decoding greedy
+    answers (a full batch of generation.batch_size questions, to generation.max_length or max_new_tokens) and
+    scoring answers (a full batch of generation.scoring_batch_size rows, each as long as a decoded row can be: the
+    prompt and the answer budget, "scored_row_tokens"),
+    the two things a suite does with a model; with eval_one_model_on_device the other two models wait in host memory
+    meanwhile ("peak_offloaded"). The rows are as wide as the run's settings allow: no answer ends early (a model of
+    random weights draws the end of a sequence about once in vocabulary-size tokens), so the KV cache and the scored
+    logits are the largest the settings give."""
+    with allocated_bytes(device) as held:
+        with torch.device(device):
+            models = [AutoModelForCausalLM.from_config(arch, dtype=dtype).eval() for _ in range(3)]
+    batch_sizes = prepare_generation(cfg, models, tokenizer, fmt, benchmark)
+    scored, g = models[0], cfg.generation
+    length = {"max_length": g.max_length} if g.max_length else {"max_new_tokens": g.max_new_tokens}
+    # a scored row as long as a decoded one gets: the prompt and the answer budget (answers are cut to it)
+    longest_prompt = max(len(fmt.prompt_ids(tokenizer, r.question)) for r in benchmark.forget)
+    row_tokens = g.max_length or longest_prompt + g.max_new_tokens
+    with allocated_bytes(device) as decoding:
+        greedy_answers(scored, tokenizer, fmt, [r.question for r in benchmark.forget[: batch_sizes.decoding]],
+                       batch_size=batch_sizes.decoding, **length)
+    with allocated_bytes(device) as scoring:
+        answer_logprob_means(scored, tokenizer, fmt, [(r.question, r.answer)
+                                                      for r in benchmark.forget[: batch_sizes.scoring]],
+                             batch_sizes.scoring, max_length=row_tokens)
+    working = max(decoding, scoring, key=lambda numbers: numbers["peak"])
+    return {**measured(layers, scored, held, working, set_aside=models[1:]),
+            "decoding_rows": batch_sizes.decoding, "scoring_rows": batch_sizes.scoring,
+            "scored_row_tokens": row_tokens,
+            "decoding_peak": decoding["peak"], "scoring_peak": scoring["peak"]}
 
 
 def measured(layers: int, model, held: dict, training_bytes: dict, set_aside: list | None = None) -> dict:
@@ -263,15 +315,18 @@ def depths_list(text: str) -> list[int]:
     return depths
 
 
-def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.device, training: TrainingConfig,
+# what grows by the same bytes per decoder layer (the extrapolated row's numbers)
+LINEAR_KEYS = ("parameters", "held", "peak", "peak_offloaded", "decoding_peak", "scoring_peak")
+
+
+def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.device, training: TrainingConfig | None,
            stage: str = "unlearning") -> dict:
     """The table's numbers: each measured depth, and the architecture's own depth extrapolated where it was not
     measured."""
     depth = arch.num_hidden_layers
     rows = [dict(m, measured=True) for m in measures]
     if len(measures) > 1:
-        lines = {key: line_through(measures[0], measures[1], key)
-                 for key in ("parameters", "held", "peak", "peak_offloaded") if key in measures[0]}
+        lines = {key: line_through(measures[0], measures[1], key) for key in LINEAR_KEYS if key in measures[0]}
         for row in rows[2:]:
             row["line"] = lines["peak"](row["layers"])
         if depth not in {m["layers"] for m in measures}:
@@ -280,11 +335,18 @@ def report(cfg, arch: PretrainedConfig, measures: list[dict], device: torch.devi
                          "measured": False})
     method = {"method": cfg.method.name, "handler": OmegaConf.to_container(cfg.method.handler, resolve=True),
               "lora_r": int((lora_settings(cfg) or {}).get("r", 0))} if stage == "unlearning" else {}
+    if training is None:  # evaluation: how long its decoded rows get
+        g = cfg.generation
+        settings = {"length": (f"max_length {g.max_length}, prompt and answer" if g.max_length
+                               else f"max_new_tokens {g.max_new_tokens}")}
+    else:
+        settings = {"precision": training.precision, "gradient_checkpointing": training.gradient_checkpointing,
+                    "micro_batch": training.batch_size,
+                    "gradient_accumulation_steps": training.gradient_accumulation_steps,
+                    "max_length": training.max_length}
     return {"device": device_name(device), "torch": torch.__version__, "stage": stage, **method,
-            "model": cfg.model.name, "architecture": arch.model_type, "dtype": cfg.model.dtype,
-            "precision": training.precision, "gradient_checkpointing": training.gradient_checkpointing,
-            "micro_batch": training.batch_size, "gradient_accumulation_steps": training.gradient_accumulation_steps,
-            "max_length": training.max_length, "rows": rows}
+            "model": cfg.model.name, "architecture": arch.model_type, "dtype": cfg.model.dtype, **settings,
+            "rows": rows}
 
 
 def size(value: float) -> str:
@@ -296,18 +358,30 @@ COLUMNS = {
     "unlearning": ("the job's three models", "peak while unlearning",
                    "the same, target and retain offloaded (the default)"),
     "finetune": ("the model fine-tuned", "peak while fine-tuning (the target's build, the retain's alike)", None),
+    "eval": ("the job's three models", "peak in evaluation, all three on the device (the default)",
+             "the same, one model on the device at a time (eval_one_model_on_device)"),
 }
 
 
 def table(numbers: dict) -> str:
     stage = numbers.get("stage", "unlearning")
-    what = (f"{numbers['method']}, LoRA r={numbers['lora_r']}," if stage == "unlearning"
-            else "stage 0's fine-tuning (model.finetune),")
-    setting = (f"{what} on {numbers['model']}'s architecture ({numbers['architecture']}): weights "
-               f"{numbers['dtype']}, training {numbers['precision']}, gradient checkpointing "
-               f"{'on' if numbers['gradient_checkpointing'] else 'off'}, micro-batches "
-               f"of {numbers['micro_batch']} rows x {numbers['max_length']} tokens, "
-               f"{numbers['gradient_accumulation_steps']} to an optimizer step")
+    if stage == "eval":
+        first = numbers["rows"][0]
+        setting = (f"evaluation on {numbers['model']}'s architecture ({numbers['architecture']}): weights "
+                   f"{numbers['dtype']}, greedy decoding of {first['decoding_rows']} rows ({numbers['length']}), "
+                   f"scoring of {first['scoring_rows']} rows x {first['scored_row_tokens']} tokens; beyond the "
+                   "models held, decoding's own peak is "
+                   + ", scoring's ".join(", ".join(f"{size(row[key])} at {row['layers']} layers"
+                                                   for row in numbers["rows"])
+                                         for key in ("decoding_peak", "scoring_peak")))
+    else:
+        what = (f"{numbers['method']}, LoRA r={numbers['lora_r']}," if stage == "unlearning"
+                else "stage 0's fine-tuning (model.finetune),")
+        setting = (f"{what} on {numbers['model']}'s architecture ({numbers['architecture']}): weights "
+                   f"{numbers['dtype']}, training {numbers['precision']}, gradient checkpointing "
+                   f"{'on' if numbers['gradient_checkpointing'] else 'off'}, micro-batches "
+                   f"of {numbers['micro_batch']} rows x {numbers['max_length']} tokens, "
+                   f"{numbers['gradient_accumulation_steps']} to an optimizer step")
     titles = [title for title in COLUMNS[stage] if title]
     lines = [f"device: {numbers['device']}, torch {numbers['torch']}", setting, "",
              "| decoder layers | parameters | " + " | ".join(titles) + " | on the line of the first two "
@@ -332,7 +406,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="measure at these depths, e.g. 1,2 (default: the architecture's own)")
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps (at least 2)")
     parser.add_argument("--stage", choices=sorted(COLUMNS), default="unlearning",
-                        help="what trains: a job's unlearning (the method) or stage 0's fine-tuning (model.finetune)")
+                        help="what is measured: a job's unlearning (the method), stage 0's fine-tuning "
+                             "(model.finetune) or a job's evaluation (eval)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. experiment=tofu_llama3b")
     args = parser.parse_intermixed_args(argv)

@@ -162,6 +162,34 @@ def test_stage_0_is_measured_as_one_models_full_fine_tuning():
     assert "| the model fine-tuned | peak while fine-tuning" in bench().table(numbers)
 
 
+def test_evaluation_is_measured_with_all_three_models_and_with_one(tmp_path):
+    """--stage eval: the job's three models held (counted to the byte), one of them decoding a full batch of greedy
+    answers and scoring a full batch of answers; with eval_one_model_on_device the peak is lower by exactly the two
+    models that wait in host memory. Scoring holds at least every position's float32 logits over the vocabulary, in
+    8 rows as long as a decoded one (the prompt, at least 12 question words of a token or more, and 16 answer
+    tokens)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(SMALL_ARCHITECTURE))
+    numbers = bench().main(["--architecture", str(path), "--stage", "eval", "--layers", "1,2",
+                            "generation.batch_size=8", "generation.scoring_batch_size=8",
+                            "generation.max_new_tokens=16"])
+    assert numbers["stage"] == "eval" and numbers["length"] == "max_new_tokens 16" and "precision" not in numbers
+    rows = {row["layers"]: row for row in numbers["rows"]}
+    assert sorted(rows) == [1, 2, 6] and not rows[6]["measured"]
+    for depth in (1, 2):
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(bench().AutoConfig.for_model(
+                **{**SMALL_ARCHITECTURE, "num_hidden_layers": depth}))
+        model_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+        row = rows[depth]
+        assert row["held"] == 3 * model_bytes and row["peak_offloaded"] == row["peak"] - 2 * model_bytes
+        assert row["decoding_rows"] == row["scoring_rows"] == 8
+        assert row["scored_row_tokens"] >= 12 + 16
+        assert row["scoring_peak"] >= 8 * row["scored_row_tokens"] * SMALL_ARCHITECTURE["vocab_size"] * 4
+        assert 0 < row["decoding_peak"] and row["peak"] == row["held"] + max(row["decoding_peak"], row["scoring_peak"])
+    assert "| the job's three models | peak in evaluation, all three on the device" in bench().table(numbers)
+
+
 def test_bad_settings_are_one_clear_error(tmp_path, capsys):
     module = bench()
     with pytest.raises(SystemExit):

@@ -35,6 +35,7 @@ from pmc.core.batches import eval_mode, longest_first, pad_left
 from pmc.core.errors import ConfigError
 from pmc.core.models import compile_backend, dimensions_apart
 from pmc.core.prompts import PromptFormat
+from pmc.core.residency import device_of
 
 # transformers' GenerationConfig default, which the official PMC sampler gets by passing no top_k
 # (unlearning/pmc.py L192-202); passed explicitly so it does not depend on the model's generation_config.json.
@@ -81,7 +82,7 @@ def generate_answers(
         raise ConfigError(f"generation needs exactly one of max_new_tokens, max_length; got {max_new_tokens}, "
                           f"{max_length}")
     answer_tag = getattr(fmt, "answer_tag", "")  # stand-in formats (analyses' prefilled continuations) carry none
-    device = next(model.parameters()).device
+    device = device_of(model)  # a model taking turns on the device (pmc.core.residency) comes onto it here
     pad_id = tokenizer.pad_token_id
 
     def budgets_of(prompts: list[list[int]]) -> list[int]:
@@ -306,7 +307,7 @@ def greedy_continuations(
     Prompts wanting similar numbers of tokens share a batch (longest first), which decodes as many tokens as its
     longest request; a row keeps its first lengths[i], the same tokens greedy decoding of exactly that length gives.
     """
-    device = next(model.parameters()).device
+    device = device_of(model)
     continuations: list[list[int]] = [[] for _ in prompts]
     with eval_mode(model), dimensions_apart():
         for batch in tqdm(longest_first(lengths, batch_size), desc=desc or "generate", leave=False,
@@ -585,6 +586,12 @@ def kept_static_cache(model, rows: int, length: int) -> dict:
     # a cache passed in replaces transformers' own: its cache_implementation (and the length transformers would size
     # its own by, which it warns about without a static cache_implementation) must be unset for this call
     return {cache_keyword(model): cache, "cache_implementation": None, "max_cache_len": None}
+
+
+def release_kept_caches(model) -> None:
+    """Free the static KV caches `kept_static_cache` keeps for `model` (a model leaving the device: its caches would
+    stay there)."""
+    _KEPT_CACHES.pop(model, None)
 
 
 def cache_keyword(model) -> str:
