@@ -23,6 +23,7 @@ from pmc.core.batches import IGNORE_INDEX, Batch, encode_pairs, eval_mode, longe
 from pmc.core.errors import HarnessError
 from pmc.core.losses import token_logprobs
 from pmc.core.records import load_lines
+from pmc.core.residency import device_of
 
 DEFAULT_MAX_LENGTH = 512  # when neither the context nor the model config gives a context size
 
@@ -55,7 +56,7 @@ def score_batches(model, lengths: Sequence[int], batch_size: int, batch_of: Call
     `batch_size`; `batch_of(rows)` builds a batch of those row indices, `score(model, batch, rows)` returns one value
     per row. The model runs in eval mode without autograd (its mode restored after); values come back in row order."""
     out: list = [None] * len(lengths)
-    device = next(model.parameters()).device
+    device = device_of(model)  # a model taking turns on the device (pmc.core.residency) comes onto it here
     with eval_mode(model):
         for rows in longest_first(lengths, batch_size):
             for i, value in zip(rows, score(model, batch_of(rows).to(device), rows), strict=True):
