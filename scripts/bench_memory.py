@@ -255,11 +255,10 @@ def measure_eval(cfg, arch, benchmark: QABenchmark, tokenizer, fmt, device, dtyp
     """Evaluation (`pmc.pipeline.evaluate_models`): the job's three models on the device, one of them decoding greedy
     answers (a full batch of generation.batch_size questions, to generation.max_length or max_new_tokens) and
     scoring answers (a full batch of generation.scoring_batch_size rows, each as long as a decoded row can be: the
-    prompt and the answer budget, "scored_row_tokens"),
-    the two things a suite does with a model; with eval_one_model_on_device the other two models wait in host memory
-    meanwhile ("peak_offloaded"). The rows are as wide as the run's settings allow: no answer ends early (a model of
-    random weights draws the end of a sequence about once in vocabulary-size tokens), so the KV cache and the scored
-    logits are the largest the settings give."""
+    prompt and the answer budget, "scored_row_tokens"), the two things a suite does with a model; with
+    eval_one_model_on_device the other two models wait in host memory meanwhile ("peak_offloaded"). The rows are as
+    wide as the run's settings allow: no answer ends early (a model of random weights draws the end of a sequence
+    about once in vocabulary-size tokens), so the KV cache and the scored logits are the largest the settings give."""
     with allocated_bytes(device) as held:
         with torch.device(device):
             models = [AutoModelForCausalLM.from_config(arch, dtype=dtype).eval() for _ in range(3)]
