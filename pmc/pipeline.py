@@ -250,7 +250,8 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
         sequence_length = min(sequence_length, context or sequence_length)
     for model in models:
         configure_generation(model, max_cache_len=sequence_length, **generation_options(g))
-    return resolve_batch_sizes(g.batch_size, g.scoring_batch_size, models[0], sequence_length)
+    return resolve_batch_sizes(g.batch_size, g.scoring_batch_size, models[0], sequence_length,
+                               lora=bool((lora_settings(cfg) or {}).get("r")))
 
 
 def generation_options(g: DictConfig) -> dict:

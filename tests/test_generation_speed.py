@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import cuda_graph_inspecting_backend
+from conftest import REPO, cuda_graph_inspecting_backend
 from torch._dynamo.utils import counters
 from transformers import CompileConfig
 from transformers.generation.utils import GenerationMixin
@@ -717,6 +717,28 @@ def test_auto_batch_sizes_from_free_memory(tiny):
     assert auto_batch_sizes(model, sequence, reserve // 2, MOST) == BatchSizes(1, 1)  # nothing left: one at a time
 
 
+def test_auto_keeps_room_for_what_a_lora_job_trains_not_for_full_fine_tuning():
+    """Llama-3.1-8B-Instruct (bf16, 8.03B parameters) unlearned with LoRA on an 80 GB GPU, ~52.3 GB free beside target
+    and retain, rows of 200 positions. Full fine-tuning's reserve (5 fp32 copies, 160.6 GB) leaves nothing: 1 row at a
+    time, what `auto` gave LoRA jobs. LoRA's is the one bf16 copy unlearned (16.06 GB): half of the 36.24 GB left is
+    18.12 GB, and by hand a scored row holds 360,345,600 bytes (the KV cache 2 x 32 layers x 8 heads x 128 x 200 x 2
+    = 26,214,400; one layer's activations (200 x (4 x 4096 + 3 x 14336) + 32 x 200^2) x 2 = 26,316,800; float32
+    logits 3 x 4 x 128,256 x 200 = 307,814,400), so 50 fit: 32; a decoded row the last position's logits instead
+    (1,539,072): 54,070,272 bytes, 335 fit: 256."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    values = json.loads((REPO / "scripts" / "architectures" / "llama3_1_8b_instruct.json").read_text())
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(values.pop("model_type"), **values),
+                                                 dtype=torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == 8_030_261_248
+    assert scoring_row_bytes(model.config, 200, 2) == 360_345_600
+    assert decoding_row_bytes(model.config, 200, 2) == 54_070_272
+    free = 52_300_000_000
+    assert auto_batch_sizes(model, 200, free, AUTO_MOST_ROWS) == BatchSizes(1, 1)
+    assert auto_batch_sizes(model, 200, free, AUTO_MOST_ROWS, lora=True) == BatchSizes(256, 32)
+
+
 def test_auto_batch_sizes_count_the_caches_kept_for_each_width_where_decoding_is_compiled(tiny, monkeypatch):
     """Compiled, a cache is kept per width decoded (2, 4, ..., the batch size): under twice the batch's rows of
     cache, so `auto` budgets each decoded row's cache twice (a scored row keeps none)."""
@@ -826,7 +848,8 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
     model, tokenizer = tiny
     records = [QARecord(q, "An answer.") for q in QUESTIONS]
     benchmark = QABenchmark(name="widths", forget=records[:1], retain=records[1:], eval_sets={"retain": records[1:]})
-    cfg = OmegaConf.create({"generation": {"batch_size": 4, "scoring_batch_size": 2, "compile": False,
+    cfg = OmegaConf.create({"model": {"lora": None},
+                            "generation": {"batch_size": 4, "scoring_batch_size": 2, "compile": False,
                                            "continuous_batching": False,
                                            "compile_dynamic": True, "drop_finished_rows": False, **generation}})
     try:
@@ -836,6 +859,37 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
         assert model.generation_config.max_cache_len == expected
     finally:
         configure_generation(model)
+
+
+@pytest.mark.parametrize("lora_r", [0, 8])
+def test_a_lora_run_sizes_auto_batches_for_what_lora_trains(tiny, monkeypatch, lora_r):
+    """`auto` on a host whose available memory is full fine-tuning's reserve exactly (5 fp32 copies of the
+    parameters): nothing left, 1 row at a time; with model.lora.r > 0 the reserve is the one fp32 copy unlearned, and
+    half of the 4 copies' bytes left (8 bytes a parameter) holds rows of the sizes `tiny_row_bytes` gives by hand."""
+    from omegaconf import OmegaConf
+
+    from pmc.core.records import QABenchmark, QARecord
+    from pmc.pipeline import prepare_generation
+
+    model, tokenizer = tiny
+    records = [QARecord(q, "An answer.") for q in QUESTIONS]
+    benchmark = QABenchmark(name="widths", forget=records[:1], retain=records[1:], eval_sets={"retain": records[1:]})
+    cfg = OmegaConf.create({"model": {"lora": {"r": lora_r}},
+                            "generation": {"batch_size": "auto", "scoring_batch_size": "auto", "compile": False,
+                                           "continuous_batching": False, "compile_dynamic": True,
+                                           "drop_finished_rows": False, "cache_implementation": None,
+                                           "max_new_tokens": 10, "max_length": None}})
+    available = 5 * 4 * sum(p.numel() for p in model.parameters())
+    monkeypatch.setattr(generation.psutil, "virtual_memory", lambda: type("Memory", (), {"available": available}))
+    sizes = prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark)
+    if lora_r:
+        sequence = max(len(PromptFormat().prompt_ids(tokenizer, q)) for q in QUESTIONS) + 10
+        budget = 8 * sum(p.numel() for p in model.parameters())
+        decoding, scoring = tiny_row_bytes(model, sequence)
+        assert sizes == BatchSizes(*(2 ** int(math.log2(budget // row)) for row in (decoding, scoring)))
+        assert sizes.decoding > 1
+    else:
+        assert sizes == BatchSizes(1, 1)
 
 
 # --- evaluation decodes every suite's greedy questions of a model together --------------------------------------------

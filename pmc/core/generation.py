@@ -652,26 +652,40 @@ def activation_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
             + config.num_attention_heads * sequence_length**2) * dtype_bytes
 
 
-def rows_that_fit(model, free_bytes: int, row: int, most: int) -> int:
-    """Rows of `row` bytes that fit in AUTO_MEMORY_FRACTION of the memory left after keeping
-    TRAINING_RESERVE_COPIES fp32 copies of the parameters free for unlearning, rounded down to a power of two (stable
-    across jobs whose free memory differs a little), between 1 and `most`."""
+def training_reserve_bytes(model, lora: bool = False) -> int:
+    """Memory `auto` keeps free beside the models for unlearning. Full fine-tuning: TRAINING_RESERVE_COPIES fp32
+    copies of the parameters (the copy unlearned, a reference, gradients, AdamW's two moments). With LoRA adapters
+    (model.lora.r > 0): one copy of the weights as stored, the model unlearned (a reference shares its frozen
+    weights, `pmc.methods.base.frozen_copy`); the adapters with their gradients and moments are a fraction of a
+    percent of it (r = 8 at 8B: 21M parameters), within the half of the rest that batches leave. The full reserve at
+    8B is 150 GiB, more than a GPU holds, so `auto` gave a LoRA job 1 row at a time."""
     parameters = sum(p.numel() for p in model.parameters())
-    budget = AUTO_MEMORY_FRACTION * (free_bytes - TRAINING_RESERVE_COPIES * 4 * parameters)
-    rows = int(budget // row)
+    if lora:
+        return parameters * next(model.parameters()).element_size()
+    return TRAINING_RESERVE_COPIES * 4 * parameters
+
+
+def rows_that_fit(free_bytes: int, reserve_bytes: int, row: int, most: int) -> int:
+    """Rows of `row` bytes that fit in AUTO_MEMORY_FRACTION of the memory left after keeping `reserve_bytes` free for
+    unlearning (`training_reserve_bytes`), rounded down to a power of two (stable across jobs whose free memory
+    differs a little), between 1 and `most`."""
+    rows = int(AUTO_MEMORY_FRACTION * (free_bytes - reserve_bytes) // row)
     return 1 if rows < 1 else min(most, 2 ** int(math.log2(rows)))
 
 
-def auto_batch_sizes(model, sequence_length: int, free_bytes: int, most: BatchSizes = AUTO_MOST_ROWS) -> BatchSizes:
-    """Rows to decode and rows to score at once with `free_bytes` free (`rows_that_fit`), at most `most`.
+def auto_batch_sizes(model, sequence_length: int, free_bytes: int, most: BatchSizes = AUTO_MOST_ROWS,
+                     lora: bool = False) -> BatchSizes:
+    """Rows to decode and rows to score at once with `free_bytes` free (`rows_that_fit`), at most `most`; `lora`:
+    the model is unlearned through LoRA adapters (`training_reserve_bytes`).
     Where the decoding step is compiled, a static cache is kept for each width decoded (2, 4, ... up to the batch
     size: `decoding_batch`, `kept_static_cache`), under twice the batch's rows in all, so a row's cache counts twice."""
     config, dtype_bytes = model.config, next(model.parameters()).element_size()
     kept_caches = 2 if compiles_decoding(model) else 1
+    reserve = training_reserve_bytes(model, lora)
     return BatchSizes(
-        rows_that_fit(model, free_bytes, decoding_row_bytes(config, sequence_length, dtype_bytes, kept_caches),
+        rows_that_fit(free_bytes, reserve, decoding_row_bytes(config, sequence_length, dtype_bytes, kept_caches),
                       most.decoding),
-        rows_that_fit(model, free_bytes, scoring_row_bytes(config, sequence_length, dtype_bytes), most.scoring))
+        rows_that_fit(free_bytes, reserve, scoring_row_bytes(config, sequence_length, dtype_bytes), most.scoring))
 
 
 def free_memory(device: torch.device) -> int:
@@ -681,17 +695,18 @@ def free_memory(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
-def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: int | None) -> BatchSizes:
+def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: int | None,
+                        lora: bool = False) -> BatchSizes:
     """generation.batch_size and generation.scoring_batch_size as numbers: an int as given; `auto` from the free
-    memory where the model lives (`auto_batch_sizes`), at most AUTO_MOST_ROWS on a CUDA device and CPU_MOST_ROWS
-    elsewhere (a CPU run's sizes change only where memory is short: with 4 GB available SmolLM2 decodes 64 rows at
-    ~130 positions, with 6 GB or more 128)."""
+    memory where the model lives (`auto_batch_sizes`; `lora`: unlearned through LoRA adapters), at most AUTO_MOST_ROWS
+    on a CUDA device and CPU_MOST_ROWS elsewhere (a CPU run's sizes change only where memory is short: with 4 GB
+    available SmolLM2 decodes 64 rows at ~130 positions, with 6 GB or more 128)."""
     check_generation_options(batch_size, None, False, scoring_batch_size=scoring_batch_size)
     if "auto" not in (batch_size, scoring_batch_size):
         return BatchSizes(batch_size, scoring_batch_size)
     device = next(model.parameters()).device
     auto = auto_batch_sizes(model, sequence_length, free_memory(device),
-                            AUTO_MOST_ROWS if device.type == "cuda" else CPU_MOST_ROWS)
+                            AUTO_MOST_ROWS if device.type == "cuda" else CPU_MOST_ROWS, lora)
     return BatchSizes(auto.decoding if batch_size == "auto" else batch_size,
                       auto.scoring if scoring_batch_size == "auto" else scoring_batch_size)
 
