@@ -125,7 +125,10 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     compiled_before = compile_counts()
     benchmark = load_benchmark(cfg, timings)
     fmt = prompt_format(cfg, benchmark)
-    stage0 = load_stage0(cfg, benchmark, fmt, timings)
+    # taking turns in evaluation and offloaded while the method trains, target and retain need the device only in
+    # their turns: they wait in host memory from the start
+    stage0 = load_stage0(cfg, benchmark, fmt, timings,
+                         in_host_memory=cfg.eval_one_model_on_device and cfg.stage0.offload_during_unlearning)
 
     batch_sizes = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
 
@@ -206,7 +209,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     fmt = prompt_format(cfg, benchmark)
     with stage("checkpoint"):
         model, tokenizer = load_checkpoint(cfg.checkpoint)
-    stage0 = load_stage0(cfg, benchmark, fmt, timings)
+    stage0 = load_stage0(cfg, benchmark, fmt, timings, in_host_memory=cfg.eval_one_model_on_device)
     if tokenizer.get_vocab() != stage0.tokenizer.get_vocab():
         raise CheckpointError(
             f"{cfg.checkpoint}: its tokenizer differs from the one of model={cfg.model.name}; evaluate it with the "

@@ -40,7 +40,7 @@ from pmc.core.generation import (
 )
 from pmc.core.models import device_for, enable_tf32, with_lora
 from pmc.core.prompts import RAW_TEXT, PromptFormat
-from pmc.core.residency import taking_turns
+from pmc.core.residency import HOST, taking_turns
 from pmc.distributed import world_size
 from pmc.eval_cache import SCORED, EvalCache, harness_digest
 from pmc.failures import stage
@@ -179,12 +179,15 @@ def prompt_format(cfg: DictConfig, benchmark) -> PromptFormat:
     return RAW_TEXT if benchmark.raw_text else PromptFormat(**cfg.model.prompt)
 
 
-def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict):
-    """Target and retain models for this config, from the stage-0 cache (built there first if absent)."""
+def load_stage0(cfg: DictConfig, benchmark, fmt: PromptFormat, timings: dict, in_host_memory: bool = False):
+    """Target and retain models for this config, from the stage-0 cache (built there first if absent), on the run's
+    device, or with `in_host_memory` in host memory: a job whose models take turns on the device in evaluation, and
+    that does not need them there before, never holds them there together (an 8B job's start: 29.9 GiB)."""
     with timed(timings, "stage0"):
         stage0 = prepare_models(OmegaConf.to_container(cfg.model, resolve=True), benchmark, fmt, cfg.cache_dir,
                                 cfg.stage0.seed, device_for(cfg.device), cfg.stage0.target_path, cfg.stage0.retain_path,
-                                checkpoint_config(cfg), cfg.stage0.side_by_side)
+                                checkpoint_config(cfg), cfg.stage0.side_by_side,
+                                place=HOST if in_host_memory else None)
     log.info("stage 0: %s", "built " + ", ".join(stage0.built) if stage0.built else "all models from cache")
     return stage0
 
@@ -236,9 +239,9 @@ def models_on_device(cfg: DictConfig, models: dict[str, torch.nn.Module], timing
 def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> BatchSizes:
     """Set the KV-cache and compile options on the models (copies made later inherit them) and return the numbers of
     rows decoded and scored at once: generation.batch_size and generation.scoring_batch_size, or with `auto` what
-    fits beside the first model. Both the static cache and `auto` are sized for the longest decoding evaluation
-    does: the benchmark's longest prompt plus max_new_tokens (or generation.max_length), at most the model's
-    context."""
+    fits in the run's device's free memory beside the models there and the room unlearning needs. Both the static
+    cache and `auto` are sized for the longest decoding evaluation does: the benchmark's longest prompt plus
+    max_new_tokens (or generation.max_length), at most the model's context."""
     g = cfg.generation
     sequence_length = None
     if "auto" in (g.batch_size, g.scoring_batch_size) or g.cache_implementation == "static":
@@ -251,7 +254,7 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
     for model in models:
         configure_generation(model, max_cache_len=sequence_length, **generation_options(g))
     return resolve_batch_sizes(g.batch_size, g.scoring_batch_size, models[0], sequence_length,
-                               lora=bool((lora_settings(cfg) or {}).get("r")))
+                               lora=bool((lora_settings(cfg) or {}).get("r")), device=device_for(cfg.device))
 
 
 def generation_options(g: DictConfig) -> dict:

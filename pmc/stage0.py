@@ -282,8 +282,11 @@ class Stage0Builder:
 
 def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, cache_dir: str | Path, seed: int,
                    device: str = "cpu", target_path: str | None = None, retain_path: str | None = None,
-                   checkpoint: CheckpointConfig = CheckpointConfig(), side_by_side: bool = False) -> Stage0Models:
-    """Target and retain models for this benchmark, from explicit checkpoints when given, else from the cache.
+                   checkpoint: CheckpointConfig = CheckpointConfig(), side_by_side: bool = False,
+                   place: str | torch.device | None = None) -> Stage0Models:
+    """Target and retain models for this benchmark, from explicit checkpoints when given, else from the cache; built
+    on `device`, returned on `place` (default: `device`; host memory for a job whose models take turns on the device,
+    `eval_one_model_on_device`).
 
     side_by_side: when neither is cached, a second process builds the retain model while this one builds the target
     (`RetainMeanwhile`): a small model leaves a GPU mostly idle, and one job's stage 0 takes one model's time, not
@@ -312,7 +315,8 @@ def prepare_models(model_cfg: dict, benchmark: QABenchmark, fmt: PromptFormat, c
         raise
     built = builder.built + (helper.finish() if helper else [])
     (target, tokenizer), (retain, _) = models["target"], models["retain"]
-    return Stage0Models(target.to(device), retain.to(device), tokenizer, checkpoints, built)
+    place = device if place is None else place
+    return Stage0Models(target.to(place), retain.to(place), tokenizer, checkpoints, built)
 
 
 def check_room_for_two_builds(builder: Stage0Builder, device) -> None:

@@ -848,7 +848,7 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
     model, tokenizer = tiny
     records = [QARecord(q, "An answer.") for q in QUESTIONS]
     benchmark = QABenchmark(name="widths", forget=records[:1], retain=records[1:], eval_sets={"retain": records[1:]})
-    cfg = OmegaConf.create({"model": {"lora": None},
+    cfg = OmegaConf.create({"model": {"lora": None}, "device": "cpu",
                             "generation": {"batch_size": 4, "scoring_batch_size": 2, "compile": False,
                                            "continuous_batching": False,
                                            "compile_dynamic": True, "drop_finished_rows": False, **generation}})
@@ -874,7 +874,7 @@ def test_a_lora_run_sizes_auto_batches_for_what_lora_trains(tiny, monkeypatch, l
     model, tokenizer = tiny
     records = [QARecord(q, "An answer.") for q in QUESTIONS]
     benchmark = QABenchmark(name="widths", forget=records[:1], retain=records[1:], eval_sets={"retain": records[1:]})
-    cfg = OmegaConf.create({"model": {"lora": {"r": lora_r}},
+    cfg = OmegaConf.create({"model": {"lora": {"r": lora_r}}, "device": "cpu",
                             "generation": {"batch_size": "auto", "scoring_batch_size": "auto", "compile": False,
                                            "continuous_batching": False, "compile_dynamic": True,
                                            "drop_finished_rows": False, "cache_implementation": None,

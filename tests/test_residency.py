@@ -56,6 +56,16 @@ def test_taking_turns_parks_all_but_one_and_moves_each_when_it_computes():
     assert moves == []
 
 
+def test_stage0_models_stay_on_the_device_while_the_method_trains_beside_them(make_config, tmp_path, stage0_placed):
+    """Taking turns in evaluation but with stage0.offload_during_unlearning=false, target and retain are loaded onto
+    the device: the user keeps them there while the method trains."""
+    from pmc.experiment import run_experiment
+
+    run_experiment(make_config("method.training.epochs=1", "eval_one_model_on_device=true",
+                               "stage0.offload_during_unlearning=false"), tmp_path)
+    assert stage0_placed == [None]
+
+
 def test_turns_switched_off_move_nothing():
     moves = []
     models = [Recorded(moves), Recorded(moves)]
@@ -102,12 +112,30 @@ def turns_watched(monkeypatch):
     return forwards
 
 
+@pytest.fixture
+def stage0_placed(monkeypatch):
+    """Where each job asked for its stage-0 models (prepare_models' `place`: None for the run's device)."""
+    import pmc.pipeline
+
+    places = []
+    real = pmc.pipeline.prepare_models
+
+    def recorded(*args, place=None, **kwargs):
+        places.append(place)
+        return real(*args, place=place, **kwargs)
+
+    monkeypatch.setattr(pmc.pipeline, "prepare_models", recorded)
+    return places
+
+
 @pytest.mark.parametrize("evaluate", ["run", "checkpoint"])
-def test_every_model_computes_only_in_its_turn_and_scores_the_same(make_config, tmp_path, turns_watched, evaluate):
+def test_every_model_computes_only_in_its_turn_and_scores_the_same(make_config, tmp_path, turns_watched, evaluate,
+                                                                   stage0_placed):
     """A job's evaluation with every suite that needs the reference models as models (analyses: the target's
     collateral baseline, the retain's fluency scores), the eval cache off so target and retain are scored too:
     every forward of every model happens while it holds the turn, every score is the job's without turns, and
-    results.json says how long the moves took."""
+    results.json says how long the moves took. Taking turns, target and retain wait in host memory from the job's
+    start (they are offloaded while the method trains, the default): they are never on the device together."""
     from pmc.experiment import evaluate_checkpoint, run_experiment
 
     settings = ["eval=[paper,tofu,analyses]", "method.training.epochs=1", "generation.max_new_tokens=16",
@@ -128,3 +156,4 @@ def test_every_model_computes_only_in_its_turn_and_scores_the_same(make_config, 
     assert [name for name, in_turn in turns_watched if not in_turn] == []
     assert taking["metrics"] == expected
     assert taking["timings_s"]["eval.turns"] >= 0 and "eval.turns" not in plain["timings_s"]
+    assert stage0_placed == [None, torch.device("cpu")]

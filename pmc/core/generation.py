@@ -696,15 +696,15 @@ def free_memory(device: torch.device) -> int:
 
 
 def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: int | None,
-                        lora: bool = False) -> BatchSizes:
+                        lora: bool = False, device: torch.device | None = None) -> BatchSizes:
     """generation.batch_size and generation.scoring_batch_size as numbers: an int as given; `auto` from the free
-    memory where the model lives (`auto_batch_sizes`; `lora`: unlearned through LoRA adapters), at most AUTO_MOST_ROWS
-    on a CUDA device and CPU_MOST_ROWS elsewhere (a CPU run's sizes change only where memory is short: with 4 GB
-    available SmolLM2 decodes 64 rows at ~130 positions, with 6 GB or more 128)."""
+    memory of `device` (default: where the model lives; `auto_batch_sizes`; `lora`: unlearned through LoRA adapters),
+    at most AUTO_MOST_ROWS on a CUDA device and CPU_MOST_ROWS elsewhere (a CPU run's sizes change only where memory is
+    short: with 4 GB available SmolLM2 decodes 64 rows at ~130 positions, with 6 GB or more 128)."""
     check_generation_options(batch_size, None, False, scoring_batch_size=scoring_batch_size)
     if "auto" not in (batch_size, scoring_batch_size):
         return BatchSizes(batch_size, scoring_batch_size)
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device if device is None else torch.device(device)
     auto = auto_batch_sizes(model, sequence_length, free_memory(device),
                             AUTO_MOST_ROWS if device.type == "cuda" else CPU_MOST_ROWS, lora)
     return BatchSizes(auto.decoding if batch_size == "auto" else batch_size,
