@@ -56,16 +56,6 @@ def test_taking_turns_parks_all_but_one_and_moves_each_when_it_computes():
     assert moves == []
 
 
-def test_stage0_models_stay_on_the_device_while_the_method_trains_beside_them(make_config, tmp_path, stage0_placed):
-    """Taking turns in evaluation but with stage0.offload_during_unlearning=false, target and retain are loaded onto
-    the device: the user keeps them there while the method trains."""
-    from pmc.experiment import run_experiment
-
-    run_experiment(make_config("method.training.epochs=1", "eval_one_model_on_device=true",
-                               "stage0.offload_during_unlearning=false"), tmp_path)
-    assert stage0_placed == [None]
-
-
 def test_turns_switched_off_move_nothing():
     moves = []
     models = [Recorded(moves), Recorded(moves)]
@@ -157,3 +147,13 @@ def test_every_model_computes_only_in_its_turn_and_scores_the_same(make_config, 
     assert taking["metrics"] == expected
     assert taking["timings_s"]["eval.turns"] >= 0 and "eval.turns" not in plain["timings_s"]
     assert stage0_placed == [None, torch.device("cpu")]
+
+
+def test_stage0_models_stay_on_the_device_while_the_method_trains_beside_them(make_config, tmp_path, stage0_placed):
+    """Taking turns in evaluation but with stage0.offload_during_unlearning=false, target and retain are loaded onto
+    the device: the user keeps them there while the method trains."""
+    from pmc.experiment import run_experiment
+
+    run_experiment(make_config("method.training.epochs=1", "eval_one_model_on_device=true",
+                               "stage0.offload_during_unlearning=false"), tmp_path)
+    assert stage0_placed == [None]
