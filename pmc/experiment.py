@@ -130,10 +130,10 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
     stage0 = load_stage0(cfg, benchmark, fmt, timings,
                          in_host_memory=cfg.eval_one_model_on_device and cfg.stage0.offload_during_unlearning)
 
-    batch_sizes = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
+    sizes = prepare_generation(cfg, [stage0.target, stage0.retain], stage0.tokenizer, fmt, benchmark)
 
     lora = lora_settings(cfg)
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_sizes)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, sizes.evaluation)
     cache = eval_cache(cfg, stage0, benchmark, ctx)
     initial_state: dict[str, str] = {}  # results.json's initial_state_cache: where each value came from
 
@@ -160,8 +160,8 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
                    restore=not cfg.eval_one_model_on_device):
         unlearned = model_to_unlearn(cfg, stage0.target, device_for(cfg.device))
         run = RunContext(unlearned, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
-                         method_batch_size(cfg, batch_sizes.decoding, method), before_unlearning=before_unlearning,
-                         scoring_batch_size=batch_sizes.scoring)
+                         method_batch_size(cfg, sizes.unlearning.decoding, method),
+                         before_unlearning=before_unlearning, scoring_batch_size=sizes.unlearning.scoring)
         with timed(timings, "unlearn"), train_log:
             parts = unlearn(method, run, training, cfg.seed, log_step, checkpoints)
     timings.update({f"unlearn.{name}": seconds for name, seconds in parts.items()})
@@ -175,7 +175,7 @@ def _unlearn_and_evaluate(cfg: DictConfig, run_dir: Path, logger, method, traini
             configure_generation(unlearned)  # the checkpoint keeps transformers' generation defaults, not this run's
             save_checkpoint(unlearned, stage0.tokenizer, run_dir / "unlearned_model")
         # resumed_from_step: timings_s holds this process's times only, unlearning's from that step on
-        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, batch_sizes, method=cfg.method.name,
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, sizes, method=cfg.method.name,
                              resumed_from_step=resumed_from_step, initial_state_cache=initial_state,
                              **compile_counts_since(compiled_before, device_for(cfg.device)))
         write_json_atomic(run_dir / "results.json", results)
@@ -218,13 +218,13 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     # taking turns (eval_one_model_on_device), the checkpoint comes onto the device in its turn
     models = {"target": stage0.target, "retain": stage0.retain,
               "checkpoint": model if cfg.eval_one_model_on_device else model.to(device_for(cfg.device))}
-    batch_sizes = prepare_generation(cfg, list(models.values()), tokenizer, fmt, benchmark)
-    ctx = eval_context(cfg, tokenizer, fmt, benchmark, batch_sizes)
+    sizes = prepare_generation(cfg, list(models.values()), tokenizer, fmt, benchmark)
+    ctx = eval_context(cfg, tokenizer, fmt, benchmark, sizes.evaluation)
     with models_on_device(cfg, models, timings):
         metrics, provenance = evaluate_models(models, ctx, suites, run_dir, timings,
                                               eval_cache(cfg, stage0, benchmark, ctx))
     with stage("save"):
-        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, batch_sizes,
+        results = run_record(cfg, benchmark, stage0, metrics, provenance, timings, sizes,
                              checkpoint=str(cfg.checkpoint),
                              **compile_counts_since(compiled_before, device_for(cfg.device)))
         write_json_atomic(run_dir / "results.json", results)

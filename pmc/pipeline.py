@@ -33,6 +33,7 @@ from pmc.checks import check_run_config
 from pmc.core.errors import ConfigError, HarnessError
 from pmc.core.generation import (
     BatchSizes,
+    GenerationSizes,
     check_generation_options,
     configure_generation,
     release_kept_caches,
@@ -236,10 +237,11 @@ def models_on_device(cfg: DictConfig, models: dict[str, torch.nn.Module], timing
         timings["eval.turns"] = round(turns.moving_s, 3)
 
 
-def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> BatchSizes:
+def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, benchmark) -> GenerationSizes:
     """Set the KV-cache and compile options on the models (copies made later inherit them) and return the numbers of
-    rows decoded and scored at once: generation.batch_size and generation.scoring_batch_size, or with `auto` what
-    fits in the run's device's free memory beside the models there and the room unlearning needs. Both the static
+    rows decoded and scored at once while the method trains and in evaluation: generation.batch_size and
+    generation.scoring_batch_size, or with `auto` what fits in the run's device's free memory beside the models there
+    and the room kept for what comes later (`reserve_bytes`: training's, or the unlearned model's). Both the static
     cache and `auto` are sized for the longest decoding evaluation does: the benchmark's longest prompt plus
     max_new_tokens (or generation.max_length), at most the model's context."""
     g = cfg.generation
@@ -253,8 +255,13 @@ def prepare_generation(cfg: DictConfig, models, tokenizer, fmt: PromptFormat, be
         sequence_length = min(sequence_length, context or sequence_length)
     for model in models:
         configure_generation(model, max_cache_len=sequence_length, **generation_options(g))
-    return resolve_batch_sizes(g.batch_size, g.scoring_batch_size, models[0], sequence_length,
-                               lora=bool((lora_settings(cfg) or {}).get("r")), device=device_for(cfg.device))
+    lora = bool((lora_settings(cfg) or {}).get("r"))
+    device = device_for(cfg.device)
+    return GenerationSizes(
+        unlearning=resolve_batch_sizes(g.batch_size, g.scoring_batch_size, models[0], sequence_length,
+                                       full_fine_tuning=not lora, device=device),
+        evaluation=resolve_batch_sizes(g.batch_size, g.scoring_batch_size, models[0], sequence_length,
+                                       full_fine_tuning=False, device=device))
 
 
 def generation_options(g: DictConfig) -> dict:
@@ -373,14 +380,16 @@ def compile_counts_since(before: dict[str, float], device: torch.device) -> dict
 
 
 def run_record(cfg: DictConfig, benchmark, stage0, metrics: dict, provenance: dict, timings: dict,
-               batch_sizes: BatchSizes, **extra) -> dict:
+               sizes: GenerationSizes, **extra) -> dict:
     """What results.json holds, common to training runs and stand-alone evaluations; `batch_sizes`: the rows decoded
-    and scored at once, as `auto` resolved them (the config says `auto`)."""
+    and scored at once in evaluation, `unlearning_batch_sizes` while the method trained, as `auto` resolved them (the
+    config says `auto`)."""
     return {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seed": cfg.seed,
         "benchmark": benchmark.name,
-        "batch_sizes": dataclasses.asdict(batch_sizes),
+        "batch_sizes": dataclasses.asdict(sizes.evaluation),
+        "unlearning_batch_sizes": dataclasses.asdict(sizes.unlearning),
         **extra,
         "metrics": metrics,
         "eval_cache": provenance,

@@ -62,7 +62,7 @@ def one_mode(mode: str, overrides: list[str], questions: int) -> dict:
     fmt = prompt_format(cfg, benchmark)
     stage0 = load_stage0(cfg, benchmark, fmt, {})
     model, tokenizer = stage0.target, stage0.tokenizer
-    rows_at_once = prepare_generation(cfg, [model], tokenizer, fmt, benchmark).decoding
+    rows_at_once = prepare_generation(cfg, [model], tokenizer, fmt, benchmark).evaluation.decoding
     model.generation_config.compile_config._compile_all_devices = True  # transformers compiles on CUDA only
     sampling = pmc_sampling_settings(cfg, rows_at_once)
     asked = [r.question for records in benchmark.eval_sets.values() for r in records][:questions]

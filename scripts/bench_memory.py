@@ -212,7 +212,7 @@ def measure(cfg, training: TrainingConfig | None, arch: PretrainedConfig, layers
         with torch.device(device):
             target = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
             retain = AutoModelForCausalLM.from_config(arch, dtype=dtype).eval()
-        batch_sizes = prepare_generation(cfg, [target, retain], tokenizer, fmt, benchmark)
+        batch_sizes = prepare_generation(cfg, [target, retain], tokenizer, fmt, benchmark).unlearning
         unlearned = model_to_unlearn(cfg, target, device)
     run = RunContext(unlearned, tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
                      method_batch_size(cfg, batch_sizes.decoding, method), scoring_batch_size=batch_sizes.scoring)
@@ -262,7 +262,7 @@ def measure_eval(cfg, arch, benchmark: QABenchmark, tokenizer, fmt, device, dtyp
     with allocated_bytes(device) as held:
         with torch.device(device):
             models = [AutoModelForCausalLM.from_config(arch, dtype=dtype).eval() for _ in range(3)]
-    batch_sizes = prepare_generation(cfg, models, tokenizer, fmt, benchmark)
+    batch_sizes = prepare_generation(cfg, models, tokenizer, fmt, benchmark).evaluation
     scored, g = models[0], cfg.generation
     length = {"max_length": g.max_length} if g.max_length else {"max_new_tokens": g.max_new_tokens}
     # a scored row as long as a decoded one gets: the prompt and the answer budget (answers are cut to it)

@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 
 from benchmarks.metrics.paper import PaperSuite
 from pmc import CONF_DIR
-from pmc.core.generation import BatchSizes
+from pmc.core.generation import GenerationSizes
 from pmc.experiment import method_batch_size
 from pmc.methods import collapse
 from pmc.methods.base import RunContext
@@ -49,12 +49,13 @@ from pmc.pipeline import (
 from pmc.trainer import unlearn
 
 
-def unlearned_once(cfg, stage0, benchmark, fmt, batch_sizes: BatchSizes, method, label: str) -> dict:
+def unlearned_once(cfg, stage0, benchmark, fmt, sizes: GenerationSizes, method, label: str) -> dict:
     """A copy of the target unlearned with `method` (the run re-seeded, cfg's training settings) and scored."""
     seed_everything(cfg.seed)
     model = copy.deepcopy(stage0.target)
     run = RunContext(model, stage0.tokenizer, fmt, benchmark, cfg.generation.max_new_tokens,
-                     method_batch_size(cfg, batch_sizes.decoding, method), scoring_batch_size=batch_sizes.scoring)
+                     method_batch_size(cfg, sizes.unlearning.decoding, method),
+                     scoring_batch_size=sizes.unlearning.scoring)
     calls = 0
     sample = collapse.generate_answers
 
@@ -71,7 +72,7 @@ def unlearned_once(cfg, stage0, benchmark, fmt, batch_sizes: BatchSizes, method,
     finally:
         collapse.generate_answers = sample
     epoch_s = (time.perf_counter() - start - parts["setup"]) / training.epochs  # without PMC's initial answers
-    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, batch_sizes)
+    ctx = eval_context(cfg, stage0.tokenizer, fmt, benchmark, sizes.evaluation)
     scores = PaperSuite().score_model(model, ctx, label).summary
     pmc = isinstance(method, collapse.PartialModelCollapse)
     return {"mode": label, "device": str(next(model.parameters()).device), "epoch_s": epoch_s, "calls": calls,
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     fmt = prompt_format(cfg, benchmark)
     start = time.perf_counter()
     stage0 = load_stage0(cfg, benchmark, fmt, {})
-    batch_sizes = prepare_generation(cfg, [stage0.target], stage0.tokenizer, fmt, benchmark)
+    sizes = prepare_generation(cfg, [stage0.target], stage0.tokenizer, fmt, benchmark)
     h = cfg.method.handler
     device = next(stage0.target.parameters()).device
     print(f"device: {device_name(device)} [{device.type}]; torch {torch.__version__}")
@@ -111,10 +112,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{cfg.method.training.gradient_accumulation_steps} a step; n={h.num_samples} T={h.temperature} "
           f"top_p={h.top_p} top_k={h.top_k} max_length={h.max_length} max_new_tokens={h.max_new_tokens}")
 
-    rows = [unlearned_once(cfg, stage0, benchmark, fmt, batch_sizes,
+    rows = [unlearned_once(cfg, stage0, benchmark, fmt, sizes,
                            instantiate(cfg.method.handler, sample_every=mode), mode)
             for mode in args.modes.split(",")]
-    reference = None if args.no_baseline else unlearned_once(cfg, stage0, benchmark, fmt, batch_sizes,
+    reference = None if args.no_baseline else unlearned_once(cfg, stage0, benchmark, fmt, sizes,
                                                              instantiate(baseline), "graddiff")
     print("\n| sample_every | device | s / epoch | PMC / GradDiff | sampling calls | sampled answers "
           "| final mean selected score | unlearn quality | utility |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")

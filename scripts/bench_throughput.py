@@ -524,8 +524,8 @@ def main(argv: list[str] | None = None) -> dict:
     stage0 = load_stage0(cfg, benchmark, fmt, {})
     model, tokenizer = stage0.target, stage0.tokenizer
     device = next(model.parameters()).device
-    batch_sizes = prepare_generation(cfg, [model], tokenizer, fmt, benchmark)
-    rows_at_once = batch_sizes.decoding
+    sizes = prepare_generation(cfg, [model], tokenizer, fmt, benchmark)
+    batch_sizes, rows_at_once = sizes.evaluation, sizes.evaluation.decoding
     records = [r for records in benchmark.eval_sets.values() for r in records][: args.questions]
     questions = [r.question for r in records]
     max_new_tokens = cfg.generation.max_new_tokens
@@ -576,7 +576,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # the decoding calls' settings, shared by the timed calls and the profiled ones
     decoding = {"max_new_tokens": max_new_tokens, "batch_size": rows_at_once}
-    sampling = pmc_sampling_settings(cfg, rows_at_once, args.samples)
+    sampling = pmc_sampling_settings(cfg, sizes.unlearning.decoding, args.samples)  # PMC samples while it trains
     samples, pmc_batch = sampling["num_samples"], sampling["batch_size"]
     greedy = decoding_throughput(model, tokenizer, fmt, questions, device, **decoding)
     with torch.random.fork_rng():

@@ -15,7 +15,7 @@ from conftest import SMALL
 
 import pmc.experiment
 import pmc.pipeline
-from pmc.core.generation import BatchSizes
+from pmc.core.generation import BatchSizes, GenerationSizes
 from pmc.core.models import enable_tf32
 from pmc.experiment import run_experiment
 from pmc.methods.base import Method
@@ -185,7 +185,7 @@ def test_unlearning_sees_the_freshly_seeded_rng(make_config, tmp_path, monkeypat
     monkeypatch.setattr(pmc.experiment, "load_stage0", lambda *args, **kwargs: FakeStage0())
     monkeypatch.setattr(pmc.experiment, "unlearn", fake_unlearn)
     monkeypatch.setattr(pmc.experiment, "prepare_generation",  # fakes do not decode
-                        lambda *args, **kwargs: BatchSizes(8, 8))
+                        lambda *args, **kwargs: GenerationSizes(BatchSizes(8, 8), BatchSizes(8, 8)))
     overrides = [f"method.handler._target_={handler}"] if handler else []
     with pytest.raises(StopAtUnlearning):
         run_experiment(make_config(*overrides), tmp_path)

@@ -23,6 +23,7 @@ from pmc.core.generation import (
     AUTO_MOST_ROWS,
     CPU_MOST_ROWS,
     BatchSizes,
+    GenerationSizes,
     auto_batch_sizes,
     cache_keyword,
     check_generation_options,
@@ -717,7 +718,7 @@ def test_auto_batch_sizes_from_free_memory(tiny):
     assert auto_batch_sizes(model, sequence, reserve // 2, MOST) == BatchSizes(1, 1)  # nothing left: one at a time
 
 
-def test_auto_keeps_room_for_what_a_lora_job_trains_not_for_full_fine_tuning():
+def test_auto_keeps_room_for_what_comes_next_not_always_for_full_fine_tuning():
     """Llama-3.1-8B-Instruct (bf16, 8.03B parameters) unlearned with LoRA on an 80 GB GPU, ~52.3 GB free beside target
     and retain, rows of 200 positions. Full fine-tuning's reserve (5 fp32 copies, 160.6 GB) leaves nothing: 1 row at a
     time, what `auto` gave LoRA jobs. LoRA's is the one bf16 copy unlearned (16.06 GB): half of the 36.24 GB left is
@@ -736,7 +737,30 @@ def test_auto_keeps_room_for_what_a_lora_job_trains_not_for_full_fine_tuning():
     assert decoding_row_bytes(model.config, 200, 2) == 54_070_272
     free = 52_300_000_000
     assert auto_batch_sizes(model, 200, free, AUTO_MOST_ROWS) == BatchSizes(1, 1)
-    assert auto_batch_sizes(model, 200, free, AUTO_MOST_ROWS, lora=True) == BatchSizes(256, 32)
+    assert auto_batch_sizes(model, 200, free, AUTO_MOST_ROWS, full_fine_tuning=False) == BatchSizes(256, 32)
+
+
+def test_auto_sizes_evaluation_without_the_room_training_held():
+    """Llama-3.2-3B-Instruct (bf16, 3,212,749,824 parameters) fully fine-tuned on an 80 GB GPU, 71.4 GB free beside
+    target and retain, rows of 200 positions. While the method trains, 5 fp32 copies are kept (64,254,996,480 bytes):
+    half of the 7.15 GB left holds 10 scored rows of 347,417,600 bytes (by hand: the KV cache 2 x 28 x 8 x 128 x 200
+    x 2 = 22,937,600; one layer's activations (200 x (4 x 3072 + 3 x 8192) + 24 x 200^2) x 2 = 16,665,600; the
+    logits 307,814,400): 8; and 86 decoded rows of 41,142,272 (the last position's logits, 1,539,072, in place of
+    every position's): 64. Evaluation comes after training, with only the unlearned model's bf16 copy more on the
+    device (6,425,499,648 bytes): half of the 64.97 GB left holds 93 scored rows, 64, and 789 decoded, the cap 512.
+    Before 2026-11-29 evaluation got training's 64 and 8."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    values = json.loads((REPO / "scripts" / "architectures" / "llama3_2_3b_instruct.json").read_text())
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(values.pop("model_type"), **values),
+                                                 dtype=torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == 3_212_749_824
+    assert scoring_row_bytes(model.config, 200, 2) == 347_417_600
+    assert decoding_row_bytes(model.config, 200, 2) == 41_142_272
+    free = 71_400_000_000
+    assert auto_batch_sizes(model, 200, free, AUTO_MOST_ROWS, full_fine_tuning=True) == BatchSizes(64, 8)
+    assert auto_batch_sizes(model, 200, free, AUTO_MOST_ROWS, full_fine_tuning=False) == BatchSizes(512, 64)
 
 
 def test_auto_batch_sizes_count_the_caches_kept_for_each_width_where_decoding_is_compiled(tiny, monkeypatch):
@@ -829,7 +853,9 @@ def test_a_run_with_auto_batches_and_a_static_cache_scores_as_before(make_config
     assert caches and set(caches) == {"static"}  # PMC's decoding and every model's evaluation
     assert fast["eval_cache"]["target"]["paper"] == "miss"  # other generation settings: scored, not read
     assert fast["batch_sizes"] == {"decoding": 128, "scoring": 8}  # auto on a CPU with memory to spare
+    assert fast["unlearning_batch_sizes"] == {"decoding": 128, "scoring": 8}
     assert plain["batch_sizes"] == {"decoding": 64, "scoring": 64}  # the test config's int, which scoring follows
+    assert plain["unlearning_batch_sizes"] == plain["batch_sizes"]
     for model in ("target", "retain"):
         assert fast["metrics"][model] == plain["metrics"][model]
 
@@ -853,7 +879,8 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
                                            "continuous_batching": False,
                                            "compile_dynamic": True, "drop_finished_rows": False, **generation}})
     try:
-        assert prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark) == BatchSizes(4, 2)
+        assert prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark) == GenerationSizes(
+            BatchSizes(4, 2), BatchSizes(4, 2))  # ints: the same while training and in evaluation
         if expected == "longest prompt + 10":
             expected = max(len(PromptFormat().prompt_ids(tokenizer, q)) for q in QUESTIONS) + 10
         assert model.generation_config.max_cache_len == expected
@@ -864,8 +891,9 @@ def test_the_run_sizes_the_static_cache_for_its_longest_evaluation_call(tiny, ge
 @pytest.mark.parametrize("lora_r", [0, 8])
 def test_a_lora_run_sizes_auto_batches_for_what_lora_trains(tiny, monkeypatch, lora_r):
     """`auto` on a host whose available memory is full fine-tuning's reserve exactly (5 fp32 copies of the
-    parameters): nothing left, 1 row at a time; with model.lora.r > 0 the reserve is the one fp32 copy unlearned, and
-    half of the 4 copies' bytes left (8 bytes a parameter) holds rows of the sizes `tiny_row_bytes` gives by hand."""
+    parameters): nothing left while the method trains, 1 row at a time; with model.lora.r > 0, and in evaluation
+    either way, the reserve is the one fp32 copy unlearned, and half of the 4 copies' bytes left (8 bytes a
+    parameter) holds rows of the sizes `tiny_row_bytes` gives by hand."""
     from omegaconf import OmegaConf
 
     from pmc.core.records import QABenchmark, QARecord
@@ -882,14 +910,12 @@ def test_a_lora_run_sizes_auto_batches_for_what_lora_trains(tiny, monkeypatch, l
     available = 5 * 4 * sum(p.numel() for p in model.parameters())
     monkeypatch.setattr(generation.psutil, "virtual_memory", lambda: type("Memory", (), {"available": available}))
     sizes = prepare_generation(cfg, [model], tokenizer, PromptFormat(), benchmark)
-    if lora_r:
-        sequence = max(len(PromptFormat().prompt_ids(tokenizer, q)) for q in QUESTIONS) + 10
-        budget = 8 * sum(p.numel() for p in model.parameters())
-        decoding, scoring = tiny_row_bytes(model, sequence)
-        assert sizes == BatchSizes(*(2 ** int(math.log2(budget // row)) for row in (decoding, scoring)))
-        assert sizes.decoding > 1
-    else:
-        assert sizes == BatchSizes(1, 1)
+    sequence = max(len(PromptFormat().prompt_ids(tokenizer, q)) for q in QUESTIONS) + 10
+    budget = 8 * sum(p.numel() for p in model.parameters())
+    one_copy_kept = BatchSizes(*(2 ** int(math.log2(budget // row)) for row in tiny_row_bytes(model, sequence)))
+    assert one_copy_kept.decoding > 1
+    assert sizes.evaluation == one_copy_kept
+    assert sizes.unlearning == (one_copy_kept if lora_r else BatchSizes(1, 1))
 
 
 # --- evaluation decodes every suite's greedy questions of a model together --------------------------------------------

@@ -340,6 +340,16 @@ class BatchSizes:
     scoring: int
 
 
+@dataclass(frozen=True)
+class GenerationSizes:
+    """The rows at once while a method trains (its decoding and scoring: PMC's samples and initial answers, ICU's
+    checks) and in evaluation, after training: `auto` sizes the first beside what training holds and the second
+    without it (`reserve_bytes`); set as ints, the two are the same."""
+
+    unlearning: BatchSizes
+    evaluation: BatchSizes
+
+
 # `auto` batch sizes at most (BatchSizes: rows decoded, rows scored at once). A GPU: a decoding step of a small model
 # costs the same up to ~512 rows on an H200 (docs/gpu.md). A CPU: a decoding step costs ~70 ms plus ~3 ms per row
 # (SmolLM2, 2 cores), so decoding gains up to ~128 rows; scoring is fastest at 4-8 rows (256 answers: 32 s at 8,
@@ -652,36 +662,38 @@ def activation_bytes(config, sequence_length: int, dtype_bytes: int) -> int:
             + config.num_attention_heads * sequence_length**2) * dtype_bytes
 
 
-def training_reserve_bytes(model, lora: bool = False) -> int:
-    """Memory `auto` keeps free beside the models for unlearning. Full fine-tuning: TRAINING_RESERVE_COPIES fp32
-    copies of the parameters (the copy unlearned, a reference, gradients, AdamW's two moments). With LoRA adapters
-    (model.lora.r > 0): one copy of the weights as stored, the model unlearned (a reference shares its frozen
-    weights, `pmc.methods.base.frozen_copy`); the adapters with their gradients and moments are a fraction of a
-    percent of it (r = 8 at 8B: 21M parameters), within the half of the rest that batches leave. The full reserve at
-    8B is 150 GiB, more than a GPU holds, so `auto` gave a LoRA job 1 row at a time."""
+def reserve_bytes(model, full_fine_tuning: bool = True) -> int:
+    """Memory `auto` keeps free beside the models on the device for what comes onto it later. While a method fully
+    fine-tunes the model: TRAINING_RESERVE_COPIES fp32 copies of the parameters (the copy unlearned, a reference,
+    gradients, AdamW's two moments). Otherwise one copy of the weights as stored: while a method trains LoRA
+    adapters (model.lora.r > 0), the model unlearned (a reference shares its frozen weights,
+    `pmc.methods.base.frozen_copy`; the adapters with their gradients and moments are a fraction of a percent of it,
+    r = 8 at 8B: 21M parameters, within the half of the rest that batches leave); in evaluation, after training, the
+    unlearned model beside the others. The full reserve at 8B is 150 GiB, more than a GPU holds, so `auto` gave a
+    LoRA job 1 row at a time; at 3B (64 GB) it gave evaluation 8 scored rows on an 80 GB GPU, where 64 fit."""
     parameters = sum(p.numel() for p in model.parameters())
-    if lora:
-        return parameters * next(model.parameters()).element_size()
-    return TRAINING_RESERVE_COPIES * 4 * parameters
+    if full_fine_tuning:
+        return TRAINING_RESERVE_COPIES * 4 * parameters
+    return parameters * next(model.parameters()).element_size()
 
 
-def rows_that_fit(free_bytes: int, reserve_bytes: int, row: int, most: int) -> int:
-    """Rows of `row` bytes that fit in AUTO_MEMORY_FRACTION of the memory left after keeping `reserve_bytes` free for
-    unlearning (`training_reserve_bytes`), rounded down to a power of two (stable across jobs whose free memory
-    differs a little), between 1 and `most`."""
-    rows = int(AUTO_MEMORY_FRACTION * (free_bytes - reserve_bytes) // row)
+def rows_that_fit(free_bytes: int, kept_bytes: int, row: int, most: int) -> int:
+    """Rows of `row` bytes that fit in AUTO_MEMORY_FRACTION of the memory left after keeping `kept_bytes` free for
+    what comes onto the device later (`reserve_bytes`), rounded down to a power of two (stable across jobs whose free
+    memory differs a little), between 1 and `most`."""
+    rows = int(AUTO_MEMORY_FRACTION * (free_bytes - kept_bytes) // row)
     return 1 if rows < 1 else min(most, 2 ** int(math.log2(rows)))
 
 
 def auto_batch_sizes(model, sequence_length: int, free_bytes: int, most: BatchSizes = AUTO_MOST_ROWS,
-                     lora: bool = False) -> BatchSizes:
-    """Rows to decode and rows to score at once with `free_bytes` free (`rows_that_fit`), at most `most`; `lora`:
-    the model is unlearned through LoRA adapters (`training_reserve_bytes`).
+                     full_fine_tuning: bool = True) -> BatchSizes:
+    """Rows to decode and rows to score at once with `free_bytes` free (`rows_that_fit`), at most `most`;
+    `full_fine_tuning`: sized for while a method trains every weight (`reserve_bytes`).
     Where the decoding step is compiled, a static cache is kept for each width decoded (2, 4, ... up to the batch
     size: `decoding_batch`, `kept_static_cache`), under twice the batch's rows in all, so a row's cache counts twice."""
     config, dtype_bytes = model.config, next(model.parameters()).element_size()
     kept_caches = 2 if compiles_decoding(model) else 1
-    reserve = training_reserve_bytes(model, lora)
+    reserve = reserve_bytes(model, full_fine_tuning)
     return BatchSizes(
         rows_that_fit(free_bytes, reserve, decoding_row_bytes(config, sequence_length, dtype_bytes, kept_caches),
                       most.decoding),
@@ -696,17 +708,18 @@ def free_memory(device: torch.device) -> int:
 
 
 def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: int | None,
-                        lora: bool = False, device: torch.device | None = None) -> BatchSizes:
+                        full_fine_tuning: bool = True, device: torch.device | None = None) -> BatchSizes:
     """generation.batch_size and generation.scoring_batch_size as numbers: an int as given; `auto` from the free
-    memory of `device` (default: where the model lives; `auto_batch_sizes`; `lora`: unlearned through LoRA adapters),
-    at most AUTO_MOST_ROWS on a CUDA device and CPU_MOST_ROWS elsewhere (a CPU run's sizes change only where memory is
-    short: with 4 GB available SmolLM2 decodes 64 rows at ~130 positions, with 6 GB or more 128)."""
+    memory of `device` (default: where the model lives; `auto_batch_sizes`; `full_fine_tuning`: for while a method
+    trains every weight), at most AUTO_MOST_ROWS on a CUDA device and CPU_MOST_ROWS elsewhere (a CPU run's sizes
+    change only where memory is short: with 4 GB available SmolLM2 decodes 64 rows at ~130 positions, with 6 GB or
+    more 128)."""
     check_generation_options(batch_size, None, False, scoring_batch_size=scoring_batch_size)
     if "auto" not in (batch_size, scoring_batch_size):
         return BatchSizes(batch_size, scoring_batch_size)
     device = next(model.parameters()).device if device is None else torch.device(device)
     auto = auto_batch_sizes(model, sequence_length, free_memory(device),
-                            AUTO_MOST_ROWS if device.type == "cuda" else CPU_MOST_ROWS, lora)
+                            AUTO_MOST_ROWS if device.type == "cuda" else CPU_MOST_ROWS, full_fine_tuning)
     return BatchSizes(auto.decoding if batch_size == "auto" else batch_size,
                       auto.scoring if scoring_batch_size == "auto" else scoring_batch_size)
 
