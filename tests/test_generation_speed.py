@@ -718,6 +718,17 @@ def test_auto_batch_sizes_from_free_memory(tiny):
     assert auto_batch_sizes(model, sequence, reserve // 2, MOST) == BatchSizes(1, 1)  # nothing left: one at a time
 
 
+def released_model_on_meta(architecture: str):
+    """A released model's architecture (scripts/architectures/), bf16, its parameters on the meta device (no
+    memory): what `auto` reads of a model, its parameter count and config."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    values = json.loads((REPO / "scripts" / "architectures" / architecture).read_text())
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(values.pop("model_type"), **values),
+                                                dtype=torch.bfloat16)
+
+
 def test_auto_keeps_room_for_what_comes_next_not_always_for_full_fine_tuning():
     """Llama-3.1-8B-Instruct (bf16, 8.03B parameters) unlearned with LoRA on an 80 GB GPU, ~52.3 GB free beside target
     and retain, rows of 200 positions. Full fine-tuning's reserve (5 fp32 copies, 160.6 GB) leaves nothing: 1 row at a
@@ -726,12 +737,7 @@ def test_auto_keeps_room_for_what_comes_next_not_always_for_full_fine_tuning():
     = 26,214,400; one layer's activations (200 x (4 x 4096 + 3 x 14336) + 32 x 200^2) x 2 = 26,316,800; float32
     logits 3 x 4 x 128,256 x 200 = 307,814,400), so 50 fit: 32; a decoded row the last position's logits instead
     (1,539,072): 54,070,272 bytes, 335 fit: 256."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    values = json.loads((REPO / "scripts" / "architectures" / "llama3_1_8b_instruct.json").read_text())
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(values.pop("model_type"), **values),
-                                                 dtype=torch.bfloat16)
+    model = released_model_on_meta("llama3_1_8b_instruct.json")
     assert sum(p.numel() for p in model.parameters()) == 8_030_261_248
     assert scoring_row_bytes(model.config, 200, 2) == 360_345_600
     assert decoding_row_bytes(model.config, 200, 2) == 54_070_272
@@ -749,12 +755,7 @@ def test_auto_sizes_evaluation_without_the_room_training_held():
     every position's): 64. Evaluation comes after training, with only the unlearned model's bf16 copy more on the
     device (6,425,499,648 bytes): half of the 64.97 GB left holds 93 scored rows, 64, and 789 decoded, the cap 512.
     Before 2026-11-29 evaluation got training's 64 and 8."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    values = json.loads((REPO / "scripts" / "architectures" / "llama3_2_3b_instruct.json").read_text())
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(values.pop("model_type"), **values),
-                                                 dtype=torch.bfloat16)
+    model = released_model_on_meta("llama3_2_3b_instruct.json")
     assert sum(p.numel() for p in model.parameters()) == 3_212_749_824
     assert scoring_row_bytes(model.config, 200, 2) == 347_417_600
     assert decoding_row_bytes(model.config, 200, 2) == 41_142_272
