@@ -71,7 +71,7 @@ from benchmarks.metrics.scoring import answer_logprob_means  # noqa: E402
 from pmc import CONF_DIR  # noqa: E402
 from pmc.checks import check_unlearning_config  # noqa: E402
 from pmc.core.errors import CheckpointError, ConfigError  # noqa: E402
-from pmc.core.generation import AUTO_MOST_ROWS, CPU_MOST_ROWS, greedy_answers  # noqa: E402
+from pmc.core.generation import greedy_answers, most_rows  # noqa: E402
 from pmc.core.models import (  # noqa: E402
     device_for,
     pretrained_architecture,
@@ -87,6 +87,7 @@ from pmc.optimisation import TrainingConfig  # noqa: E402
 from pmc.pipeline import (  # noqa: E402
     configure_kernels,
     device_name,
+    eval_context,
     lora_settings,
     model_to_unlearn,
     prepare_generation,
@@ -246,7 +247,7 @@ def measure_finetune(arch, benchmark, tokenizer, fmt, training: TrainingConfig, 
 def max_eval_rows(cfg) -> int:
     """The most rows evaluation decodes or scores at once: generation.batch_size and scoring_batch_size (`auto` as
     the most it can give on this device; `measure_eval` reports what it resolved to)."""
-    most = AUTO_MOST_ROWS if device_for(cfg.device).type == "cuda" else CPU_MOST_ROWS
+    most = most_rows(device_for(cfg.device))
     return max(most.decoding if cfg.generation.batch_size == "auto" else cfg.generation.batch_size,
                most.scoring if cfg.generation.scoring_batch_size == "auto" else cfg.generation.scoring_batch_size)
 
@@ -264,7 +265,7 @@ def measure_eval(cfg, arch, benchmark: QABenchmark, tokenizer, fmt, device, dtyp
             models = [AutoModelForCausalLM.from_config(arch, dtype=dtype).eval() for _ in range(3)]
     batch_sizes = prepare_generation(cfg, models, tokenizer, fmt, benchmark).evaluation
     scored, g = models[0], cfg.generation
-    length = {"max_length": g.max_length} if g.max_length else {"max_new_tokens": g.max_new_tokens}
+    length = eval_context(cfg, tokenizer, fmt, benchmark, batch_sizes).answer_length()  # as evaluation decodes
     # a scored row as long as a decoded one gets: the prompt and the answer budget (answers are cut to it)
     longest_prompt = max(len(fmt.prompt_ids(tokenizer, r.question)) for r in benchmark.forget)
     row_tokens = g.max_length or longest_prompt + g.max_new_tokens

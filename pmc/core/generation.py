@@ -707,6 +707,11 @@ def free_memory(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
+def most_rows(device: torch.device) -> BatchSizes:
+    """The most rows `auto` gives on `device`: AUTO_MOST_ROWS on a CUDA device, CPU_MOST_ROWS elsewhere."""
+    return AUTO_MOST_ROWS if device.type == "cuda" else CPU_MOST_ROWS
+
+
 def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: int | None,
                         full_fine_tuning: bool = True, device: torch.device | None = None) -> BatchSizes:
     """generation.batch_size and generation.scoring_batch_size as numbers: an int as given; `auto` from the free
@@ -718,8 +723,7 @@ def resolve_batch_sizes(batch_size, scoring_batch_size, model, sequence_length: 
     if "auto" not in (batch_size, scoring_batch_size):
         return BatchSizes(batch_size, scoring_batch_size)
     device = next(model.parameters()).device if device is None else torch.device(device)
-    auto = auto_batch_sizes(model, sequence_length, free_memory(device),
-                            AUTO_MOST_ROWS if device.type == "cuda" else CPU_MOST_ROWS, full_fine_tuning)
+    auto = auto_batch_sizes(model, sequence_length, free_memory(device), most_rows(device), full_fine_tuning)
     return BatchSizes(auto.decoding if batch_size == "auto" else batch_size,
                       auto.scoring if scoring_batch_size == "auto" else scoring_batch_size)
 
